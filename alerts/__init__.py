@@ -1,0 +1,1 @@
+"""Alert engine: standards, window statistics, rules, notifications."""

@@ -1,0 +1,50 @@
+"""The application factory. The pool opens in the lifespan, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from api.errors import install_error_handlers
+from api.routers import catalogue, health, readings
+from core.errors import SettingsError
+from core.settings import Settings
+from store.pool import open_pool
+
+
+def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -> FastAPI:
+    """Build the API. With `pool`, the caller owns it; otherwise the app opens and closes one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if pool is not None:
+            app.state.pool = pool
+            yield
+            return
+        if settings.database_url is None:
+            raise SettingsError("ENVLINK_DATABASE_URL must be resolved before the API starts")
+        app.state.pool = await open_pool(
+            settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="EnvLink",
+        version="0.1.0",
+        summary="Shared air and water monitoring of Guangzhou and Dongguan",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if pool is not None:
+        app.state.pool = pool
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(catalogue.router)
+    app.include_router(readings.router)
+    return app

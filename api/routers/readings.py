@@ -1,0 +1,93 @@
+"""Readings of one series, and the latest reading of every station × parameter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import ConnDep, KeyDep
+from api.pagination import decode_cursor, encode_cursor
+from core.errors import InvalidInput
+from core.timeutil import CST, PERIODS_S, as_aware, parse_time
+from schemas.common import Area, City, Medium, Page
+from schemas.readings import LatestOut, ReadingOut
+from store.catalogue import series_ids
+from store.readings import latest_readings, readings_page
+
+router = APIRouter(prefix="/v1", tags=["readings"])
+
+
+@router.get("/readings")
+async def readings(
+    conn: ConnDep,
+    key: KeyDep,
+    station: str,
+    parameter: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    period_s: Annotated[int | None, Query(description="0 (instant), 60, 3600 or 86400")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    cursor: str | None = None,
+) -> Page[ReadingOut]:
+    """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
+    if period_s is not None and period_s not in PERIODS_S:
+        raise InvalidInput(f"period_s must be one of 0, 60, 3600, 86400, not {period_s}")
+    station_id, parameter_id = await series_ids(conn, station=station, parameter=parameter)
+    start = as_aware(start) if start else None
+    end = as_aware(end) if end else None
+    if start and end and end <= start:
+        raise InvalidInput("end must be after start (the range is half-open [start, end))")
+    after = None
+    if cursor:
+        position = decode_cursor(cursor, keys=("time", "period_s"))
+        after = (parse_time(position["time"], field="cursor"), int(position["period_s"]))
+    rows = await readings_page(
+        conn,
+        station_id=station_id,
+        parameter_id=parameter_id,
+        start=start,
+        end=end,
+        period_s=period_s,
+        after=after,
+        limit=limit + 1,
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor({"time": last.time.isoformat(), "period_s": last.period_s})
+    items = [
+        ReadingOut(
+            time=r.time.astimezone(CST), period_s=r.period_s, value=r.value, unit=r.unit, qc=r.qc
+        )
+        for r in rows
+    ]
+    return Page[ReadingOut](items=items, next_cursor=next_cursor)
+
+
+@router.get("/latest")
+async def latest(
+    conn: ConnDep,
+    key: KeyDep,
+    area: Area | None = None,
+    city: City | None = None,
+    medium: Medium | None = None,
+) -> Page[LatestOut]:
+    """The latest reading (by period end) of every station × parameter, with its age."""
+    rows = await latest_readings(conn, city=city, area=area, medium=medium)
+    items = [
+        LatestOut(
+            station=r.station,
+            parameter=r.parameter,
+            time=r.time.astimezone(CST),
+            period_s=r.period_s,
+            value=r.value,
+            unit=r.unit,
+            qc=r.qc,
+            age_s=r.age_s,
+        )
+        for r in rows
+    ]
+    return Page[LatestOut](items=items)

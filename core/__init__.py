@@ -1,0 +1,1 @@
+"""Leaf package: settings, domain errors, logging and time helpers shared by every stage."""

@@ -1,0 +1,63 @@
+"""Domain errors. They subclass built-ins and become HTTP responses in one place (api/errors.py)."""
+
+from __future__ import annotations
+
+
+class EnvLinkError(Exception):
+    """Base of every error EnvLink raises on purpose."""
+
+    code = "error"
+
+
+class SettingsError(EnvLinkError, ValueError):
+    """A setting is missing or malformed; the message names the ENVLINK_* variable."""
+
+    code = "bad_settings"
+
+
+class ConfigError(EnvLinkError, ValueError):
+    """A configuration file (config/*.yaml) is malformed; the message names the file and entry."""
+
+    code = "bad_config"
+
+
+class InvalidInput(EnvLinkError, ValueError):
+    """The caller sent something that cannot be right; the message says what."""
+
+    code = "invalid_input"
+
+
+class NotFound(EnvLinkError, LookupError):
+    """A named thing does not exist."""
+
+    code = "not_found"
+
+
+class StationNotFound(NotFound):
+    code = "station_not_found"
+
+
+class ParameterNotFound(NotFound):
+    code = "parameter_not_found"
+
+
+class AgencyNotFound(NotFound):
+    code = "agency_not_found"
+
+
+class Unauthenticated(EnvLinkError, PermissionError):
+    """No API key, or one that is unknown, revoked or expired."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(EnvLinkError, PermissionError):
+    """The key is valid but lacks the role or ownership the action needs."""
+
+    code = "forbidden"
+
+
+class DatabaseUnavailable(EnvLinkError, ConnectionError):
+    """PostgreSQL cannot be reached or started."""
+
+    code = "database_unavailable"

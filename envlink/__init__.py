@@ -1,0 +1,1 @@
+"""Composition root: the CLI and the processes it runs (api, worker, serve, demo)."""

@@ -1,0 +1,150 @@
+"""The `envlink` command: migrate, seed, keys, api, worker, serve, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from core.errors import EnvLinkError
+from core.logging import configure_logging
+from core.settings import Settings, load_settings
+from core.timeutil import parse_time, rfc3339, utcnow
+from envlink.runtime import database, run_migrations, run_seed, serve
+from schemas.common import ROLES
+from store.keys import ApiKey, create_key, list_keys, revoke_key
+from store.pool import connect
+
+DEMO_AGENCY = "joint_office"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="envlink",
+        description="EnvLink: shared air and water monitoring of Guangzhou and Dongguan.",
+        epilog="Settings come from ENVLINK_* environment variables (see README.md).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("seed", help="load config/*.yaml (stations, parameters, rivers)")
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key; prints it on the last line")
+    create.add_argument("--agency", required=True, help="agency code, e.g. gz_eeb")
+    create.add_argument(
+        "--role", action="append", required=True, choices=ROLES, help="repeat for several roles"
+    )
+    create.add_argument("--label", help="a note to recognise the key by")
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument("--expires", help="expiry time, RFC 3339 (no offset = Asia/Shanghai)")
+    expiry.add_argument("--expires-in-days", type=float, help="expiry in days from now")
+    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    commands.add_parser("api", help="serve the HTTP API")
+    worker = commands.add_parser("worker", help="run ingest and alert jobs")
+    worker.add_argument("--simulate", action="store_true", help="also run the simulator")
+    serve_parser = commands.add_parser("serve", help="API and worker in one process")
+    serve_parser.add_argument("--simulate", action="store_true", help="also run the simulator")
+    commands.add_parser(
+        "demo", help="embedded database, catalogue, simulator and API on 127.0.0.1:8000"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        return _run(args, settings)
+    except EnvLinkError as exc:
+        print(f"envlink: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        settings = settings.model_copy(update={"database_url": None})
+    with database(settings) as url:
+        if args.command in ("migrate", "demo"):
+            applied = asyncio.run(run_migrations(url))
+            print(
+                f"migrations: {len(applied)} applied"
+                + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied)
+            )
+        if args.command in ("seed", "demo"):
+            report = asyncio.run(run_seed(url, settings))
+            print("\n".join(report.lines()))
+        if args.command == "keys":
+            return asyncio.run(_keys(url, args))
+        if args.command == "demo":
+            _, plain = asyncio.run(_create_key(url, DEMO_AGENCY, list(ROLES), "demo", None))
+            print("EnvLink demo: http://127.0.0.1:8000/docs")
+            print(f"API key: {plain}", flush=True)
+            asyncio.run(serve(url, settings, api=True, worker=True, simulate=True))
+        elif args.command in ("api", "worker", "serve"):
+            asyncio.run(
+                serve(
+                    url,
+                    settings,
+                    api=args.command in ("api", "serve"),
+                    worker=args.command in ("worker", "serve"),
+                    simulate=getattr(args, "simulate", False),
+                )
+            )
+    return 0
+
+
+async def _create_key(
+    url: str, agency: str, roles: list[str], label: str | None, expires: str | None
+) -> tuple[ApiKey, str]:
+    conn = await connect(url)
+    try:
+        expires_at = parse_time(expires, field="--expires") if expires else None
+        return await create_key(
+            conn, agency=agency, roles=roles, label=label, expires_at=expires_at
+        )
+    finally:
+        await conn.close()
+
+
+async def _keys(url: str, args: argparse.Namespace) -> int:
+    if args.keys_command == "create":
+        expires = args.expires
+        if args.expires_in_days is not None:
+            expires = (utcnow() + timedelta(days=args.expires_in_days)).isoformat()
+        key, plain = await _create_key(url, args.agency, args.role, args.label, expires)
+        print(
+            f"created key {key.id} ({key.prefix}) for {key.agency}: roles {', '.join(key.roles)}"
+            + (f", expires {rfc3339(key.expires_at)}" if key.expires_at else "")
+        )
+        print(plain)
+        return 0
+    conn = await connect(url)
+    try:
+        if args.keys_command == "list":
+            for key in await list_keys(conn):
+                state = (
+                    "revoked"
+                    if key.revoked_at
+                    else ("expired" if key.expires_at and key.expires_at <= utcnow() else "active")
+                )
+                print(
+                    f"{key.id}\t{key.prefix}\t{key.agency}\t{','.join(key.roles)}\t{state}"
+                    f"\t{key.label or ''}"
+                )
+        else:
+            key = await revoke_key(conn, args.id)
+            print(f"revoked key {key.id} ({key.prefix}) of {key.agency}")
+        return 0
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

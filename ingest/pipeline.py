@@ -1,0 +1,216 @@
+"""The one path every source's readings take: resolve, convert, check, store, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time as monotonic
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from core.timeutil import cst_day_start, floor_to_period, utcnow
+from ingest.qc import range_problem, time_problem
+from ingest.units import UnitError, conversion_factor
+from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
+from store.catalogue import (
+    ParameterRef,
+    StationParameterRef,
+    StationRef,
+    parameter_refs,
+    station_parameter_refs,
+    station_refs,
+)
+from store.intake import QuarantineRow, ensure_source, quarantine, record_intake
+from store.partitions import create_partitions, month_of
+from store.readings import ReadingRow, write_readings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestCatalogue:
+    """The catalogue as ingest needs it, indexed for lookups by code, MN and HJ 212 code."""
+
+    stations: dict[str, StationRef]
+    stations_by_mn: dict[str, StationRef]
+    parameters: dict[str, ParameterRef]
+    parameters_by_id: dict[int, ParameterRef]
+    parameters_by_hj212: dict[str, ParameterRef]
+    station_parameters: dict[tuple[int, int], StationParameterRef]
+
+    def parameters_of(self, station: StationRef) -> list[tuple[ParameterRef, StationParameterRef]]:
+        """A station's parameters with the unit it sends and its interval."""
+        return [
+            (self.parameters_by_id[pid], link)
+            for (sid, pid), link in self.station_parameters.items()
+            if sid == station.id
+        ]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who delivered a batch: a stable code (e.g. `hj212`, `push:gz_eeb`) and its kind."""
+
+    code: str
+    kind: str
+
+
+class Pipeline:
+    """Turns ReadingIn batches into stored readings and quarantined rejections."""
+
+    # A station or parameter added by `envlink seed` while a worker runs is picked up this soon.
+    CATALOGUE_TTL_S = 30.0
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        earliest: date,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._pool = pool
+        self._earliest = cst_day_start(earliest)
+        self._clock = clock
+        self._catalogue: IngestCatalogue | None = None
+        self._loaded_at = 0.0
+        self._source_ids: dict[str, int] = {}
+        self._months: set[tuple[int, int]] = set()
+
+    async def catalogue(self, *, refresh: bool = False) -> IngestCatalogue:
+        """The cached catalogue, reloaded when stale or when asked."""
+        stale = monotonic.monotonic() - self._loaded_at > self.CATALOGUE_TTL_S
+        if self._catalogue is None or refresh or stale:
+            async with self._pool.connection() as conn:
+                stations = await station_refs(conn)
+                parameters = await parameter_refs(conn)
+                links = await station_parameter_refs(conn)
+            self._catalogue = IngestCatalogue(
+                stations={s.code: s for s in stations},
+                stations_by_mn={s.hj212_mn: s for s in stations if s.hj212_mn},
+                parameters={p.code: p for p in parameters},
+                parameters_by_id={p.id: p for p in parameters},
+                parameters_by_hj212={p.hj212_code: p for p in parameters if p.hj212_code},
+                station_parameters={(lk.station_id, lk.parameter_id): lk for lk in links},
+            )
+            self._loaded_at = monotonic.monotonic()
+        return self._catalogue
+
+    async def ingest(
+        self, items: Sequence[ReadingIn | Rejection], *, source: Source
+    ) -> IntakeResult:
+        """Check and store a batch; a Rejection in `items` is an item its source could not parse.
+
+        Everything is written in one transaction: accepted readings, quarantined rejections and
+        the source's counters, so a crash loses nothing that was reported as stored.
+        """
+        catalogue = await self.catalogue()
+        now = self._clock()
+        outcomes: list[Outcome] = ["rejected"] * len(items)
+        rejections: list[Rejection] = []
+        rows: list[ReadingRow] = []
+        positions: list[int] = []
+        for index, item in enumerate(items):
+            if isinstance(item, Rejection):
+                rejections.append(
+                    Rejection(index, item.reason, item.station, item.parameter, item.payload)
+                )
+                continue
+            row_or_reason = self._check(item, catalogue, now)
+            if isinstance(row_or_reason, str):
+                rejections.append(
+                    Rejection(index, row_or_reason, item.station, item.parameter, _payload(item))
+                )
+            else:
+                rows.append(row_or_reason)
+                positions.append(index)
+
+        source_id = await self._source_id(source)
+        async with self._pool.connection() as conn:
+            months = {month_of(row.time) for row in rows} - self._months
+            if months:
+                async with conn.transaction():
+                    await create_partitions(conn, months)
+                self._months |= months
+            async with conn.transaction():
+                written = await write_readings(conn, rows, source_id=source_id, received_at=now)
+                await quarantine(
+                    conn,
+                    [
+                        QuarantineRow(
+                            station_id=catalogue.stations[r.station].id
+                            if r.station in catalogue.stations
+                            else None,
+                            station_code=r.station,
+                            parameter_code=r.parameter,
+                            reason=r.reason,
+                            payload=r.payload or "",
+                        )
+                        for r in rejections
+                    ],
+                    source_id=source_id,
+                    received_at=now,
+                )
+                for position, index in enumerate(positions):
+                    if position in written.duplicates:
+                        outcomes[index] = "duplicate"
+                    elif position in written.revisions:
+                        outcomes[index] = "revised"
+                    else:
+                        outcomes[index] = "accepted"
+                result = IntakeResult(outcomes=outcomes, rejections=rejections)
+                counts = result.summary
+                await record_intake(conn, source_id=source_id, at=now, **counts)
+        if rejections:
+            log.info(
+                "%s: %d of %d items rejected, first: %s",
+                source.code,
+                len(rejections),
+                len(items),
+                rejections[0].reason,
+            )
+        return result
+
+    def _check(
+        self, item: ReadingIn, catalogue: IngestCatalogue, now: datetime
+    ) -> ReadingRow | str:
+        station = catalogue.stations.get(item.station)
+        if station is None:
+            return f"unknown station {item.station!r}"
+        parameter = catalogue.parameters.get(item.parameter)
+        if parameter is None:
+            return f"unknown parameter {item.parameter!r}"
+        if (station.id, parameter.id) not in catalogue.station_parameters:
+            return f"station {station.code} does not measure {parameter.code}"
+        if item.time.tzinfo is None:
+            return "time has no offset (the source should have applied Asia/Shanghai)"
+        moment = floor_to_period(item.time, item.period_s)
+        problem = time_problem(moment, now=now, earliest=self._earliest)
+        if problem:
+            return problem
+        value = item.value
+        if value is not None:
+            try:
+                value *= conversion_factor(parameter.code, item.unit, parameter.unit)
+            except UnitError as exc:
+                return str(exc)
+            problem = range_problem(
+                value, low=parameter.valid_min, high=parameter.valid_max, unit=parameter.unit
+            )
+            if problem:
+                return f"{parameter.code}: {problem}"
+        return ReadingRow(station.id, parameter.id, item.period_s, moment, value, item.qc.code)
+
+    async def _source_id(self, source: Source) -> int:
+        if source.code not in self._source_ids:
+            async with self._pool.connection() as conn:
+                self._source_ids[source.code] = await ensure_source(
+                    conn, code=source.code, kind=source.kind
+                )
+        return self._source_ids[source.code]
+
+
+def _payload(item: ReadingIn) -> str:
+    return json.dumps(item.model_dump(mode="json"), ensure_ascii=False)

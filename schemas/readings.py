@@ -1,0 +1,72 @@
+"""Readings in and out, and what every write reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import QC
+
+Outcome = Literal["accepted", "duplicate", "revised", "rejected"]
+
+
+class ReadingIn(BaseModel):
+    """One reading as a source delivers it, before units, ranges and times are checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    station: str
+    parameter: str
+    time: datetime
+    value: float | None
+    unit: str
+    period_s: Literal[0, 60, 3600, 86400] = 0
+    qc: QC = QC.VALID
+
+
+class ReadingOut(BaseModel):
+    time: datetime
+    period_s: int
+    value: float | None
+    unit: str
+    qc: QC
+
+
+class LatestOut(BaseModel):
+    station: str
+    parameter: str
+    time: datetime
+    period_s: int
+    value: float | None
+    unit: str
+    qc: QC
+    age_s: int = Field(description="Seconds since the end of the reading's period")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one input item was not stored; `index` is its place in the batch."""
+
+    index: int
+    reason: str
+    station: str | None = None
+    parameter: str | None = None
+    payload: str | None = None
+
+
+@dataclass
+class IntakeResult:
+    """What an intake did with every item: in = accepted + duplicate + revised + rejected."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return self.outcomes.count(outcome)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return {name: self.count(name) for name in ("accepted", "duplicate", "revised", "rejected")}

@@ -1,0 +1,303 @@
+"""Agencies, parameters, reaches and stations: seeding from config and reading them back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg.rows import class_row, dict_row
+
+from core.errors import ParameterNotFound, StationNotFound
+from schemas.catalogue import Catalogue, ParameterOut, StationOut, StationParameterOut
+from store.pool import Conn
+
+
+@dataclass
+class SeedReport:
+    """How many catalogue rows a seed inserted, changed or left as they were, per table."""
+
+    inserted: dict[str, int]
+    updated: dict[str, int]
+    unchanged: dict[str, int]
+
+    def lines(self) -> list[str]:
+        return [
+            f"{table}: {self.inserted[table]} inserted, {self.updated[table]} updated, "
+            f"{self.unchanged[table]} unchanged"
+            for table in self.inserted
+        ]
+
+
+async def _upsert(
+    conn: Conn, table: str, sql: str, rows: list[dict[str, object]], report: SeedReport
+) -> None:
+    inserted = updated = 0
+    async with conn.cursor() as cur:
+        for row in rows:
+            await cur.execute(sql.encode(), row)
+            result = await cur.fetchone()
+            if result is None:
+                continue
+            if result[0]:
+                inserted += 1
+            else:
+                updated += 1
+    report.inserted[table] = inserted
+    report.updated[table] = updated
+    report.unchanged[table] = len(rows) - inserted - updated
+
+
+# Each upsert returns a row only when it inserted or changed something, so an unchanged catalogue
+# is reported as such and re-seeding writes nothing.
+_AGENCY = """
+INSERT INTO agency (code, name, name_zh, city) VALUES (%(code)s, %(name)s, %(name_zh)s, %(city)s)
+ON CONFLICT (code) DO UPDATE
+SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh, city = EXCLUDED.city
+WHERE (agency.name, agency.name_zh, agency.city)
+      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.city)
+RETURNING xmax = 0
+"""
+_PARAMETER = """
+INSERT INTO parameter (code, name, name_zh, grp, unit, hj212_code, valid_min, valid_max)
+VALUES (%(code)s, %(name)s, %(name_zh)s, %(group)s, %(unit)s, %(hj212)s,
+        %(valid_min)s, %(valid_max)s)
+ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh,
+    grp = EXCLUDED.grp, unit = EXCLUDED.unit, hj212_code = EXCLUDED.hj212_code,
+    valid_min = EXCLUDED.valid_min, valid_max = EXCLUDED.valid_max
+WHERE (parameter.name, parameter.name_zh, parameter.grp, parameter.unit, parameter.hj212_code,
+       parameter.valid_min, parameter.valid_max)
+      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.grp, EXCLUDED.unit,
+       EXCLUDED.hj212_code, EXCLUDED.valid_min, EXCLUDED.valid_max)
+RETURNING xmax = 0
+"""
+_REACH = """
+INSERT INTO reach (code, name, name_zh, downstream, length_km, velocity_m_s, tidal, tidal_factor)
+VALUES (%(code)s, %(name)s, %(name_zh)s, %(downstream)s, %(length_km)s, %(velocity_m_s)s,
+        %(tidal)s, %(tidal_factor)s)
+ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh,
+    downstream = EXCLUDED.downstream, length_km = EXCLUDED.length_km,
+    velocity_m_s = EXCLUDED.velocity_m_s, tidal = EXCLUDED.tidal,
+    tidal_factor = EXCLUDED.tidal_factor
+WHERE (reach.name, reach.name_zh, reach.downstream, reach.length_km, reach.velocity_m_s,
+       reach.tidal, reach.tidal_factor)
+      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.downstream, EXCLUDED.length_km,
+       EXCLUDED.velocity_m_s, EXCLUDED.tidal, EXCLUDED.tidal_factor)
+RETURNING xmax = 0
+"""
+_STATION_COLUMNS = (
+    "name",
+    "name_zh",
+    "city",
+    "area",
+    "medium",
+    "agency_id",
+    "lat",
+    "lon",
+    "approximate",
+    "hj212_mn",
+    "hj212_password",
+    "hj212_crc",
+    "background",
+    "reach_code",
+    "river_km",
+    "water_standard",
+    "water_body",
+    "target_class",
+)
+_STATION = (
+    "INSERT INTO station (code, " + ", ".join(_STATION_COLUMNS) + ")"
+    " SELECT %(code)s, %(name)s, %(name_zh)s, %(city)s, %(area)s, %(medium)s, agency.id,"
+    " %(lat)s, %(lon)s, %(approximate)s, %(hj212_mn)s, %(hj212_password)s, %(hj212_crc)s,"
+    " %(background)s, %(reach)s, %(river_km)s, %(water_standard)s, %(water_body)s,"
+    " %(target_class)s FROM agency WHERE agency.code = %(agency)s"
+    " ON CONFLICT (code) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATION_COLUMNS)
+    + " WHERE ("
+    + ", ".join(f"station.{c}" for c in _STATION_COLUMNS)
+    + ") IS DISTINCT FROM ("
+    + ", ".join(f"EXCLUDED.{c}" for c in _STATION_COLUMNS)
+    + ") RETURNING xmax = 0"
+)
+_STATION_PARAMETER = """
+INSERT INTO station_parameter (station_id, parameter_id, unit, interval_s)
+SELECT station.id, parameter.id, %(unit)s, %(interval_s)s FROM station, parameter
+WHERE station.code = %(station)s AND parameter.code = %(parameter)s
+ON CONFLICT (station_id, parameter_id) DO UPDATE
+SET unit = EXCLUDED.unit, interval_s = EXCLUDED.interval_s
+WHERE (station_parameter.unit, station_parameter.interval_s)
+      IS DISTINCT FROM (EXCLUDED.unit, EXCLUDED.interval_s)
+RETURNING xmax = 0
+"""
+
+
+async def seed_catalogue(conn: Conn, catalogue: Catalogue) -> SeedReport:
+    """Insert or update the catalogue; rows no longer in config stay (readings refer to them)."""
+    report = SeedReport({}, {}, {})
+    await _upsert(conn, "agency", _AGENCY, [a.model_dump() for a in catalogue.agencies], report)
+    await _upsert(
+        conn, "parameter", _PARAMETER, [p.model_dump() for p in catalogue.parameters], report
+    )
+    await _upsert(conn, "reach", _REACH, [r.model_dump() for r in catalogue.reaches], report)
+    stations = []
+    for station in catalogue.stations:
+        row = station.model_dump(exclude={"hj212", "parameters", "parameter_set"})
+        row["hj212_mn"] = station.hj212.mn if station.hj212 else None
+        row["hj212_password"] = station.hj212.password if station.hj212 else None
+        row["hj212_crc"] = station.hj212.crc if station.hj212 else "hj212"
+        stations.append(row)
+    await _upsert(conn, "station", _STATION, stations, report)
+    links = [
+        {"station": code, "parameter": parameter, **spec.model_dump()}
+        for code, specs in catalogue.station_parameters.items()
+        for parameter, spec in specs.items()
+    ]
+    await _upsert(conn, "station_parameter", _STATION_PARAMETER, links, report)
+    await conn.execute(
+        "DELETE FROM station_parameter sp USING station s, parameter p"
+        " WHERE sp.station_id = s.id AND sp.parameter_id = p.id"
+        " AND NOT (s.code || '/' || p.code = ANY(%s))",
+        [[f"{link['station']}/{link['parameter']}" for link in links]],
+    )
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class StationRef:
+    """What ingest needs to know of a station to accept its readings."""
+
+    id: int
+    code: str
+    agency: str
+    medium: str
+    hj212_mn: str | None
+    hj212_password: str | None
+    hj212_crc: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterRef:
+    id: int
+    code: str
+    unit: str
+    hj212_code: str | None
+    valid_min: float
+    valid_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class StationParameterRef:
+    station_id: int
+    parameter_id: int
+    unit: str
+    interval_s: int
+
+
+async def station_refs(conn: Conn) -> list[StationRef]:
+    """Every station, as ingest sees it."""
+    async with conn.cursor(row_factory=class_row(StationRef)) as cur:
+        await cur.execute(
+            "SELECT s.id, s.code, a.code AS agency, s.medium, s.hj212_mn, s.hj212_password,"
+            " s.hj212_crc FROM station s JOIN agency a ON a.id = s.agency_id ORDER BY s.id"
+        )
+        return await cur.fetchall()
+
+
+async def parameter_refs(conn: Conn) -> list[ParameterRef]:
+    """Every parameter of the registry."""
+    async with conn.cursor(row_factory=class_row(ParameterRef)) as cur:
+        await cur.execute(
+            "SELECT id, code, unit, hj212_code, valid_min, valid_max FROM parameter ORDER BY id"
+        )
+        return await cur.fetchall()
+
+
+async def station_parameter_refs(conn: Conn) -> list[StationParameterRef]:
+    """Every station × parameter with the unit the station sends and its interval."""
+    async with conn.cursor(row_factory=class_row(StationParameterRef)) as cur:
+        await cur.execute(
+            "SELECT station_id, parameter_id, unit, interval_s FROM station_parameter"
+            " ORDER BY station_id, parameter_id"
+        )
+        return await cur.fetchall()
+
+
+_STATION_OUT = """
+SELECT s.code, s.name, s.name_zh, s.city, s.area, s.medium, a.code AS agency, s.lat, s.lon,
+       s.approximate, s.hj212_mn, s.background, s.reach_code AS reach, s.river_km,
+       s.water_standard, s.target_class,
+       coalesce(json_agg(json_build_object('parameter', p.code, 'unit', p.unit,
+                                           'interval_s', sp.interval_s) ORDER BY p.id)
+                FILTER (WHERE p.id IS NOT NULL), '[]') AS parameters
+FROM station s
+JOIN agency a ON a.id = s.agency_id
+LEFT JOIN station_parameter sp ON sp.station_id = s.id
+LEFT JOIN parameter p ON p.id = sp.parameter_id
+WHERE (%(city)s::text IS NULL OR s.city = %(city)s)
+  AND (%(area)s::text IS NULL OR s.area = %(area)s)
+  AND (%(medium)s::text IS NULL OR s.medium = %(medium)s)
+  AND (%(code)s::text IS NULL OR s.code = %(code)s)
+  AND (%(after)s::text IS NULL OR s.code > %(after)s)
+GROUP BY s.id, a.code
+ORDER BY s.code
+LIMIT %(limit)s
+"""
+
+
+async def list_stations(
+    conn: Conn,
+    *,
+    city: str | None = None,
+    area: str | None = None,
+    medium: str | None = None,
+    after: str | None = None,
+    limit: int = 1000,
+) -> list[StationOut]:
+    """Stations matching the filters, by code, starting after `after`."""
+    params = {"city": city, "area": area, "medium": medium, "code": None, "after": after}
+    return await _stations(conn, {**params, "limit": limit})
+
+
+async def get_station(conn: Conn, code: str) -> StationOut:
+    """One station by code, or StationNotFound."""
+    rows = await _stations(
+        conn,
+        {"city": None, "area": None, "medium": None, "code": code, "after": None, "limit": 1},
+    )
+    if not rows:
+        raise StationNotFound(f"no station with code {code!r}")
+    return rows[0]
+
+
+async def _stations(conn: Conn, params: dict[str, object]) -> list[StationOut]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_STATION_OUT.encode(), params)
+        rows = await cur.fetchall()
+    return [
+        StationOut(**{**row, "parameters": [StationParameterOut(**p) for p in row["parameters"]]})
+        for row in rows
+    ]
+
+
+async def list_parameters(conn: Conn) -> list[ParameterOut]:
+    """The parameter registry, by code."""
+    async with conn.cursor(row_factory=class_row(ParameterOut)) as cur:
+        await cur.execute(
+            "SELECT code, name, name_zh, grp AS group, unit, hj212_code AS hj212, valid_min,"
+            " valid_max FROM parameter ORDER BY code"
+        )
+        return await cur.fetchall()
+
+
+async def series_ids(conn: Conn, *, station: str, parameter: str) -> tuple[int, int]:
+    """The ids of a station and a parameter by code; StationNotFound / ParameterNotFound."""
+    cur = await conn.execute(
+        "SELECT (SELECT id FROM station WHERE code = %s),"
+        " (SELECT id FROM parameter WHERE code = %s)",
+        [station, parameter],
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    if row[0] is None:
+        raise StationNotFound(f"no station with code {station!r}")
+    if row[1] is None:
+        raise ParameterNotFound(f"no parameter with code {parameter!r}")
+    return int(row[0]), int(row[1])

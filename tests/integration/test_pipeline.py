@@ -1,0 +1,148 @@
+"""The ingest pipeline: unit conversion, rejections with reasons, counts that add up."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from psycopg_pool import AsyncConnectionPool
+
+from core.timeutil import CST
+from ingest.jobs import SimulatorJob
+from ingest.pipeline import Pipeline, Source
+from schemas.common import QC
+from schemas.readings import ReadingIn, Rejection
+from store.intake import rejected_readings, source_statuses
+
+NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
+PUSH = Source(code="push:test", kind="push")
+
+
+def _pipeline(pool: AsyncConnectionPool) -> Pipeline:
+    return Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: NOW)
+
+
+def _reading(**fields: object) -> ReadingIn:
+    base: dict[str, object] = {
+        "station": "gz-a-huangpu",
+        "parameter": "pm25",
+        "time": datetime(2026, 11, 26, 10, tzinfo=CST),
+        "value": 35.0,
+        "unit": "ug/m3",
+        "period_s": 3600,
+    }
+    return ReadingIn.model_validate(base | fields)
+
+
+async def _stored(pool: AsyncConnectionPool) -> list[tuple[str, str, int, datetime, float, int]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT s.code, p.code, r.period_s, r.time, r.value, r.qc FROM reading r"
+            " JOIN station s ON s.id = r.station_id JOIN parameter p ON p.id = r.parameter_id"
+            " ORDER BY s.code, p.code, r.time"
+        )
+        return await cur.fetchall()
+
+
+async def test_bad_items_are_quarantined_good_ones_kept(db: AsyncConnectionPool) -> None:
+    items: list[ReadingIn | Rejection] = [
+        _reading(),
+        _reading(station="gz-a-nowhere"),
+        _reading(parameter="radon"),
+        _reading(parameter="salinity"),
+        _reading(time=NOW + timedelta(days=1, minutes=1), period_s=0),
+        _reading(time=datetime(1999, 12, 31, tzinfo=CST)),
+        _reading(unit="furlongs"),
+        _reading(value=-4.0),
+        Rejection(
+            0,
+            "time: 'soon' is not an ISO 8601 / RFC 3339 time",
+            "gz-a-huangpu",
+            "pm25",
+            '{"time": "soon"}',
+        ),
+        _reading(time=datetime(2026, 11, 26, 11, tzinfo=CST), value=36.0),
+    ]
+    result = await _pipeline(db).ingest(items, source=PUSH)
+    assert result.outcomes == ["accepted"] + ["rejected"] * 8 + ["accepted"]
+    assert [(r.index, r.reason) for r in result.rejections] == [
+        (1, "unknown station 'gz-a-nowhere'"),
+        (2, "unknown parameter 'radon'"),
+        (3, "station gz-a-huangpu does not measure salinity"),
+        (4, "time 2026-11-27T04:01:00+00:00 is more than a day in the future"),
+        (5, "time 1999-12-31T00:00:00+08:00 is before the earliest accepted date 2000-01-01"),
+        (6, "unit 'furlongs' cannot be converted to ug/m3 for pm25"),
+        (7, "pm25: value -4 ug/m3 is outside the physically possible range [0, 2000]"),
+        (8, "time: 'soon' is not an ISO 8601 / RFC 3339 time"),
+    ]
+    async with db.connection() as conn:
+        quarantined = await rejected_readings(conn)
+        statuses = await source_statuses(conn)
+    assert len(quarantined) == 8
+    assert quarantined[0].payload == '{"time": "soon"}'
+    assert [(q.station_code, q.parameter_code) for q in reversed(quarantined)] == [
+        ("gz-a-nowhere", "pm25"),
+        ("gz-a-huangpu", "radon"),
+        ("gz-a-huangpu", "salinity"),
+        *[("gz-a-huangpu", "pm25")] * 5,
+    ]
+    assert '"station": "gz-a-nowhere"' in quarantined[-1].payload
+    assert [(s.code, s.accepted, s.duplicate, s.revised, s.rejected) for s in statuses] == [
+        ("push:test", 2, 0, 0, 8)
+    ]
+    assert len(await _stored(db)) == 2
+
+
+async def test_units_are_converted_to_canonical(db: AsyncConnectionPool) -> None:
+    at = datetime(2026, 11, 26, 9, tzinfo=CST)
+    items: list[ReadingIn | Rejection] = [
+        _reading(station="dg-a-shilong", parameter="so2", value=10.0, unit="ppb", time=at),
+        _reading(station="dg-a-shilong", parameter="co", value=1.0, unit="ppm", time=at),
+        _reading(station="dg-a-shilong", parameter="pm25", value=0.035, unit="mg/m³", time=at),
+        _reading(station="dg-a-shilong", parameter="no2", value=20.0, unit="μg/m3", time=at),
+        _reading(station="dg-a-shilong", parameter="pressure", value=101.3, unit="kPa", time=at),
+        _reading(station="gz-w-dadun", parameter="nh3n", value=250.0, unit="µg/L", time=at),
+        _reading(station="gz-a-panyu", parameter="pm25", value=1.0, unit="ppb", time=at),
+    ]
+    result = await _pipeline(db).ingest(items, source=PUSH)
+    assert result.summary == {"accepted": 6, "duplicate": 0, "revised": 0, "rejected": 1}
+    assert result.rejections[0].reason == (
+        "ppb is only accepted for the gases SO2, NO2, O3 and CO, not pm25"
+    )
+    values = {(s, p): round(v, 6) for s, p, _, _, v, _ in await _stored(db)}
+    assert values == {
+        ("dg-a-shilong", "so2"): 26.2,
+        ("dg-a-shilong", "co"): 1.145,
+        ("dg-a-shilong", "pm25"): 35.0,
+        ("dg-a-shilong", "no2"): 20.0,
+        ("dg-a-shilong", "pressure"): 1013.0,
+        ("gz-w-dadun", "nh3n"): 0.25,
+    }
+
+
+async def test_period_times_are_floored_and_counts_add_up(db: AsyncConnectionPool) -> None:
+    pipeline = _pipeline(db)
+    off_boundary = datetime(2026, 11, 26, 9, 0, 1, tzinfo=CST)
+    first = await pipeline.ingest([_reading(time=off_boundary)], source=PUSH)
+    again = await pipeline.ingest(
+        [_reading(time=off_boundary), _reading(time=off_boundary, value=40.0, qc=QC.MAINTENANCE)],
+        source=PUSH,
+    )
+    assert first.outcomes == ["accepted"]
+    assert again.outcomes == ["duplicate", "revised"]
+    assert [(t, v, qc) for *_, t, v, qc in await _stored(db)] == [
+        (datetime(2026, 11, 26, 1, tzinfo=UTC), 40.0, QC.MAINTENANCE.code)
+    ]
+
+
+async def test_simulator_covers_every_station_parameter(db: AsyncConnectionPool) -> None:
+    pipeline = _pipeline(db)
+    job = SimulatorJob(pipeline, interval_s=10, history_hours=2, clock=lambda: NOW)
+    first = await job.tick()
+    again = await job.tick()
+    catalogue = await pipeline.catalogue()
+    pairs = len(catalogue.station_parameters)
+    assert first.summary == {"accepted": pairs * 3, "duplicate": 0, "revised": 0, "rejected": 0}
+    assert again.summary == {"accepted": 0, "duplicate": pairs, "revised": 0, "rejected": 0}
+    stored = await _stored(db)
+    assert len({(s, p) for s, p, *_ in stored}) == pairs
+    assert {period for _, _, period, *_ in stored} == {0, 3600}
