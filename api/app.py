@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.routers import catalogue, health, readings
 from core.errors import SettingsError
 from core.settings import Settings
+from ingest.pipeline import Pipeline
 from store.pool import open_pool
 
 
@@ -21,18 +22,18 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if pool is not None:
-            app.state.pool = pool
             yield
             return
         if settings.database_url is None:
             raise SettingsError("ENVLINK_DATABASE_URL must be resolved before the API starts")
-        app.state.pool = await open_pool(
+        opened = await open_pool(
             settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )
+        _attach(app, opened, settings)
         try:
             yield
         finally:
-            await app.state.pool.close()
+            await opened.close()
 
     app = FastAPI(
         title="EnvLink",
@@ -42,9 +43,15 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
     )
     app.state.settings = settings
     if pool is not None:
-        app.state.pool = pool
+        _attach(app, pool, settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(readings.router)
     return app
+
+
+def _attach(app: FastAPI, pool: AsyncConnectionPool, settings: Settings) -> None:
+    """Give the routers the pool and the ingest pipeline (pushed readings go through it)."""
+    app.state.pool = pool
+    app.state.pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)

@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import Forbidden, Unauthenticated
 from core.settings import Settings
+from ingest.pipeline import Pipeline
 from schemas.common import Role
 from store.keys import ApiKey, authenticate
 from store.pool import Conn
@@ -25,7 +26,13 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_pipeline(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
