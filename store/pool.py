@@ -42,3 +42,8 @@ def redact(url: str) -> str:
         info["password"] = "***"
     shown = {key: str(value) for key, value in info.items() if value is not None}
     return psycopg.conninfo.make_conninfo("", **shown)
+
+
+async def ping(conn: Conn) -> None:
+    """Round-trip to the server (health checks)."""
+    await conn.execute("SELECT 1")

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import PoolDep
+from store.pool import ping
 
 router = APIRouter(tags=["health"])
 
@@ -19,5 +20,5 @@ class Health(BaseModel):
 async def healthz(pool: PoolDep) -> Health:
     """The process is up and the database answers."""
     async with pool.connection() as conn:
-        await conn.execute("SELECT 1")
+        await ping(conn)
     return Health(status="ok", database="ok")

@@ -1,0 +1,80 @@
+"""`envlink demo` from nothing: embedded database, catalogue, simulator, API with a printed key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from schemas.catalogue import load_catalogue
+from tests.conftest import CONFIG_DIR, ROOT
+
+DEADLINE_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_demo_serves_latest_for_every_station_parameter(tmp_path: Path) -> None:
+    api_port, hj212_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "ENVLINK_DATA_DIR": str(tmp_path / "envlink"),
+        "ENVLINK_CONFIG_DIR": str(CONFIG_DIR),
+        "ENVLINK_API_PORT": str(api_port),
+        "ENVLINK_HJ212_PORT": str(hj212_port),
+        "ENVLINK_DATABASE_URL": "",
+    }
+    catalogue = load_catalogue(CONFIG_DIR)
+    expected = {(code, p) for code, links in catalogue.station_parameters.items() for p in links}
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "envlink.cli", "demo"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        key = None
+        output = []
+        while key is None and time.monotonic() - started < DEADLINE_S:
+            line = demo.stdout.readline()
+            assert line, "demo exited early:\n" + "".join(output)
+            output.append(line)
+            if line.startswith("API key: "):
+                key = line.removeprefix("API key: ").strip()
+        assert key is not None
+        seen: set[tuple[str, str]] = set()
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5) as client:
+            while time.monotonic() - started < DEADLINE_S:
+                try:
+                    response = client.get("/v1/latest", headers={"X-API-Key": key})
+                except httpx.TransportError:
+                    time.sleep(0.2)
+                    continue
+                assert response.status_code == 200, response.text
+                seen = {(i["station"], i["parameter"]) for i in response.json()["items"]}
+                if seen == expected:
+                    break
+                time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        assert seen == expected, f"missing after {elapsed:.0f} s: {sorted(expected - seen)[:10]}"
+        assert elapsed < DEADLINE_S
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+    assert demo.returncode in (0, 130)
+    assert not (tmp_path / "envlink" / "pg" / "postmaster.pid").exists()

@@ -1,0 +1,58 @@
+"""The embedded PostgreSQL: starts in a data directory, is reused, stops; as root, runs as its user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from store.embedded import start_embedded
+
+
+def test_embedded_server_starts_is_reused_and_stops(tmp_path: Path) -> None:
+    server = start_embedded(tmp_path / "data")
+    pid = server.pid
+    assert pid is not None and psutil.pid_exists(pid)
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        version = conn.execute("SHOW server_version_num").fetchone()
+        conn.execute("CREATE TABLE kept (n int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+        socket_dir = conn.execute("SHOW unix_socket_directories").fetchone()
+        listen = conn.execute("SHOW listen_addresses").fetchone()
+    assert version is not None and int(version[0]) >= 180000
+    assert listen == ("",)  # Unix socket only: nothing listens on TCP
+    assert socket_dir is not None and socket_dir[0] != ""
+    server.stop()
+    assert not _running(pid)
+
+    again = start_embedded(tmp_path / "data")
+    try:
+        assert again.pid != pid
+        with psycopg.connect(again.url) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchall() == [(42,)]
+    finally:
+        again.stop()
+
+
+def _running(pid: int) -> bool:
+    # A stopped postmaster may linger as a zombie where PID 1 does not reap orphans (containers).
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the system-user path only runs as root")
+def test_as_root_the_server_runs_as_its_own_system_user(tmp_path: Path) -> None:
+    server = start_embedded(tmp_path / "data")
+    try:
+        owner = pwd.getpwuid((tmp_path / "data" / "pg").stat().st_uid).pw_name
+        assert server.pid is not None
+        process_user = psutil.Process(server.pid).username()
+        assert (owner, process_user) == ("embedded_postgres", "embedded_postgres")
+    finally:
+        server.stop()

@@ -1,0 +1,57 @@
+"""The layout stays honest: imports run one way and SQL lives only in store/."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from tests.conftest import ROOT
+
+# Each package may import only the packages listed (its own included).
+ALLOWED = {
+    "core": {"core"},
+    "schemas": {"core", "schemas"},
+    "store": {"core", "schemas", "store"},
+    "ingest": {"core", "schemas", "store", "ingest"},
+    "alerts": {"core", "schemas", "store", "alerts"},
+    "api": {"core", "schemas", "store", "ingest", "alerts", "api"},
+    "envlink": {"core", "schemas", "store", "ingest", "alerts", "api", "envlink"},
+}
+SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE)\b")
+
+
+def _modules(package: str) -> list[tuple[str, ast.Module]]:
+    return [
+        (str(path.relative_to(ROOT)), ast.parse(path.read_text(encoding="utf-8")))
+        for path in sorted((ROOT / package).rglob("*.py"))
+    ]
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_run_one_way(package: str) -> None:
+    wrong = []
+    for name, tree in _modules(package):
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module]
+            for target in targets:
+                top = target.split(".")[0]
+                if top in ALLOWED and top not in ALLOWED[package]:
+                    wrong.append(f"{name} imports {target}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("package", sorted(set(ALLOWED) - {"store"}))
+def test_sql_lives_only_in_store(package: str) -> None:
+    found = []
+    for name, tree in _modules(package):
+        for node in ast.walk(tree):
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if is_text and SQL.search(node.value):
+                found.append(f"{name}:{node.lineno}")
+    assert found == []

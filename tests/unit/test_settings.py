@@ -1,0 +1,66 @@
+"""Settings: defaults, and bad values that stop start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import SettingsError
+from core.settings import load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "DATA_DIR", "API_HOST", "API_PORT", "HJ212_PORT"):
+        monkeypatch.delenv(f"ENVLINK_{name}", raising=False)
+    settings = load_settings()
+    assert settings.database_url is None
+    assert settings.data_dir == Path(".envlink")
+    assert (settings.api_host, settings.api_port, settings.hj212_port) == ("127.0.0.1", 8000, 9212)
+
+
+def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVLINK_DATABASE_URL", "postgresql://u@db:5432/envlink")
+    monkeypatch.setenv("ENVLINK_API_PORT", "8080")
+    monkeypatch.setenv("ENVLINK_DATA_DIR", "/srv/envlink")
+    settings = load_settings()
+    assert settings.database_url == "postgresql://u@db:5432/envlink"
+    assert settings.api_port == 8080
+    assert settings.data_dir == Path("/srv/envlink")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ENVLINK_API_PORT", "99999", "Input should be less than or equal to 65535"),
+        (
+            "ENVLINK_API_PORT",
+            "http",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ("ENVLINK_HJ212_PORT", "0", "Input should be greater than or equal to 1"),
+        (
+            "ENVLINK_DATABASE_URL",
+            "mysql://x",
+            "Value error, must be a postgresql:// URL or a libpq key=value string",
+        ),
+        ("ENVLINK_LOG_LEVEL", "LOUD", "Value error, must be one of DEBUG, INFO, WARNING, ERROR"),
+        (
+            "ENVLINK_EARLIEST_READING_DATE",
+            "yesterday",
+            "Input should be a valid date or datetime, input is too short",
+        ),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == f"invalid settings: {name}={value!r}: {message}"
+
+
+def test_empty_database_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVLINK_DATABASE_URL", "")
+    assert load_settings().database_url is None
