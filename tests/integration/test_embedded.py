@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL: starts in a data directory, is reused, stops; as root, runs as its user."""
+"""The embedded PostgreSQL: starts, is reused, stops; run as root, it runs as its own user."""
 
 from __future__ import annotations
 
