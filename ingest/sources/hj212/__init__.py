@@ -2,7 +2,6 @@
 
 from ingest.sources.hj212.protocol import (
     CRC_MODES,
-    CST,
     DATA_CNS,
     MAX_FRAME,
     MAX_SEGMENT,
@@ -16,7 +15,6 @@ from ingest.sources.hj212.protocol import (
     GarbageReason,
     Packet,
     ProtocolError,
-    QcState,
     build_frame,
     build_request,
     crc,
@@ -35,7 +33,6 @@ from ingest.sources.hj212.protocol import (
 
 __all__ = [
     "CRC_MODES",
-    "CST",
     "DATA_CNS",
     "MAX_FRAME",
     "MAX_SEGMENT",
@@ -49,7 +46,6 @@ __all__ = [
     "GarbageReason",
     "Packet",
     "ProtocolError",
-    "QcState",
     "build_frame",
     "build_request",
     "crc",

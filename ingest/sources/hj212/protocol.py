@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
-from zoneinfo import ZoneInfo
+
+from core.timeutil import CST, floor_to_period
+from schemas.common import QC
 
 __all__ = [
     "CRC_MODES",
-    "CST",
     "DATA_CNS",
     "MAX_FRAME",
     "MAX_SEGMENT",
@@ -43,7 +44,6 @@ __all__ = [
     "GarbageReason",
     "Packet",
     "ProtocolError",
-    "QcState",
     "build_frame",
     "build_request",
     "crc",
@@ -60,26 +60,11 @@ __all__ = [
     "reply_for",
 ]
 
-CST: Final = ZoneInfo("Asia/Shanghai")
 MAX_SEGMENT: Final = 9999
 MAX_FRAME: Final = 2 + 4 + MAX_SEGMENT + 4 + 2
 
 CrcMode = Literal["hj212", "modbus", "modbus_swapped"]
 CRC_MODES: Final[tuple[CrcMode, ...]] = ("hj212", "modbus", "modbus_swapped")
-
-QcState = Literal[
-    "valid",
-    "suspect",
-    "invalid",
-    "below_detection",
-    "maintenance",
-    "calibration",
-    "manual",
-    "stopped",
-    "fault",
-    "over_range",
-    "comm_fault",
-]
 
 # noise: bytes outside any frame; bad_header: `##` without 4 length digits; bad_tail: the
 # declared end is not CRC + CR LF (truncated frame, wrong length, no CR LF, CRC not hex);
@@ -102,26 +87,26 @@ _HEX_BYTES: Final = b"0123456789abcdefABCDEF"
 _UNSAFE_IN_HEADER: Final = frozenset(";=&,\r\n")
 _HEX_CHARS: Final = frozenset("0123456789abcdefABCDEF")
 
-_QC_2017: Final[dict[str, QcState]] = {
-    "N": "valid",
-    "F": "stopped",
-    "M": "maintenance",
-    "S": "manual",
-    "D": "fault",
-    "C": "calibration",
-    "T": "over_range",
-    "B": "comm_fault",
+_QC_2017: Final[dict[str, QC]] = {
+    "N": QC.VALID,
+    "F": QC.STOPPED,
+    "M": QC.MAINTENANCE,
+    "S": QC.MANUAL,
+    "D": QC.FAULT,
+    "C": QC.CALIBRATION,
+    "T": QC.OVER_RANGE,
+    "B": QC.COMM_FAULT,
 }
 # 2005: P is a power fault (no own QC state, so `fault`), F a stopped source, C a check.
-_QC_2005: Final[dict[str, QcState]] = {
-    "N": "valid",
-    "P": "fault",
-    "F": "stopped",
-    "C": "calibration",
-    "M": "maintenance",
-    "T": "over_range",
-    "D": "fault",
-    "S": "manual",
+_QC_2005: Final[dict[str, QC]] = {
+    "N": QC.VALID,
+    "P": QC.FAULT,
+    "F": QC.STOPPED,
+    "C": QC.CALIBRATION,
+    "M": QC.MAINTENANCE,
+    "T": QC.OVER_RANGE,
+    "D": QC.FAULT,
+    "S": QC.MANUAL,
 }
 
 
@@ -499,16 +484,6 @@ class DataItem:
         return self.time + timedelta(seconds=self.period_s)
 
 
-def _floor(moment: datetime, period_s: int) -> datetime:
-    if period_s == 60:
-        return moment.replace(second=0, microsecond=0)
-    if period_s == 3600:
-        return moment.replace(minute=0, second=0, microsecond=0)
-    if period_s == 86400:
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    return moment
-
-
 def _number(text: str | None, suffix: str) -> tuple[float | None, str | None]:
     if text is None:
         return None, f"no {suffix} value"
@@ -532,7 +507,7 @@ def data_items(packet: Packet) -> list[DataItem]:
     if data_time is None:
         raise ProtocolError(f"CN={packet.cn} packet from MN {packet.mn} has no DataTime")
     # Period data is labelled by the period start; some loggers stamp a few seconds late.
-    period_time = _floor(parse_datatime(data_time), period_s)
+    period_time = floor_to_period(parse_datatime(data_time), period_s)
     items: list[DataItem] = []
     for code, fields in packet.cp.codes.items():
         value, error = _number(fields.get(suffix), suffix)
@@ -548,12 +523,12 @@ def data_items(packet: Packet) -> list[DataItem]:
     return items
 
 
-def qc_for_flag(flag: str | None, version: int) -> QcState:
+def qc_for_flag(flag: str | None, version: int) -> QC:
     """EnvLink QC state of an HJ 212 data flag; missing means N, unknown flags are `invalid`."""
     key = (flag or "").strip().upper()
     if not key:
-        return "valid"
-    return (_QC_2005 if version == 0 else _QC_2017).get(key, "invalid")
+        return QC.VALID
+    return (_QC_2005 if version == 0 else _QC_2017).get(key, QC.INVALID)
 
 
 def build_frame(segment: str | bytes, mode: CrcMode = "hj212") -> bytes:
