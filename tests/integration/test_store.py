@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -14,7 +16,7 @@ from store.catalogue import seed_catalogue, series_ids
 from store.migrate import applied_versions, available_migrations, migrate
 from store.partitions import create_partitions, list_partitions, month_of
 from store.pool import Conn
-from store.readings import ReadingRow, revisions_of, write_readings
+from store.readings import ReadingRow, WriteResult, revisions_of, write_readings
 from tests.conftest import CONFIG_DIR
 
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
@@ -208,3 +210,231 @@ async def test_chunks_after_a_conflict_take_the_merge_path(
     async with db.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM reading")
         assert await cur.fetchone() == (7,)
+
+
+# The bulk path: batches of _FEW rows or more are encoded with numpy, in blocks of _BLOCK rows.
+CST = ZoneInfo("Asia/Shanghai")
+_Key = tuple[int, int, int, datetime]
+
+
+def _key(row: ReadingRow) -> _Key:
+    return (row.station_id, row.parameter_id, row.period_s, row.time)
+
+
+async def _stored(pool: AsyncConnectionPool) -> dict[_Key, tuple[float | None, int, int]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT station_id, parameter_id, period_s, time, value, qc, source_id FROM reading"
+        )
+        return {(s, p, per, t): (v, qc, src) for s, p, per, t, v, qc, src in await cur.fetchall()}
+
+
+async def test_bulk_rows_are_stored_exactly(
+    db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import store.readings
+
+    monkeypatch.setattr(store.readings, "_BLOCK", 7)
+    sid, pid = await _ids(db, "gz-w-dadun", "do")
+    values: list[float | None] = [None, -0.0, -1.5, 1e300, 5e-324, 0.1 + 0.2, 7, None, 123.456]
+    times = [
+        datetime(2003, 2, 10, 4, 30, 15, 123456, tzinfo=CST),
+        T0 + timedelta(microseconds=1),
+        datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    rows = [
+        ReadingRow(sid + n % 3, pid, period, moment, values[n % len(values)], n % 11)
+        for n, (period, moment) in enumerate(
+            (period, moment + timedelta(hours=h))
+            for period in (0, 60, 3600, 86400)
+            for moment in times
+            for h in range(12)
+        )
+    ]
+    assert len(rows) == 144 >= store.readings._FEW
+    result = await _write(db, rows)
+    assert (result.accepted, result.duplicates, result.revisions) == (144, set(), set())
+    assert await _stored(db) == {_key(r): (r.value, r.qc, 1) for r in rows}
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT DISTINCT received_at FROM reading")
+        assert await cur.fetchall() == [(NOW,)]
+
+
+async def test_a_time_without_offset_is_refused_by_name(db: AsyncConnectionPool) -> None:
+    sid, pid = await _ids(db, "gz-a-huangpu", "pm25")
+    naive = datetime(2026, 11, 1, 8)
+    for size in (3, 150):
+        rows = [ReadingRow(sid, pid, 0, T0 + timedelta(minutes=m), 1.0, 0) for m in range(size)]
+        rows[-1] = rows[-1]._replace(time=naive)
+        with pytest.raises(ValueError, match="reading time 2026-11-01T08:00:00 has no UTC offset"):
+            async with db.connection() as conn, conn.transaction():
+                await write_readings(conn, rows, source_id=1, received_at=NOW)
+    assert await _stored(db) == {}
+
+
+def _applied_in_order(
+    stored: dict[_Key, tuple[float | None, int]], rows: list[ReadingRow]
+) -> tuple[set[int], set[int], dict[_Key, list[tuple[float | None, int]]]]:
+    """DESIGN §9 by hand: duplicates, revisions and replaced values of applying rows in order."""
+    duplicates, revisions = set(), set()
+    replaced: dict[_Key, list[tuple[float | None, int]]] = {}
+    for position, row in enumerate(rows):
+        key, new = _key(row), (row.value, row.qc)
+        if key in stored and stored[key] == new:
+            duplicates.add(position)
+        elif key in stored:
+            revisions.add(position)
+            replaced.setdefault(key, []).append(stored[key])
+        stored[key] = new
+    return duplicates, revisions, replaced
+
+
+@pytest.mark.parametrize(("chunk", "block"), [(50_000, 8_192), (120, 16), (64, 5)])
+async def test_a_mixed_replay_sorts_every_row_as_if_applied_in_order(
+    db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch, chunk: int, block: int
+) -> None:
+    import store.readings
+
+    monkeypatch.setattr(store.readings, "CHUNK", chunk)
+    monkeypatch.setattr(store.readings, "_BLOCK", block)
+    sid, pid = await _ids(db, "gz-a-panyu", "no2")
+    first = [
+        ReadingRow(sid, pid, period, T0 + timedelta(hours=h), float(h) if h % 9 else None, 0)
+        for h in range(150)
+        for period in (0, 3600)
+    ]
+    await _write(db, first)
+    again = []
+    for n, row in enumerate(first):
+        if n % 5 == 1:
+            row = row._replace(value=(row.value or 0.0) + 0.5)  # revised value
+        elif n % 5 == 2:
+            row = row._replace(qc=QC.SUSPECT.code)  # revised QC only
+        elif n % 7 == 3:
+            row = row._replace(value=None)  # a value withdrawn is a revision too
+        again.append(row)
+        if n % 13 == 0:
+            again.append(row._replace(value=-1.0))  # the same key again within the batch
+    again += [
+        ReadingRow(sid, pid, 60, T0 + timedelta(minutes=m), float(m), 0) for m in range(40)
+    ]  # fresh keys at the end, after every chunk has met a conflict
+    again.insert(10, again[-1])  # and a fresh key that repeats later, identical
+    expected_dup, expected_rev, replaced = _applied_in_order(
+        {_key(r): (r.value, r.qc) for r in first}, again
+    )
+
+    result = await _write(db, again, source_id=2)
+
+    assert result.total == len(again) == 365
+    assert (result.accepted, len(result.duplicates), len(result.revisions)) == (40, 159, 166)
+    assert (result.duplicates, result.revisions) == (expected_dup, expected_rev)
+    final = {_key(r): (r.value, r.qc) for r in first} | {_key(r): (r.value, r.qc) for r in again}
+    stored = await _stored(db)
+    assert {key: (v, qc) for key, (v, qc, _) in stored.items()} == final
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT station_id, parameter_id, period_s, time, value, qc FROM reading_revision"
+            " ORDER BY id"
+        )
+        kept: dict[_Key, list[tuple[float | None, int]]] = {}
+        for s, p, per, t, value, qc in await cur.fetchall():
+            kept.setdefault((s, p, per, t), []).append((value, qc))
+    assert kept == replaced
+
+
+async def _wait_until_blocked(pool: AsyncConnectionPool, pid: int) -> None:
+    """Until backend `pid` waits for a lock (at most 5 s)."""
+    async with pool.connection() as conn:
+        for _ in range(500):
+            cur = await conn.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            )
+            if await cur.fetchone() == ("Lock",):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+async def _write_on(conn: Conn, rows: list[ReadingRow], source_id: int) -> WriteResult:
+    async with conn.transaction():
+        return await write_readings(conn, rows, source_id=source_id, received_at=NOW)
+
+
+@pytest.mark.parametrize("theirs", [6.0, 6.5])
+async def test_a_key_written_meanwhile_by_another_transaction_is_sorted_after_it(
+    db: AsyncConnectionPool, theirs: float
+) -> None:
+    sid, pid = await _ids(db, "dg-w-wanjiang", "ph")
+    known = ReadingRow(sid, pid, 3600, T0, 7.1, 0)
+    await _write(db, [known])
+    ours = ReadingRow(sid, pid, 3600, T0 + timedelta(hours=1), 6.0, 0)
+    async with db.connection() as other, db.connection() as mine:
+        await other.execute("BEGIN")
+        await write_readings(other, [ours._replace(value=theirs)], source_id=3, received_at=NOW)
+        # `known` first: the fast path fails at once and the merge, not the COPY, meets `ours`
+        # while the other transaction has it uncommitted.
+        writing = asyncio.create_task(_write_on(mine, [known, ours], 4))
+        await _wait_until_blocked(db, mine.info.backend_pid)
+        await other.execute("COMMIT")
+        result = await asyncio.wait_for(writing, 10)
+    if theirs == ours.value:
+        assert (result.accepted, result.duplicates, result.revisions) == (0, {0, 1}, set())
+        assert (await _stored(db))[_key(ours)] == (6.0, 0, 3)
+    else:
+        assert (result.accepted, result.duplicates, result.revisions) == (0, {0}, {1})
+        assert (await _stored(db))[_key(ours)] == (6.0, 0, 4)
+        async with db.connection() as conn:
+            history = await revisions_of(
+                conn, station_id=sid, parameter_id=pid, period_s=3600, time=ours.time
+            )
+        assert history == [(6.5, QC.VALID)]
+
+
+async def test_a_value_revised_meanwhile_is_kept_before_ours_replaces_it(
+    db: AsyncConnectionPool,
+) -> None:
+    sid, pid = await _ids(db, "dg-w-wanjiang", "nh3n")
+    known = ReadingRow(sid, pid, 3600, T0, 0.3, 0)
+    original = ReadingRow(sid, pid, 3600, T0 + timedelta(hours=1), 0.40, 0)
+    await _write(db, [known, original])
+    async with db.connection() as other, db.connection() as mine:
+        await other.execute("BEGIN")
+        theirs = await write_readings(
+            other, [original._replace(value=0.45)], source_id=3, received_at=NOW
+        )
+        assert theirs.revisions == {0}
+        writing = asyncio.create_task(_write_on(mine, [known, original._replace(value=0.5)], 4))
+        await _wait_until_blocked(db, mine.info.backend_pid)
+        await other.execute("COMMIT")
+        result = await asyncio.wait_for(writing, 10)
+    assert (result.accepted, result.duplicates, result.revisions) == (0, {0}, {1})
+    assert (await _stored(db))[_key(original)] == (0.5, 0, 4)
+    async with db.connection() as conn:
+        history = await revisions_of(
+            conn, station_id=sid, parameter_id=pid, period_s=3600, time=original.time
+        )
+    assert history == [(0.40, QC.VALID), (0.45, QC.VALID)]
+
+
+async def test_the_merge_leaves_the_callers_planner_settings_as_they_were(
+    db: AsyncConnectionPool,
+) -> None:
+    sid, pid = await _ids(db, "gz-a-huangpu", "o3")
+    row = ReadingRow(sid, pid, 0, T0, 80.0, 0)
+    await _write(db, [row])
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_memoize = off")
+        before = await _planner(conn)
+        result = await write_readings(conn, [row], source_id=1, received_at=NOW)
+        assert result.duplicates == {0}
+        assert await _planner(conn) == before == ("on", "off", before[2])
+
+
+async def _planner(conn: Conn) -> tuple[str, str, str]:
+    cur = await conn.execute(
+        "SELECT current_setting('enable_mergejoin'), current_setting('enable_memoize'),"
+        " current_setting('jit')"
+    )
+    found = await cur.fetchone()
+    assert found is not None
+    return found
