@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from api.errors import install_error_handlers
-from api.routers import catalogue, health, readings
+from api.routers import alerts, catalogue, health, ingest, quality, readings, rules, sources
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.pipeline import Pipeline
@@ -48,6 +48,11 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(readings.router)
+    app.include_router(ingest.router)
+    app.include_router(sources.router)
+    app.include_router(quality.router)
+    app.include_router(alerts.router)
+    app.include_router(rules.router)
     return app
 
 

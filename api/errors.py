@@ -15,6 +15,7 @@ from core.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     Unauthenticated,
 )
 
@@ -24,6 +25,7 @@ _STATUS: list[tuple[type[EnvLinkError], int]] = [
     (Unauthenticated, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (PayloadTooLarge, 413),
     (InvalidInput, 400),
     (DatabaseUnavailable, 503),
 ]

@@ -27,6 +27,12 @@ class InvalidInput(EnvLinkError, ValueError):
     code = "invalid_input"
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request over a size limit; the message says which limit."""
+
+    code = "payload_too_large"
+
+
 class NotFound(EnvLinkError, LookupError):
     """A named thing does not exist."""
 

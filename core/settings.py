@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SettingsError
@@ -29,12 +29,69 @@ class Settings(BaseSettings):
     api_port: Port = 8000
     hj212_host: str = "127.0.0.1"
     hj212_port: Port = 9212
+    hj212_enabled: bool = Field(default=True, description="Listen for HJ 212 uploads (worker)")
+    hj212_idle_timeout_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=600.0, description="Close an HJ 212 connection silent this long"
+    )
+    hj212_batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        default=5.0, description="HJ 212 frames arriving within this window share one commit"
+    )
     pool_min_size: Annotated[int, Field(ge=1, le=100)] = 1
     pool_max_size: Annotated[int, Field(ge=1, le=500)] = 10
     earliest_reading_date: date = Field(
         default=date(2000, 1, 1), description="Readings before this date are rejected"
     )
     simulator_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    leader_retry_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=5.0, description="How often a stand-by worker tries to take over the scheduler"
+    )
+    leader_check_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="How often the leading worker proves it still holds its lock"
+    )
+    csv_dir: Path | None = Field(
+        default=None, description="Drop folder of laboratory CSV files; unset means not polled"
+    )
+    csv_poll_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    mqtt_host: str | None = Field(default=None, description="MQTT broker; unset means no MQTT")
+    mqtt_port: Port = 1883
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_topic_prefix: str = Field(
+        default="envlink", pattern=r"^[^+#]+$", description="Topics: <prefix>/<city>/<station>/…"
+    )
+    mqtt_client_id: str | None = Field(
+        default=None, description="Broker session id, stable across restarts; unset: host name"
+    )
+    mqtt_shared_group: str | None = Field(
+        default=None,
+        pattern=r"^[^/+#\s]+$",
+        description="Workers in one $share group split the messages; unset: each gets all",
+    )
+    sources_file: Path | None = Field(
+        default=None, description="HTTP feeds and MQTT options; unset: <config_dir>/sources.yaml"
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="The API as users reach it; notifications link to alerts under it",
+    )
+    notify_http_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0, description="Timeout of one webhook/WeCom/DingTalk/SMTP delivery attempt"
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP relay; unset means no e-mail")
+    smtp_port: Port = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP session with STARTTLS")
+    smtp_from: str = Field(
+        default="EnvLink <envlink@localhost>", description="From address of notification e-mail"
+    )
+    alert_sweep_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0, description="Alert loop sweep (staleness, timers) when no readings wake it"
+    )
+    water_daily_min_samples: Annotated[int, Field(ge=1, le=1440)] = Field(
+        default=1, description="Valid samples a water parameter's daily mean needs"
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -53,6 +110,16 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
+
+    @field_validator("mqtt_host", "mqtt_username", "mqtt_client_id", "smtp_host", "smtp_username")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() == "" else value.strip()
+
+    @property
+    def sources_path(self) -> Path:
+        """The sources file in use: ENVLINK_SOURCES_FILE, or sources.yaml in the config dir."""
+        return self.sources_file or self.config_dir / "sources.yaml"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -7,15 +7,18 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 from core.errors import EnvLinkError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
 from envlink.runtime import database, run_migrations, run_seed, serve
+from ingest.pipeline import Pipeline
+from ingest.sources.csv_folder import FileReport, import_file
 from schemas.common import ROLES
 from store.keys import ApiKey, create_key, list_keys, revoke_key
-from store.pool import connect
+from store.pool import connect, open_pool
 
 DEMO_AGENCY = "joint_office"
 
@@ -51,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", help="embedded database, catalogue, simulator and API on 127.0.0.1:8000"
     )
+    import_csv = commands.add_parser(
+        "import-csv",
+        help="import laboratory CSV files once and print a report per row (files stay in place)",
+    )
+    import_csv.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
 
 
@@ -78,10 +86,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied)
             )
         if args.command in ("seed", "demo"):
-            report = asyncio.run(run_seed(url, settings))
-            print("\n".join(report.lines()))
+            report, rules = asyncio.run(run_seed(url, settings))
+            print("\n".join(report.lines() + rules.lines()))
         if args.command == "keys":
             return asyncio.run(_keys(url, args))
+        if args.command == "import-csv":
+            return asyncio.run(_import_csv(url, settings, args.files))
         if args.command == "demo":
             _, plain = asyncio.run(_create_key(url, DEMO_AGENCY, list(ROLES), "demo", None))
             print("EnvLink demo: http://127.0.0.1:8000/docs")
@@ -144,6 +154,37 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
         return 0
     finally:
         await conn.close()
+
+
+async def _import_csv(url: str, settings: Settings, files: list[Path]) -> int:
+    """Import each file in one intake and print its report; 1 if any file could not be read."""
+    pool = await open_pool(url, min_size=1, max_size=2)
+    failed = 0
+    try:
+        pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)
+        for path in files:
+            if not path.is_file():
+                report = FileReport(name=str(path), failure="no such file")
+            else:
+                report = await import_file(pipeline, path)
+            failed += report.failure is not None
+            _print_report(path, report)
+    finally:
+        await pool.close()
+    return 1 if failed else 0
+
+
+def _print_report(path: Path, report: FileReport) -> None:
+    if report.failure:
+        print(f"{path}: failed: {report.failure}")
+        return
+    counts = report.summary
+    print(
+        f"{path}: {len(report.lines)} rows ({report.encoding}): "
+        + ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
+    )
+    for line in report.lines:
+        print(f"{path}:{line.line}\t{line.outcome}" + (f"\t{line.reason}" if line.reason else ""))
 
 
 if __name__ == "__main__":

@@ -6,22 +6,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import uvicorn
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import AsyncConnectionPool
 
+from alerts.loop import AlertLoop
 from api.app import create_app
 from core.settings import Settings
-from ingest.jobs import SimulatorJob, create_partitions_ahead
+from ingest.jobs import SimulatorJob, create_partitions_ahead, simulated_history
+from ingest.leader import ElectedScheduler, worker_name
 from ingest.pipeline import Pipeline
+from ingest.sources.csv_folder import CsvFolder
+from ingest.sources.hj212.client import Hj212Fleet
+from ingest.sources.hj212.server import Hj212Server
+from ingest.sources.http_pull import HttpPullJob
+from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from schemas.catalogue import load_catalogue
+from schemas.rules import load_rules
+from schemas.sources import load_sources
 from store.catalogue import SeedReport, seed_catalogue
 from store.embedded import EmbeddedServer, start_embedded
 from store.migrate import Migration, migrate
 from store.pool import connect, open_pool
+from store.rules import RuleSeedReport, seed_rules
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +56,15 @@ async def run_migrations(url: str) -> list[Migration]:
         await conn.close()
 
 
-async def run_seed(url: str, settings: Settings) -> SeedReport:
-    """Load config/ into the database (idempotent)."""
+async def run_seed(url: str, settings: Settings) -> tuple[SeedReport, RuleSeedReport]:
+    """Load config/ into the database (idempotent); rules changed through the API are kept."""
     catalogue = load_catalogue(settings.config_dir)
+    rule_set = load_rules(settings.config_dir / "thresholds.yaml")
     conn = await connect(url, autocommit=False)
     try:
         async with conn.transaction():
-            return await seed_catalogue(conn, catalogue)
+            report = await seed_catalogue(conn, catalogue)
+            return report, await seed_rules(conn, rule_set, at=datetime.now(UTC))
     finally:
         await conn.close()
 
@@ -65,17 +76,85 @@ class Worker:
     pool: AsyncConnectionPool
     settings: Settings
     simulate: bool
+    name: str = field(default_factory=worker_name)  # as leader: host:pid
+    tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    pulls: list[HttpPullJob] = field(default_factory=list, init=False)
+    hj212: Hj212Server | None = field(default=None, init=False)
+    hj212_fleet: Hj212Fleet | None = field(default=None, init=False)
 
     async def start(self) -> None:
         self.pipeline = Pipeline(self.pool, earliest=self.settings.earliest_reading_date)
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        # Jobs run only on the worker elected to lead; the others stand by to take over.
+        self.elected = ElectedScheduler(
+            self.pool,
+            owner=self.name,
+            retry_s=self.settings.leader_retry_s,
+            check_s=self.settings.leader_check_s,
+        )
+        self.scheduler = self.elected.scheduler
         await create_partitions_ahead(self.pool)
         self.scheduler.add_job(
             create_partitions_ahead, "interval", hours=6, args=[self.pool], id="partitions"
         )
+        if self.settings.csv_dir is not None:
+            csv_folder = CsvFolder(self.pipeline, self.pool, self.settings.csv_dir)
+            self.scheduler.add_job(
+                csv_folder.poll,
+                "interval",
+                seconds=self.settings.csv_poll_s,
+                id="csv_folder",
+                coalesce=True,
+                max_instances=1,
+            )
+        sources = load_sources(
+            self.settings.sources_path, required=self.settings.sources_file is not None
+        )
+        broker = Broker.from_settings(self.settings)
+        if broker is not None:
+            subscriber = MqttSubscriber(self.pipeline, self.pool, broker, sources.mqtt)
+            self.tasks.append(asyncio.create_task(subscriber.run(), name="mqtt"))
+        for feed in sources.http_feeds:
+            if feed.enabled:
+                pull = HttpPullJob(self.pipeline, self.pool, feed)
+                self.pulls.append(pull)
+                self.scheduler.add_job(
+                    pull.run,
+                    "interval",
+                    seconds=feed.interval_s,
+                    id=pull.source.code,
+                    coalesce=True,
+                    max_instances=1,
+                    next_run_time=datetime.now(UTC),
+                )
+        if self.settings.hj212_enabled:
+            self.hj212 = Hj212Server(
+                self.pipeline,
+                host=self.settings.hj212_host,
+                port=self.settings.hj212_port,
+                idle_timeout_s=self.settings.hj212_idle_timeout_s,
+                batch_window_s=self.settings.hj212_batch_window_ms / 1000,
+            )
+            await self.hj212.start()
         if self.simulate:
-            job = SimulatorJob(self.pipeline, interval_s=self.settings.simulator_interval_s)
-            await job.tick()
+            if self.hj212 is not None:
+                # The simulated stations dial in like real ones (a wildcard address is local).
+                host = self.settings.hj212_host
+                host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+                self.hj212_fleet = Hj212Fleet(host, self.hj212.port, history=simulated_history)
+            publisher = None
+            if broker is not None and sources.mqtt.simulator_stations:
+                publisher = MqttPublisher(
+                    self.pool, broker, stations=sources.mqtt.simulator_stations
+                )
+                # A first-ever subscription only receives what is published after it exists.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscriber.connected.wait(), timeout=5)
+            job = SimulatorJob(
+                self.pipeline,
+                interval_s=self.settings.simulator_interval_s,
+                mqtt=publisher,
+                hj212=self.hj212_fleet,
+            )
             self.scheduler.add_job(
                 job.tick,
                 "interval",
@@ -83,12 +162,35 @@ class Worker:
                 id="simulator",
                 coalesce=True,
                 max_instances=1,
+                next_run_time=datetime.now(UTC),
             )
-        self.scheduler.start()
-        log.info("worker started (simulator %s)", "on" if self.simulate else "off")
+        # Every worker, leader or not, runs an alert loop: they share the dirty-window queue.
+        alert_loop = AlertLoop(
+            self.pool,
+            sweep_s=self.settings.alert_sweep_s,
+            water_min_samples=self.settings.water_daily_min_samples,
+        )
+        self.tasks.append(asyncio.create_task(alert_loop.run(), name="alerts"))
+        await self.elected.start()
+        log.info(
+            "worker %s started (simulator %s); its jobs run while it leads",
+            self.name,
+            "on" if self.simulate else "off",
+        )
 
     async def stop(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        await self.elected.stop()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for pull in self.pulls:
+            await pull.close()
+        if self.hj212_fleet is not None:
+            await self.hj212_fleet.close()
+        if self.hj212 is not None:
+            await self.hj212.stop()
+        # The last batches' QC finishes while the pool is still open.
+        await self.pipeline.history_qc_done()
 
 
 async def serve(

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import utcnow
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import IngestCatalogue, Pipeline, Source
+from ingest.sources.hj212.client import Hj212Fleet
+from ingest.sources.mqtt import MqttPublisher
 from ingest.sources.simulator import hourly_history, simulate
-from schemas.readings import IntakeResult
+from schemas.readings import IntakeResult, ReadingIn
 from store.partitions import create_partitions, month_of
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,12 @@ class SimulatorJob:
         interval_s: float,
         history_hours: int = 24,
         clock: Callable[[], datetime] = utcnow,
+        mqtt: MqttPublisher | None = None,
+        hj212: Hj212Fleet | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._mqtt = mqtt
+        self._hj212 = hj212
         self._interval_s = interval_s
         self._history_hours = history_hours
         self._clock = clock
@@ -43,12 +49,32 @@ class SimulatorJob:
         step = max(int(self._interval_s), 1)
         at = datetime.fromtimestamp(int(now.timestamp()) // step * step, tz=UTC)
         readings = simulate(catalogue, at)
+        if self._mqtt is not None:
+            # Some stations report as MQTT sensors; they come back in through the subscriber.
+            readings = await self._mqtt.divert(readings)
         if not self._started and self._history_hours:
             readings += hourly_history(catalogue, now, hours=self._history_hours)
+        if self._hj212 is not None:
+            # Each station uploads over its own HJ 212 connection, as in production. Parameters
+            # without an HJ 212 code (hj212: null in parameters.yaml, e.g. salinity) cannot
+            # travel over HJ 212: they come back here and go through the pipeline directly.
+            readings = await self._hj212.deliver(catalogue, readings)
         result = await self._pipeline.ingest(readings, source=SIMULATOR)
         self._started = True
         log.debug("simulator: %s", result.summary)
         return result
+
+
+def simulated_history(
+    catalogue: IngestCatalogue, station: str, period_s: int, begin: datetime, end: datetime
+) -> list[ReadingIn]:
+    """A simulated station's stored period data from `begin` to `end` (HJ 212 requests)."""
+    readings: list[ReadingIn] = []
+    at, step = begin, timedelta(seconds=period_s)
+    while at <= end and period_s:
+        readings += simulate(catalogue, at, period_s=period_s, stations=[station])
+        at += step
+    return readings
 
 
 async def create_partitions_ahead(pool: AsyncConnectionPool, *, months: int = 2) -> list[str]:

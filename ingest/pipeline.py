@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time as monotonic
@@ -12,7 +13,16 @@ from datetime import date, datetime
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import cst_day_start, floor_to_period, utcnow
-from ingest.qc import range_problem, time_problem
+from ingest.qc import (
+    HISTORY_RULES,
+    PlannedWindow,
+    SeriesKey,
+    SeriesPlan,
+    plan_windows,
+    range_problem,
+    suspect_flags,
+    time_problem,
+)
 from ingest.units import UnitError, conversion_factor
 from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
 from store.catalogue import (
@@ -25,7 +35,9 @@ from store.catalogue import (
 )
 from store.intake import QuarantineRow, ensure_source, quarantine, record_intake
 from store.partitions import create_partitions, month_of
+from store.qc import fetch_windows, reflag_suspect
 from store.readings import ReadingRow, write_readings
+from store.rollups import mark_dirty, notify_readings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,12 @@ class Source:
     kind: str
 
 
+# Re-flags by the history checks are revisions by this source (DESIGN §9).
+QC_SOURCE = Source(code="qc", kind="qc")
+# A committed batch waiting for history QC: its rows and the positions that were duplicates.
+QueuedBatch = tuple[Sequence[ReadingRow], set[int]]
+
+
 class Pipeline:
     """Turns ReadingIn batches into stored readings and quarantined rejections."""
 
@@ -77,6 +95,8 @@ class Pipeline:
         self._catalogue: IngestCatalogue | None = None
         self._loaded_at = 0.0
         self._source_ids: dict[str, int] = {}
+        self._qc_queue: list[QueuedBatch] = []
+        self._qc_pass: asyncio.Task[None] | None = None
         self._months: set[tuple[int, int]] = set()
 
     async def catalogue(self, *, refresh: bool = False) -> IngestCatalogue:
@@ -104,7 +124,8 @@ class Pipeline:
         """Check and store a batch; a Rejection in `items` is an item its source could not parse.
 
         Everything is written in one transaction: accepted readings, quarantined rejections and
-        the source's counters, so a crash loses nothing that was reported as stored.
+        the source's counters, so a crash loses nothing that was reported as stored. The history
+        QC of the touched series follows the commit in the background (history_qc_done()).
         """
         catalogue = await self.catalogue()
         now = self._clock()
@@ -163,6 +184,14 @@ class Pipeline:
                 result = IntakeResult(outcomes=outcomes, rejections=rejections)
                 counts = result.summary
                 await record_intake(conn, source_id=source_id, at=now, **counts)
+                # The alert loop rolls up what changed; the NOTIFY wakes it when this commits.
+                dup = written.duplicates
+                changed = [r for i, r in enumerate(rows) if i not in dup] if dup else rows
+                if changed:
+                    await mark_dirty(conn, changed)
+                    await notify_readings(conn)
+            if len(written.duplicates) < len(rows):
+                self._judge_later(rows, written.duplicates)
         if rejections:
             log.info(
                 "%s: %d of %d items rejected, first: %s",
@@ -203,6 +232,54 @@ class Pipeline:
                 return f"{parameter.code}: {problem}"
         return ReadingRow(station.id, parameter.id, item.period_s, moment, value, item.qc.code)
 
+    def _judge_later(self, rows: Sequence[ReadingRow], duplicates: set[int]) -> None:
+        """Queue a committed batch for history QC; it never delays the intake's answer."""
+        self._qc_queue.append((rows, duplicates))
+        if self._qc_pass is None or self._qc_pass.done():
+            self._qc_pass = asyncio.create_task(self._judge_queued(), name="history QC")
+
+    async def history_qc_done(self) -> None:
+        """Wait until every batch ingested so far has been through history QC."""
+        while self._qc_pass is not None and not self._qc_pass.done():
+            await asyncio.wait([self._qc_pass])
+
+    async def _judge_queued(self) -> None:
+        # Batches committed while a pass runs wait for the next one, so under load one pass
+        # judges many batches and QC's cost per reading falls instead of queueing up. A failed
+        # pass loses nothing stored: the next batch touching a series judges its window again.
+        while self._qc_queue:
+            batches, self._qc_queue = self._qc_queue, []
+            try:
+                await self._history_qc(batches)
+            except Exception:
+                log.exception(
+                    "history QC of %d batches failed; the readings are stored", len(batches)
+                )
+
+    async def _history_qc(self, batches: list[QueuedBatch]) -> None:
+        """Flat lines and isolated spikes over the touched series: one fetch for the batches."""
+        catalogue = await self.catalogue()
+        # The pure parts run in a thread so a large backfill does not stall the event loop.
+        planned = await asyncio.to_thread(_plan_history_qc, batches, catalogue)
+        if not planned:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            fetched = await fetch_windows(conn, [p.spec for p in planned])
+            flags = await asyncio.to_thread(suspect_flags, planned, fetched)
+            if not flags:
+                return
+            if QC_SOURCE.code not in self._source_ids:
+                self._source_ids[QC_SOURCE.code] = await ensure_source(
+                    conn, code=QC_SOURCE.code, kind=QC_SOURCE.kind
+                )
+            flagged = await reflag_suspect(
+                conn, flags, source_id=self._source_ids[QC_SOURCE.code], at=self._clock()
+            )
+            if flagged:
+                await mark_dirty(conn, flags)
+                await notify_readings(conn)
+        log.info("QC re-flagged %d readings as suspect", flagged)
+
     async def _source_id(self, source: Source) -> int:
         if source.code not in self._source_ids:
             async with self._pool.connection() as conn:
@@ -210,6 +287,20 @@ class Pipeline:
                     conn, code=source.code, kind=source.kind
                 )
         return self._source_ids[source.code]
+
+
+def _plan_history_qc(batches: list[QueuedBatch], catalogue: IngestCatalogue) -> list[PlannedWindow]:
+    rows = [row for batch, _ in batches for row in batch]
+    touched = [i not in duplicates for batch, duplicates in batches for i in range(len(batch))]
+    plans: dict[SeriesKey, SeriesPlan] = {}
+    for key in {(row.station_id, row.parameter_id, row.period_s) for row in rows}:
+        station_id, parameter_id, period_s = key
+        parameter = catalogue.parameters_by_id[parameter_id]
+        rules = HISTORY_RULES.get(parameter.code)
+        if rules is not None:
+            link = catalogue.station_parameters[(station_id, parameter_id)]
+            plans[key] = SeriesPlan(rules, period_s or link.interval_s, parameter.unit, period_s)
+    return plan_windows(rows, touched, plans)
 
 
 def _payload(item: ReadingIn) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 # Tables whose rows a test may leave behind; the catalogue is seeded once and kept.
 MUTABLE_TABLES = ("reading", "reading_revision", "rejected_reading", "api_key", "source")
+MUTABLE_TABLES += ("qc_audit", "job_status", "scheduler_leader")
+MUTABLE_TABLES += ("series_dirty", "reading_hourly", "reading_daily")
+MUTABLE_TABLES += ("alert_event", "alert_ack", "alert", "maintenance_window")
+MUTABLE_TABLES += ("rule_version", "rule")
 
 
 def _with_database(url: str, name: str) -> str:
@@ -35,17 +41,21 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server's admin URL: the configured test server, or an embedded one."""
     configured = os.environ.get("ENVLINK_TEST_DATABASE_URL")
     if configured:
         yield configured
         return
-    server = start_embedded(tmp_path_factory.mktemp("embedded"), database="postgres")
+    # A folder of its own, not pytest's numbered tmp dirs, which a concurrent pytest session
+    # may prune while this server still uses it.
+    data_dir = Path(tempfile.mkdtemp(prefix="envlink-test-"))
+    server = start_embedded(data_dir, database="postgres")
     try:
         yield server.url
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,27 @@ _PROFILES: dict[str, tuple[float, float, float, float]] = {
     "tp": (0.09, 0.02, 6.0, 0.1),
     "tn": (1.7, 0.2, 6.0, 0.06),
     "salinity": (1.5, 0.0, 0.0, 0.05),
+    # Laboratory items (monthly samples): typical values of a class II-III river.
+    "cod": (12.0, 0.0, 0.0, 0.1),
+    "bod5": (2.5, 0.0, 0.0, 0.1),
+    "cu": (0.005, 0.0, 0.0, 0.2),
+    "zn": (0.03, 0.0, 0.0, 0.2),
+    "as": (0.002, 0.0, 0.0, 0.2),
+    "hg": (0.00002, 0.0, 0.0, 0.2),
+    "cd": (0.0003, 0.0, 0.0, 0.2),
+    "cr6": (0.004, 0.0, 0.0, 0.2),
+    "pb": (0.003, 0.0, 0.0, 0.2),
+    "cn": (0.002, 0.0, 0.0, 0.2),
+    "phenol": (0.001, 0.0, 0.0, 0.2),
+    "petroleum": (0.02, 0.0, 0.0, 0.2),
+    "las": (0.05, 0.0, 0.0, 0.2),
+    "sulfide": (0.01, 0.0, 0.0, 0.2),
+    "fecal_coliform": (1500.0, 0.0, 0.0, 0.3),
+    "fluoride": (0.4, 0.0, 0.0, 0.1),
+    "se": (0.001, 0.0, 0.0, 0.2),
+    "din": (0.25, 0.0, 0.0, 0.1),
+    "po4p": (0.02, 0.0, 0.0, 0.1),
+    "cod_mn_alkaline": (1.8, 0.0, 0.0, 0.1),
 }
 # Pollutants that an episode multiplies (and DO, which an episode depresses).
 _EPISODE = {

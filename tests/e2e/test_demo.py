@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_demo_serves_latest_for_every_station_parameter(tmp_path: Path) -> None:
             if line.startswith("API key: "):
                 key = line.removeprefix("API key: ").strip()
         assert key is not None
+        # Keep reading the demo's output so a chatty log can never fill the pipe and stall it.
+        threading.Thread(target=output.extend, args=(demo.stdout,), daemon=True).start()
         seen: set[tuple[str, str]] = set()
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=5) as client:
             while time.monotonic() - started < DEADLINE_S:

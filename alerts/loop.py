@@ -1,0 +1,308 @@
+"""The alert loop: rollups of the dirty windows, then the engine, woken by ingest's NOTIFY.
+
+Each round is one transaction: claim dirty keys, rewrite the rollups of their hours and days,
+let the engine evaluate the touched series and, when due, sweep. A crash anywhere in a round
+rolls back the claim with everything else, so the keys are processed again by the next round.
+Several loops (one per worker) share the queue: claims skip keys another loop holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time as monotonic
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from psycopg_pool import AsyncConnectionPool
+
+from alerts import engine
+from alerts.engine import Touched
+from alerts.rollups import (
+    DAY_S,
+    STATISTICS_QC,
+    daily_rollup,
+    hour_start,
+    hourly_rollup,
+    is_water,
+)
+from alerts.windows import HOUR_S, HOURS_PER_DAY
+from core.timeutil import CST, cst_day_start, utcnow
+from store.pool import Conn, connect
+from store.rollups import (
+    DailyRow,
+    DayWindow,
+    DirtyKey,
+    HourlyRow,
+    HourWindow,
+    claim_dirty,
+    clear_rollups,
+    day_hourly,
+    day_readings,
+    delete_daily,
+    delete_hourly,
+    hour_readings,
+    listen_readings,
+    lock_series,
+    reading_hours,
+    series_specs,
+    try_sweep_lock,
+    upsert_daily,
+    upsert_hourly,
+)
+
+log = logging.getLogger(__name__)
+
+Evaluate = Callable[..., Awaitable[None]]
+DEFAULT_INTERVAL_S = HOUR_S
+DAY_PERIOD_S = DAY_S
+
+
+def windows_of(keys: Sequence[DirtyKey]) -> tuple[list[HourWindow], list[DayWindow]]:
+    """The hours and Asia/Shanghai days whose rollups the dirty keys affect."""
+    hours = set()
+    days = set()
+    for key in keys:
+        if key.period_s != DAY_PERIOD_S:
+            hours.add(HourWindow(key.station_id, key.parameter_id, hour_start(key.time)))
+        day = key.time.astimezone(CST).date()
+        days.add(DayWindow(key.station_id, key.parameter_id, day, cst_day_start(day)))
+    return sorted(hours), sorted(days)
+
+
+def touched_of(keys: Sequence[DirtyKey]) -> list[Touched]:
+    """The engine's view of the dirty keys: each series with its data times, ascending."""
+    times: defaultdict[tuple[int, int], set[datetime]] = defaultdict(set)
+    for key in keys:
+        times[(key.station_id, key.parameter_id)].add(key.time)
+    return [Touched(sid, pid, sorted(moments)) for (sid, pid), moments in sorted(times.items())]
+
+
+async def refresh_rollups(
+    conn: Conn, keys: Sequence[DirtyKey], *, water_min_samples: int, now: datetime
+) -> None:
+    """Recompute the hourly, then the daily rollups of every window the keys fall in."""
+    hours, days = windows_of(keys)
+    await lock_series(conn, {(k.station_id, k.parameter_id) for k in keys})
+    specs = {
+        (s.station_id, s.parameter_id): s
+        for s in await series_specs(conn, sorted({(k.station_id, k.parameter_id) for k in keys}))
+    }
+
+    def spec_of(station_id: int, parameter_id: int) -> tuple[int, bool]:
+        spec = specs.get((station_id, parameter_id))
+        if spec is None:
+            return DEFAULT_INTERVAL_S, False
+        return spec.interval_s or DEFAULT_INTERVAL_S, is_water(spec.grp)
+
+    by_hour: defaultdict[int, list[tuple[int, float, float, int]]] = defaultdict(list)
+    for reading in await hour_readings(conn, hours):
+        value = math.nan if reading.value is None else reading.value
+        by_hour[reading.window].append(
+            (reading.period_s, reading.time.timestamp(), value, reading.qc)
+        )
+    hourly: list[HourlyRow] = []
+    empty_hours: list[HourWindow] = []
+    for index, window in enumerate(hours):
+        interval_s, water = spec_of(window.station_id, window.parameter_id)
+        rows = by_hour.get(index, [])
+        columns = np.array(rows, dtype=np.float64).reshape(-1, 4).T
+        rollup = hourly_rollup(
+            columns[0].astype(np.int64),
+            columns[1],
+            columns[2],
+            columns[3].astype(np.int64),
+            hour_start_s=int(window.hour.timestamp()),
+            interval_s=interval_s,
+            water=water,
+        )
+        if rollup is None:
+            empty_hours.append(window)
+        else:
+            hourly.append(
+                HourlyRow(
+                    window.station_id,
+                    window.parameter_id,
+                    window.hour,
+                    rollup.value,
+                    rollup.samples,
+                    rollup.coverage_s,
+                    rollup.min,
+                    rollup.max,
+                    rollup.origin,
+                )
+            )
+    await upsert_hourly(conn, hourly, now=now)
+    await delete_hourly(conn, empty_hours)
+
+    # The day reads the hourly rollups just written: the same transaction sees them.
+    # Per day: hourly values, sample counts, minima and maxima; NaN (count 0) = no value.
+    grids = np.full((len(days), 4, HOURS_PER_DAY), np.nan)
+    grids[:, 1, :] = 0
+    held: set[int] = set()
+    for row in await day_hourly(conn, days):
+        slot = int((row.hour - days[row.window].start).total_seconds() // HOUR_S)
+        held.add(row.window)
+        if row.value is not None:
+            grid = grids[row.window]
+            grid[0, slot] = row.value
+            grid[1, slot] = row.samples
+            grid[2, slot] = math.nan if row.min is None else row.min
+            grid[3, slot] = math.nan if row.max is None else row.max
+    reported: dict[int, float] = {}
+    for reading in await day_readings(conn, days):
+        held.add(reading.window)
+        if reading.value is not None and reading.qc in STATISTICS_QC:
+            reported[reading.window] = reading.value
+    daily: list[DailyRow] = []
+    empty_days: list[DayWindow] = []
+    for index, day in enumerate(days):
+        if index not in held:
+            empty_days.append(day)
+            continue
+        _, water = spec_of(day.station_id, day.parameter_id)
+        grid = grids[index]
+        day_rollup = daily_rollup(
+            grid[0],
+            grid[1].astype(np.int64),
+            grid[2],
+            grid[3],
+            reported=reported.get(index),
+            water=water,
+            water_min_samples=water_min_samples,
+        )
+        daily.append(
+            DailyRow(
+                day.station_id,
+                day.parameter_id,
+                day.day,
+                day_rollup.value,
+                day_rollup.hours,
+                day_rollup.min,
+                day_rollup.max,
+                day_rollup.origin,
+            )
+        )
+    await upsert_daily(conn, daily, now=now)
+    await delete_daily(conn, empty_days)
+
+
+async def rebuild_rollups(
+    conn: Conn, *, water_min_samples: int, now: datetime, chunk: int = 20_000
+) -> int:
+    """Recompute every rollup from the raw readings (a full rebuild); returns the hours seen."""
+    await clear_rollups(conn)
+    # In series and time order, a day cut by a chunk boundary is recomputed by the later chunk,
+    # which sees all of its hours.
+    keys = sorted(await reading_hours(conn))
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        await refresh_rollups(conn, part, water_min_samples=water_min_samples, now=now)
+    return len(windows_of(keys)[0])
+
+
+@dataclass
+class RoundReport:
+    """What one round did: the keys it claimed and whether it ran the sweep."""
+
+    claimed: list[DirtyKey] = field(default_factory=list)
+    swept: bool = False
+
+
+class AlertLoop:
+    """Keeps the rollups current and runs the alert engine; one per worker process."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        listen_url: str | None = None,
+        sweep_s: float = 30.0,
+        water_min_samples: int = 1,
+        batch: int = 5000,
+        clock: Callable[[], datetime] = utcnow,
+        evaluate: Evaluate | None = None,
+        sweep: Evaluate | None = None,
+    ) -> None:
+        self._pool = pool
+        # LISTEN needs a connection of its own for the loop's lifetime, outside the pool.
+        conninfo = listen_url if listen_url is not None else pool.conninfo
+        if not isinstance(conninfo, str):
+            raise TypeError("AlertLoop needs listen_url when the pool's conninfo is not a string")
+        self._listen_url = conninfo
+        self._sweep_s = sweep_s
+        self._water_min_samples = water_min_samples
+        self._batch = batch
+        self._clock = clock
+        self._evaluate = evaluate or engine.evaluate
+        self._sweep = sweep or engine.sweep
+        self._last_sweep = -math.inf
+        self.listening = asyncio.Event()
+        self.rounds = 0  # completed drains while listening
+
+    async def process(self, *, sweep: bool = False) -> RoundReport:
+        """One round in one transaction: claim, roll up, evaluate, and sweep if asked."""
+        report = RoundReport()
+        now = self._clock()
+        async with self._pool.connection() as conn, conn.transaction():
+            report.claimed = await claim_dirty(conn, limit=self._batch)
+            if report.claimed:
+                await refresh_rollups(
+                    conn, report.claimed, water_min_samples=self._water_min_samples, now=now
+                )
+                await self._evaluate(conn, touched=touched_of(report.claimed), now=now)
+            if sweep and await try_sweep_lock(conn):
+                await self._sweep(conn, now=now)
+                report.swept = True
+        return report
+
+    async def drain(self, *, sweep: bool = False) -> list[DirtyKey]:
+        """Run rounds until the queue holds nothing this loop can claim; the keys it processed."""
+        processed: list[DirtyKey] = []
+        while True:
+            report = await self.process(sweep=sweep)
+            sweep = False
+            processed += report.claimed
+            if len(report.claimed) < self._batch:
+                return processed
+
+    async def run(self) -> None:
+        """Listen and process until cancelled; a lost connection is retried with a backoff."""
+        delay = 0.0
+        while True:
+            rounds = self.rounds
+            try:
+                await self._listen_and_process()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # After a working spell the backoff starts over; a loop that keeps failing (the
+                # database down, or a round that cannot commit) waits longer each time.
+                delay = 0.5 if self.rounds > rounds else min(max(delay * 2, 0.5), 30.0)
+                log.exception("alert loop failed; retrying in %.1f s", delay)
+                await asyncio.sleep(delay)
+
+    async def _listen_and_process(self) -> None:
+        listener = await connect(self._listen_url, autocommit=True)
+        try:
+            await listen_readings(listener)
+            self.listening.set()
+            while True:
+                due = monotonic.monotonic() - self._last_sweep >= self._sweep_s
+                if due:
+                    # Counted from the start of the round, so a slow round does not drift it.
+                    self._last_sweep = monotonic.monotonic()
+                await self.drain(sweep=due)
+                self.rounds += 1
+                wait = self._last_sweep + self._sweep_s - monotonic.monotonic()
+                # Woken by the first notification; any that came meanwhile are taken in order
+                # and cost at most one round that finds nothing to claim.
+                async for _ in listener.notifies(timeout=max(wait, 0.001), stop_after=1):
+                    pass
+        finally:
+            self.listening.clear()
+            await listener.close()

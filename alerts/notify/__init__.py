@@ -1,0 +1,1 @@
+"""Notifications: the message model, its Chinese/English rendering and the delivery channels."""

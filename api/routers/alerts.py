@@ -1,0 +1,221 @@
+"""Alerts with their timelines, acknowledgements per agency, and station maintenance windows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from api.deps import ConnDep, KeyDep, require_role
+from api.pagination import decode_cursor, encode_cursor
+from core.errors import Forbidden
+from core.timeutil import CST, as_aware, utcnow
+from schemas.alerts import (
+    AckIn,
+    AckOut,
+    AckResult,
+    AlertDetailOut,
+    AlertOut,
+    AlertState,
+    MaintenanceIn,
+    MaintenanceOut,
+)
+from schemas.common import Area, City, ErrorOut, Page
+from schemas.rules import RuleKind
+from store.alerts import (
+    AlertListing,
+    MaintenanceWindow,
+    acknowledge,
+    alert_acks,
+    alert_events,
+    create_maintenance_window,
+    get_alert,
+    list_alerts,
+    maintenance_windows,
+    station_owner,
+)
+from store.keys import ApiKey
+from store.pool import Conn
+
+router = APIRouter(prefix="/v1", tags=["alerts"])
+
+
+def _local(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(CST)
+
+
+def _alert_out(row: AlertListing) -> AlertOut:
+    return AlertOut.model_validate(
+        {
+            "id": row.id,
+            "rule_id": row.rule_id,
+            "rule_version": row.rule_version,
+            "kind": row.kind,
+            "state": row.state,
+            "severity": row.severity,
+            "station": row.station,
+            "city": row.station_city or row.city,
+            "area": row.area,
+            "parameter": row.parameter,
+            "value": row.value,
+            "opened_at": row.opened_at.astimezone(CST),
+            "pending_since": _local(row.pending_since),
+            "fired_at": _local(row.fired_at),
+            "resolved_at": _local(row.resolved_at),
+            "retracted_at": _local(row.retracted_at),
+            "last_evaluated_at": row.last_evaluated_at.astimezone(CST),
+            "trigger_time": _local(row.trigger_time),
+            "details": row.details,
+            "addressed_to": row.addressed_to,
+            "acknowledged_by": row.acknowledged_by,
+            "source_alert_id": row.source_alert_id,
+        }
+    )
+
+
+async def _detail(conn: Conn, alert_id: int) -> AlertDetailOut:
+    alert = _alert_out(await get_alert(conn, alert_id))
+    events = await alert_events(conn, alert_id=alert_id, limit=10_000)
+    acks = await alert_acks(conn, alert_id)
+    return AlertDetailOut.model_validate(
+        {
+            **alert.model_dump(),
+            "timeline": [
+                {
+                    "id": e.id,
+                    "at": e.at.astimezone(CST),
+                    "kind": e.kind,
+                    "state": e.state,
+                    "severity": e.severity,
+                    "value": e.value,
+                    "details": e.details,
+                }
+                for e in events
+            ],
+            "acks": [
+                AckOut(agency=a.agency, key_id=a.key_id, at=a.at.astimezone(CST), comment=a.comment)
+                for a in acks
+            ],
+        }
+    )
+
+
+@router.get("/alerts")
+async def alerts(
+    conn: ConnDep,
+    key: KeyDep,
+    state: Annotated[list[AlertState] | None, Query(description="Repeat for several")] = None,
+    area: Area | None = None,
+    city: City | None = None,
+    kind: RuleKind | None = None,
+    station: str | None = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="Alerts live at or after this time (open, or ended since)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Page[AlertOut]:
+    """Alerts of both cities, newest first; times without an offset are Asia/Shanghai."""
+    before = int(decode_cursor(cursor, keys=("id",))["id"]) if cursor else None
+    rows = await list_alerts(
+        conn,
+        states=state,
+        kind=kind,
+        station=station,
+        city=city,
+        area=area,
+        since=as_aware(since) if since else None,
+        before_id=before,
+        limit=limit + 1,
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor({"id": rows[-1].id})
+    return Page[AlertOut](items=[_alert_out(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
+async def alert(conn: ConnDep, key: KeyDep, alert_id: int) -> AlertDetailOut:
+    """One alert with its timeline of events (in order) and its acknowledgements."""
+    return await _detail(conn, alert_id)
+
+
+@router.post(
+    "/alerts/{alert_id}/ack",
+    responses={
+        403: {"model": ErrorOut, "description": "No responder role, or not addressed to you"},
+        404: {"model": ErrorOut},
+    },
+)
+async def ack(
+    conn: ConnDep,
+    key: Annotated[ApiKey, Depends(require_role("responder"))],
+    alert_id: int,
+    body: AckIn | None = None,
+) -> AckResult:
+    """Acknowledge an alert for the key's agency (once per agency; it stops repeats to it)."""
+    async with conn.transaction():
+        created = await acknowledge(
+            conn,
+            alert_id=alert_id,
+            agency=key.agency,
+            key_id=key.id,
+            at=utcnow(),
+            comment=body.comment if body else None,
+        )
+    return AckResult(created=created, alert=await _detail(conn, alert_id))
+
+
+def _window_out(window: MaintenanceWindow) -> MaintenanceOut:
+    return MaintenanceOut(
+        id=window.id,
+        station=window.station,
+        starts_at=window.starts_at.astimezone(CST),
+        ends_at=window.ends_at.astimezone(CST),
+        reason=window.reason,
+        created_by=window.created_by,
+        created_at=window.created_at.astimezone(CST),
+    )
+
+
+@router.post(
+    "/stations/{code}/maintenance",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        403: {"model": ErrorOut, "description": "Not a writer or admin of the owning agency"},
+        404: {"model": ErrorOut},
+    },
+)
+async def create_maintenance(
+    conn: ConnDep, key: KeyDep, code: str, body: MaintenanceIn
+) -> MaintenanceOut:
+    """Plan maintenance at one of your agency's stations: its data inside raises no alert."""
+    owner = await station_owner(conn, code)
+    if not {"writer", "admin"} & set(key.roles):
+        raise Forbidden(
+            f"planning maintenance needs the writer or admin role; the key has {key.roles}"
+        )
+    if owner.agency != key.agency:
+        raise Forbidden(f"station {code} belongs to {owner.agency}; your key is {key.agency}'s")
+    async with conn.transaction():
+        window = await create_maintenance_window(
+            conn,
+            station_id=owner.id,
+            starts_at=as_aware(body.starts_at),
+            ends_at=as_aware(body.ends_at),
+            reason=body.reason,
+            created_by=f"{key.agency}:key{key.id}",
+            at=utcnow(),
+        )
+    return _window_out(window)
+
+
+@router.get("/stations/{code}/maintenance", responses={404: {"model": ErrorOut}})
+async def list_maintenance(conn: ConnDep, key: KeyDep, code: str) -> Page[MaintenanceOut]:
+    """A station's maintenance windows, by start."""
+    owner = await station_owner(conn, code)
+    windows = await maintenance_windows(conn, station_ids=[owner.id])
+    return Page[MaintenanceOut](items=[_window_out(w) for w in windows])

@@ -1,0 +1,86 @@
+"""The joint rules: read by every key, changed only by the joint office, every change versioned."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from api.deps import ConnDep, KeyDep, require_role
+from core.errors import InvalidInput
+from core.timeutil import CST, utcnow
+from schemas.common import ErrorOut, Page
+from schemas.rules import RuleOut, RuleUpdate
+from store.keys import ApiKey
+from store.rules import StoredRule, check_rule, current_rules, get_rule, rule_versions, write_rule
+
+router = APIRouter(prefix="/v1", tags=["rules"])
+
+
+def _rule_out(rule: StoredRule) -> RuleOut:
+    return RuleOut(
+        id=rule.id,
+        version=rule.version,
+        changed_via=rule.changed_via,
+        changed_by=rule.changed_by,
+        changed_at=rule.changed_at.astimezone(CST),
+        comment=rule.comment,
+        definition=rule.definition,
+    )
+
+
+@router.get("/rules")
+async def rules(conn: ConnDep, key: KeyDep) -> Page[RuleOut]:
+    """Every rule of the joint rule set in its version in force, by id."""
+    return Page[RuleOut](items=[_rule_out(rule) for rule in await current_rules(conn)])
+
+
+@router.get("/rules/{rule_id}", responses={404: {"model": ErrorOut}})
+async def rule(conn: ConnDep, key: KeyDep, rule_id: str) -> RuleOut:
+    """One rule in its version in force."""
+    return _rule_out(await get_rule(conn, rule_id))
+
+
+@router.get("/rules/{rule_id}/versions", responses={404: {"model": ErrorOut}})
+async def versions(conn: ConnDep, key: KeyDep, rule_id: str) -> Page[RuleOut]:
+    """Every version of a rule, oldest first: who changed it, when, through what and why."""
+    found = await rule_versions(conn, rule_id)
+    if not found:
+        await get_rule(conn, rule_id)  # raises NotFound
+    return Page[RuleOut](items=[_rule_out(version) for version in found])
+
+
+@router.put(
+    "/rules/{rule_id}",
+    responses={
+        400: {"model": ErrorOut, "description": "The definition names unknown codes or units"},
+        403: {"model": ErrorOut, "description": "The key lacks the joint_office role"},
+        422: {"model": ErrorOut, "description": "The definition is not a valid rule"},
+    },
+)
+async def put_rule(
+    conn: ConnDep,
+    key: Annotated[ApiKey, Depends(require_role("joint_office"))],
+    rule_id: str,
+    body: RuleUpdate,
+) -> RuleOut:
+    """Make a new version of a rule (or create it); an identical definition adds no version.
+
+    The change is recorded with the key's agency and id and the time; `envlink seed` never
+    overwrites a rule changed here.
+    """
+    if body.definition.id != rule_id:
+        raise InvalidInput(
+            f"the definition's id {body.definition.id!r} differs from the path's {rule_id!r}"
+        )
+    async with conn.transaction():
+        await check_rule(conn, body.definition)
+        stored, _ = await write_rule(
+            conn,
+            body.definition,
+            via="api",
+            by=f"{key.agency}:key{key.id}",
+            at=utcnow(),
+            comment=body.comment,
+        )
+    return _rule_out(stored)

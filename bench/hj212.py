@@ -1,0 +1,382 @@
+"""Benchmark the HJ 212 server: 200 stations uploading real-time data, answered after commit.
+
+A load generator in its own process opens one connection per synthetic station (200 by
+default) and sends CN 2011 real-time packets of 6-9 pollutants with a reply requested (Flag=5),
+at a steady total rate, without waiting for the replies; every packet has its own DataTime. This
+process runs the server (Hj212Server → Pipeline → PostgreSQL) as `envlink worker` does. At the
+end it prints the sustained packet rate, the reply latency (send → reply, measured by the
+generator), the CPU time of the server, the generator and PostgreSQL, and checks that every
+reading sent was stored exactly once.
+
+    .venv/bin/python bench/hj212.py [--seconds 60] [--rate 1000] [--stations 200]
+
+The database is a fresh one: on the server of ENVLINK_DATABASE_URL when set (a database of its
+own, dropped at the end), else on an embedded server started in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import multiprocessing
+import os
+import pstats
+import resource
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest.pipeline import Pipeline  # noqa: E402
+from ingest.sources.hj212.client import Hj212Client  # noqa: E402
+from ingest.sources.hj212.protocol import Packet  # noqa: E402
+from ingest.sources.hj212.server import Hj212Server  # noqa: E402
+from schemas.catalogue import (  # noqa: E402
+    Catalogue,
+    Hj212Def,
+    StationParameterDef,
+    load_catalogue,
+)
+from store.catalogue import seed_catalogue  # noqa: E402
+from store.embedded import start_embedded  # noqa: E402
+from store.migrate import migrate  # noqa: E402
+
+# The nine air codes a station may send, with the parameter and its unit in stations.yaml.
+POLLUTANTS = (
+    ("a21026", "so2", "ug/m3"),
+    ("a21004", "no2", "ug/m3"),
+    ("a21005", "co", "mg/m3"),
+    ("a05024", "o3", "ug/m3"),
+    ("a34002", "pm10", "ug/m3"),
+    ("a34004", "pm25", "ug/m3"),
+    ("a01001", "air_temp", "degC"),
+    ("a01002", "humidity", "%"),
+    ("a01007", "wind_speed", "m/s"),
+)
+REPLY_GRACE_S = 15.0
+
+
+def mn_of(index: int) -> str:
+    return f"BENCH{index:09d}"
+
+
+def items_of(index: int) -> int:
+    """6, 7, 8 or 9 pollutants per station."""
+    return 6 + index % 4
+
+
+def bench_catalogue(config_dir: Path, stations: int) -> Catalogue:
+    """The joint catalogue plus `stations` synthetic air stations with HJ 212 MNs."""
+    catalogue = load_catalogue(config_dir)
+    template = next(s for s in catalogue.stations if s.medium == "air")
+    extra = [
+        template.model_copy(
+            update={"code": f"bench-a-{i:04d}", "hj212": Hj212Def(mn=mn_of(i), crc="hj212")}
+        )
+        for i in range(stations)
+    ]
+    links = dict(catalogue.station_parameters)
+    for i, station in enumerate(extra):
+        links[station.code] = {
+            parameter: StationParameterDef(unit=unit, interval_s=3600)
+            for _, parameter, unit in POLLUTANTS[: items_of(i)]
+        }
+    return catalogue.model_copy(
+        update={"stations": [*catalogue.stations, *extra], "station_parameters": links}
+    )
+
+
+@dataclass
+class GeneratorReport:
+    sent: int
+    answered: int
+    readings: int
+    send_s: float
+    first_send: float
+    last_reply: float
+    latencies_ms: list[float]
+    cpu_s: float
+    connect_s: float
+
+
+def generator(port: int, stations: int, rate: float, seconds: float, out: Connection) -> None:
+    """Entry point of the load generator process."""
+    report = asyncio.run(_generate(port, stations, rate, seconds))
+    out.send(report)
+    out.close()
+
+
+async def _generate(port: int, stations: int, rate: float, seconds: float) -> GeneratorReport:
+    loop = asyncio.get_running_loop()
+    sent_at: dict[tuple[int, str], float] = {}
+    latencies: list[float] = []
+    last_reply = 0.0
+
+    def on_reply_of(index: int) -> Any:
+        def on_reply(qn: str, packet: Packet, arrived: float) -> None:
+            nonlocal last_reply
+            sent = sent_at.pop((index, qn), None)
+            if sent is not None:
+                latencies.append((arrived - sent) * 1000)
+                last_reply = max(last_reply, arrived)
+
+        return on_reply
+
+    connect_started = time.perf_counter()
+    clients = [
+        Hj212Client(mn=mn_of(i), pw="123456", st="22", on_reply=on_reply_of(i), record=False)
+        for i in range(stations)
+    ]
+    await asyncio.gather(*(client.connect("127.0.0.1", port) for client in clients))
+    connect_s = time.perf_counter() - connect_started
+    cpu_before = _own_cpu()
+    interval = stations / rate
+    # Each packet its own DataTime: one second apart per station, ending before now.
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    start = loop.time() + 0.2
+    end = start + seconds
+    first_send = time.perf_counter() + 0.2
+    counts = {"sent": 0, "readings": 0}
+
+    async def station(index: int, client: Hj212Client) -> None:
+        codes = [code for code, _, _ in POLLUTANTS[: items_of(index)]]
+        due = start + interval * index / stations
+        step = 0
+        while due < end:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            values = {code: (float(10 + (step + n) % 50), "N") for n, code in enumerate(codes)}
+            qn, frame = client.upload_frame("2011", base + timedelta(seconds=step), values)
+            sent_at[(index, qn)] = time.perf_counter()
+            client.write(frame)
+            counts["sent"] += 1
+            counts["readings"] += len(codes)
+            step += 1
+            due += interval
+
+    await asyncio.gather(*(station(i, c) for i, c in enumerate(clients)))
+    send_s = loop.time() - start
+    for _ in range(int(REPLY_GRACE_S * 10)):
+        if not sent_at:
+            break
+        await asyncio.sleep(0.1)
+    cpu_s = _own_cpu() - cpu_before
+    await asyncio.gather(*(client.close() for client in clients))
+    return GeneratorReport(
+        sent=counts["sent"],
+        answered=len(latencies),
+        readings=counts["readings"],
+        send_s=send_s,
+        first_send=first_send,
+        last_reply=last_reply,
+        latencies_ms=latencies,
+        cpu_s=cpu_s,
+        connect_s=connect_s,
+    )
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds used by a set of processes between two snapshots."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._before = self._snapshot()
+
+    def _snapshot(self) -> dict[int, float]:
+        times: dict[int, float] = {}
+        for pid in self._pids:
+            try:
+                process = psutil.Process(pid)
+                for member in [process, *process.children(recursive=True)]:
+                    cpu = member.cpu_times()
+                    times[member.pid] = cpu.user + cpu.system
+            except psutil.Error:
+                continue
+        return times
+
+    def used(self) -> float:
+        after = self._snapshot()
+        return sum(after[pid] - self._before.get(pid, 0.0) for pid in after)
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[tuple[str, int | None]]:
+    """A new database's URL and the embedded postmaster's pid (None on an external server)."""
+    server_url = os.environ.get("ENVLINK_DATABASE_URL")
+    if not server_url:
+        with tempfile.TemporaryDirectory(prefix="envlink-bench-hj212-") as data_dir:
+            server = start_embedded(Path(data_dir), database="envlink_bench")
+            try:
+                yield server.url, server.pid
+            finally:
+                server.stop()
+        return
+    name = f"envlink_bench_hj212_{os.getpid()}_{secrets.token_hex(3)}"
+    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(server_url)
+    info["dbname"] = name
+    try:
+        yield (
+            psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None}),
+            None,
+        )
+    finally:
+        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+            await admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def _skip_history_qc(*_: object) -> None:
+    return None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with fresh_database() as (url, postmaster):
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+            version = (await (await conn.execute("SHOW server_version")).fetchone() or ["?"])[0]
+            async with conn.transaction():
+                await seed_catalogue(conn, bench_catalogue(ROOT / "config", args.stations))
+        async with AsyncConnectionPool(url, min_size=2, max_size=4, open=False) as pool:
+            pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
+            if args.without_history_qc:
+                # Diagnostic only: how much of the cost is the pipeline's history QC.
+                pipeline._history_qc = _skip_history_qc  # type: ignore[method-assign, assignment]
+            await pipeline.catalogue()
+            server = Hj212Server(
+                pipeline,
+                host="127.0.0.1",
+                port=0,
+                batch_window_s=args.window_ms / 1000,
+                commits_in_flight=args.in_flight,
+            )
+            await server.start()
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                )
+                backends = [pid for (pid,) in await cur.fetchall()]
+            pg_meter = CpuMeter([postmaster] if postmaster else backends)
+            own_before = _own_cpu()
+            receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
+            process = multiprocessing.get_context("spawn").Process(
+                target=generator,
+                args=(server.port, args.stations, args.rate, args.seconds, sender),
+                name="hj212-load",
+            )
+            process.start()
+            sender.close()
+            report: GeneratorReport = await asyncio.to_thread(receiver.recv)
+            await asyncio.to_thread(process.join)
+            server_cpu = _own_cpu() - own_before
+            pg_cpu = pg_meter.used()
+            stats = server.stats
+            await server.stop()
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*), count(DISTINCT (r.station_id, r.parameter_id, r.time))"
+                    " FROM reading r JOIN station s ON s.id = r.station_id"
+                    " WHERE s.code LIKE 'bench-a-%%' AND r.period_s = 0"
+                )
+                rows, distinct = await cur.fetchone() or (0, 0)
+
+    elapsed = report.last_reply - report.first_send
+    latencies = report.latencies_ms
+    print(
+        f"PostgreSQL {version}; {args.stations} stations, {args.rate:g} packets/s offered "
+        f"for {args.seconds:g} s, group commit window {args.window_ms:g} ms, "
+        f"{args.in_flight} commits in flight"
+        + (", WITHOUT the pipeline's history QC" if args.without_history_qc else "")
+    )
+    print(f"connections opened in {report.connect_s:.2f} s")
+    print(
+        f"sent {report.sent} packets ({report.readings} readings) in {report.send_s:.1f} s "
+        f"= {report.sent / report.send_s:.0f} packets/s offered"
+    )
+    print(
+        f"answered {report.answered} of {report.sent}; sustained "
+        f"{report.answered / elapsed:.0f} packets/s "
+        f"({report.readings / elapsed:.0f} readings/s) from first send to last reply"
+    )
+    if latencies:
+        print(
+            f"reply latency ms: p50 {percentile(latencies, 0.50):.1f}  "
+            f"p90 {percentile(latencies, 0.90):.1f}  p99 {percentile(latencies, 0.99):.1f}  "
+            f"max {max(latencies):.1f}  mean {statistics.fmean(latencies):.1f}"
+        )
+    print(
+        f"CPU s: server {server_cpu:.1f} ({server_cpu / report.send_s:.0%} of a core), "
+        f"generator {report.cpu_s:.1f} ({report.cpu_s / report.send_s:.0%}), "
+        f"PostgreSQL {pg_cpu:.1f} ({pg_cpu / report.send_s:.0%})"
+    )
+    print(
+        f"server: {stats.frames} frames, {stats.batches} commits "
+        f"({stats.frames / max(stats.batches, 1):.1f} frames each), "
+        f"{stats.replies} replies, bad CRC {stats.bad_crc}, garbage {stats.garbage_bytes} B; "
+        f"readings accepted {stats.accepted}, duplicate {stats.duplicate}, "
+        f"revised {stats.revised}, rejected {stats.rejected}"
+    )
+    exact = rows == distinct == report.readings == stats.accepted and stats.duplicate == 0
+    print(f"stored {rows} rows ({distinct} distinct keys) for {report.readings} readings sent: "
+          + ("every reading stored exactly once" if exact else "MISMATCH"))  # fmt: skip
+    return 0 if exact and report.answered == report.sent else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=1000.0, help="packets/s, all stations")
+    parser.add_argument("--stations", type=int, default=200)
+    parser.add_argument("--window-ms", type=float, default=5.0, help="group commit window")
+    parser.add_argument("--in-flight", type=int, default=2, help="commits in flight at once")
+    parser.add_argument(
+        "--without-history-qc",
+        action="store_true",
+        help="diagnostic: skip the pipeline's flat-line/spike pass to measure its share",
+    )
+    parser.add_argument("--profile", type=Path, help="write the server's cProfile stats here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.profile is None:
+        return asyncio.run(run(args))
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(asyncio.run, run(args))
+    finally:
+        profile.dump_stats(args.profile)
+        pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

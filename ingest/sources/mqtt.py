@@ -1,0 +1,461 @@
+"""MQTT: JSON readings on <prefix>/<city>/<station>/readings, and the simulator's publisher.
+
+Acknowledged means stored. A QoS 1 PUBACK tells the broker it may forget a message; paho-mqtt
+(under aiomqtt) sends it as soon as the message is read off the socket, before EnvLink has
+stored anything, so a crash in that gap would lose messages the broker thinks delivered. The
+subscriber therefore turns on paho's manual acknowledgements and sends each PUBACK only after
+the batch holding the message is committed (readings and quarantine in one transaction). With a
+persistent session (clean_session false, a stable client id) the broker redelivers whatever was
+not acknowledged when the connection drops or the process dies, and keeps QoS 1 messages
+published while EnvLink is away; the redelivered readings are duplicates, which are idempotent.
+The remaining window is a batch committed but not yet acknowledged: it comes back as duplicates.
+aiomqtt 2.x has no public switch for this yet (aiomqtt issue #345), so the paho client it wraps
+is reached through `Client._client`; without `manual_ack_set` we fall back to paho's automatic
+acknowledgement and say so in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import socket
+import time as monotonic
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from core.errors import InvalidInput
+from core.settings import Settings
+from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
+from ingest.flags import qc_of_flag
+from ingest.pipeline import Pipeline, Source
+from schemas.common import QC
+from schemas.readings import IntakeResult, ReadingIn, Rejection
+from schemas.sources import MqttOptions
+from store.intake import ensure_source, record_source_error
+from store.sources import station_cities
+
+log = logging.getLogger(__name__)
+
+MQTT = Source(code="mqtt", kind="mqtt")
+CITIES = ("guangzhou", "dongguan")
+QUARANTINE_PAYLOAD_CHARS = 65_536
+# A station added by `envlink seed` while the subscriber runs is known this soon (on a miss).
+CITIES_TTL_S = 30.0
+
+
+def _qc_or_reason(flag: object) -> QC | str:
+    if flag is not None and not isinstance(flag, str):
+        return f"flag must be a string, not {type(flag).__name__}"
+    try:
+        return qc_of_flag(flag)
+    except ValueError as exc:
+        return str(exc)
+
+
+def reading_from_json(item: object, *, station: str) -> ReadingIn | str:
+    """One JSON reading of `station`, or why it is not one."""
+    if not isinstance(item, dict):
+        return f"a reading must be a JSON object, not {_json_type(item)}"
+    named = item.get("station")
+    if named is not None and named != station:
+        return f"payload names station {named!r} but the topic is station {station!r}"
+    missing = [key for key in ("time", "parameter", "value", "unit") if key not in item]
+    if missing:
+        return "missing " + ", ".join(missing)
+    time, parameter, value, unit = item["time"], item["parameter"], item["value"], item["unit"]
+    if not isinstance(time, str):
+        return f"time must be an RFC 3339 string, not {_json_type(time)}"
+    try:
+        moment = parse_time(time)
+    except InvalidInput as exc:
+        return str(exc)
+    if not isinstance(parameter, str) or not parameter:
+        return "parameter must be a non-empty string"
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return f"value must be a number or null, not {_json_type(value)}"
+    if not isinstance(unit, str):
+        return f"unit must be a string, not {_json_type(unit)}"
+    period = item.get("period_s", 0)
+    if isinstance(period, bool) or period not in PERIODS_S:
+        return f"period_s must be one of 0, 60, 3600, 86400, not {period!r}"
+    qc = _qc_or_reason(item.get("flag"))
+    if not isinstance(qc, QC):  # QC is a StrEnum: test for it, not for str
+        return qc
+    if value is not None and not math.isfinite(value):
+        return f"value {value} is not a finite number"
+    return ReadingIn(
+        station=station,
+        parameter=parameter,
+        time=moment,
+        value=None if value is None else float(value),
+        unit=unit,
+        period_s=period,
+        qc=qc,
+    )
+
+
+def readings_of_message(
+    topic: str,
+    payload: bytes,
+    *,
+    prefix: str,
+    cities: Mapping[str, str],
+    max_payload_bytes: int,
+) -> list[ReadingIn | Rejection]:
+    """The items of one message: its readings, or rejections with the raw payload and reason.
+
+    A message that cannot be attributed or parsed at all is one rejected item.
+    """
+    where = _topic_parts(topic, prefix)
+    station = where[1] if isinstance(where, tuple) else None
+
+    def whole(reason: str) -> list[ReadingIn | Rejection]:
+        return [Rejection(0, f"topic {topic}: {reason}", station, None, quarantine_text(payload))]
+
+    if isinstance(where, str):
+        return whole(where)
+    city, station = where
+    if len(payload) > max_payload_bytes:
+        return whole(f"payload of {len(payload)} bytes exceeds {max_payload_bytes}")
+    actual = cities.get(station)
+    if actual is None:
+        return whole(f"unknown station {station!r}")
+    if actual != city:
+        return whole(f"station {station} is in {actual}, not {city}")
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return whole(f"malformed JSON: {exc}")
+    if isinstance(document, dict):
+        document = [document]
+    if not isinstance(document, list):
+        return whole(
+            f"payload must be a JSON reading or an array of them, not {_json_type(document)}"
+        )
+    items: list[ReadingIn | Rejection] = []
+    for position, element in enumerate(document):
+        reading = reading_from_json(element, station=station)
+        if isinstance(reading, ReadingIn):
+            items.append(reading)
+            continue
+        parameter = element.get("parameter") if isinstance(element, dict) else None
+        items.append(
+            Rejection(
+                0,
+                f"topic {topic}, reading {position}: {reading}",
+                station,
+                parameter if isinstance(parameter, str) else None,
+                quarantine_text(orjson.dumps(element)),
+            )
+        )
+    return items
+
+
+def quarantine_text(payload: bytes) -> str:
+    """Raw bytes as storable text: UTF-8 where it is, escapes elsewhere, no NULs, bounded."""
+    text = payload[: QUARANTINE_PAYLOAD_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    return text.replace("\x00", "\\x00")[:QUARANTINE_PAYLOAD_CHARS]
+
+
+def _topic_parts(topic: str, prefix: str) -> tuple[str, str] | str:
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return f"not under {head}"
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 3 or parts[2] != "readings" or not parts[0] or not parts[1]:
+        return "expected <prefix>/<city>/<station>/readings"
+    if parts[0] not in CITIES:
+        return f"unknown city {parts[0]!r} (guangzhou or dongguan)"
+    return parts[0], parts[1]
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number"
+    )
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where the broker is and who we are to it (from settings)."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    prefix: str = "envlink"
+    client_id: str = field(default_factory=lambda: f"envlink-{socket.gethostname()}")
+    # Without a group every worker receives every message (the extra copies are duplicates).
+    # With one, the broker hands each message to one member; a member that never comes back
+    # strands what was queued for it, so grouped workers need stable client ids.
+    shared_group: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Broker | None:
+        """The configured broker, or None when ENVLINK_MQTT_HOST is unset."""
+        if settings.mqtt_host is None:
+            return None
+        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        return cls(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            username=settings.mqtt_username,
+            password=password,
+            prefix=settings.mqtt_topic_prefix,
+            client_id=settings.mqtt_client_id or f"envlink-{socket.gethostname()}",
+            shared_group=settings.mqtt_shared_group,
+        )
+
+    def topic(self, city: str, station: str) -> str:
+        """The topic a station's readings are published on."""
+        return f"{self.prefix.rstrip('/')}/{city}/{station}/readings"
+
+
+class _StoreFailed(Exception):
+    """Storing a batch failed; the cause says why."""
+
+
+class StationCities:
+    """Station code → city, cached, reloaded when stale and a topic names an unknown station."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self._cities: dict[str, str] = {}
+        self._loaded_at = -math.inf
+
+    async def for_stations(self, stations: set[str]) -> dict[str, str]:
+        """The mapping, refreshed first if it lacks one of `stations` and is older than the TTL."""
+        stale = monotonic.monotonic() - self._loaded_at > CITIES_TTL_S
+        if stale and not stations <= self._cities.keys():
+            async with self._pool.connection() as conn:
+                self._cities = await station_cities(conn)
+            self._loaded_at = monotonic.monotonic()
+        return self._cities
+
+
+class MqttSubscriber:
+    """Subscribes with QoS 1, batches close messages into one intake, acks once stored."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        pool: AsyncConnectionPool,
+        broker: Broker,
+        options: MqttOptions | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._pool = pool
+        self._broker = broker
+        self._options = options or MqttOptions()
+        self._cities = StationCities(pool)
+        self._source_id: int | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.batches = 0
+        self.messages = 0
+
+    @property
+    def subscription(self) -> str:
+        """The topic filter subscribed to (a shared subscription when grouped)."""
+        topics = self._broker.topic("+", "+")
+        group = self._broker.shared_group
+        return topics if group is None else f"$share/{group}/{topics}"
+
+    async def run(self) -> None:
+        """Stay subscribed until cancelled, reconnecting with bounded exponential backoff."""
+        failures = 0
+        while True:
+            batches, started = self.batches, monotonic.monotonic()
+            try:
+                await self._session()
+            except _StoreFailed as exc:
+                # E.g. a database outage: the batch is not acknowledged, and dropping the
+                # connection makes the broker deliver it again.
+                log.error("MQTT batch could not be stored", exc_info=exc.__cause__)
+                problem = f"storing an MQTT batch failed: {exc.__cause__!r}"
+            except aiomqtt.MqttError as exc:
+                problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc}"
+            except (OSError, TimeoutError) as exc:
+                problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc!r}"
+            finally:
+                self.connected.clear()
+            # Back off from the start again only after a session that worked: one that stored a
+            # batch or stayed up a while. A batch that cannot be stored keeps backing off.
+            healthy = self.batches > batches or (
+                monotonic.monotonic() - started > self._options.reconnect_max_s
+            )
+            failures = 1 if healthy else failures + 1
+            delay = min(
+                self._options.reconnect_max_s, self._options.reconnect_min_s * 2 ** (failures - 1)
+            )
+            delay *= random.uniform(0.8, 1.0)  # spread reconnects of many workers
+            log.warning("%s; reconnecting in %.2f s", problem, delay)
+            await self._record_error(problem)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        client = aiomqtt.Client(
+            self._broker.host,
+            self._broker.port,
+            username=self._broker.username,
+            password=self._broker.password,
+            identifier=self._broker.client_id,
+            clean_session=False,
+            keepalive=self._options.keepalive_s,
+            timeout=self._options.timeout_s,
+        )
+        paho = client._client
+        manual = hasattr(paho, "manual_ack_set") and hasattr(paho, "ack")
+        if manual:
+            paho.manual_ack_set(True)
+        else:
+            log.warning("paho-mqtt without manual acks: QoS 1 messages are acked on receipt")
+        async with client:
+            await client.subscribe(self.subscription, qos=1)
+            self.connections += 1
+            self.connected.set()
+            log.info(
+                "MQTT: subscribed to %s on %s:%d as %s",
+                self.subscription,
+                self._broker.host,
+                self._broker.port,
+                self._broker.client_id,
+            )
+            while True:
+                batch = await self._next_batch(client)
+                try:
+                    await self.store(batch)
+                except Exception as exc:
+                    raise _StoreFailed from exc
+                if manual:
+                    for message in batch:
+                        paho.ack(message.mid, message.qos)
+
+    async def _next_batch(self, client: aiomqtt.Client) -> list[aiomqtt.Message]:
+        # Never cancel a pending __anext__: aiomqtt could drop a message it had just dequeued.
+        # After the first message, only messages already queued are taken, polling briefly.
+        messages = client.messages
+        batch = [await anext(messages)]
+        deadline = monotonic.monotonic() + self._options.batch_window_s
+        while len(batch) < self._options.batch_max_messages:
+            if len(messages):
+                batch.append(await anext(messages))
+                continue
+            remaining = deadline - monotonic.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, 0.01))
+        return batch
+
+    async def store(self, batch: Sequence[aiomqtt.Message]) -> IntakeResult:
+        """Parse every message of a batch and store them in one intake."""
+        prefix = self._broker.prefix
+        wanted = {
+            parts[1]
+            for m in batch
+            if isinstance(parts := _topic_parts(m.topic.value, prefix), tuple)
+        }
+        cities = await self._cities.for_stations(wanted)
+        items: list[ReadingIn | Rejection] = []
+        for message in batch:
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            items.extend(
+                readings_of_message(
+                    message.topic.value,
+                    raw,
+                    prefix=prefix,
+                    cities=cities,
+                    max_payload_bytes=self._options.max_payload_bytes,
+                )
+            )
+        result = await self._pipeline.ingest(items, source=MQTT)
+        self.batches += 1
+        self.messages += len(batch)
+        log.debug("MQTT: %d messages, %s", len(batch), result.summary)
+        return result
+
+    async def _record_error(self, problem: str) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                if self._source_id is None:
+                    self._source_id = await ensure_source(conn, code=MQTT.code, kind=MQTT.kind)
+                await record_source_error(
+                    conn, source_id=self._source_id, at=utcnow(), error=problem
+                )
+        except Exception as exc:  # the database may be what is down
+            log.warning("could not record the MQTT error: %r", exc)
+
+
+def reading_json(reading: ReadingIn) -> dict[str, Any]:
+    """A reading as an MQTT payload item (the station is in the topic)."""
+    item: dict[str, Any] = {
+        "time": rfc3339(reading.time),
+        "parameter": reading.parameter,
+        "value": reading.value,
+        "unit": reading.unit,
+        "period_s": reading.period_s,
+    }
+    if reading.qc is not QC.VALID:
+        item["flag"] = reading.qc.value
+    return item
+
+
+class MqttPublisher:
+    """Publishes readings as a station's sensors would: one JSON array per station, QoS 1."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool, broker: Broker, *, stations: Sequence[str] | None = None
+    ) -> None:
+        self._broker = broker
+        self._cities = StationCities(pool)
+        self._stations = None if stations is None else frozenset(stations)
+        # A publisher's client id must differ from the subscriber's, or they evict each other.
+        self._client_id = f"{broker.client_id}-publisher"
+
+    async def publish(self, readings: Sequence[ReadingIn]) -> int:
+        """Publish readings (each to its station's topic); returns how many messages were sent."""
+        by_station: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for reading in readings:
+            by_station[reading.station].append(reading_json(reading))
+        cities = await self._cities.for_stations(set(by_station))
+        async with aiomqtt.Client(
+            self._broker.host,
+            self._broker.port,
+            username=self._broker.username,
+            password=self._broker.password,
+            identifier=self._client_id,
+            timeout=10,
+        ) as client:
+            for station, items in by_station.items():
+                topic = self._broker.topic(cities.get(station, "unknown"), station)
+                await client.publish(topic, orjson.dumps(items), qos=1)
+        return len(by_station)
+
+    async def divert(self, readings: Sequence[ReadingIn]) -> list[ReadingIn]:
+        """Publish the readings of this publisher's stations; return the rest for other paths.
+
+        If the broker cannot be reached, nothing is diverted: every reading is returned, so the
+        caller's own path delivers it and nothing is lost.
+        """
+        ours = [r for r in readings if self._stations is None or r.station in self._stations]
+        if not ours:
+            return list(readings)
+        try:
+            await self.publish(ours)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            log.warning("simulator: MQTT publish failed (%s); delivering directly", exc)
+            return list(readings)
+        return [
+            r for r in readings if self._stations is not None and r.station not in self._stations
+        ]

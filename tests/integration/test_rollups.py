@@ -1,0 +1,430 @@
+"""Rollups kept from dirty windows over real PostgreSQL: equal to a full recomputation, with the
+validity minimums at the edge, reported means winning and the Asia/Shanghai natural day."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from alerts.loop import AlertLoop, rebuild_rollups
+from core.timeutil import CST
+from ingest.pipeline import Pipeline, Source
+from schemas.common import QC
+from schemas.readings import ReadingIn, Rejection
+
+NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
+FEED = Source(code="test", kind="test")
+DAY0 = datetime(2026, 11, 20, 0, tzinfo=CST)
+UNITS = {"pm25": "ug/m3", "o3": "ug/m3", "nh3n": "mg/L", "do": "mg/L"}
+HOUR = timedelta(hours=1)
+
+
+def _pipeline(pool: AsyncConnectionPool) -> Pipeline:
+    return Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: NOW)
+
+
+def _loop(pool: AsyncConnectionPool, *, batch: int = 5000, water_min_samples: int = 1) -> AlertLoop:
+    return AlertLoop(pool, batch=batch, water_min_samples=water_min_samples)
+
+
+def _item(
+    station: str,
+    parameter: str,
+    time: datetime,
+    value: float | None,
+    *,
+    period_s: int = 0,
+    qc: QC = QC.VALID,
+) -> ReadingIn:
+    return ReadingIn(
+        station=station,
+        parameter=parameter,
+        time=time,
+        value=value,
+        unit=UNITS[parameter],
+        period_s=period_s,
+        qc=qc,
+    )
+
+
+async def _ingest(pool: AsyncConnectionPool, items: Iterable[ReadingIn]) -> dict[str, int]:
+    batch: list[ReadingIn | Rejection] = list(items)
+    pipeline = _pipeline(pool)
+    result = await pipeline.ingest(batch, source=FEED)
+    await pipeline.history_qc_done()  # its re-flags are revisions the rollups must follow
+    assert sum(result.summary.values()) == len(batch)
+    return result.summary
+
+
+async def _query(pool: AsyncConnectionPool, text: str) -> list[tuple[Any, ...]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(text.encode())
+        return await cur.fetchall()
+
+
+async def _hourly(pool: AsyncConnectionPool) -> list[tuple[Any, ...]]:
+    return await _query(
+        pool,
+        "SELECT s.code, p.code, h.hour, h.value, h.samples, h.coverage_s, h.min, h.max, h.origin"
+        " FROM reading_hourly h JOIN station s ON s.id = h.station_id"
+        " JOIN parameter p ON p.id = h.parameter_id ORDER BY 1, 2, 3",
+    )
+
+
+async def _daily(pool: AsyncConnectionPool) -> list[tuple[Any, ...]]:
+    return await _query(
+        pool,
+        "SELECT s.code, p.code, d.day, d.value, d.hours, d.min, d.max, d.origin"
+        " FROM reading_daily d JOIN station s ON s.id = d.station_id"
+        " JOIN parameter p ON p.id = d.parameter_id ORDER BY 1, 2, 3",
+    )
+
+
+def _minutes(hour: datetime, count: int, base: float = 10.0) -> list[ReadingIn]:
+    return [
+        _item("gz-a-huangpu", "pm25", hour + timedelta(minutes=m), base + m, period_s=60)
+        for m in range(count)
+    ]
+
+
+async def test_ingest_marks_stored_readings_dirty_and_nothing_else(db: AsyncConnectionPool) -> None:
+    first = [
+        _item("gz-a-huangpu", "pm25", DAY0 + HOUR * h, 30.0 + h, period_s=3600) for h in range(3)
+    ]
+    assert await _ingest(db, first) == {"accepted": 3, "duplicate": 0, "revised": 0, "rejected": 0}
+    await _loop(db).drain()
+    assert await _query(db, "SELECT count(*) FROM series_dirty") == [(0,)]
+    again = [
+        first[0],  # duplicate: marks nothing
+        _item("gz-a-huangpu", "pm25", DAY0 + HOUR, 33.0, period_s=3600),  # revision
+        _item("gz-a-huangpu", "pm25", DAY0 + HOUR * 5, 40.0, period_s=3600),  # new
+        _item("gz-a-nowhere", "pm25", DAY0, 40.0),  # quarantined
+    ]
+    assert await _ingest(db, again) == {"accepted": 1, "duplicate": 1, "revised": 1, "rejected": 1}
+    dirty = await _query(
+        db, "SELECT station_id, parameter_id, period_s, time FROM series_dirty ORDER BY time"
+    )
+    assert [(row[2], row[3]) for row in dirty] == [(3600, DAY0 + HOUR), (3600, DAY0 + HOUR * 5)]
+
+
+async def test_hourly_mean_needs_45_minutes(db: AsyncConnectionPool) -> None:
+    short, enough = DAY0 + HOUR * 8, DAY0 + HOUR * 9
+    await _ingest(db, _minutes(short, 44) + _minutes(enough, 45))
+    await _loop(db).drain()
+    assert await _hourly(db) == [
+        ("gz-a-huangpu", "pm25", short, None, 44, 2640, None, None, "computed"),
+        ("gz-a-huangpu", "pm25", enough, 32.0, 45, 2700, 10.0, 54.0, "computed"),
+    ]
+
+
+async def test_reported_mean_wins_and_a_revision_to_invalid_falls_back(
+    db: AsyncConnectionPool,
+) -> None:
+    hour = DAY0 + HOUR * 8
+    await _ingest(
+        db, [*_minutes(hour, 50), _item("gz-a-huangpu", "pm25", hour, 61.0, period_s=3600)]
+    )
+    loop = _loop(db)
+    await loop.drain()
+    assert await _hourly(db) == [
+        ("gz-a-huangpu", "pm25", hour, 61.0, 1, 3600, 61.0, 61.0, "reported")
+    ]
+    revised = _item("gz-a-huangpu", "pm25", hour, 61.0, period_s=3600, qc=QC.MAINTENANCE)
+    assert (await _ingest(db, [revised]))["revised"] == 1
+    await loop.drain()
+    assert await _hourly(db) == [
+        ("gz-a-huangpu", "pm25", hour, 34.5, 50, 3000, 10.0, 59.0, "computed")
+    ]
+
+
+async def test_natural_day_is_asia_shanghai_and_needs_20_hours(db: AsyncConnectionPool) -> None:
+    # 2026-11-21 +08:00 runs from 2026-11-20T16:00Z: its first eight hours are the UTC 20th.
+    day = DAY0 + timedelta(days=1)
+    hours = [
+        _item("gz-a-huangpu", "pm25", day + HOUR * h, 40.0 + (h % 2), period_s=3600)
+        for h in range(19)
+    ]
+    evening = _item("gz-a-huangpu", "pm25", day - timedelta(minutes=30), 500.0, period_s=3600)
+    await _ingest(db, [*hours, evening])
+    loop = _loop(db)
+    await loop.drain()
+    assert await _daily(db) == [
+        ("gz-a-huangpu", "pm25", date(2026, 11, 20), None, 1, None, None, "computed"),
+        ("gz-a-huangpu", "pm25", date(2026, 11, 21), None, 19, None, None, "computed"),
+    ]
+    # The 20th valid hour arrives late (23:00-24:00 +08:00): now the day has a mean.
+    await _ingest(db, [_item("gz-a-huangpu", "pm25", day + HOUR * 23, 40.5, period_s=3600)])
+    await loop.drain()
+    assert (await _daily(db))[1] == (
+        "gz-a-huangpu",
+        "pm25",
+        date(2026, 11, 21),
+        (sum(40.0 + (h % 2) for h in range(19)) + 40.5) / 20,
+        20,
+        40.0,
+        41.0,
+        "computed",
+    )
+
+
+async def test_reported_daily_mean_wins(db: AsyncConnectionPool) -> None:
+    day = DAY0 + timedelta(days=2)
+    await _ingest(
+        db,
+        [
+            *[
+                _item("gz-a-huangpu", "pm25", day + HOUR * h, 40.0 + h % 3, period_s=3600)
+                for h in range(24)
+            ],
+            _item("gz-a-huangpu", "pm25", day, 77.0, period_s=86400),
+        ],
+    )
+    await _loop(db).drain()
+    assert await _daily(db) == [
+        ("gz-a-huangpu", "pm25", date(2026, 11, 22), 77.0, 24, 77.0, 77.0, "reported")
+    ]
+
+
+async def test_water_day_is_the_mean_of_its_valid_samples(db: AsyncConnectionPool) -> None:
+    samples = [0.4, 0.6, 0.9, 0.5, 0.7, 0.3]
+    items = [_item("gz-w-dadun", "nh3n", DAY0 + HOUR * (4 * k), v) for k, v in enumerate(samples)]
+    items[5] = _item("gz-w-dadun", "nh3n", DAY0 + HOUR * 20, 9.0, qc=QC.CALIBRATION)
+    await _ingest(db, items)
+    await _loop(db).drain()
+    assert await _daily(db) == [
+        ("gz-w-dadun", "nh3n", date(2026, 11, 20), sum(samples[:5]) / 5, 5, 0.4, 0.9, "computed")
+    ]
+    # Two required: a day with one valid sample is insufficient data.
+    await _ingest(db, [_item("gz-w-dadun", "nh3n", DAY0 + timedelta(days=1), 0.5)])
+    await _loop(db, water_min_samples=2).drain()
+    assert (await _daily(db))[1] == (
+        "gz-w-dadun",
+        "nh3n",
+        date(2026, 11, 21),
+        None,
+        1,
+        None,
+        None,
+        "computed",
+    )
+
+
+def _random_readings(rng: random.Random) -> list[ReadingIn]:
+    """Three days of four series: minute and real-time data, reported means, mixed QC."""
+
+    def qc() -> QC:
+        return rng.choices(
+            [QC.VALID, QC.SUSPECT, QC.BELOW_DETECTION, QC.MAINTENANCE, QC.INVALID],
+            [85, 4, 4, 4, 3],
+        )[0]
+
+    items: list[ReadingIn] = []
+    for h in range(72):
+        hour = DAY0 + HOUR * h
+        # Minute data in a third of the hours keeps the test fast; the edge is 45 minutes.
+        if rng.random() < 0.3:
+            minutes = rng.sample(range(60), rng.randint(40, 50))
+            items += [
+                _item(
+                    "gz-a-huangpu",
+                    "pm25",
+                    hour + timedelta(minutes=m),
+                    round(rng.uniform(20, 60), 1),
+                    period_s=60,
+                    qc=qc(),
+                )
+                for m in minutes
+            ]
+        if rng.random() < 0.6:
+            items.append(
+                _item("gz-a-huangpu", "pm25", hour, rng.uniform(20, 60), period_s=3600, qc=qc())
+            )
+        if rng.random() < 0.9:
+            moment = hour + timedelta(minutes=rng.randrange(60))
+            items.append(_item("gz-a-huangpu", "o3", moment, rng.uniform(40, 90), qc=qc()))
+        if rng.random() < 0.9:
+            items.append(_item("gz-w-dadun", "do", hour, rng.uniform(5, 8), qc=qc()))
+        if rng.random() < 0.2:
+            items.append(_item("gz-w-dadun", "do", hour, rng.uniform(5, 8), period_s=3600, qc=qc()))
+        if h % 4 == 0 and rng.random() < 0.9:
+            items.append(_item("gz-w-dadun", "nh3n", hour, rng.uniform(0.2, 1.2), qc=qc()))
+    for d in range(3):
+        if rng.random() < 0.5:
+            day = DAY0 + timedelta(days=d)
+            items.append(
+                _item("gz-w-dadun", "nh3n", day, rng.uniform(0.2, 1.2), period_s=86400, qc=qc())
+            )
+            items.append(
+                _item("gz-a-huangpu", "pm25", day, rng.uniform(20, 60), period_s=86400, qc=qc())
+            )
+    return items
+
+
+Row = tuple[Any, ...]
+
+
+def _oracle(
+    readings: list[Row], intervals: dict[tuple[int, int], int], water: set[int]
+) -> tuple[dict[Row, Row], dict[Row, Row]]:
+    """The rollups straight from the rules, written independently of alerts/rollups.py."""
+    usable = {QC.VALID.code, QC.BELOW_DETECTION.code}
+    by_hour: defaultdict[tuple[int, int, datetime], list[tuple[int, float | None, int]]]
+    by_hour = defaultdict(list)
+    reported_day: dict[tuple[int, int, date], tuple[float | None, int]] = {}
+    for sid, pid, period, time, value, qc in readings:
+        if period == 86400:
+            reported_day[(sid, pid, time.astimezone(CST).date())] = (value, qc)
+            continue
+        hour = time.replace(minute=0, second=0, microsecond=0)
+        by_hour[(sid, pid, hour)].append((period, value, qc))
+    hourly: dict[Row, Row] = {}
+    for (sid, pid, hour), rows in by_hour.items():
+        good = [(p, v) for p, v, q in rows if q in usable and v is not None]
+        reported = [v for p, v in good if p == 3600]
+        if reported:
+            hourly[(sid, pid, hour)] = (reported[0], 1, 3600, reported[0], reported[0], "reported")
+            continue
+        minute = [v for p, v in good if p == 60]
+        real_time = [v for p, v in good if p == 0]
+        minute_cover = min(len(minute) * 60, 3600)
+        real_cover = min(len(real_time) * intervals[(sid, pid)], 3600)
+        chosen, cover = (minute, minute_cover)
+        if real_time and (not minute or real_cover > minute_cover):
+            chosen, cover = (real_time, real_cover)
+        if chosen and (pid in water or cover >= 2700):
+            mean = sum(chosen) / len(chosen)
+            hourly[(sid, pid, hour)] = (
+                mean,
+                len(chosen),
+                cover,
+                min(chosen),
+                max(chosen),
+                "computed",
+            )
+        else:
+            hourly[(sid, pid, hour)] = (None, len(chosen), cover, None, None, "computed")
+    days: defaultdict[tuple[int, int, date], list[Row]] = defaultdict(list)
+    for (sid, pid, hour), row in hourly.items():
+        days[(sid, pid, hour.astimezone(CST).date())].append(row)
+    for key in reported_day:
+        days.setdefault(key, [])
+    daily: dict[Row, Row] = {}
+    for (sid, pid, day), rows in days.items():
+        valid = [r for r in rows if r[0] is not None]
+        count = sum(int(r[1]) for r in valid) if pid in water else len(valid)
+        value, qc = reported_day.get((sid, pid, day), (None, -1))
+        if value is not None and qc in usable:
+            daily[(sid, pid, day)] = (value, count, value, value, "reported")
+        elif pid in water and count >= 1:
+            total = sum(float(r[0]) * int(r[1]) for r in valid)
+            low = min(float(r[3]) for r in valid)
+            high = max(float(r[4]) for r in valid)
+            daily[(sid, pid, day)] = (total / count, count, low, high, "computed")
+        elif pid not in water and count >= 20:
+            means = [float(r[0]) for r in valid]
+            daily[(sid, pid, day)] = (sum(means) / count, count, min(means), max(means), "computed")
+        else:
+            daily[(sid, pid, day)] = (None, count, None, None, "computed")
+    return hourly, daily
+
+
+def _close(left: Row, right: Row) -> bool:
+    return len(left) == len(right) and all(
+        math.isclose(a, b, rel_tol=1e-12)
+        if isinstance(a, float) and isinstance(b, float)
+        else a == b
+        for a, b in zip(left, right, strict=True)
+    )
+
+
+async def test_incremental_rollups_equal_a_full_recomputation(db: AsyncConnectionPool) -> None:
+    rng = random.Random(20261120)
+    items = _random_readings(rng)
+    rng.shuffle(items)  # late data: hours arrive in any order, days complete late
+    loop = _loop(db, batch=97)
+    delivered = 0
+    while delivered < len(items):
+        size = rng.randint(1, 400)
+        await _ingest(db, items[delivered : delivered + size])
+        delivered += size
+        if rng.random() < 0.6:
+            await loop.drain()
+    # Revisions (value or QC) and re-deliveries, interleaved with rounds.
+    changed = []
+    for item in rng.sample(items, len(items) // 8):
+        if rng.random() < 0.5:
+            changed.append(
+                item.model_copy(update={"qc": QC.VALID if item.qc != QC.VALID else QC.FAULT})
+            )
+        else:
+            changed.append(item.model_copy(update={"value": (item.value or 0.0) + 1.5}))
+    resent = rng.sample(items, len(items) // 20)
+    again = changed + resent
+    rng.shuffle(again)
+    counts = {"accepted": 0, "duplicate": 0, "revised": 0, "rejected": 0}
+    for start in range(0, len(again), 150):
+        summary = await _ingest(db, again[start : start + 150])
+        counts = {k: counts[k] + summary[k] for k in counts}
+        if start % 300 == 0:
+            await loop.drain()
+    assert counts["rejected"] == 0
+    await loop.drain()
+    assert await _query(db, "SELECT count(*) FROM series_dirty") == [(0,)]
+
+    incremental_hourly, incremental_daily = await _hourly(db), await _daily(db)
+    async with db.connection() as conn, conn.transaction():
+        hours = await rebuild_rollups(conn, water_min_samples=1, now=NOW, chunk=500)
+    assert hours == len(incremental_hourly)
+    assert await _hourly(db) == incremental_hourly
+    assert await _daily(db) == incremental_daily
+
+    readings = await _query(
+        db, "SELECT station_id, parameter_id, period_s, time, value, qc FROM reading"
+    )
+    links = await _query(db, "SELECT station_id, parameter_id, interval_s FROM station_parameter")
+    water_ids = await _query(db, "SELECT id FROM parameter WHERE grp IN ('water', 'lab')")
+    hourly, daily = _oracle(readings, {(s, p): i for s, p, i in links}, {p for (p,) in water_ids})
+    stored_hourly = await _query(
+        db,
+        "SELECT station_id, parameter_id, hour, value, samples, coverage_s, min, max, origin"
+        " FROM reading_hourly",
+    )
+    stored_daily = await _query(
+        db,
+        "SELECT station_id, parameter_id, day, value, hours, min, max, origin FROM reading_daily",
+    )
+    assert len(stored_hourly) == len(hourly) and len(stored_daily) == len(daily)
+    for row in stored_hourly:
+        assert _close(row[3:], hourly[row[:3]]), row
+    for row in stored_daily:
+        assert _close(row[3:], daily[row[:3]]), row
+    # The random data did exercise every rule: both origins, both sides of each minimum.
+    origins = {row[8] for row in stored_hourly} | {row[7] for row in stored_daily}
+    assert origins == {"reported", "computed"}
+    assert {row[3] is None for row in stored_hourly} == {True, False}
+    assert {row[3] is None for row in stored_daily} == {True, False}
+
+
+async def test_a_qc_reflag_after_intake_reaches_the_rollups(db: AsyncConnectionPool) -> None:
+    values = [30.0, 31.0, 99.0, 32.0, 30.0, 31.0]
+    items = [
+        _item("gz-a-huangpu", "pm25", DAY0 + HOUR * h, v, period_s=3600)
+        for h, v in enumerate(values)
+    ]
+    loop = _loop(db)
+    await _ingest(db, items[:3])
+    await loop.drain()
+    assert (await _hourly(db))[2][3:5] == (99.0, 1)
+    # The readings after it show hour 2 was an isolated spike: QC re-flags it as suspect in its
+    # own transaction, which queues hour 2 again although no intake touched it.
+    await _ingest(db, items[3:])
+    assert await _query(db, "SELECT count(*) FROM qc_audit") == [(1,)]
+    await loop.drain()
+    spike = (await _hourly(db))[2]
+    assert spike == ("gz-a-huangpu", "pm25", DAY0 + HOUR * 2, None, 0, 0, None, None, "computed")
