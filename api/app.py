@@ -9,7 +9,17 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from api.errors import install_error_handlers
-from api.routers import alerts, catalogue, health, ingest, quality, readings, rules, sources
+from api.routers import (
+    alerts,
+    catalogue,
+    health,
+    ingest,
+    notifications,
+    quality,
+    readings,
+    rules,
+    sources,
+)
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.pipeline import Pipeline
@@ -51,6 +61,8 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
     app.include_router(ingest.router)
     app.include_router(sources.router)
     app.include_router(quality.router)
+    # Before alerts: /v1/alerts/stream must not be taken for /v1/alerts/{alert_id}.
+    app.include_router(notifications.router)
     app.include_router(alerts.router)
     app.include_router(rules.router)
     return app

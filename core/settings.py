@@ -78,6 +78,27 @@ class Settings(BaseSettings):
     notify_http_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         default=10.0, description="Timeout of one webhook/WeCom/DingTalk/SMTP delivery attempt"
     )
+    notify_enabled: bool = Field(
+        default=True, description="Run the notification stage and dispatcher in the worker"
+    )
+    notify_poll_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=5.0, description="Longest wait of the notification stage and dispatcher"
+    )
+    notify_concurrency: Annotated[int, Field(ge=1, le=200)] = Field(
+        default=8, description="Deliveries one dispatcher makes at a time"
+    )
+    notify_lease_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0, description="A claimed notification's lease; must exceed the HTTP timeout"
+    )
+    notify_retry_base_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0, description="First retry after about this long, doubling each time"
+    )
+    notify_retry_max_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=300.0, description="Longest wait between two attempts"
+    )
+    notify_deadline_s: Annotated[float, Field(gt=0, le=30 * 86400)] = Field(
+        default=6 * 3600.0, description="Undelivered this long after it was made: dead-lettered"
+    )
     smtp_host: str | None = Field(default=None, description="SMTP relay; unset means no e-mail")
     smtp_port: Port = 25
     smtp_username: str | None = None

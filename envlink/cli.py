@@ -13,7 +13,7 @@ from core.errors import EnvLinkError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
-from envlink.runtime import database, run_migrations, run_seed, serve
+from envlink.runtime import database, run_migrations, run_seed, run_seed_subscriptions, serve
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
 from schemas.common import ROLES
@@ -87,7 +87,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
         if args.command in ("seed", "demo"):
             report, rules = asyncio.run(run_seed(url, settings))
-            print("\n".join(report.lines() + rules.lines()))
+            subscriptions = asyncio.run(run_seed_subscriptions(url, settings))
+            print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
         if args.command == "keys":
             return asyncio.run(_keys(url, args))
         if args.command == "import-csv":

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.loop import AlertLoop
+from alerts.notify.channels import build_channels
+from alerts.notify.channels.base import http_client
+from alerts.notify.dispatcher import Backoff, Dispatcher
+from alerts.notify.stage import NotificationStage
 from api.app import create_app
 from core.settings import Settings
 from ingest.jobs import SimulatorJob, create_partitions_ahead, simulated_history
@@ -24,11 +30,13 @@ from ingest.sources.hj212.server import Hj212Server
 from ingest.sources.http_pull import HttpPullJob
 from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from schemas.catalogue import load_catalogue
+from schemas.notifications import load_subscriptions
 from schemas.rules import load_rules
 from schemas.sources import load_sources
 from store.catalogue import SeedReport, seed_catalogue
 from store.embedded import EmbeddedServer, start_embedded
 from store.migrate import Migration, migrate
+from store.notifications import SubscriptionSeedReport, seed_subscriptions
 from store.pool import connect, open_pool
 from store.rules import RuleSeedReport, seed_rules
 
@@ -69,6 +77,17 @@ async def run_seed(url: str, settings: Settings) -> tuple[SeedReport, RuleSeedRe
         await conn.close()
 
 
+async def run_seed_subscriptions(url: str, settings: Settings) -> SubscriptionSeedReport:
+    """Load config/subscriptions.yaml (after the catalogue); API-changed ones are kept."""
+    subscriptions = load_subscriptions(settings.config_dir / "subscriptions.yaml")
+    conn = await connect(url, autocommit=False)
+    try:
+        async with conn.transaction():
+            return await seed_subscriptions(conn, subscriptions, at=datetime.now(UTC))
+    finally:
+        await conn.close()
+
+
 @dataclass
 class Worker:
     """Ingest and (later) alert jobs under one APScheduler in this process."""
@@ -81,6 +100,7 @@ class Worker:
     pulls: list[HttpPullJob] = field(default_factory=list, init=False)
     hj212: Hj212Server | None = field(default=None, init=False)
     hj212_fleet: Hj212Fleet | None = field(default=None, init=False)
+    notify_client: httpx.AsyncClient | None = field(default=None, init=False)
 
     async def start(self) -> None:
         self.pipeline = Pipeline(self.pool, earliest=self.settings.earliest_reading_date)
@@ -171,6 +191,8 @@ class Worker:
             water_min_samples=self.settings.water_daily_min_samples,
         )
         self.tasks.append(asyncio.create_task(alert_loop.run(), name="alerts"))
+        if self.settings.notify_enabled:
+            self._start_notifications()
         await self.elected.start()
         log.info(
             "worker %s started (simulator %s); its jobs run while it leads",
@@ -178,11 +200,33 @@ class Worker:
             "on" if self.simulate else "off",
         )
 
+    def _start_notifications(self) -> None:
+        """Every worker runs a notification stage and a dispatcher; the database shares work."""
+        settings = self.settings
+        self.notify_client = http_client(settings.notify_http_timeout_s)
+        stage = NotificationStage(
+            self.pool, poll_s=settings.notify_poll_s, deadline_s=settings.notify_deadline_s
+        )
+        dispatcher = Dispatcher(
+            self.pool,
+            build_channels(settings, self.notify_client),
+            public_base_url=settings.public_base_url,
+            worker=self.name,
+            concurrency=settings.notify_concurrency,
+            lease_s=settings.notify_lease_s,
+            backoff=Backoff(settings.notify_retry_base_s, settings.notify_retry_max_s),
+            poll_s=settings.notify_poll_s,
+        )
+        self.tasks.append(asyncio.create_task(stage.run(), name="notify-stage"))
+        self.tasks.append(asyncio.create_task(dispatcher.run(), name="notify-dispatch"))
+
     async def stop(self) -> None:
         await self.elected.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.notify_client is not None:
+            await self.notify_client.aclose()
         for pull in self.pulls:
             await pull.close()
         if self.hj212_fleet is not None:
@@ -197,6 +241,12 @@ async def serve(
     url: str, settings: Settings, *, api: bool, worker: bool, simulate: bool = False
 ) -> None:
     """Run the API, the worker, or both in this process until interrupted."""
+    # SIGTERM (docker stop) and SIGINT both end the process through the same clean shutdown,
+    # even where the parent started it with SIGINT ignored (background jobs of a shell).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     pool = await open_pool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
     running_worker = Worker(pool, settings, simulate=simulate) if worker else None
     try:
@@ -209,9 +259,10 @@ async def serve(
             )
             server = uvicorn.Server(config)
             log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
+            # uvicorn takes SIGINT/SIGTERM over while it serves and hands them back after.
             await server.serve()
         else:
-            await asyncio.Event().wait()
+            await stop.wait()
     finally:
         if running_worker:
             await running_worker.stop()

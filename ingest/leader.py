@@ -252,7 +252,10 @@ class ElectedScheduler:
     ) -> None:
         if not isinstance(pool.conninfo, str):
             raise TypeError("the election connects like the pool: give the pool a conninfo string")
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        # A busy machine may start a job a little late: run it then (once), never skip it.
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "misfire_grace_time": None}
+        )
         self.status = JobStatusRecorder(pool, owner=owner)
         self.election = LeaderElection(
             pool.conninfo,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time as monotonic
@@ -20,8 +21,10 @@ from ingest.qc import (
     SeriesPlan,
     plan_windows,
     range_problem,
+    series_slices,
     suspect_flags,
     time_problem,
+    window_slices,
 )
 from ingest.units import UnitError, conversion_factor
 from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
@@ -35,7 +38,7 @@ from store.catalogue import (
 )
 from store.intake import QuarantineRow, ensure_source, quarantine, record_intake
 from store.partitions import create_partitions, month_of
-from store.qc import fetch_windows, reflag_suspect
+from store.qc import QcFlag, fetch_windows, reflag_suspect
 from store.readings import ReadingRow, write_readings
 from store.rollups import mark_dirty, notify_readings
 
@@ -81,6 +84,11 @@ class Pipeline:
 
     # A station or parameter added by `envlink seed` while a worker runs is picked up this soon.
     CATALOGUE_TTL_S = 30.0
+    # History QC judges what was committed at most this often, so under a stream of small
+    # batches one pass covers many; a re-flag is never urgent, the readings' answer is.
+    QC_INTERVAL_S = 1.0
+    QC_SLICE_ROWS = 2000
+    QC_SLICE_WINDOWS = 250
 
     def __init__(
         self,
@@ -97,6 +105,8 @@ class Pipeline:
         self._source_ids: dict[str, int] = {}
         self._qc_queue: list[QueuedBatch] = []
         self._qc_pass: asyncio.Task[None] | None = None
+        self._qc_hurry = asyncio.Event()
+        self._qc_last = -self.QC_INTERVAL_S
         self._months: set[tuple[int, int]] = set()
 
     async def catalogue(self, *, refresh: bool = False) -> IngestCatalogue:
@@ -239,15 +249,21 @@ class Pipeline:
             self._qc_pass = asyncio.create_task(self._judge_queued(), name="history QC")
 
     async def history_qc_done(self) -> None:
-        """Wait until every batch ingested so far has been through history QC."""
+        """Judge every batch ingested so far now, and wait until that is done."""
         while self._qc_pass is not None and not self._qc_pass.done():
+            self._qc_hurry.set()
             await asyncio.wait([self._qc_pass])
 
     async def _judge_queued(self) -> None:
-        # Batches committed while a pass runs wait for the next one, so under load one pass
-        # judges many batches and QC's cost per reading falls instead of queueing up. A failed
-        # pass loses nothing stored: the next batch touching a series judges its window again.
+        # Batches committed while a pass runs or waits join the next one, so under load one
+        # pass judges many batches and QC's cost per reading falls instead of queueing up. A
+        # failed pass loses nothing stored: the next batch touching a series is judged again.
         while self._qc_queue:
+            wait = self._qc_last + self.QC_INTERVAL_S - monotonic.monotonic()
+            if wait > 0 and not self._qc_hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._qc_hurry.wait(), wait)
+            self._qc_hurry.clear()
             batches, self._qc_queue = self._qc_queue, []
             try:
                 await self._history_qc(batches)
@@ -255,17 +271,29 @@ class Pipeline:
                 log.exception(
                     "history QC of %d batches failed; the readings are stored", len(batches)
                 )
+            self._qc_last = monotonic.monotonic()
 
     async def _history_qc(self, batches: list[QueuedBatch]) -> None:
         """Flat lines and isolated spikes over the touched series: one fetch for the batches."""
         catalogue = await self.catalogue()
-        # The pure parts run in a thread so a large backfill does not stall the event loop.
-        planned = await asyncio.to_thread(_plan_history_qc, batches, catalogue)
+        # The pure work goes a slice at a time, yielding in between, so a pass over thousands
+        # of series never holds up the replies to stations for more than a few milliseconds.
+        planned: list[PlannedWindow] = []
+        for rows, touched in series_slices(batches, self.QC_SLICE_ROWS):
+            planned += plan_windows(rows, touched, _series_plans(rows, catalogue))
+            await asyncio.sleep(0)
         if not planned:
             return
         async with self._pool.connection() as conn, conn.transaction():
             fetched = await fetch_windows(conn, [p.spec for p in planned])
-            flags = await asyncio.to_thread(suspect_flags, planned, fetched)
+            found: dict[tuple[int, int, int, datetime], QcFlag] = {}
+            for part, readings in window_slices(planned, fetched, self.QC_SLICE_WINDOWS):
+                # Windows of one series may overlap: a reading is flagged once.
+                for flag in suspect_flags(part, readings):
+                    key = (flag.station_id, flag.parameter_id, flag.period_s, flag.time)
+                    found.setdefault(key, flag)
+                await asyncio.sleep(0)
+            flags = list(found.values())
             if not flags:
                 return
             if QC_SOURCE.code not in self._source_ids:
@@ -289,9 +317,10 @@ class Pipeline:
         return self._source_ids[source.code]
 
 
-def _plan_history_qc(batches: list[QueuedBatch], catalogue: IngestCatalogue) -> list[PlannedWindow]:
-    rows = [row for batch, _ in batches for row in batch]
-    touched = [i not in duplicates for batch, duplicates in batches for i in range(len(batch))]
+def _series_plans(
+    rows: Sequence[ReadingRow], catalogue: IngestCatalogue
+) -> dict[SeriesKey, SeriesPlan]:
+    """How to judge each series of `rows` that has history rules."""
     plans: dict[SeriesKey, SeriesPlan] = {}
     for key in {(row.station_id, row.parameter_id, row.period_s) for row in rows}:
         station_id, parameter_id, period_s = key
@@ -300,7 +329,7 @@ def _plan_history_qc(batches: list[QueuedBatch], catalogue: IngestCatalogue) -> 
         if rules is not None:
             link = catalogue.station_parameters[(station_id, parameter_id)]
             plans[key] = SeriesPlan(rules, period_s or link.interval_s, parameter.unit, period_s)
-    return plan_windows(rows, touched, plans)
+    return plans
 
 
 def _payload(item: ReadingIn) -> str:

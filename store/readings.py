@@ -225,12 +225,14 @@ CREATE TEMP TABLE IF NOT EXISTS reading_stage (
 ) ON COMMIT DELETE ROWS
 """
 # One statement sorts the staged keys (unique within a round) against `reading`. Exact
-# duplicates are only read, never written or locked. A key absent from the statement's snapshot
-# is inserted with ON CONFLICT DO NOTHING, which waits for a concurrent writer of the same key,
-# so a key is fresh for exactly one transaction. A changed key is updated only if the row still
-# holds the value the snapshot saw (re-checked on the newest version), so each replaced value
-# lands in reading_revision exactly once. Keys that lost either race are returned to be sorted
-# again on a new snapshot. The time bounds let the planner skip partitions the round misses.
+# duplicates are only read, never written or locked; so is the same value re-sent as `valid`
+# after EnvLink's QC re-flagged it `suspect` (the audited re-flag stands against a replay).
+# A key absent from the statement's snapshot is inserted with ON CONFLICT DO NOTHING, which
+# waits for a concurrent writer of the same key, so a key is fresh for exactly one
+# transaction. A changed key is updated only if the row still holds the value the snapshot saw
+# (re-checked on the newest version), so each replaced value lands in reading_revision exactly
+# once. Keys that lost either race are returned to be sorted again on a new snapshot. The time
+# bounds let the planner skip partitions the round misses.
 _MERGE = """
 WITH pending AS (
     SELECT s.seq, s.station_id, s.parameter_id, s.period_s, s.time, s.value, s.qc,
@@ -241,7 +243,8 @@ WITH pending AS (
       ON r.station_id = s.station_id AND r.parameter_id = s.parameter_id
      AND r.period_s = s.period_s AND r.time = s.time
      AND r.time BETWEEN %(first)s AND %(last)s
-    WHERE r.qc IS NULL OR r.value IS DISTINCT FROM s.value OR r.qc <> s.qc
+    WHERE r.qc IS NULL OR r.value IS DISTINCT FROM s.value
+       OR (r.qc <> s.qc AND NOT (r.qc = %(suspect)s AND s.qc = %(valid)s))
 ), fresh AS (
     INSERT INTO reading (station_id, parameter_id, period_s, time, value, qc, source_id,
                          received_at)
@@ -335,6 +338,8 @@ async def _merge(
                 "now": received_at,
                 "first": _PG_EPOCH + int(staged.time.min()) * _MICROSECOND,
                 "last": _PG_EPOCH + int(staged.time.max()) * _MICROSECOND,
+                "suspect": QC.SUSPECT.code,
+                "valid": QC.VALID.code,
             }
             pending = set(seqs.tolist())
             while pending:

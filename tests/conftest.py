@@ -32,6 +32,9 @@ MUTABLE_TABLES += ("qc_audit", "job_status", "scheduler_leader")
 MUTABLE_TABLES += ("series_dirty", "reading_hourly", "reading_daily")
 MUTABLE_TABLES += ("alert_event", "alert_ack", "alert", "maintenance_window")
 MUTABLE_TABLES += ("rule_version", "rule")
+MUTABLE_TABLES += ("subscription", "silence", "notification_cursor", "notification_cursor_gap")
+MUTABLE_TABLES += ("notification_group", "notification_group_member", "notification")
+MUTABLE_TABLES += ("notification_item", "delivery_attempt")
 
 
 def _with_database(url: str, name: str) -> str:

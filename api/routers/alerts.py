@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
-from api.deps import ConnDep, KeyDep, require_role
+from alerts.notify.channels.cap import CAP_CONTENT_TYPE
+from alerts.notify.dispatcher import cap_document
+from alerts.notify.message import Language
+from api.deps import ConnDep, KeyDep, SettingsDep, require_role
 from api.pagination import decode_cursor, encode_cursor
+from api.routers.notifications import deliveries_of
 from core.errors import Forbidden
 from core.timeutil import CST, as_aware, utcnow
 from schemas.alerts import (
@@ -22,6 +26,7 @@ from schemas.alerts import (
     MaintenanceOut,
 )
 from schemas.common import Area, City, ErrorOut, Page
+from schemas.notifications import AlertWithDeliveriesOut
 from schemas.rules import RuleKind
 from store.alerts import (
     AlertListing,
@@ -137,10 +142,29 @@ async def alerts(
     return Page[AlertOut](items=[_alert_out(row) for row in rows], next_cursor=next_cursor)
 
 
+# Declared before /alerts/{alert_id}, which would otherwise take "42.cap" for an alert id.
+@router.get(
+    "/alerts/{alert_id}.cap",
+    response_class=Response,
+    responses={200: {"content": {CAP_CONTENT_TYPE: {}}}, 404: {"model": ErrorOut}},
+)
+async def alert_cap(
+    conn: ConnDep, key: KeyDep, settings: SettingsDep, alert_id: int, language: Language = "both"
+) -> Response:
+    """The alert's latest CAP 1.2 message (Alert, Update or Cancel) for emergency systems."""
+    body = await cap_document(
+        conn, alert_id, public_base_url=settings.public_base_url, language=language
+    )
+    return Response(body, media_type=f"{CAP_CONTENT_TYPE}; charset=utf-8")
+
+
 @router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
-async def alert(conn: ConnDep, key: KeyDep, alert_id: int) -> AlertDetailOut:
-    """One alert with its timeline of events (in order) and its acknowledgements."""
-    return await _detail(conn, alert_id)
+async def alert(conn: ConnDep, key: KeyDep, alert_id: int) -> AlertWithDeliveriesOut:
+    """One alert with its timeline (in order), its acknowledgements and its deliveries."""
+    detail = await _detail(conn, alert_id)
+    return AlertWithDeliveriesOut.model_validate(
+        {**detail.model_dump(), "deliveries": await deliveries_of(conn, alert_id)}
+    )
 
 
 @router.post(

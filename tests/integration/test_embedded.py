@@ -56,3 +56,16 @@ def test_as_root_the_server_runs_as_its_own_system_user(tmp_path: Path) -> None:
         assert (owner, process_user) == ("embedded_postgres", "embedded_postgres")
     finally:
         server.stop()
+
+
+def test_a_holder_that_died_does_not_keep_the_server_running(tmp_path: Path) -> None:
+    server = start_embedded(tmp_path / "data")
+    server.stop()
+    # A process killed with SIGKILL never releases its hold; a pid that cannot exist stands in.
+    (tmp_path / "data" / "pg" / ".handle_pids.json").write_text("[999999999]")
+    again = start_embedded(tmp_path / "data")
+    pid = again.pid
+    assert pid is not None
+    again.stop()
+    assert not _running(pid)
+    assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists()

@@ -86,6 +86,7 @@ class Feed:
         batch: list[ReadingIn | Rejection] = list(items)
         result = await pipeline.ingest(batch, source=FEED)
         assert sum(result.summary.values()) == len(items)
+        await pipeline.history_qc_done()
         # A new loop object every time: nothing may live in memory between rounds.
         await AlertLoop(self.pool, clock=lambda: self.now).drain()
         return result.summary

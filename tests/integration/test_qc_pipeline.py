@@ -288,11 +288,18 @@ async def test_redelivering_a_flagged_reading_does_not_launder_it(db: AsyncConne
     items = _hourly([30.0, 150.0, 31.0])
     await _ingest(pipeline, items)
     assert [state for _, _, state, _ in await _states(db)] == ["valid", "suspect", "valid"]
-    # The station re-sends its hour as valid: the write path sees a changed QC (a revision back
-    # to the source's state), and QC judges the same window again.
+    # The station re-sends its hour as valid: the audited re-flag stands, so the replay is a
+    # duplicate and leaves no revision behind.
     result = await _ingest(pipeline, items[1:2])
-    assert result.summary == {"accepted": 0, "duplicate": 0, "revised": 1, "rejected": 0}
+    assert result.summary == {"accepted": 0, "duplicate": 1, "revised": 0, "rejected": 0}
     assert [state for _, _, state, _ in await _states(db)] == ["valid", "suspect", "valid"]
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM reading_revision")
+        assert await cur.fetchone() == (1,)  # the re-flag's own revision only
+    # A corrected value is still a revision.
+    corrected = [items[1].model_copy(update={"value": 35.0})]
+    result = await _ingest(pipeline, corrected)
+    assert result.summary == {"accepted": 0, "duplicate": 0, "revised": 1, "rejected": 0}
 
 
 async def test_a_reflag_skips_a_reading_revised_meanwhile(db: AsyncConnectionPool) -> None:

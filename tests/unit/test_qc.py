@@ -349,11 +349,20 @@ def test_plan_a_repeated_key_is_judged_as_its_last_occurrence() -> None:
 
 
 def test_plan_real_time_is_fetched_whole_in_clusters() -> None:
-    rows = [row(0, period_s=0), row(0.5, period_s=0), row(20, period_s=0)]
+    rows = [row(0, period_s=0), row(1, period_s=0), row(20, period_s=0)]
     planned = plan_windows(rows, [True] * 3, PLANS)
     assert [(p.spec.first, p.spec.last, p.spec.inside, p.rows) for p in planned] == [
         (rows[0].time, rows[1].time, True, ()),
         (rows[2].time, rows[2].time, True, ()),
+    ]
+    assert [p.spec.before for p in planned] == [6, 6]
+
+
+def test_plan_real_time_faster_than_declared_fetches_only_spike_neighbours() -> None:
+    rows = [row(h / 3600, period_s=0) for h in (0, 30, 60)]  # every 30 s, declared hourly
+    planned = plan_windows(rows, [True] * 3, PLANS)
+    assert [(p.spec.before, p.spec.after, p.spec.horizon) for p in planned] == [
+        (2, 2, timedelta(hours=8))
     ]
 
 

@@ -1,0 +1,480 @@
+"""Notifications (the outbox and its deliveries), subscriptions, silences, the live alert stream.
+
+Subscriptions are managed by their agency's admins; silences by its responders or admins, and
+they mute messages to that agency only. Secrets are write-only and robot keys in target URLs are
+shown as ***. GET /v1/alerts/stream is a Server-Sent Events stream of alert events as they are
+committed; each event's SSE id is its alert_event id, so a client reconnecting with
+Last-Event-ID resumes exactly after the last event it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi.responses import StreamingResponse
+
+from alerts.notify.dispatcher import notification_key
+from api.deps import ConnDep, KeyDep, PoolDep, require_role
+from api.pagination import decode_cursor, encode_cursor
+from core.errors import Forbidden, InvalidInput
+from core.timeutil import CST, as_aware, rfc3339, utcnow
+from schemas.common import Area, City, ErrorOut, Page
+from schemas.notifications import (
+    AttemptOut,
+    DeliveryOut,
+    Escalation,
+    EscalationOut,
+    Filters,
+    NotificationItemOut,
+    NotificationOut,
+    NotificationStatus,
+    SilenceIn,
+    SilenceOut,
+    StreamEventOut,
+    SubscriptionIn,
+    SubscriptionOut,
+)
+from store.alerts import ALERT_EVENTS_CHANNEL
+from store.keys import ApiKey
+from store.notifications import (
+    NotificationRow,
+    SilenceRow,
+    StreamEvent,
+    SubscriptionRow,
+    attempts_of,
+    create_silence,
+    create_subscription,
+    delete_subscription,
+    expire_silence,
+    get_silence,
+    get_subscription,
+    list_notifications,
+    list_silences,
+    list_subscriptions,
+    listen,
+    notification_items,
+    replace_subscription,
+    stream_events,
+)
+from store.notifications import last_event_id as newest_event_id
+from store.pool import Conn
+
+router = APIRouter(prefix="/v1", tags=["notifications"])
+
+AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
+# Comment lines keep proxies from closing an idle stream.
+KEEPALIVE_S = 15.0
+# How long the stream holds back events behind a missing id: event ids are taken from a
+# sequence before commit, so a lower id may still be committing (or was rolled back).
+GAP_HOLD_S = 2.0
+STREAM_BATCH = 500
+
+
+async def responder_or_admin(key: KeyDep) -> ApiKey:
+    """Keys that may silence their agency's messages."""
+    if not {"responder", "admin"} & set(key.roles):
+        raise Forbidden(f"silences need the responder or admin role; the key has {key.roles}")
+    return key
+
+
+SilencerKey = Annotated[ApiKey, Depends(responder_or_admin)]
+
+
+def redact(target: str) -> str:
+    """A target fit to show: the values of a URL's query (robot keys, tokens) as ***."""
+    parts = urlsplit(target)
+    if not parts.query:
+        return target
+    query = urlencode([(name, "***") for name, _ in parse_qsl(parts.query)], safe="*")
+    return urlunsplit(parts._replace(query=query))
+
+
+async def notification_outs(
+    conn: Conn, rows: list[NotificationRow], *, with_attempts: bool
+) -> list[Any]:
+    """API models of notification rows with their items (and attempts)."""
+    ids = [row.id for row in rows]
+    items: dict[int, list[NotificationItemOut]] = defaultdict(list)
+    for item in await notification_items(conn, ids):
+        items[item.notification_id].append(
+            NotificationItemOut(
+                alert_id=item.alert_id,
+                event_id=item.event_id,
+                event_kind=item.event_kind,
+                state=item.state,
+                severity=item.severity,
+            )
+        )
+    attempts: dict[int, list[AttemptOut]] = defaultdict(list)
+    if with_attempts:
+        for attempt in await attempts_of(conn, ids):
+            attempts[attempt.notification_id].append(
+                AttemptOut(
+                    attempt=attempt.attempt,
+                    started_at=attempt.started_at.astimezone(CST),
+                    finished_at=attempt.finished_at.astimezone(CST),
+                    status=attempt.status,
+                    response_code=attempt.response_code,
+                    error=attempt.error,
+                    worker=attempt.worker,
+                )
+            )
+    outs: list[Any] = []
+    for row in rows:
+        fields = {
+            "id": row.id,
+            "key": notification_key(row.id),
+            "kind": row.kind,
+            "status": row.status,
+            "agency": row.agency,
+            "subscription": row.subscription,
+            "channel": row.channel,
+            "target": redact(row.target),
+            "language": row.language,
+            "group_key": row.group_key,
+            "created_at": row.created_at.astimezone(CST),
+            "due_at": row.due_at.astimezone(CST) if row.status == "pending" else None,
+            "deadline_at": row.deadline_at.astimezone(CST),
+            "sent_at": row.sent_at.astimezone(CST) if row.sent_at else None,
+            "failed_at": row.failed_at.astimezone(CST) if row.failed_at else None,
+            "attempts": row.attempts,
+            "last_error": row.last_error,
+            "items": items.get(row.id, []),
+        }
+        if with_attempts:
+            outs.append(DeliveryOut.model_validate({**fields, "attempt_log": attempts[row.id]}))
+        else:
+            outs.append(NotificationOut.model_validate(fields))
+    return outs
+
+
+async def deliveries_of(conn: Conn, alert_id: int) -> list[DeliveryOut]:
+    """Every notification about an alert, oldest first, with its attempts."""
+    rows = await list_notifications(conn, alert_id=alert_id, limit=10_000)
+    outs: list[DeliveryOut] = await notification_outs(conn, rows[::-1], with_attempts=True)
+    return outs
+
+
+@router.get("/notifications")
+async def notifications(
+    conn: ConnDep,
+    key: KeyDep,
+    status: NotificationStatus | None = None,
+    alert: Annotated[
+        int | None, Query(description="Only notifications covering this alert")
+    ] = None,
+    agency: Annotated[str | None, Query(description="Only those sent to this agency")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Page[NotificationOut]:
+    """Notifications newest first: `status=failed` lists the dead letters with their last error."""
+    before = int(decode_cursor(cursor, keys=("id",))["id"]) if cursor else None
+    rows = await list_notifications(
+        conn, status=status, agency=agency, alert_id=alert, before_id=before, limit=limit + 1
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor({"id": rows[-1].id})
+    items = await notification_outs(conn, rows, with_attempts=False)
+    return Page[NotificationOut](items=items, next_cursor=next_cursor)
+
+
+def _subscription_out(row: SubscriptionRow) -> SubscriptionOut:
+    escalation = None
+    if row.escalation_target is not None:
+        escalation = EscalationOut(
+            after_s=row.escalate_after_s or 0,
+            channel=row.escalation_channel,
+            target=row.escalation_target,
+            has_secret=row.escalation_secret is not None,
+        )
+    return SubscriptionOut.model_validate(
+        {
+            "id": row.id,
+            "code": row.code,
+            "agency": row.agency,
+            "enabled": row.enabled,
+            "channel": row.channel,
+            "target": row.target,
+            "has_secret": row.secret is not None,
+            "language": row.language,
+            "filters": Filters.model_validate(
+                {
+                    "areas": row.areas,
+                    "cities": row.cities,
+                    "stations": row.stations,
+                    "kinds": row.kinds,
+                    "rules": row.rules,
+                    "min_severity": row.min_severity,
+                }
+            ),
+            "group_by": row.group_by,
+            "group_wait_s": row.group_wait_s,
+            "group_wait_critical_s": row.group_wait_critical_s,
+            "group_interval_s": row.group_interval_s,
+            "repeat_interval_s": row.repeat_interval_s,
+            "escalation": escalation,
+            "changed_via": row.changed_via,
+            "created_at": row.created_at.astimezone(CST),
+            "updated_at": row.updated_at.astimezone(CST),
+        }
+    )
+
+
+async def _own_subscription(conn: Conn, key: ApiKey, subscription_id: int) -> SubscriptionRow:
+    row = await get_subscription(conn, subscription_id)
+    if row.agency != key.agency:
+        raise Forbidden(
+            f"subscription {subscription_id} belongs to {row.agency}; your key is {key.agency}'s"
+        )
+    return row
+
+
+@router.get("/subscriptions")
+async def subscriptions(conn: ConnDep, key: AdminKey) -> Page[SubscriptionOut]:
+    """Your agency's subscriptions (secrets are never shown)."""
+    rows = await list_subscriptions(conn, agency=key.agency)
+    return Page[SubscriptionOut](items=[_subscription_out(row) for row in rows])
+
+
+@router.post(
+    "/subscriptions",
+    status_code=status.HTTP_201_CREATED,
+    responses={403: {"model": ErrorOut}, 400: {"model": ErrorOut}},
+)
+async def add_subscription(conn: ConnDep, key: AdminKey, body: SubscriptionIn) -> SubscriptionOut:
+    """Subscribe your agency to alerts through a channel."""
+    async with conn.transaction():
+        row = await create_subscription(conn, agency=key.agency, spec=body, via="api", at=utcnow())
+    return _subscription_out(row)
+
+
+@router.get("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
+async def subscription(conn: ConnDep, key: AdminKey, subscription_id: int) -> SubscriptionOut:
+    """One of your agency's subscriptions."""
+    return _subscription_out(await _own_subscription(conn, key, subscription_id))
+
+
+@router.put("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
+async def change_subscription(
+    conn: ConnDep, key: AdminKey, subscription_id: int, body: SubscriptionIn
+) -> SubscriptionOut:
+    """Replace a subscription; a secret left out keeps the one stored (secrets are write-only)."""
+    async with conn.transaction():
+        existing = await _own_subscription(conn, key, subscription_id)
+        if body.secret is None and existing.secret is not None:
+            body = body.model_copy(update={"secret": existing.secret})
+        escalation = body.escalation
+        if (
+            escalation is not None
+            and escalation.secret is None
+            and existing.escalation_secret is not None
+        ):
+            kept = Escalation.model_validate(
+                {**escalation.model_dump(), "secret": existing.escalation_secret}
+            )
+            body = body.model_copy(update={"escalation": kept})
+        row = await replace_subscription(conn, subscription_id, spec=body, via="api", at=utcnow())
+    return _subscription_out(row)
+
+
+@router.delete("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
+async def remove_subscription(conn: ConnDep, key: AdminKey, subscription_id: int) -> dict[str, int]:
+    """Delete a subscription; its undelivered notifications are cancelled."""
+    async with conn.transaction():
+        await _own_subscription(conn, key, subscription_id)
+        cancelled = await delete_subscription(conn, subscription_id, at=utcnow())
+    return {"deleted": subscription_id, "cancelled_notifications": cancelled}
+
+
+def _silence_out(row: SilenceRow) -> SilenceOut:
+    return SilenceOut(
+        id=row.id,
+        agency=row.agency,
+        rules=row.rules,
+        stations=row.stations,
+        areas=row.areas,
+        severities=row.severities,
+        starts_at=row.starts_at.astimezone(CST),
+        ends_at=row.ends_at.astimezone(CST),
+        created_by=row.created_by,
+        comment=row.comment,
+        created_at=row.created_at.astimezone(CST),
+        expired_at=row.expired_at.astimezone(CST) if row.expired_at else None,
+        active=row.in_force(utcnow()),
+    )
+
+
+@router.get("/silences")
+async def silences(
+    conn: ConnDep,
+    key: SilencerKey,
+    ended: Annotated[bool, Query(description="Include silences that have ended")] = False,
+) -> Page[SilenceOut]:
+    """Your agency's silences, by start: those in force or to come (and ended ones if asked)."""
+    rows = await list_silences(conn, agency=key.agency, ending_after=None if ended else utcnow())
+    return Page[SilenceOut](items=[_silence_out(row) for row in rows])
+
+
+@router.post(
+    "/silences",
+    status_code=status.HTTP_201_CREATED,
+    responses={403: {"model": ErrorOut}, 400: {"model": ErrorOut}},
+)
+async def add_silence(conn: ConnDep, key: SilencerKey, body: SilenceIn) -> SilenceOut:
+    """Mute messages to your agency about matching alerts (the alerts themselves go on)."""
+    now = utcnow()
+    starts_at = as_aware(body.starts_at) if body.starts_at else now
+    ends_at = as_aware(body.ends_at)
+    if ends_at <= now:
+        raise InvalidInput(f"ends_at {rfc3339(ends_at)} has passed: the silence would mute nothing")
+    async with conn.transaction():
+        row = await create_silence(
+            conn,
+            agency=key.agency,
+            rules=body.rules,
+            stations=body.stations,
+            areas=body.areas,
+            severities=body.severities,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=f"{key.agency}:key{key.id}",
+            comment=body.comment,
+            at=now,
+        )
+    return _silence_out(row)
+
+
+async def _own_silence(conn: Conn, key: ApiKey, silence_id: int) -> SilenceRow:
+    row = await get_silence(conn, silence_id)
+    if row.agency != key.agency:
+        raise Forbidden(f"silence {silence_id} belongs to {row.agency}; your key is {key.agency}'s")
+    return row
+
+
+@router.get("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
+async def silence(conn: ConnDep, key: SilencerKey, silence_id: int) -> SilenceOut:
+    """One of your agency's silences."""
+    return _silence_out(await _own_silence(conn, key, silence_id))
+
+
+@router.delete("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
+async def end_silence(conn: ConnDep, key: SilencerKey, silence_id: int) -> SilenceOut:
+    """End a silence now; it is kept, with the time it was ended."""
+    async with conn.transaction():
+        await _own_silence(conn, key, silence_id)
+        row = await expire_silence(conn, silence_id, at=utcnow())
+    return _silence_out(row)
+
+
+def _stream_out(event: StreamEvent) -> StreamEventOut:
+    return StreamEventOut(
+        id=event.id,
+        alert_id=event.alert_id,
+        at=event.at.astimezone(CST),
+        kind=event.kind,
+        state=event.state,
+        severity=event.severity,
+        value=event.value,
+        rule_id=event.rule_id,
+        alert_kind=event.alert_kind,
+        station=event.station,
+        city=event.city,
+        area=event.area,
+        parameter=event.parameter,
+        details=event.details,
+    )
+
+
+@router.get(
+    "/alerts/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def alert_stream(
+    pool: PoolDep,
+    key: KeyDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    city: City | None = None,
+    area: Area | None = None,
+    station: str | None = None,
+) -> StreamingResponse:
+    """Alert events as they happen (Server-Sent Events); reconnect with Last-Event-ID to resume.
+
+    Without Last-Event-ID the stream starts with the next event. Each message is
+    `id: <alert_event id>`, `event: alert_event`, `data: <JSON>`.
+    """
+    after: int | None = None
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an alert event id")
+        after = int(last_event_id.strip())
+    conninfo = pool.conninfo
+    if not isinstance(conninfo, str):
+        raise InvalidInput("the live stream needs a database URL")
+    if after is None:
+        async with pool.connection() as conn:
+            after = await newest_event_id(conn)
+
+    def wanted(event: StreamEvent) -> bool:
+        return (
+            (city is None or event.city == city)
+            and (area is None or event.area == area)
+            and (station is None or event.station == station)
+        )
+
+    return StreamingResponse(
+        _events(conninfo, after, wanted),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(
+    conninfo: str, after: int, wanted: Callable[[StreamEvent], bool]
+) -> AsyncIterator[bytes]:
+    """The SSE body: events in id order, holding back behind a lower id still being committed.
+
+    Each stream listens on a connection of its own (outside the pool, for the stream's life),
+    which also reads the events.
+    """
+    gap_since: float | None = None
+    listener = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        await listen(listener, ALERT_EVENTS_CHANNEL)
+        yield b"retry: 2000\n\n"
+        while True:
+            held = False
+            batch = await stream_events(listener, after_id=after, limit=STREAM_BATCH)
+            for event in batch:
+                if event.id > after + 1:
+                    gap_since = gap_since if gap_since is not None else time.monotonic()
+                    if time.monotonic() - gap_since < GAP_HOLD_S:
+                        held = True
+                        break
+                gap_since = None
+                after = event.id
+                if wanted(event):
+                    data = orjson.dumps(_stream_out(event).model_dump(mode="json"))
+                    yield b"id: %d\nevent: alert_event\ndata: %s\n\n" % (event.id, data)
+            if held:
+                await asyncio.sleep(0.1)
+                continue
+            if len(batch) == STREAM_BATCH:
+                continue
+            woken = False
+            async for _ in listener.notifies(timeout=KEEPALIVE_S, stop_after=1):
+                woken = True
+            if not woken:
+                yield b": keepalive\n\n"
+    finally:
+        await listener.close()
