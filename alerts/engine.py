@@ -29,13 +29,10 @@ import numpy as np
 from alerts.propagation import Arrival, Reach, RiverStation, arrivals
 from alerts.rules import (
     Alert,
-    AlertState,
     Event,
-    EventKind,
     Point,
     Track,
     promote_due,
-    rank,
     reassess_trigger,
     replay,
 )
@@ -53,7 +50,8 @@ from alerts.standards.tables import (
 )
 from alerts.windows import moving_8h_mean, moving_24h_mean, o3_daily_max_8h
 from core.timeutil import CST
-from schemas.rules import Level, RuleDefinition, Severity
+from schemas.alerts import AlertEventKind, AlertState
+from schemas.rules import Level, RuleDefinition, Severity, severity_rank
 from store.alerts import (
     AlertRow,
     DailyValue,
@@ -1188,7 +1186,10 @@ async def _propagate(
             assert alert.id is not None
             kinds = {e.kind for e in item.track.events}
             mapped = spec.pre_alert_severity.get(alert.severity)
-            loud_enough = rank(alert.severity) >= rank(spec.min_severity) and mapped is not None
+            loud_enough = (
+                severity_rank(alert.severity) >= severity_rank(spec.min_severity)
+                and mapped is not None
+            )
             if alert.state == "firing" and loud_enough:
                 if kinds & {"firing", "escalated", "deescalated"}:
                     assert mapped is not None
@@ -1289,11 +1290,13 @@ async def _raise_pre_alerts(
             continue
         track, addressed, parameter_id, held_by = known
         pure = track.alert
-        if rank(severity) == rank(pure.severity):
+        if severity_rank(severity) == severity_rank(pure.severity):
             continue
-        if held_by != source_id and rank(severity) < rank(pure.severity):
+        if held_by != source_id and severity_rank(severity) < severity_rank(pure.severity):
             continue  # another source keeps it at a higher level
-        kind: EventKind = "escalated" if rank(severity) > rank(pure.severity) else "deescalated"
+        kind: AlertEventKind = (
+            "escalated" if severity_rank(severity) > severity_rank(pure.severity) else "deescalated"
+        )
         pure.severity = severity
         pure.details.update(details)
         track.events.append(Event(kind, pure.state, severity, pure.value, details))
@@ -1339,7 +1342,7 @@ async def _end_pre_alerts(
             "source_alert_id": row.source_alert_id,
             "reason": f"the source alert was {final}",
         }
-        kind: EventKind = "retracted" if final == "retracted" else "resolved"
+        kind: AlertEventKind = "retracted" if final == "retracted" else "resolved"
         track = Track(
             alert, [Event(kind, final, alert.severity, alert.value, details)], is_new=False
         )

@@ -24,21 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from schemas.rules import SEVERITIES, Direction, Level, Severity
+from schemas.alerts import AlertEventKind, AlertState
+from schemas.rules import Direction, Level, Severity, severity_rank
 
-AlertState = Literal["pending", "firing", "resolved", "retracted"]
-EventKind = Literal[
-    "pending",
-    "firing",
-    "escalated",
-    "deescalated",
-    "resolved",
-    "retracted",
-    "acknowledged",
-    "cancelled",
-]
 OPEN_STATES: frozenset[str] = frozenset({"pending", "firing"})
 
 
@@ -82,7 +72,7 @@ class Alert:
 class Event:
     """One transition of an alert, as it goes into alert_event."""
 
-    kind: EventKind
+    kind: AlertEventKind
     state: AlertState
     severity: Severity
     value: float | None
@@ -97,11 +87,6 @@ class Track:
     events: list[Event]
     is_new: bool
     changed: bool = True
-
-
-def rank(severity: Severity) -> int:
-    """advisory 0 < warning 1 < critical 2."""
-    return SEVERITIES.index(severity)
 
 
 def _beyond(value: float, threshold: float, direction: Direction) -> bool:
@@ -131,12 +116,13 @@ def severity_for(
         held = [
             lv.severity
             for lv in levels
-            if rank(lv.severity) <= rank(current) and not _cleared(value, lv.clear, direction)
+            if severity_rank(lv.severity) <= severity_rank(current)
+            and not _cleared(value, lv.clear, direction)
         ]
     candidates: list[Severity] = entered + held
     if not candidates:
         return None
-    return max(candidates, key=rank)
+    return max(candidates, key=severity_rank)
 
 
 def replay(
@@ -194,9 +180,11 @@ def replay(
             held = point.time + timedelta(seconds=point.span_s) - _since(alert)
             if held >= timedelta(seconds=for_s):
                 _fire(current, point, now)
-        elif rank(severity) != rank(alert.severity):
-            kind: EventKind = (
-                "escalated" if rank(severity) > rank(alert.severity) else "deescalated"
+        elif severity_rank(severity) != severity_rank(alert.severity):
+            kind: AlertEventKind = (
+                "escalated"
+                if severity_rank(severity) > severity_rank(alert.severity)
+                else "deescalated"
             )
             alert.severity = severity
             current.events.append(_event(alert, kind, point))
@@ -301,14 +289,14 @@ def _fire(track: Track, point: Point, now: datetime) -> None:
 
 def _close(track: Track, point: Point, now: datetime) -> None:
     alert = track.alert
-    kind: EventKind = "cancelled" if alert.state == "pending" else "resolved"
+    kind: AlertEventKind = "cancelled" if alert.state == "pending" else "resolved"
     alert.state = "resolved"
     alert.resolved_at = now
     alert.clear_point_at = point.time
     track.events.append(_event(alert, kind, point))
 
 
-def _event(alert: Alert, kind: EventKind, point: Point) -> Event:
+def _event(alert: Alert, kind: AlertEventKind, point: Point) -> Event:
     details: dict[str, Any] = {"point_time": point.time.isoformat()}
     details.update(point.details)
     return Event(kind, alert.state, alert.severity, point.value, details)

@@ -33,17 +33,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
-import os
-import secrets
-import signal
-import socket
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -56,81 +47,38 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from alerts.loop import AlertLoop  # noqa: E402
+from bench._common import (  # noqa: E402
+    BREACH,
+    CLEAR,
+    LEAD,
+    STEP,
+    TIMEOUT_S,
+    envlink_worker,
+    fresh_database,
+    no2_instant_rule,
+    print_latencies,
+    print_verdict,
+    send_reading,
+    server_version,
+    spread,
+)
 from ingest.jobs import SimulatorJob, create_partitions_ahead  # noqa: E402
-from ingest.pipeline import Pipeline, Source  # noqa: E402
+from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
-from schemas.readings import ReadingIn, Rejection  # noqa: E402
-from schemas.rules import RuleDefinition, load_rules  # noqa: E402
+from schemas.rules import load_rules  # noqa: E402
 from store.alerts import ALERT_EVENTS_CHANNEL  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
-from store.embedded import start_embedded  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.rules import seed_rules, write_rule  # noqa: E402
 
-BENCH = Source(code="bench", kind="bench")
 RULE_ID = "bench_no2_instant"
-# The clearing value stays close to the breach (within the level around it) so that history QC
-# never judges an alternating breach/clear series to be isolated spikes and re-flags it suspect
-# (which would retract the alerts instead of resolving them).
-BREACH, CLEAR = 250.0, 170.0
-STEP = timedelta(minutes=2)
-LEAD = timedelta(hours=1)
-TIMEOUT_S = 30.0
 TARGET_P99_S = 0.5
-
-BENCH_RULE = RuleDefinition.model_validate(
-    {
-        "id": RULE_ID,
-        "name": {"en": "Benchmark: NO2 instant above the 1-hour limit", "zh": "基准测试"},
-        "kind": "threshold",
-        "parameter": "no2",
-        "unit": "ug/m3",
-        "statistic": "instant",
-        "scope": {"medium": "air"},
-        "for_s": 0,
-        "ladders": [
-            {
-                "standard": "GB 3095-2026",
-                "levels": [
-                    {
-                        "severity": "warning",
-                        "trigger": 200,
-                        "clear": 180,
-                        "basis": "GB 3095-2026 NO2 1-hour Grade II 200 ug/m3 (on single values)",
-                    }
-                ],
-            }
-        ],
-    }
+BENCH_RULE = no2_instant_rule(
+    RULE_ID,
+    name="Benchmark: NO2 instant above the 1-hour limit",
+    severity="warning",
+    basis="GB 3095-2026 NO2 1-hour Grade II 200 ug/m3 (on single values)",
 )
-
-
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """The URL of a new database, dropped (or its embedded server stopped) afterwards."""
-    server_url = os.environ.get("ENVLINK_DATABASE_URL")
-    if server_url is None:
-        with tempfile.TemporaryDirectory(prefix="envlink-bench-") as data_dir:
-            server = start_embedded(Path(data_dir), database="envlink_bench")
-            try:
-                yield server.url
-            finally:
-                server.stop()
-        return
-    name = f"envlink_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(server_url)
-    info["dbname"] = name
-    try:
-        yield psycopg.conninfo.make_conninfo(
-            "", **{k: str(v) for k, v in info.items() if v is not None}
-        )
-    finally:
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-            await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 class EventWatcher:
@@ -188,22 +136,14 @@ async def station_sequence(
         moment = base + index * STEP
         fired = watcher.expect(station_id, moment, "firing")
         started = time.perf_counter()
-        await _send(pipeline, code, moment, BREACH)
+        await send_reading(pipeline, code, moment, BREACH)
         returned = time.perf_counter()
         arrived = await asyncio.wait_for(fired, TIMEOUT_S)
         latencies.append(arrived - started)
         after_ingest.append(arrived - returned)
         resolved = watcher.expect(station_id, moment, "resolved")
-        await _send(pipeline, code, moment + timedelta(seconds=30), CLEAR)
+        await send_reading(pipeline, code, moment + timedelta(seconds=30), CLEAR)
         await asyncio.wait_for(resolved, TIMEOUT_S)
-
-
-async def _send(pipeline: Pipeline, station: str, moment: datetime, value: float) -> None:
-    item = ReadingIn(station=station, parameter="no2", time=moment, value=value, unit="ug/m3")
-    batch: list[ReadingIn | Rejection] = [item]
-    result = await pipeline.ingest(batch, source=BENCH)
-    if result.summary["accepted"] != 1:
-        raise RuntimeError(f"benchmark reading not accepted: {result.summary} {result.rejections}")
 
 
 async def simulate(job: SimulatorJob, interval_s: float, delivered: list[int]) -> None:
@@ -228,13 +168,6 @@ async def settle(pool: AsyncConnectionPool, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"the alert loop did not drain series_dirty within {timeout_s:.0f} s")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
-    return ordered[rank - 1]
-
-
 @dataclass
 class Load:
     """What produces the background load: `envlink worker --simulate`, or this process."""
@@ -257,43 +190,6 @@ async def counted_readings(pool: AsyncConnectionPool, source: str) -> int:
     return int(row[0]) if row else 0
 
 
-@asynccontextmanager
-async def worker_process(url: str, load: Load) -> AsyncIterator[None]:
-    """`envlink worker --simulate` on this database: simulator over HJ 212 and the alert loop."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "ENVLINK_DATABASE_URL": url,
-        "ENVLINK_CONFIG_DIR": str(ROOT / "config"),
-        "ENVLINK_HJ212_HOST": "127.0.0.1",
-        "ENVLINK_HJ212_PORT": str(port),
-        "ENVLINK_SIMULATOR_INTERVAL_S": str(load.simulator_interval_s),
-        "ENVLINK_MQTT_HOST": "",
-        "ENVLINK_LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from envlink.cli import main; sys.exit(main(sys.argv[1:]))",
-        "worker",
-        "--simulate",
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        yield
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
 async def wait_for_simulator(pool: AsyncConnectionPool, timeout_s: float = 120.0) -> int:
     """Wait until the worker's simulator has delivered its first tick (with the history)."""
     deadline = time.monotonic() + timeout_s
@@ -308,19 +204,18 @@ async def wait_for_simulator(pool: AsyncConnectionPool, timeout_s: float = 120.0
 
 
 async def run(alerts: int, load: Load) -> bool:
-    async with fresh_database() as url:
+    async with fresh_database() as database:
+        url = database.url
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await migrate(conn)
             async with conn.transaction():
                 await seed_catalogue(conn, load_catalogue(ROOT / "config"))
                 await seed_rules(conn, load_rules(ROOT / "config" / "thresholds.yaml"), at=_now())
                 await write_rule(conn, BENCH_RULE, via="config", by="bench", at=_now())
-            cur = await conn.execute("SELECT version()")
-            version = await cur.fetchone()
+            version = await server_version(conn)
             every = await station_refs(conn)
             stations = [(s.id, s.code) for s in every if s.medium == "air"]
-        assert version is not None
-        print(f"server: {version[0]}")
+        print(f"server: {version}")
         async with AsyncConnectionPool(url, min_size=4, max_size=16, open=False) as pool:
             await create_partitions_ahead(pool)
             pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
@@ -345,7 +240,8 @@ async def run(alerts: int, load: Load) -> bool:
                     )
                     where = "in this process"
                 else:
-                    await stack.enter_async_context(worker_process(url, load))
+                    interval = {"ENVLINK_SIMULATOR_INTERVAL_S": str(load.simulator_interval_s)}
+                    await stack.enter_async_context(envlink_worker(url, "--simulate", env=interval))
                     first = await wait_for_simulator(pool)
                     where = "in `envlink worker --simulate` (HJ 212 over TCP)"
                 await asyncio.wait_for(watcher.ready.wait(), 15)
@@ -356,9 +252,7 @@ async def run(alerts: int, load: Load) -> bool:
                     f" (with history) rolled up and evaluated in {warm_s:.1f} s",
                     flush=True,
                 )
-                per_station = [alerts // len(stations)] * len(stations)
-                for index in range(alerts % len(stations)):
-                    per_station[index] += 1
+                per_station = spread(alerts, len(stations))
                 base = datetime.now(UTC).replace(second=0, microsecond=0) + LEAD
                 latencies: list[float] = []
                 after_ingest: list[float] = []
@@ -393,19 +287,8 @@ async def run(alerts: int, load: Load) -> bool:
             f" simulator: all {len(every)} stations every {load.simulator_interval_s:g} s,"
             f" {during:,} readings stored during the run"
         )
-        p50, p95, p99 = (percentile(latencies, f) for f in (0.50, 0.95, 0.99))
-        print(
-            "commit -> firing (from before ingest): "
-            f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms,"
-            f" max {max(latencies) * 1000:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms"
-        )
-        q50, q99 = (percentile(after_ingest, f) for f in (0.50, 0.99))
-        print(f"from ingest's return: p50 {q50 * 1000:.1f} ms, p99 {q99 * 1000:.1f} ms")
-        verdict = "meets" if p99 < TARGET_P99_S else "MISSES"
-        print(
-            f"p99 {p99 * 1000:.1f} ms {verdict} the {TARGET_P99_S * 1000:.0f} ms target; {checked}"
-        )
-        return p99 < TARGET_P99_S
+        p99 = print_latencies("commit -> firing", latencies, after_ingest)
+        return print_verdict(p99, TARGET_P99_S, checked)
 
 
 async def check(pool: AsyncConnectionPool, alerts: int) -> str:

@@ -21,16 +21,11 @@ import asyncio
 import cProfile
 import logging
 import multiprocessing
-import os
 import pstats
 import resource
-import secrets
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -39,12 +34,12 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import fresh_database  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from ingest.sources.hj212.client import Hj212Client  # noqa: E402
 from ingest.sources.hj212.protocol import Packet  # noqa: E402
@@ -56,7 +51,6 @@ from schemas.catalogue import (  # noqa: E402
     load_catalogue,
 )
 from store.catalogue import seed_catalogue  # noqa: E402
-from store.embedded import start_embedded  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 
 # The nine air codes a station may send, with the parameter and its unit in stations.yaml.
@@ -223,35 +217,6 @@ class CpuMeter:
         return sum(after[pid] - self._before.get(pid, 0.0) for pid in after)
 
 
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[tuple[str, int | None]]:
-    """A new database's URL and the embedded postmaster's pid (None on an external server)."""
-    server_url = os.environ.get("ENVLINK_DATABASE_URL")
-    if not server_url:
-        with tempfile.TemporaryDirectory(prefix="envlink-bench-hj212-") as data_dir:
-            server = start_embedded(Path(data_dir), database="envlink_bench")
-            try:
-                yield server.url, server.pid
-            finally:
-                server.stop()
-        return
-    name = f"envlink_bench_hj212_{os.getpid()}_{secrets.token_hex(3)}"
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(server_url)
-    info["dbname"] = name
-    try:
-        yield (
-            psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None}),
-            None,
-        )
-    finally:
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-            await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 async def _skip_history_qc(*_: object) -> None:
     return None
 
@@ -262,7 +227,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> int:
-    async with fresh_database() as (url, postmaster):
+    async with fresh_database("envlink_bench_hj212") as database:
+        url, postmaster = database.url, database.postmaster
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await migrate(conn)
             version = (await (await conn.execute("SHOW server_version")).fetchone() or ["?"])[0]

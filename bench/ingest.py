@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import random
-import secrets
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,10 +33,10 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import fresh_database, server_version  # noqa: E402
 from schemas.catalogue import Catalogue, StationParameterDef, load_catalogue  # noqa: E402
 from schemas.common import QC  # noqa: E402
 from store.catalogue import parameter_refs, seed_catalogue, station_refs  # noqa: E402
-from store.embedded import start_embedded  # noqa: E402
 from store.intake import ensure_source  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.partitions import create_partitions, month_of  # noqa: E402
@@ -104,34 +101,6 @@ def make_rows(
                 qc = QC.FAULT if value is None else QC.SUSPECT if draw > 0.98 else QC.VALID
                 rows.append(ReadingRow(station_id, parameter_id, 3600, moment, value, qc.code))
     return rows[:count]
-
-
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """The URL of a new database, dropped (or its embedded server stopped) afterwards."""
-    server_url = os.environ.get("ENVLINK_DATABASE_URL")
-    if server_url is None:
-        with tempfile.TemporaryDirectory(prefix="envlink-bench-") as data_dir:
-            server = start_embedded(Path(data_dir), database="envlink_bench")
-            try:
-                yield server.url
-            finally:
-                server.stop()
-        return
-    name = f"envlink_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(server_url)
-    info["dbname"] = name
-    try:
-        yield psycopg.conninfo.make_conninfo(
-            "", **{k: str(v) for k, v in info.items() if v is not None}
-        )
-    finally:
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-            await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 async def create_baseline(conn: Conn, months: set[tuple[int, int]]) -> None:
@@ -261,14 +230,11 @@ async def measure(conn: Conn, setup: Setup, figures: dict[str, Figures]) -> None
 async def run(rows_wanted: int, runs: int) -> None:
     """Measure `runs` times on a fresh database and print the figures."""
     async with (
-        fresh_database() as url,
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        fresh_database() as database,
+        await psycopg.AsyncConnection.connect(database.url, autocommit=True) as conn,
     ):
         setup = await prepare(conn, rows_wanted)
-        cur = await conn.execute("SELECT version()")
-        version = await cur.fetchone()
-        assert version is not None
-        print(f"server: {version[0]}")
+        print(f"server: {await server_version(conn)}")
         print(
             f"rows: {len(setup.rows):,} ({STATIONS} stations × {len(PARAMETERS)} parameters,"
             f" hourly values every {STEP.total_seconds() / 3600:g} h,"

@@ -34,9 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
-import statistics
 import sys
 import time
 from collections import Counter
@@ -58,53 +55,40 @@ from alerts.notify.channels.base import http_client  # noqa: E402
 from alerts.notify.channels.webhook import verify_signature  # noqa: E402
 from alerts.notify.dispatcher import Dispatcher  # noqa: E402
 from alerts.notify.stage import NotificationStage  # noqa: E402
-from bench.alerts import fresh_database, percentile  # noqa: E402
+from bench._common import (  # noqa: E402
+    BREACH,
+    CLEAR,
+    LEAD,
+    STEP,
+    TIMEOUT_S,
+    envlink_worker,
+    fresh_database,
+    no2_instant_rule,
+    percentile,
+    print_latencies,
+    print_verdict,
+    send_reading,
+    server_version,
+    spread,
+)
 from core.settings import Settings  # noqa: E402
 from ingest.jobs import create_partitions_ahead  # noqa: E402
-from ingest.pipeline import Pipeline, Source  # noqa: E402
+from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.notifications import SubscriptionIn  # noqa: E402
-from schemas.readings import ReadingIn, Rejection  # noqa: E402
-from schemas.rules import RuleDefinition  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.notifications import create_subscription  # noqa: E402
 from store.rules import write_rule  # noqa: E402
 
-BENCH = Source(code="bench", kind="bench")
 RULE_ID = "bench_no2_critical"
 SECRET = "bench-secret"
-# Close to the breach so history QC never takes the alternating series for isolated spikes.
-BREACH, CLEAR = 250.0, 170.0
-STEP = timedelta(minutes=2)
-LEAD = timedelta(hours=1)
-TIMEOUT_S = 30.0
 TARGET_P99_S = 1.0
-
-BENCH_RULE = RuleDefinition.model_validate(
-    {
-        "id": RULE_ID,
-        "name": {"en": "Benchmark: NO2 instant above 200 (critical)", "zh": "基准测试"},
-        "kind": "threshold",
-        "parameter": "no2",
-        "unit": "ug/m3",
-        "statistic": "instant",
-        "scope": {"medium": "air"},
-        "for_s": 0,
-        "ladders": [
-            {
-                "standard": "GB 3095-2026",
-                "levels": [
-                    {
-                        "severity": "critical",
-                        "trigger": 200,
-                        "clear": 180,
-                        "basis": "benchmark: the 1-hour Grade II limit, as critical",
-                    }
-                ],
-            }
-        ],
-    }
+BENCH_RULE = no2_instant_rule(
+    RULE_ID,
+    name="Benchmark: NO2 instant above 200 (critical)",
+    severity="critical",
+    basis="benchmark: the 1-hour Grade II limit, as critical",
 )
 
 
@@ -179,14 +163,6 @@ class Receiver:
                 future.set_result(arrived)
 
 
-async def _send(pipeline: Pipeline, station: str, moment: datetime, value: float) -> None:
-    item = ReadingIn(station=station, parameter="no2", time=moment, value=value, unit="ug/m3")
-    batch: list[ReadingIn | Rejection] = [item]
-    result = await pipeline.ingest(batch, source=BENCH)
-    if result.summary["accepted"] != 1:
-        raise RuntimeError(f"benchmark reading not accepted: {result.summary} {result.rejections}")
-
-
 async def _resolved(pool: AsyncConnectionPool, station_id: int, moment: datetime) -> None:
     """Wait until the engine has resolved the alert the breach at `moment` raised."""
     deadline = time.monotonic() + TIMEOUT_S
@@ -220,55 +196,13 @@ async def station_sequence(
         moment = base + index * STEP
         fired = receiver.expect(code, moment)
         started = time.perf_counter()
-        await _send(pipeline, code, moment, BREACH)
+        await send_reading(pipeline, code, moment, BREACH)
         returned = time.perf_counter()
         arrived = await asyncio.wait_for(fired, TIMEOUT_S)
         latencies.append(arrived - started)
         after_ingest.append(arrived - returned)
-        await _send(pipeline, code, moment + timedelta(seconds=30), CLEAR)
+        await send_reading(pipeline, code, moment + timedelta(seconds=30), CLEAR)
         await _resolved(pool, station_id, moment)
-
-
-@asynccontextmanager
-async def worker_process(url: str, *, simulate: bool) -> AsyncIterator[None]:
-    """`envlink worker` on this database: alert loop, notification stage, dispatcher."""
-    env = {
-        **os.environ,
-        "ENVLINK_DATABASE_URL": url,
-        "ENVLINK_CONFIG_DIR": str(ROOT / "config"),
-        "ENVLINK_HJ212_ENABLED": "true" if simulate else "false",
-        "ENVLINK_HJ212_HOST": "127.0.0.1",
-        "ENVLINK_HJ212_PORT": str(_free_port()),
-        "ENVLINK_MQTT_HOST": "",
-        "ENVLINK_LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from envlink.cli import main; sys.exit(main(sys.argv[1:]))",
-        "worker",
-        *(["--simulate"] if simulate else []),
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        yield
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @asynccontextmanager
@@ -299,7 +233,8 @@ async def loops_in_process(pool: AsyncConnectionPool, url: str) -> AsyncIterator
 async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
     receiver = Receiver()
     await receiver.start()
-    async with fresh_database() as url:
+    async with fresh_database() as database:
+        url = database.url
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await migrate(conn)
             now = datetime.now(UTC)
@@ -315,11 +250,9 @@ async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
                 await create_subscription(
                     conn, agency="gz_eeb", spec=subscription, via="config", at=now
                 )
-            cur = await conn.execute("SELECT version()")
-            version = await cur.fetchone()
+            version = await server_version(conn)
             stations = [(s.id, s.code) for s in await station_refs(conn) if s.medium == "air"]
-        assert version is not None
-        print(f"server: {version[0]}")
+        print(f"server: {version}")
         async with AsyncConnectionPool(url, min_size=4, max_size=16, open=False) as pool:
             await create_partitions_ahead(pool)
             pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
@@ -328,7 +261,12 @@ async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
                 runner = loops_in_process(pool, url)
                 where = "alert loop, stage and dispatcher in this process"
             else:
-                runner = worker_process(url, simulate=simulate)
+                # Without --simulate the worker runs no simulator and no HJ 212 listener.
+                runner = envlink_worker(
+                    url,
+                    *(["--simulate"] if simulate else []),
+                    env={"ENVLINK_HJ212_ENABLED": "true" if simulate else "false"},
+                )
                 where = "`envlink worker" + (" --simulate`" if simulate else "`") + " process"
             async with runner:
                 # A warm-up alert (not counted) proves the worker listens end to end.
@@ -336,21 +274,21 @@ async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
                 warm = receiver.expect(warm_station[1], base - STEP)
                 warm_started = time.perf_counter()
                 deadline = time.monotonic() + 120
-                await _send(pipeline, warm_station[1], base - STEP, BREACH)
+                await send_reading(pipeline, warm_station[1], base - STEP, BREACH)
                 while not warm.done():
                     if time.monotonic() > deadline:
                         raise RuntimeError("the worker announced nothing within 120 s")
                     await asyncio.sleep(0.05)
-                await _send(pipeline, warm_station[1], base - STEP + timedelta(seconds=30), CLEAR)
+                await send_reading(
+                    pipeline, warm_station[1], base - STEP + timedelta(seconds=30), CLEAR
+                )
                 await _resolved(pool, warm_station[0], base - STEP)
                 print(
                     f"downstream: {where}; warm-up alert announced in"
                     f" {time.perf_counter() - warm_started:.1f} s",
                     flush=True,
                 )
-                per_station = [alerts // len(stations)] * len(stations)
-                for index in range(alerts % len(stations)):
-                    per_station[index] += 1
+                per_station = spread(alerts, len(stations))
                 latencies: list[float] = []
                 after_ingest: list[float] = []
                 started = time.perf_counter()
@@ -375,14 +313,7 @@ async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
             downstream = await engine_to_webhook(pool, receiver)
     await receiver.stop()
     print(f"alerts: {len(latencies):,} at {len(stations)} air stations in {took:.1f} s")
-    p50, p95, p99 = (percentile(latencies, f) for f in (0.50, 0.95, 0.99))
-    print(
-        "commit -> webhook received (from before ingest): "
-        f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms,"
-        f" max {max(latencies) * 1000:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms"
-    )
-    q50, q99 = (percentile(after_ingest, f) for f in (0.50, 0.99))
-    print(f"from ingest's return: p50 {q50 * 1000:.1f} ms, p99 {q99 * 1000:.1f} ms")
+    p99 = print_latencies("commit -> webhook received", latencies, after_ingest)
     d50, d99 = (percentile([d for d, _ in downstream], f) for f in (0.50, 0.99))
     n50, n99 = (percentile([n for _, n in downstream], f) for f in (0.50, 0.99))
     print(
@@ -390,9 +321,7 @@ async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
         f" p50 {d50 * 1000:.1f} ms, p99 {d99 * 1000:.1f} ms; from the start of the stage's round"
         f" (notification.created_at) p50 {n50 * 1000:.1f} ms, p99 {n99 * 1000:.1f} ms"
     )
-    verdict = "meets" if p99 < TARGET_P99_S else "MISSES"
-    print(f"p99 {p99 * 1000:.1f} ms {verdict} the {TARGET_P99_S * 1000:.0f} ms target; {checked}")
-    return p99 < TARGET_P99_S and checked.startswith("checked")
+    return print_verdict(p99, TARGET_P99_S, checked) and checked.startswith("checked")
 
 
 async def engine_to_webhook(

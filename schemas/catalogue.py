@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.errors import ConfigError
 from schemas.common import Area, City, Medium
+from schemas.config import read_yaml_model
 
 CrcMode = Literal["hj212", "modbus", "modbus_swapped"]
 WaterStandard = Literal["gb3838", "gb3097"]
 ParameterGroup = Literal["air", "weather", "water", "lab"]
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -183,9 +180,9 @@ class Catalogue(BaseModel):
 
 def load_catalogue(config_dir: Path) -> Catalogue:
     """Read parameters.yaml, rivers.yaml and stations.yaml; ConfigError names what is wrong."""
-    parameters = _read(config_dir / "parameters.yaml", ParametersFile).parameters
-    reaches = _read(config_dir / "rivers.yaml", RiversFile).reaches
-    stations_file = _read(config_dir / "stations.yaml", StationsFile)
+    parameters = read_yaml_model(config_dir / "parameters.yaml", ParametersFile).parameters
+    reaches = read_yaml_model(config_dir / "rivers.yaml", RiversFile).reaches
+    stations_file = read_yaml_model(config_dir / "stations.yaml", StationsFile)
     where = str(config_dir / "stations.yaml")
 
     _unique(str(config_dir / "parameters.yaml"), "parameter code", [p.code for p in parameters])
@@ -233,23 +230,6 @@ def load_catalogue(config_dir: Path) -> Catalogue:
         stations=stations_file.stations,
         station_parameters=resolved,
     )
-
-
-def _read(path: Path, model: type[ModelT]) -> ModelT:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (set ENVLINK_CONFIG_DIR)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        place = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(
-            f"{path}: {place}: {first['msg']} ({exc.error_count()} problem(s) in all)"
-        ) from None
 
 
 def _unique(where: str, what: str, values: list[str]) -> None:

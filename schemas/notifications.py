@@ -11,22 +11,33 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
 from schemas.alerts import AlertDetailOut
 from schemas.common import Area, City
+from schemas.config import read_yaml
 from schemas.rules import RuleKind, Severity
 
 ChannelName = Literal["webhook", "webhook_cap", "wecom", "dingtalk", "email"]
 Language = Literal["zh", "en", "both"]
 GroupLabel = Literal["rule", "station", "area", "city", "kind"]
+# "firing" is the first message of a group, "update" a later one with new events, "repeat" a
+# reminder without new events, "escalation" the copy sent to a subscription's escalation target.
 NotificationKind = Literal["firing", "update", "repeat", "resolved", "retracted", "escalation"]
 NotificationStatus = Literal["pending", "sent", "failed", "cancelled"]
 AttemptStatus = Literal["sent", "retry", "failed", "interrupted"]
 DEFAULT_GROUP_BY: tuple[GroupLabel, ...] = ("rule", "station")
 CHANNEL_NAMES: tuple[ChannelName, ...] = ("webhook", "webhook_cap", "wecom", "dingtalk", "email")
+LANGUAGES: tuple[Language, ...] = ("zh", "en", "both")
+NOTIFICATION_KINDS: tuple[NotificationKind, ...] = (
+    "firing",
+    "update",
+    "repeat",
+    "resolved",
+    "retracted",
+    "escalation",
+)
 _CODE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _DAY_S = 86400
 
@@ -141,12 +152,7 @@ class SubscriptionSet(Strict):
 
 def load_subscriptions(path: Path) -> SubscriptionSet:
     """Read and validate a subscriptions file; a missing file is an empty set."""
-    if not path.exists():
-        return SubscriptionSet()
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, required=False) or {}
     try:
         return SubscriptionSet.model_validate(raw)
     except ValidationError as exc:

@@ -25,11 +25,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.errors import ConfigError
 from schemas.common import Area, City, Medium
+from schemas.config import read_yaml_model
 
 Severity = Literal["advisory", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("advisory", "warning", "critical")
@@ -58,6 +57,11 @@ _STATISTICS: dict[str, frozenset[str]] = {
 }
 _NEEDS_PARAMETER = frozenset({"threshold", "rate_of_change"})
 _RULE_ID = r"^[a-z][a-z0-9_]{1,63}$"
+
+
+def severity_rank(severity: Severity) -> int:
+    """0 for advisory, 1 for warning, 2 for critical: for "severity at least" comparisons."""
+    return SEVERITIES.index(severity)
 
 
 class Strict(BaseModel):
@@ -283,20 +287,7 @@ class RuleSet(Strict):
 
 def load_rules(path: Path) -> RuleSet:
     """Read config/thresholds.yaml; ConfigError names the file, the place and the problem."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (set ENVLINK_CONFIG_DIR)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return RuleSet.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        place = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(
-            f"{path}: {place}: {first['msg']} ({exc.error_count()} problem(s) in all)"
-        ) from None
+    return read_yaml_model(path, RuleSet)
 
 
 class RuleOut(BaseModel):

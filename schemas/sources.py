@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
+from schemas.config import read_yaml
 
 Period = Literal[0, 60, 3600, 86400]
 # Dotted paths into a JSON document: `data.records`, `values.0.v`; "" is the document itself.
@@ -151,16 +151,7 @@ class SourcesFile(Strict):
 
 def load_sources(path: Path, *, required: bool = False) -> SourcesFile:
     """Read sources.yaml; a missing optional file means no feeds. ConfigError names the problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if required:
-            raise ConfigError(f"{path}: file not found (check ENVLINK_SOURCES_FILE)") from None
-        return SourcesFile()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, required=required, hint="check ENVLINK_SOURCES_FILE")
     try:
         return SourcesFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -21,6 +21,7 @@ from store.pool import Conn
 ALERT_EVENTS_CHANNEL = "envlink_alert_events"
 # Only these QC states feed statistics and alerts (DESIGN §9).
 _FEEDING_QC = [QC.VALID.code, QC.BELOW_DETECTION.code]
+RowT = TypeVar("RowT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,20 +259,7 @@ async def raw_points(
     conn: Conn, series: Sequence[SeriesSince], *, until: datetime
 ) -> list[RawPoint]:
     """Valid sample and period readings of each series in [since, until), in time order."""
-    if not series:
-        return []
-    async with conn.cursor(row_factory=class_row(RawPoint)) as cur:
-        await cur.execute(
-            _RAW_POINTS.encode(),
-            {
-                "station": [s.station_id for s in series],
-                "parameter": [s.parameter_id for s in series],
-                "since": [s.since for s in series],
-                "until": until,
-                "qc": _FEEDING_QC,
-            },
-        )
-        return await cur.fetchall()
+    return await _per_series(conn, _RAW_POINTS, RawPoint, series, until=until, qc=_FEEDING_QC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,16 +288,23 @@ async def hourly_values(
     conn: Conn, series: Sequence[SeriesSince], *, until: datetime
 ) -> list[HourlyValue]:
     """Valid hourly means (reading_hourly) of each series in [since, until)."""
+    return await _per_series(conn, _HOURLY, HourlyValue, series, until=until)
+
+
+async def _per_series(
+    conn: Conn, query: str, row: type[RowT], series: Sequence[SeriesSince], **params: object
+) -> list[RowT]:
+    """Run a per-series query (station, parameter, since arrays, and `params`) into `row`s."""
     if not series:
         return []
-    async with conn.cursor(row_factory=class_row(HourlyValue)) as cur:
+    async with conn.cursor(row_factory=class_row(row)) as cur:
         await cur.execute(
-            _HOURLY.encode(),
+            query.encode(),
             {
                 "station": [s.station_id for s in series],
                 "parameter": [s.parameter_id for s in series],
                 "since": [s.since for s in series],
-                "until": until,
+                **params,
             },
         )
         return await cur.fetchall()

@@ -956,18 +956,6 @@ async def notification_items(conn: Conn, notification_ids: Sequence[int]) -> lis
 
 
 @dataclass(frozen=True, slots=True)
-class StationFacts:
-    code: str
-    name: str
-    name_zh: str
-    city: str
-    area: str
-    medium: str
-    lat: float
-    lon: float
-
-
-@dataclass(frozen=True, slots=True)
 class AlertFacts:
     """What a message says about an alert besides its state: rule, station, parameter."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from psycopg.rows import class_row
 
@@ -23,6 +23,8 @@ READINGS_CHANNEL = "envlink_readings"
 ROLLUP_LOCK_TAG = 0x524F4C4C  # "ROLL"
 # Only one worker at a time runs the engine's periodic sweep; the others skip it that round.
 SWEEP_LOCK = 0x454E5357  # "ENSW"
+
+RowT = TypeVar("RowT")
 
 
 class ReadingKey(Protocol):
@@ -305,18 +307,7 @@ ORDER BY w.ord, h.hour
 
 async def day_hourly(conn: Conn, days: Sequence[DayWindow]) -> list[WindowHourly]:
     """The hourly rollups of each day window (the day's 24 hours from its 00:00 +08:00)."""
-    if not days:
-        return []
-    async with conn.cursor(row_factory=class_row(WindowHourly)) as cur:
-        await cur.execute(
-            _DAY_HOURLY.encode(),
-            {
-                "station": [d.station_id for d in days],
-                "parameter": [d.parameter_id for d in days],
-                "start": [d.start for d in days],
-            },
-        )
-        return await cur.fetchall()
+    return await _per_day(conn, _DAY_HOURLY, WindowHourly, days)
 
 
 _DAY_READINGS = """
@@ -335,11 +326,18 @@ ORDER BY w.ord
 
 async def day_readings(conn: Conn, days: Sequence[DayWindow]) -> list[WindowReading]:
     """The station-reported daily mean (any QC) of each day window, where there is one."""
+    return await _per_day(conn, _DAY_READINGS, WindowReading, days)
+
+
+async def _per_day(
+    conn: Conn, query: str, row: type[RowT], days: Sequence[DayWindow]
+) -> list[RowT]:
+    """Run a per-day-window query (station, parameter, start arrays) into `row` objects."""
     if not days:
         return []
-    async with conn.cursor(row_factory=class_row(WindowReading)) as cur:
+    async with conn.cursor(row_factory=class_row(row)) as cur:
         await cur.execute(
-            _DAY_READINGS.encode(),
+            query.encode(),
             {
                 "station": [d.station_id for d in days],
                 "parameter": [d.parameter_id for d in days],

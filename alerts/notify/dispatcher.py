@@ -35,23 +35,19 @@ from alerts.notify.channels.cap import cap_sender, render_cap
 from alerts.notify.message import (
     AgencyInfo,
     AlertEvent,
-    AlertKind,
     AlertSnapshot,
-    AlertState,
-    EventKind,
-    Language,
     Notification,
     NotificationEvent,
-    NotificationKind,
     ParameterInfo,
     RuleInfo,
-    Severity,
     StationInfo,
     alert_links,
 )
 from core.errors import InvalidInput, NotFound
 from core.timeutil import CST, utcnow
-from schemas.rules import RuleDefinition
+from schemas.alerts import AlertEventKind, AlertState
+from schemas.notifications import Language, NotificationKind
+from schemas.rules import RuleDefinition, RuleKind, Severity
 from store.alerts import alert_events
 from store.notifications import (
     OUTBOX_CHANNEL,
@@ -165,7 +161,7 @@ def alert_snapshot(
     eta = details.get("expected_at")
     return AlertSnapshot(
         id=facts.id,
-        kind=cast(AlertKind, facts.kind),
+        kind=cast(RuleKind, facts.kind),
         state=cast(AlertState, frozen.state if frozen else (state or facts.state)),
         severity=cast(Severity, severity),
         rule=RuleInfo(
@@ -237,7 +233,7 @@ def build_notification(
                 item.event_id,
                 item.alert_id,
                 item.event_at,
-                cast(EventKind, item.event_kind),
+                cast(AlertEventKind, item.event_kind),
                 cast(AlertState, item.event_state),
                 cast(Severity, item.event_severity),
                 item.event_value,
@@ -486,7 +482,7 @@ async def cap_document(
             e.id,
             e.alert_id,
             e.at,
-            cast(EventKind, e.kind),
+            cast(AlertEventKind, e.kind),
             cast(AlertState, e.state),
             cast(Severity, e.severity),
             e.value,

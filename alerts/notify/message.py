@@ -11,38 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from core.errors import InvalidInput
+from schemas.alerts import AlertEventKind, AlertState
+from schemas.notifications import LANGUAGES, NOTIFICATION_KINDS, Language, NotificationKind
+from schemas.rules import RuleKind, Severity, severity_rank
 
-Language = Literal["zh", "en", "both"]
-Severity = Literal["advisory", "warning", "critical"]
-AlertKind = Literal["threshold", "aqi", "water_class", "staleness", "rate_of_change", "propagation"]
-AlertState = Literal["pending", "firing", "resolved", "retracted"]
-EventKind = Literal[
-    "pending",
-    "firing",
-    "escalated",
-    "deescalated",
-    "resolved",
-    "retracted",
-    "acknowledged",
-    "cancelled",
-]
-# "firing" is the first message of a group, "update" a later one with new events, "repeat" a
-# reminder without new events, "escalation" the copy sent to a subscription's escalation target.
-NotificationKind = Literal["firing", "update", "repeat", "resolved", "retracted", "escalation"]
-
-LANGUAGES: tuple[Language, ...] = ("zh", "en", "both")
-SEVERITIES: tuple[Severity, ...] = ("advisory", "warning", "critical")
-NOTIFICATION_KINDS: tuple[NotificationKind, ...] = (
-    "firing",
-    "update",
-    "repeat",
-    "resolved",
-    "retracted",
-    "escalation",
-)
 # The id travels in HTTP headers and in a Message-ID, so it must be printable ASCII without
 # spaces; 128 characters is plenty for a bigint or a UUID with a prefix.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
@@ -106,7 +80,7 @@ class AlertSnapshot:
     """An alert as it stands when the notification is built (an `alert` row, with names)."""
 
     id: int
-    kind: AlertKind
+    kind: RuleKind
     state: AlertState
     severity: Severity
     rule: RuleInfo
@@ -134,7 +108,7 @@ class AlertEvent:
     id: int
     alert_id: int
     at: datetime
-    kind: EventKind
+    kind: AlertEventKind
     state: AlertState
     severity: Severity
     value: float | None = None
@@ -222,7 +196,7 @@ class Notification:
     @property
     def severity(self) -> Severity:
         """The highest severity among the events it covers."""
-        return max((item.severity for item in self.events), key=SEVERITIES.index)
+        return max((item.severity for item in self.events), key=severity_rank)
 
     @property
     def alerts(self) -> tuple[AlertSnapshot, ...]:
@@ -239,8 +213,3 @@ def alert_links(public_base_url: str, alert_id: int) -> Links:
     return Links(
         alert_url=f"{base}/v1/alerts/{alert_id}", cap_url=f"{base}/v1/alerts/{alert_id}.cap"
     )
-
-
-def severity_rank(severity: Severity) -> int:
-    """0 for advisory, 1 for warning, 2 for critical: for "severity at least" filters."""
-    return SEVERITIES.index(severity)

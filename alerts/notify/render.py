@@ -13,15 +13,10 @@ from typing import Literal
 
 import numpy as np
 
-from alerts.notify.message import (
-    AlertSnapshot,
-    Language,
-    Notification,
-    NotificationEvent,
-    Severity,
-    StationInfo,
-)
+from alerts.notify.message import AlertSnapshot, Notification, NotificationEvent, StationInfo
 from core.timeutil import CST
+from schemas.notifications import Language
+from schemas.rules import Severity
 
 Lang = Literal["zh", "en"]
 Flavor = Literal["wecom", "dingtalk"]

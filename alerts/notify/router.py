@@ -28,7 +28,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from alerts.notify.message import NotificationKind, Severity, severity_rank
+from schemas.notifications import NotificationKind
+from schemas.rules import Severity, severity_rank
 from store.notifications import (
     AlertNow,
     GroupMember,

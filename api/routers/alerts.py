@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from alerts.notify.channels.cap import CAP_CONTENT_TYPE
 from alerts.notify.dispatcher import cap_document
-from alerts.notify.message import Language
 from api.deps import ConnDep, KeyDep, SettingsDep, require_role
 from api.pagination import decode_cursor, encode_cursor
 from api.routers.notifications import deliveries_of
@@ -26,7 +25,7 @@ from schemas.alerts import (
     MaintenanceOut,
 )
 from schemas.common import Area, City, ErrorOut, Page
-from schemas.notifications import AlertWithDeliveriesOut
+from schemas.notifications import AlertWithDeliveriesOut, Language
 from schemas.rules import RuleKind
 from store.alerts import (
     AlertListing,

@@ -130,7 +130,9 @@ async def test_a_dispatcher_killed_mid_batch_loses_and_duplicates_nothing_past_t
         }
         before = Counter(r.key for r in receiver.requests)
         assert 1 <= len(in_flight) <= 3  # its concurrency
-        assert set(before) >= in_flight  # it died waiting for their answers
+        # It died between claiming these and hearing back: some of their requests had reached
+        # the receiver, others (claimed but not yet written) had not.
+        reached = in_flight & set(before)
         async with http_client(5.0) as client, AsyncConnectionPool(database_url) as pool:
             successor = Dispatcher(
                 pool,
@@ -151,7 +153,9 @@ async def test_a_dispatcher_killed_mid_batch_loses_and_duplicates_nothing_past_t
     received = Counter(r.key for r in receiver.requests)
     assert set(received) == {f"ntf-{i}" for i in range(1, 31)}
     twice = {key for key, count in received.items() if count > 1}
-    assert twice == in_flight and max(received.values()) == 2
+    # Only a request the dead process had already delivered is delivered again, under its key.
+    assert twice == reached
+    assert max(received.values()) == (2 if reached else 1)
     interrupted = await _query(
         world.pool,
         "SELECT 'ntf-' || notification_id, worker FROM delivery_attempt"

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from alerts.notify.message import AlertEvent, AlertSnapshot, Language, NotificationEvent, Severity
+from alerts.notify.message import AlertEvent, AlertSnapshot, NotificationEvent
 from alerts.notify.render import (
     Lang,
     fields,
@@ -46,6 +46,8 @@ from alerts.notify.render import (
 )
 from core.errors import InvalidInput
 from core.timeutil import CST
+from schemas.notifications import Language
+from schemas.rules import Severity
 
 CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_CONTENT_TYPE = "application/cap+xml"

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from core.timeutil import CST, floor_to_period
+from schemas.catalogue import CrcMode
 from schemas.common import QC
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
 MAX_SEGMENT: Final = 9999
 MAX_FRAME: Final = 2 + 4 + MAX_SEGMENT + 4 + 2
 
-CrcMode = Literal["hj212", "modbus", "modbus_swapped"]
 CRC_MODES: Final[tuple[CrcMode, ...]] = ("hj212", "modbus", "modbus_swapped")
 
 # noise: bytes outside any frame; bad_header: `##` without 4 length digits; bad_tail: the
