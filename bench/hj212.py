@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import fresh_database  # noqa: E402
+from envlink.runtime import tune_gc  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from ingest.sources.hj212.client import Hj212Client  # noqa: E402
 from ingest.sources.hj212.protocol import Packet  # noqa: E402
@@ -236,6 +237,7 @@ async def run(args: argparse.Namespace) -> int:
                 await seed_catalogue(conn, bench_catalogue(ROOT / "config", args.stations))
         async with AsyncConnectionPool(url, min_size=2, max_size=4, open=False) as pool:
             pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
+            tune_gc()  # as `envlink worker` does
             if args.without_history_qc:
                 # Diagnostic only: how much of the cost is the pipeline's history QC.
                 pipeline._history_qc = _skip_history_qc  # type: ignore[method-assign, assignment]

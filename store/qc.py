@@ -33,6 +33,9 @@ class WindowSpec:
     horizon: timedelta
 
 
+FETCH_WINDOWS = 200
+
+
 @dataclass(frozen=True, slots=True)
 class WindowReadings:
     """The fetched readings of all windows as columns, by window then time.
@@ -81,26 +84,29 @@ ORDER BY w.ord, r.time
 
 async def fetch_windows(conn: Conn, specs: Sequence[WindowSpec]) -> WindowReadings:
     """The valid and suspect readings around (and, if asked, within) each stretch, by time."""
-    if not specs:
-        return WindowReadings((), (), (), ())
+    rows: list[tuple[int, int, float, int]] = []
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(
-            _WINDOWS.encode(),
-            {
-                "station": [s.station_id for s in specs],
-                "parameter": [s.parameter_id for s in specs],
-                "period": [s.period_s for s in specs],
-                "first": [s.first for s in specs],
-                "last": [s.last for s in specs],
-                "before": [s.before for s in specs],
-                "after": [s.after for s in specs],
-                "inside": [s.inside for s in specs],
-                "horizon": [s.horizon for s in specs],
-                "valid": QC.VALID.code,
-                "suspect": QC.SUSPECT.code,
-            },
-        )
-        rows = await cur.fetchall()
+        # A few hundred windows per query: turning a big result into Python objects holds the
+        # event loop, and the stations waiting for their replies share it.
+        for offset in range(0, len(specs), FETCH_WINDOWS):
+            part = specs[offset : offset + FETCH_WINDOWS]
+            await cur.execute(
+                _WINDOWS.encode(),
+                {
+                    "station": [s.station_id for s in part],
+                    "parameter": [s.parameter_id for s in part],
+                    "period": [s.period_s for s in part],
+                    "first": [s.first for s in part],
+                    "last": [s.last for s in part],
+                    "before": [s.before for s in part],
+                    "after": [s.after for s in part],
+                    "inside": [s.inside for s in part],
+                    "horizon": [s.horizon for s in part],
+                    "valid": QC.VALID.code,
+                    "suspect": QC.SUSPECT.code,
+                },
+            )
+            rows += [(w + offset, t, v, q) for w, t, v, q in await cur.fetchall()]
     if not rows:
         return WindowReadings((), (), (), ())
     window, times_us, values, qc = zip(*rows, strict=True)
