@@ -116,11 +116,10 @@ async def lock_subjects(conn: Conn, keys: Sequence[tuple[str, int]]) -> None:
     )
 
 
-@dataclass(slots=True)
-class AlertRow:
-    """One row of `alert`."""
+@dataclass
+class NewAlert:
+    """An alert to insert (the engine's decision, already mapped to columns)."""
 
-    id: int
     rule_id: str
     rule_version: int
     station_id: int | None
@@ -142,7 +141,14 @@ class AlertRow:
     clear_point_at: datetime | None
     details: dict[str, Any]
     addressed_to: list[int]
-    source_alert_id: int | None
+    source_alert_id: int | None = None
+
+
+@dataclass(slots=True)
+class AlertRow(NewAlert):
+    """One row of `alert`: its columns and its id."""
+
+    id: int = field(kw_only=True)
 
 
 _ALERT_COLUMNS = (
@@ -482,34 +488,6 @@ async def mark_windows_applied(
             " closed_at = CASE WHEN ends_at <= %(at)s THEN %(at)s END WHERE id = ANY(%(ids)s)",
             {"at": at, "ids": [w.id for w in windows]},
         )
-
-
-@dataclass
-class NewAlert:
-    """An alert to insert (the engine's decision, already mapped to columns)."""
-
-    rule_id: str
-    rule_version: int
-    station_id: int | None
-    city: str | None
-    parameter_id: int | None
-    kind: str
-    state: str
-    severity: str
-    value: float | None
-    opened_at: datetime
-    pending_since: datetime | None
-    fired_at: datetime | None
-    resolved_at: datetime | None
-    retracted_at: datetime | None
-    last_evaluated_at: datetime
-    trigger_time: datetime | None
-    trigger_period_s: int | None
-    last_point_at: datetime | None
-    clear_point_at: datetime | None
-    details: dict[str, Any]
-    addressed_to: list[int]
-    source_alert_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
