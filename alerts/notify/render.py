@@ -54,6 +54,7 @@ CITY_LABELS: dict[str, dict[Lang, str]] = {
 AREA_LABELS: dict[str, dict[Lang, str]] = {
     "dongjiang": {"zh": "东江", "en": "Dongjiang"},
     "shiziyang": {"zh": "狮子洋", "en": "Shiziyang"},
+    "city-wide": {"zh": "全市", "en": "City-wide"},  # city AQI alerts have no station
 }
 # Canonical ASCII units (DESIGN §9) as a reader writes them.
 _UNIT_DISPLAY: dict[str, dict[Lang, str]] = {

@@ -35,6 +35,7 @@ from alerts.notify.render import (
     format_value,
     full_subject,
     headline,
+    place,
     quantity,
     render_markdown,
     render_text,
@@ -193,6 +194,13 @@ def test_quantities_read_as_people_write_them(
     value: float | None, unit: str, lang: str, text: str
 ) -> None:
     assert quantity(value, unit, lang) == text  # type: ignore[arg-type]
+
+
+def test_a_city_wide_alert_names_the_city_in_both_languages() -> None:
+    city = replace(HUANGPU, code="guangzhou", name="guangzhou", name_zh="guangzhou",
+                   area="city-wide")  # fmt: skip
+    assert place(city, "zh") == "guangzhou (guangzhou)，广州 · 全市"
+    assert place(city, "en") == "guangzhou (guangzhou), Guangzhou · City-wide"
 
 
 def test_times_are_shown_in_china_standard_time() -> None:
