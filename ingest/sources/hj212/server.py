@@ -6,7 +6,9 @@ gathers the frames of all connections that arrive within a few milliseconds into
 Pipeline.ingest call. Only after that call returns — readings committed or quarantined — are the
 frames' replies written, so an acknowledged reading is a stored reading. A couple of batches
 may be committing at once (their database round trips overlap); each connection's replies still
-leave in the order its frames came in.
+leave in the order its frames came in. A frame that cannot be stored is left unanswered (the device
+resends it) and the failure is recorded on the source for /v1/sources. A gap in a station's hourly
+data is requested on its connection and asked again, a few times, while the station does not answer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
+
+from psycopg_pool import AsyncConnectionPool
 
 from core.errors import SettingsError
 from core.timeutil import utcnow
@@ -44,6 +48,7 @@ from ingest.sources.hj212.protocol import (
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.catalogue import StationRef
+from store.intake import ensure_source, record_source_error
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,14 @@ MAX_WRITE_BUFFER: Final = 1 << 20
 MAX_INFLIGHT: Final = 2000
 HOUR: Final = timedelta(hours=1)
 _RESTART_CN: Final = "2081"
+# A device's answers to a platform request (ready, done), echoing the request's QN.
+_REQUEST_ANSWERS: Final = frozenset({"9011", "9012"})
+# Sends of one gap request before the server gives up on it.
+GAP_REQUEST_ATTEMPTS: Final = 3
+# Commit failures written to the source row at most this often (the stats count them all).
+ERROR_RECORD_INTERVAL_S: Final = 1.0
+# The longest a failure's write may take (pool wait included) before it is given up.
+ERROR_RECORD_TIMEOUT_S: Final = 5.0
 _ST_OF_MEDIUM: Final = {"air": "22", "water": "21"}
 _PERIODS: Final[dict[int, Literal[0, 60, 3600, 86400]]] = {0: 0, 60: 60, 3600: 3600, 86400: 86400}
 
@@ -75,6 +88,7 @@ class Hj212Stats:
     other_frames: int = 0
     replies: int = 0
     requests: int = 0
+    requests_unanswered: int = 0
     batches: int = 0
     ingest_failures: int = 0
     accepted: int = 0
@@ -98,6 +112,8 @@ class _Connection:
         self.unanswered: deque[_Entry] = deque()
         self.resume = asyncio.Event()
         self.closed = False
+        # Gap requests sent on this connection and not yet answered.
+        self.requests: list[_GapRequest] = []
         self._warned: set[str] = set()
 
     @property
@@ -136,6 +152,54 @@ class _Connection:
         self.closed = True
         self.resume.set()
         self.writer.close()
+        # A request is the station's own connection's business: a reconnect starts afresh.
+        for request in self.requests:
+            request.stop()
+        self.requests.clear()
+
+    def request_answered(self, packet: Packet) -> None:
+        """A 9011/9012 from the station: the request with its QN is being handled."""
+        for request in [r for r in self.requests if (r.mn, r.qn) == (packet.mn, packet.qn)]:
+            fields = ";".join(f"{key}={value}" for key, value in packet.cp.fields.items())
+            self._answered(request, f"CN={packet.cn} {fields}".rstrip())
+
+    def hour_arrived(self, station: StationRef, hour: datetime) -> None:
+        """Hourly data from the station: a request whose window holds it is being answered."""
+        for request in self.requests:
+            if request.station_id == station.id and request.begin <= hour <= request.end:
+                self._answered(request, f"data for {format_datatime(hour)}")
+                break
+
+    def _answered(self, request: _GapRequest, how: str) -> None:
+        request.stop()
+        self.requests.remove(request)
+        log.info("%s: request for hourly data %s answered (%s)", self.label, request.window, how)
+
+
+@dataclass(slots=True, eq=False)
+class _GapRequest:
+    """A CN 2061 request for a station's missing hours, re-sent while it goes unanswered."""
+
+    station_id: int
+    station_code: str
+    mn: str
+    qn: str
+    begin: datetime
+    end: datetime
+    frame: bytes
+    attempts: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def window(self) -> str:
+        """BeginTime to EndTime as the request has them (for logs)."""
+        return f"{format_datatime(self.begin)} to {format_datatime(self.end)}"
+
+    def stop(self) -> None:
+        """Send it no more."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 @dataclass(slots=True)
@@ -145,7 +209,7 @@ class _Entry:
     connection: _Connection
     items: list[ReadingIn | Rejection]
     reply: bytes | None
-    request: bytes | None = None
+    request: _GapRequest | None = None
     label: str = ""
     # None while committing; then whether it was stored (answer) or not (no answer).
     stored: bool | None = None
@@ -168,9 +232,13 @@ class _GroupCommit:
         window_s: float,
         max_readings: int,
         in_flight: int,
+        ask: Callable[[_Connection, _GapRequest], None],
+        record_error: Callable[[str], None],
     ) -> None:
         self._pipeline = pipeline
         self._stats = stats
+        self._ask = ask
+        self._record_error = record_error
         self._window_s = window_s
         self._max_readings = max_readings
         self._slots = asyncio.Semaphore(in_flight)
@@ -267,6 +335,12 @@ class _GroupCommit:
             log.exception(
                 "HJ 212 frame from %s not stored; no answer, the device will resend", batch[0].label
             )
+            # Only a frame left unanswered is a failure worth showing; a batch retried frame by
+            # frame is not, unless one of its frames fails again here.
+            self._record_error(
+                f"HJ 212 frame from {batch[0].label} not stored, so not answered "
+                f"(the device will resend it): {type(exc).__name__}: {exc}"
+            )
             self._done(batch[0], stored=False)
             return
         self._stats.batches += 1
@@ -303,20 +377,24 @@ class _GroupCommit:
                 continue
             if head.reply is not None and connection.write(head.reply):
                 self._stats.replies += 1
-            if head.request is not None and connection.write(head.request):
-                self._stats.requests += 1
-                log.info("%s: requested missing hourly data", head.label)
+            if head.request is not None:
+                self._ask(connection, head.request)
         if len(queue) < MAX_INFLIGHT:
             connection.resume.set()
 
 
 class Hj212Server:
-    """Listens for HJ 212 uploads and stores them through the pipeline as source `hj212`."""
+    """Listens for HJ 212 uploads and stores them through the pipeline as source `hj212`.
+
+    `pool` is where commit failures are recorded for /v1/sources (without one they are only
+    logged and counted); a gap request unanswered for `gap_request_timeout_s` is sent again.
+    """
 
     def __init__(
         self,
         pipeline: Pipeline,
         *,
+        pool: AsyncConnectionPool | None = None,
         host: str = "127.0.0.1",
         port: int = 9212,
         idle_timeout_s: float = 600.0,
@@ -324,13 +402,16 @@ class Hj212Server:
         batch_max_readings: int = 5000,
         commits_in_flight: int = 2,
         gap_max_hours: int = 72,
+        gap_request_timeout_s: float = 60.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._pipeline = pipeline
+        self._pool = pool
         self._host = host
         self._port = port
         self._idle_timeout_s = idle_timeout_s
         self._gap_max_hours = gap_max_hours
+        self._gap_request_timeout_s = gap_request_timeout_s
         self._clock = clock
         self.stats = Hj212Stats()
         self._commit = _GroupCommit(
@@ -339,6 +420,8 @@ class Hj212Server:
             window_s=batch_window_s,
             max_readings=batch_max_readings,
             in_flight=commits_in_flight,
+            ask=self._ask,
+            record_error=self._record_error,
         )
         self._server: asyncio.Server | None = None
         self._commit_task: asyncio.Task[None] | None = None
@@ -346,6 +429,9 @@ class Hj212Server:
         self._connections: set[_Connection] = set()
         # Newest hourly (CN 2061) period start per station id, to see gaps in hourly data.
         self._last_hour: dict[int, datetime] = {}
+        self._source_id: int | None = None
+        self._error_task: asyncio.Task[None] | None = None
+        self._error_recorded_at = float("-inf")
 
     @property
     def port(self) -> int:
@@ -382,6 +468,8 @@ class Hj212Server:
         if self._commit_task is not None:
             self._commit.close()
             await self._commit_task
+        if self._error_task is not None:
+            await self._error_task
         for connection in list(self._connections):
             connection.close()
         if self._handlers:
@@ -481,6 +569,8 @@ class Hj212Server:
             return _Entry(connection, [rejection], reply_for(packet, mode), label=label)
         if packet.cn in DATA_CNS:
             return self._data(connection, frame, packet, station, catalogue, mode, label)
+        if packet.cn in _REQUEST_ANSWERS:
+            connection.request_answered(packet)
         reply = reply_for(packet, mode)
         if packet.cn == _RESTART_CN:
             log.info(
@@ -548,12 +638,13 @@ class Hj212Server:
             )
         request = None
         if packet.cn == "2061" and found:
+            connection.hour_arrived(station, found[0].time)
             request = self._gap_request(packet, station, found[0].time, mode)
         return _Entry(connection, items, reply, request, label)
 
     def _gap_request(
         self, packet: Packet, station: StationRef, hour: datetime, mode: CrcMode
-    ) -> bytes | None:
+    ) -> _GapRequest | None:
         """The CN 2061 request for the hours missing before `hour`, if there is a gap."""
         last = self._last_hour.get(station.id)
         if last is None or hour > last:
@@ -564,6 +655,7 @@ class Hj212Server:
         end = hour - HOUR
         password = packet.pw or station.hj212_password
         st = packet.st or _ST_OF_MEDIUM.get(station.medium, "22")
+        sent_at = self._clock()
         try:
             if not password:
                 raise ProtocolError("the station sends no PW and has none configured")
@@ -571,7 +663,7 @@ class Hj212Server:
                 "2061",
                 packet.mn,
                 password,
-                self._clock(),
+                sent_at,
                 begin,
                 end,
                 st=st,
@@ -593,7 +685,73 @@ class Hj212Server:
             format_datatime(begin),
             format_datatime(end),
         )
-        return request
+        qn = format_datatime(sent_at, ms=True)
+        return _GapRequest(station.id, station.code, packet.mn, qn, begin, end, request)
+
+    def _ask(self, connection: _Connection, request: _GapRequest) -> None:
+        """Send a gap request (once its frame is stored), then again on each timeout unanswered.
+
+        The same frame each time, QN included, so that a late answer to an earlier send still
+        matches; after GAP_REQUEST_ATTEMPTS sends the server gives up on the gap.
+        """
+        request.timer = None
+        if connection.closed:
+            return
+        if request.attempts >= GAP_REQUEST_ATTEMPTS:
+            connection.requests.remove(request)
+            self.stats.requests_unanswered += 1
+            log.warning(
+                "%s: no answer to %d requests for hourly data %s; not asking again",
+                request.station_code,
+                request.attempts,
+                request.window,
+            )
+            return
+        if not connection.write(request.frame) or connection.closed:
+            return
+        request.attempts += 1
+        self.stats.requests += 1
+        if request.attempts == 1:
+            connection.requests.append(request)
+        log.info(
+            "%s: requested hourly data %s (send %d of %d)",
+            connection.label,
+            request.window,
+            request.attempts,
+            GAP_REQUEST_ATTEMPTS,
+        )
+        loop = asyncio.get_running_loop()
+        request.timer = loop.call_later(self._gap_request_timeout_s, self._ask, connection, request)
+
+    def _record_error(self, problem: str) -> None:
+        """Show a commit failure on the source row, at most once a second, off the reply path.
+
+        The write has its own task and short connection, so no connection's replies wait for it;
+        while one is under way or for a second after it, later failures reach only the stats.
+        """
+        if self._pool is None:
+            return
+        now = asyncio.get_running_loop().time()
+        busy = self._error_task is not None and not self._error_task.done()
+        if busy or now - self._error_recorded_at < ERROR_RECORD_INTERVAL_S:
+            return
+        self._error_recorded_at = now
+        self._error_task = asyncio.create_task(
+            self._write_error(self._pool, problem, self._clock()), name="hj212-error"
+        )
+
+    async def _write_error(self, pool: AsyncConnectionPool, problem: str, at: datetime) -> None:
+        try:
+            async with (
+                asyncio.timeout(ERROR_RECORD_TIMEOUT_S),
+                pool.connection() as conn,
+                conn.transaction(),
+            ):
+                if self._source_id is None:
+                    self._source_id = await ensure_source(conn, code=SOURCE.code, kind=SOURCE.kind)
+                await record_source_error(conn, source_id=self._source_id, at=at, error=problem)
+        except Exception as exc:  # the database may be what failed the commit
+            log.warning("could not record the HJ 212 error for /v1/sources: %r", exc)
 
     def _unknown_mn(self, connection: _Connection, frame: Frame, packet: Packet) -> _Entry | None:
         # No station, so no CRC setting: any variant the frame carries is accepted, since
