@@ -1,6 +1,7 @@
-"""The alert loop: rollups of the dirty windows, then the engine, woken by ingest's NOTIFY.
+"""The alert loop: history QC and rollups of the dirty windows, then the engine, woken by NOTIFY.
 
-Each round is one transaction: claim dirty keys, rewrite the rollups of their hours and days,
+Each round is one transaction: claim dirty keys, judge their series' history (when a judge is
+given; its re-flags then count as changes too), rewrite the rollups of their hours and days,
 let the engine evaluate the touched series and, when due, sweep. A crash anywhere in a round
 rolls back the claim with everything else, so the keys are processed again by the next round.
 Several loops (one per worker) share the queue: claims skip keys another loop holds.
@@ -58,6 +59,9 @@ from store.rollups import (
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[..., Awaitable[None]]
+# Judges the claimed readings' history before their rollups (ingest.history.HistoryQc.judge);
+# returns the keys of readings it re-flagged, whose hours and days are then rolled up too.
+Judge = Callable[[Conn, Sequence[DirtyKey]], Awaitable[Sequence[DirtyKey]]]
 DEFAULT_INTERVAL_S = HOUR_S
 DAY_PERIOD_S = DAY_S
 
@@ -227,6 +231,7 @@ class AlertLoop:
         clock: Callable[[], datetime] = utcnow,
         evaluate: Evaluate | None = None,
         sweep: Evaluate | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self._pool = pool
         # LISTEN needs a connection of its own for the loop's lifetime, outside the pool.
@@ -240,6 +245,7 @@ class AlertLoop:
         self._clock = clock
         self._evaluate = evaluate or engine.evaluate
         self._sweep = sweep or engine.sweep
+        self._judge = judge
         self._last_sweep = -math.inf
         self.listening = asyncio.Event()
         self.rounds = 0  # completed drains while listening
@@ -251,14 +257,26 @@ class AlertLoop:
         async with self._pool.connection() as conn, conn.transaction():
             report.claimed = await claim_dirty(conn, limit=self._batch)
             if report.claimed:
+                keys = [*report.claimed, *await self._judged(conn, report.claimed)]
                 await refresh_rollups(
-                    conn, report.claimed, water_min_samples=self._water_min_samples, now=now
+                    conn, keys, water_min_samples=self._water_min_samples, now=now
                 )
-                await self._evaluate(conn, touched=touched_of(report.claimed), now=now)
+                await self._evaluate(conn, touched=touched_of(keys), now=now)
             if sweep and await try_sweep_lock(conn):
                 await self._sweep(conn, now=now)
                 report.swept = True
         return report
+
+    async def _judged(self, conn: Conn, keys: Sequence[DirtyKey]) -> Sequence[DirtyKey]:
+        """History QC of the claimed keys; a failure costs its re-flags, never the round."""
+        if self._judge is None:
+            return []
+        try:
+            async with conn.transaction():  # a savepoint
+                return await self._judge(conn, keys)
+        except Exception:
+            log.exception("history QC of %d readings failed; the rollups go on", len(keys))
+            return []
 
     async def drain(self, *, sweep: bool = False) -> list[DirtyKey]:
         """Run rounds until the queue holds nothing this loop can claim; the keys it processed."""

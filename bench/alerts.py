@@ -62,6 +62,7 @@ from bench._common import (  # noqa: E402
     server_version,
     spread,
 )
+from ingest.history import HistoryQc  # noqa: E402
 from ingest.jobs import SimulatorJob, create_partitions_ahead  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
@@ -229,7 +230,8 @@ async def run(alerts: int, load: Load) -> bool:
                         interval_s=load.simulator_interval_s,
                         history_hours=load.history_hours,
                     )
-                    loop = AlertLoop(pool, listen_url=url)
+                    judge = HistoryQc(pipeline.catalogue).judge  # as a worker runs it
+                    loop = AlertLoop(pool, listen_url=url, judge=judge)
                     tasks.append(asyncio.create_task(loop.run(), name="alert-loop"))
                     await asyncio.wait_for(loop.listening.wait(), 15)
                     first = sum((await job.tick()).summary.values())

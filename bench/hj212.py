@@ -3,12 +3,13 @@
 A load generator in its own process opens one connection per synthetic station (200 by
 default) and sends CN 2011 real-time packets of 6-9 pollutants with a reply requested (Flag=5),
 at a steady total rate, without waiting for the replies; every packet has its own DataTime. This
-process runs the server (Hj212Server → Pipeline → PostgreSQL) as `envlink worker` does. At the
-end it prints the sustained packet rate, the reply latency (send → reply, measured by the
-generator), the CPU time of the server, the generator and PostgreSQL, and checks that every
-reading sent was stored exactly once.
+process runs the server (Hj212Server → Pipeline → PostgreSQL) as `envlink worker` does, and a
+third process runs an alert loop (history QC, rollups, the engine) over the same database, as a
+second worker would. At the end it prints the sustained packet rate, the reply latency (send →
+reply, measured by the generator), the CPU time of each process and of PostgreSQL, how far the
+alert loop lagged behind, and checks that every reading sent was stored exactly once.
 
-    .venv/bin/python bench/hj212.py [--seconds 60] [--rate 1000] [--stations 200]
+    .venv/bin/python bench/hj212.py [--seconds 60] [--rate 1000] [--stations 200] [--no-alert-loop]
 
 The database is a fresh one: on the server of ENVLINK_DATABASE_URL when set (a database of its
 own, dropped at the end), else on an embedded server started in a temporary directory.
@@ -39,8 +40,10 @@ from psycopg_pool import AsyncConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from alerts.loop import AlertLoop  # noqa: E402
 from bench._common import fresh_database  # noqa: E402
 from envlink.runtime import tune_gc  # noqa: E402
+from ingest.history import HistoryQc  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from ingest.sources.hj212.client import Hj212Client  # noqa: E402
 from ingest.sources.hj212.protocol import Packet  # noqa: E402
@@ -53,6 +56,7 @@ from schemas.catalogue import (  # noqa: E402
 )
 from store.catalogue import seed_catalogue  # noqa: E402
 from store.migrate import migrate  # noqa: E402
+from store.rollups import pending_dirty  # noqa: E402
 
 # The nine air codes a station may send, with the parameter and its unit in stations.yaml.
 POLLUTANTS = (
@@ -189,6 +193,35 @@ async def _generate(port: int, stations: int, rate: float, seconds: float) -> Ge
     )
 
 
+@dataclass
+class AlertLoopReport:
+    rounds: int
+    drained: int
+    drain_s: float
+    cpu_s: float
+
+
+def alert_worker(url: str, stop: Connection, out: Connection) -> None:
+    """Entry point of the alert loop process: run until told the load is over, then drain."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out.send(asyncio.run(_alert_worker(url, stop)))
+    out.close()
+
+
+async def _alert_worker(url: str, stop: Connection) -> AlertLoopReport:
+    tune_gc()
+    async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
+        pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
+        loop = AlertLoop(pool, judge=HistoryQc(pipeline.catalogue).judge)
+        running = asyncio.create_task(loop.run())
+        await asyncio.to_thread(stop.recv)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        started = time.perf_counter()
+        drained = len(await loop.drain())
+        return AlertLoopReport(loop.rounds, drained, time.perf_counter() - started, _own_cpu())
+
+
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -218,10 +251,6 @@ class CpuMeter:
         return sum(after[pid] - self._before.get(pid, 0.0) for pid in after)
 
 
-async def _skip_history_qc(*_: object) -> None:
-    return None
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -238,9 +267,6 @@ async def run(args: argparse.Namespace) -> int:
         async with AsyncConnectionPool(url, min_size=2, max_size=4, open=False) as pool:
             pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
             tune_gc()  # as `envlink worker` does
-            if args.without_history_qc:
-                # Diagnostic only: how much of the cost is the pipeline's history QC.
-                pipeline._history_qc = _skip_history_qc  # type: ignore[method-assign, assignment]
             await pipeline.catalogue()
             server = Hj212Server(
                 pipeline,
@@ -256,9 +282,17 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 backends = [pid for (pid,) in await cur.fetchall()]
             pg_meter = CpuMeter([postmaster] if postmaster else backends)
+            spawn = multiprocessing.get_context("spawn")
+            alerts_stop, stop_alerts = spawn.Pipe(duplex=False)
+            alerts_out, alerts_in = spawn.Pipe(duplex=False)
+            alerts = spawn.Process(
+                target=alert_worker, args=(url, alerts_stop, alerts_in), name="alert-loop"
+            )
+            if args.alert_loop:
+                alerts.start()
             own_before = _own_cpu()
-            receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
-            process = multiprocessing.get_context("spawn").Process(
+            receiver, sender = spawn.Pipe(duplex=False)
+            process = spawn.Process(
                 target=generator,
                 args=(server.port, args.stations, args.rate, args.seconds, sender),
                 name="hj212-load",
@@ -271,7 +305,16 @@ async def run(args: argparse.Namespace) -> int:
             pg_cpu = pg_meter.used()
             stats = server.stats
             await server.stop()
+            loop_report: AlertLoopReport | None = None
             async with pool.connection() as conn:
+                backlog = await pending_dirty(conn)
+            if args.alert_loop:
+                stop_alerts.send("stop")
+                loop_report = await asyncio.to_thread(alerts_out.recv)
+                await asyncio.to_thread(alerts.join)
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT count(*) FROM qc_audit")
+                reflagged = (await cur.fetchone() or (0,))[0]
                 cur = await conn.execute(
                     "SELECT count(*), count(DISTINCT (r.station_id, r.parameter_id, r.time))"
                     " FROM reading r JOIN station s ON s.id = r.station_id"
@@ -285,7 +328,7 @@ async def run(args: argparse.Namespace) -> int:
         f"PostgreSQL {version}; {args.stations} stations, {args.rate:g} packets/s offered "
         f"for {args.seconds:g} s, group commit window {args.window_ms:g} ms, "
         f"{args.in_flight} commits in flight"
-        + (", WITHOUT the pipeline's history QC" if args.without_history_qc else "")
+        + ("" if args.alert_loop else ", WITHOUT the alert loop process")
     )
     print(f"connections opened in {report.connect_s:.2f} s")
     print(
@@ -315,6 +358,13 @@ async def run(args: argparse.Namespace) -> int:
         f"readings accepted {stats.accepted}, duplicate {stats.duplicate}, "
         f"revised {stats.revised}, rejected {stats.rejected}"
     )
+    if loop_report is not None:
+        print(
+            f"alert loop (own process): {loop_report.rounds} rounds; {backlog} dirty keys "
+            f"waiting when the load ended, drained in {loop_report.drain_s:.1f} s; CPU "
+            f"{loop_report.cpu_s:.1f} s ({loop_report.cpu_s / report.send_s:.0%}); "
+            f"history QC re-flagged {reflagged} readings"
+        )
     exact = rows == distinct == report.readings == stats.accepted and stats.duplicate == 0
     print(f"stored {rows} rows ({distinct} distinct keys) for {report.readings} readings sent: "
           + ("every reading stored exactly once" if exact else "MISMATCH"))  # fmt: skip
@@ -329,9 +379,10 @@ def main() -> int:
     parser.add_argument("--window-ms", type=float, default=5.0, help="group commit window")
     parser.add_argument("--in-flight", type=int, default=2, help="commits in flight at once")
     parser.add_argument(
-        "--without-history-qc",
-        action="store_true",
-        help="diagnostic: skip the pipeline's flat-line/spike pass to measure its share",
+        "--no-alert-loop",
+        dest="alert_loop",
+        action="store_false",
+        help="diagnostic: run no alert loop (history QC, rollups) beside the server",
     )
     parser.add_argument("--profile", type=Path, help="write the server's cProfile stats here")
     args = parser.parse_args()

@@ -72,6 +72,7 @@ from bench._common import (  # noqa: E402
     spread,
 )
 from core.settings import Settings  # noqa: E402
+from ingest.history import HistoryQc  # noqa: E402
 from ingest.jobs import create_partitions_ahead  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
@@ -210,8 +211,9 @@ async def loops_in_process(pool: AsyncConnectionPool, url: str) -> AsyncIterator
     """The worker's three loops in this process."""
     async with http_client(10.0) as client:
         settings = Settings(database_url=url)
+        catalogue = Pipeline(pool, earliest=date(2000, 1, 1)).catalogue
         runners = [
-            AlertLoop(pool, listen_url=url),
+            AlertLoop(pool, listen_url=url, judge=HistoryQc(catalogue).judge),
             NotificationStage(pool, listen_url=url),
             Dispatcher(
                 pool,

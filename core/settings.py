@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     smtp_from: str = Field(
         default="EnvLink <envlink@localhost>", description="From address of notification e-mail"
     )
+    alert_loop_enabled: bool = Field(
+        default=True, description="Run the alert loop (history QC, rollups, engine) in the worker"
+    )
     alert_sweep_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="Alert loop sweep (staleness, timers) when no readings wake it"
     )

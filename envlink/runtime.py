@@ -22,6 +22,7 @@ from alerts.notify.dispatcher import Backoff, Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
 from core.settings import Settings
+from ingest.history import HistoryQc
 from ingest.jobs import SimulatorJob, create_partitions_ahead, simulated_history
 from ingest.leader import ElectedScheduler, worker_name
 from ingest.pipeline import Pipeline
@@ -150,6 +151,7 @@ class Worker:
         if self.settings.hj212_enabled:
             self.hj212 = Hj212Server(
                 self.pipeline,
+                pool=self.pool,
                 host=self.settings.hj212_host,
                 port=self.settings.hj212_port,
                 idle_timeout_s=self.settings.hj212_idle_timeout_s,
@@ -185,13 +187,17 @@ class Worker:
                 max_instances=1,
                 next_run_time=datetime.now(UTC),
             )
-        # Every worker, leader or not, runs an alert loop: they share the dirty-window queue.
-        alert_loop = AlertLoop(
-            self.pool,
-            sweep_s=self.settings.alert_sweep_s,
-            water_min_samples=self.settings.water_daily_min_samples,
-        )
-        self.tasks.append(asyncio.create_task(alert_loop.run(), name="alerts"))
+        if self.settings.alert_loop_enabled:
+            # Every worker, leader or not, runs an alert loop unless told not to: they share the
+            # dirty-window queue, and each judges the history of what it claims before its
+            # rollups. A busy HJ 212 worker leaves this CPU-heavy work to other workers.
+            alert_loop = AlertLoop(
+                self.pool,
+                sweep_s=self.settings.alert_sweep_s,
+                water_min_samples=self.settings.water_daily_min_samples,
+                judge=HistoryQc(self.pipeline.catalogue).judge,
+            )
+            self.tasks.append(asyncio.create_task(alert_loop.run(), name="alerts"))
         if self.settings.notify_enabled:
             self._start_notifications()
         await self.elected.start()
@@ -234,8 +240,6 @@ class Worker:
             await self.hj212_fleet.close()
         if self.hj212 is not None:
             await self.hj212.stop()
-        # The last batches' QC finishes while the pool is still open.
-        await self.pipeline.history_qc_done()
 
 
 def tune_gc() -> None:

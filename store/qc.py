@@ -10,6 +10,8 @@ from psycopg.rows import class_row
 
 from schemas.common import QC
 from store.pool import Conn
+from store.readings import ReadingRow
+from store.rollups import ReadingKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,28 @@ async def fetch_windows(conn: Conn, specs: Sequence[WindowSpec]) -> WindowReadin
         return WindowReadings((), (), (), ())
     window, times_us, values, qc = zip(*rows, strict=True)
     return WindowReadings(window, times_us, values, qc)
+
+
+_STORED = """
+SELECT r.station_id, r.parameter_id, r.period_s, r.time, r.value, r.qc
+FROM unnest(%(station)s::int[], %(parameter)s::int2[], %(period)s::int[],
+            %(time)s::timestamptz[]) AS k(station_id, parameter_id, period_s, time)
+JOIN reading r USING (station_id, parameter_id, period_s, time)
+"""
+
+
+async def stored_readings(conn: Conn, keys: Sequence[ReadingKey]) -> list[ReadingRow]:
+    """The readings stored under these keys now (a key given twice comes back once)."""
+    unique = list({(k.station_id, k.parameter_id, k.period_s, k.time) for k in keys})
+    if not unique:
+        return []
+    station, parameter, period, time = (list(column) for column in zip(*unique, strict=True))
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(
+            _STORED.encode(),
+            {"station": station, "parameter": parameter, "period": period, "time": time},
+        )
+        return [ReadingRow(*row) for row in await cur.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)

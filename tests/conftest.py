@@ -10,7 +10,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -18,7 +19,11 @@ import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from alerts.loop import AlertLoop
 from core.settings import Settings
+from core.timeutil import utcnow
+from ingest.history import HistoryQc
+from ingest.pipeline import Pipeline
 from schemas.catalogue import load_catalogue
 from store.catalogue import seed_catalogue
 from store.embedded import start_embedded
@@ -113,3 +118,10 @@ async def db(pool: AsyncConnectionPool) -> AsyncConnectionPool:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, config_dir=CONFIG_DIR)
+
+
+def worker_loop(
+    pool: AsyncConnectionPool, pipeline: Pipeline, *, clock: Callable[[], datetime] = utcnow
+) -> AlertLoop:
+    """An alert loop as a worker runs it: history QC of what it claims, rollups, the engine."""
+    return AlertLoop(pool, clock=clock, judge=HistoryQc(pipeline.catalogue, clock=clock).judge)

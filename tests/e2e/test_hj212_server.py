@@ -692,6 +692,24 @@ async def test_envlink_worker_serves_hj212(
         assert await stored(db) == [
             ("gz-a-huangpu", "pm25", 0, moment.astimezone(CST), 27.5, QC.VALID)
         ]
+        # Hourly data with an isolated spike: answered as stored, then the worker's alert loop
+        # judges the history and re-flags the spike.
+        hour = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+        for step, value in enumerate([30.0, 150.0, 31.0]):
+            at = hour + timedelta(hours=step)
+            answer = await device.upload("2061", at, {"a34004": (value, "N")}, timeout_s=WAIT_S)
+            assert answer is not None and answer.cn == "9014"
+        expected = [
+            ("gz-a-huangpu", "pm25", 3600, (hour + timedelta(hours=step)).astimezone(CST), v, q)
+            for step, (v, q) in enumerate([(30.0, QC.VALID), (150.0, QC.SUSPECT), (31.0, QC.VALID)])
+        ]
+        hourly: list[Row] = []
+        for _ in range(300):  # the loop wakes on the commit's NOTIFY; allow 30 s on a busy host
+            hourly = [row for row in await stored(db) if row[2] == 3600]
+            if hourly == expected:
+                break
+            await asyncio.sleep(0.1)
+        assert hourly == expected
         await device.close()
     finally:
         if worker.returncode is None:

@@ -45,7 +45,6 @@ async def _ingest(pipeline: Pipeline, items: list[ReadingIn]) -> None:
     batch: list[ReadingIn | Rejection] = list(items)
     result = await pipeline.ingest(batch, source=FEED)
     assert result.count("accepted") == len(items)
-    await pipeline.history_qc_done()
 
 
 async def _count(pool: AsyncConnectionPool, table: str) -> int:

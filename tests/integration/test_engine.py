@@ -14,7 +14,6 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from alerts import engine
-from alerts.loop import AlertLoop
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, Source
 from schemas.common import QC
@@ -22,6 +21,7 @@ from schemas.readings import ReadingIn, Rejection
 from schemas.rules import RuleDefinition
 from store.alerts import create_maintenance_window
 from store.rules import write_rule
+from tests.conftest import worker_loop
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=CST)
 FEED = Source(code="test", kind="test")
@@ -86,9 +86,8 @@ class Feed:
         batch: list[ReadingIn | Rejection] = list(items)
         result = await pipeline.ingest(batch, source=FEED)
         assert sum(result.summary.values()) == len(items)
-        await pipeline.history_qc_done()
         # A new loop object every time: nothing may live in memory between rounds.
-        await AlertLoop(self.pool, clock=lambda: self.now).drain()
+        await worker_loop(self.pool, pipeline, clock=lambda: self.now).drain()
         return result.summary
 
     async def sweep(self, at: datetime) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-import ingest.pipeline
+import ingest.history
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, Source
 from schemas.common import QC
@@ -18,6 +18,7 @@ from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.intake import source_statuses
 from store.qc import QcFlag, WindowReadings, WindowSpec, qc_audit_entries, reflag_suspect
 from store.readings import revisions_of
+from tests.conftest import worker_loop
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 25, 0, tzinfo=CST)
@@ -50,10 +51,13 @@ def _hourly(
     ]
 
 
-async def _ingest(pipeline: Pipeline, items: list[ReadingIn | Rejection]) -> IntakeResult:
+async def _ingest(
+    pool: AsyncConnectionPool, pipeline: Pipeline, items: list[ReadingIn | Rejection]
+) -> IntakeResult:
+    """Ingest, then let a worker's alert loop judge what changed."""
     result = await pipeline.ingest(items, source=PUSH)
     assert sum(result.summary.values()) == len(items)
-    await pipeline.history_qc_done()
+    await worker_loop(pool, pipeline, clock=lambda: NOW).drain()
     return result
 
 
@@ -84,10 +88,10 @@ async def test_a_spike_stays_valid_until_the_next_reading_shows_it_isolated(
     db: AsyncConnectionPool,
 ) -> None:
     pipeline = _pipeline(db)
-    await _ingest(pipeline, _hourly([30.0, 31.0, 150.0]))
+    await _ingest(db, pipeline, _hourly([30.0, 31.0, 150.0]))
     assert [state for _, _, state, _ in await _states(db)] == ["valid"] * 3
 
-    result = await _ingest(pipeline, _hourly([32.0], start=3))
+    result = await _ingest(db, pipeline, _hourly([32.0], start=3))
     assert result.summary == {"accepted": 1, "duplicate": 0, "revised": 0, "rejected": 0}
     assert await _states(db) == [
         (0, 30.0, "valid", "push:test"),
@@ -122,7 +126,7 @@ async def test_a_spike_stays_valid_until_the_next_reading_shows_it_isolated(
 async def test_a_step_change_is_never_hidden_as_a_spike(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
     for hour, value in enumerate([30.0, 31.0, 150.0, 152.0, 151.0, 149.0]):
-        await _ingest(pipeline, _hourly([value], start=hour))
+        await _ingest(db, pipeline, _hourly([value], start=hour))
     assert [state for _, _, state, _ in await _states(db)] == ["valid"] * 6
     async with db.connection() as conn:
         assert await qc_audit_entries(conn) == []
@@ -132,8 +136,8 @@ async def test_a_spike_is_found_when_the_following_reading_was_already_stored(
     db: AsyncConnectionPool,
 ) -> None:
     pipeline = _pipeline(db)
-    await _ingest(pipeline, _hourly([30.0, 31.0]) + _hourly([32.0, 33.0], start=3))
-    await _ingest(pipeline, _hourly([160.0], start=2))  # late delivery of the missing hour
+    await _ingest(db, pipeline, _hourly([30.0, 31.0]) + _hourly([32.0, 33.0], start=3))
+    await _ingest(db, pipeline, _hourly([160.0], start=2))  # late delivery of the missing hour
     assert [(h, state) for h, _, state, _ in await _states(db)] == [
         (0, "valid"),
         (1, "valid"),
@@ -145,16 +149,16 @@ async def test_a_spike_is_found_when_the_following_reading_was_already_stored(
 
 async def test_a_flat_line_flags_the_whole_run_with_its_history(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
-    await _ingest(pipeline, _hourly([20.0, 35.0, 35.0, 35.0, 35.0, 35.0]))
+    await _ingest(db, pipeline, _hourly([20.0, 35.0, 35.0, 35.0, 35.0, 35.0]))
     assert [state for _, _, state, _ in await _states(db)] == ["valid"] * 6
-    await _ingest(pipeline, _hourly([35.0], start=6))
+    await _ingest(db, pipeline, _hourly([35.0], start=6))
     assert [(h, state) for h, _, state, _ in await _states(db)] == [
         (0, "valid"),
         *[(h, "suspect") for h in range(1, 7)],
     ]
     # The sensor stays stuck: each new identical reading is flagged as it arrives.
-    await _ingest(pipeline, _hourly([35.0], start=7))
-    await _ingest(pipeline, _hourly([41.0], start=8))
+    await _ingest(db, pipeline, _hourly([35.0], start=7))
+    await _ingest(db, pipeline, _hourly([41.0], start=8))
     states = await _states(db)
     assert [(h, state) for h, _, state, _ in states][7:] == [(7, "suspect"), (8, "valid")]
     async with db.connection() as conn:
@@ -174,8 +178,8 @@ async def test_a_flat_line_flags_the_whole_run_with_its_history(db: AsyncConnect
 
 async def test_calm_wind_and_device_states_are_not_flat_lines(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
-    await _ingest(pipeline, _hourly([0.0] * 8, parameter="wind_speed", unit="m/s"))
-    await _ingest(pipeline, _hourly([35.0] * 8, qc=QC.MAINTENANCE))
+    await _ingest(db, pipeline, _hourly([0.0] * 8, parameter="wind_speed", unit="m/s"))
+    await _ingest(db, pipeline, _hourly([35.0] * 8, qc=QC.MAINTENANCE))
     assert {state for _, _, state, _ in await _states(db, "wind_speed")} == {"valid"}
     assert {state for _, _, state, _ in await _states(db)} == {"maintenance"}
     async with db.connection() as conn:
@@ -184,11 +188,11 @@ async def test_calm_wind_and_device_states_are_not_flat_lines(db: AsyncConnectio
 
 async def test_device_states_are_no_evidence_for_a_spike(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
-    await _ingest(pipeline, _hourly([30.0, 150.0]))
-    await _ingest(pipeline, _hourly([31.0], start=2, qc=QC.CALIBRATION))
+    await _ingest(db, pipeline, _hourly([30.0, 150.0]))
+    await _ingest(db, pipeline, _hourly([31.0], start=2, qc=QC.CALIBRATION))
     assert [state for _, _, state, _ in await _states(db)] == ["valid", "valid", "calibration"]
     # The next valid reading is two steps away and agrees with the one before the jump.
-    await _ingest(pipeline, _hourly([32.0], start=3))
+    await _ingest(db, pipeline, _hourly([32.0], start=3))
     assert [state for _, _, state, _ in await _states(db)] == [
         "valid",
         "suspect",
@@ -212,8 +216,8 @@ async def test_real_time_data_is_judged_by_its_own_spacing(db: AsyncConnectionPo
         )
         for moment, value in zip(moments, values, strict=True)
     ]
-    await _ingest(pipeline, items[:7])
-    await _ingest(pipeline, items[7:])
+    await _ingest(db, pipeline, items[:7])
+    await _ingest(db, pipeline, items[7:])
     # Six equal values 30 s apart are no stuck sensor; the isolated 180 is an outlier.
     assert [state for _, _, state, _ in await _states(db)] == ["valid"] * 6 + ["suspect", "valid"]
 
@@ -222,41 +226,42 @@ async def test_one_window_query_per_batch(
     db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[WindowSpec]] = []
-    fetch = ingest.pipeline.fetch_windows
+    fetch = ingest.history.fetch_windows
 
     async def counting(conn: Any, specs: Sequence[WindowSpec]) -> WindowReadings:
         calls.append(list(specs))
         return await fetch(conn, specs)
 
-    monkeypatch.setattr(ingest.pipeline, "fetch_windows", counting)
+    monkeypatch.setattr(ingest.history, "fetch_windows", counting)
     pipeline = _pipeline(db)
     items: list[ReadingIn | Rejection] = []
     for parameter, unit in [("pm25", "ug/m3"), ("pm10", "ug/m3"), ("no2", "ug/m3")]:
         items += _hourly([float(20 + h % 5) for h in range(24)], parameter=parameter, unit=unit)
     items += _hourly([1.0] * 24, parameter="wind_dir", unit="deg")  # no history rules
-    result = await _ingest(pipeline, items)
+    result = await _ingest(db, pipeline, items)
     assert result.count("accepted") == 96
     assert [len(specs) for specs in calls] == [3]
-    await _ingest(pipeline, items)  # a replay: all duplicates, nothing to judge
+    await _ingest(db, pipeline, items)  # a replay: all duplicates, nothing to judge
     assert [len(specs) for specs in calls] == [3]
 
 
-async def test_the_intake_answers_first_and_queued_batches_share_a_qc_pass(
+async def test_the_intake_never_waits_for_history_qc(
     db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = asyncio.Event()
     calls: list[int] = []
-    fetch = ingest.pipeline.fetch_windows
+    fetch = ingest.history.fetch_windows
 
     async def gated(conn: Any, specs: Sequence[WindowSpec]) -> WindowReadings:
         calls.append(len(specs))
         await gate.wait()
         return await fetch(conn, specs)
 
-    monkeypatch.setattr(ingest.pipeline, "fetch_windows", gated)
+    monkeypatch.setattr(ingest.history, "fetch_windows", gated)
     pipeline = _pipeline(db)
     await pipeline.ingest(_hourly([30.0, 150.0]), source=PUSH)
-    for _ in range(500):  # the first pass reaches the gate and waits there
+    judging = asyncio.create_task(worker_loop(db, pipeline, clock=lambda: NOW).drain())
+    for _ in range(500):  # the loop's round reaches the gate and waits there
         if calls:
             break
         await asyncio.sleep(0.01)
@@ -265,32 +270,38 @@ async def test_the_intake_answers_first_and_queued_batches_share_a_qc_pass(
     # Both answered while QC was held up: everything is stored, nothing judged yet.
     assert [state for _, _, state, _ in await _states(db)] == ["valid"] * 3
     gate.set()
-    await pipeline.history_qc_done()
-    # One pass for the first batch, one for the two batches queued behind it.
+    await judging
+    await worker_loop(db, pipeline, clock=lambda: NOW).drain()
+    # One pass for the first batch, one for the two batches that came while it ran.
     assert calls == [1, 2]
     assert [state for _, _, state, _ in await _states(db)] == ["valid", "suspect", "valid"]
 
 
-async def test_a_qc_failure_never_loses_the_intake(
+async def test_a_qc_failure_loses_neither_the_intake_nor_the_rollups(
     db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(conn: Any, specs: Sequence[WindowSpec]) -> WindowReadings:
         raise RuntimeError("window query failed")
 
-    monkeypatch.setattr(ingest.pipeline, "fetch_windows", broken)
-    result = await _ingest(_pipeline(db), _hourly([30.0, 150.0, 31.0]))
+    monkeypatch.setattr(ingest.history, "fetch_windows", broken)
+    result = await _ingest(db, _pipeline(db), _hourly([30.0, 150.0, 31.0]))
     assert result.summary == {"accepted": 3, "duplicate": 0, "revised": 0, "rejected": 0}
     assert [state for _, _, state, _ in await _states(db)] == ["valid"] * 3
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT (SELECT count(*) FROM reading_hourly), (SELECT count(*) FROM series_dirty)"
+        )
+        assert await cur.fetchone() == (3, 0)
 
 
 async def test_redelivering_a_flagged_reading_does_not_launder_it(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
     items = _hourly([30.0, 150.0, 31.0])
-    await _ingest(pipeline, items)
+    await _ingest(db, pipeline, items)
     assert [state for _, _, state, _ in await _states(db)] == ["valid", "suspect", "valid"]
     # The station re-sends its hour as valid: the audited re-flag stands, so the replay is a
     # duplicate and leaves no revision behind.
-    result = await _ingest(pipeline, items[1:2])
+    result = await _ingest(db, pipeline, items[1:2])
     assert result.summary == {"accepted": 0, "duplicate": 1, "revised": 0, "rejected": 0}
     assert [state for _, _, state, _ in await _states(db)] == ["valid", "suspect", "valid"]
     async with db.connection() as conn:
@@ -298,13 +309,13 @@ async def test_redelivering_a_flagged_reading_does_not_launder_it(db: AsyncConne
         assert await cur.fetchone() == (1,)  # the re-flag's own revision only
     # A corrected value is still a revision.
     corrected = [items[1].model_copy(update={"value": 35.0})]
-    result = await _ingest(pipeline, corrected)
+    result = await _ingest(db, pipeline, corrected)
     assert result.summary == {"accepted": 0, "duplicate": 0, "revised": 1, "rejected": 0}
 
 
 async def test_a_reflag_skips_a_reading_revised_meanwhile(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
-    await _ingest(pipeline, _hourly([30.0, 40.0, 31.0]))
+    await _ingest(db, pipeline, _hourly([30.0, 40.0, 31.0]))
     station_id, parameter_id = await _ids(db)
     moment = T0 + timedelta(hours=1)
     stale = QcFlag(station_id, parameter_id, 3600, moment, 150.0, "spike", "judged on 150")

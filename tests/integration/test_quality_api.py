@@ -11,7 +11,6 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from alerts.loop import AlertLoop
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
@@ -19,6 +18,7 @@ from ingest.pipeline import Pipeline, Source
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.keys import create_key
+from tests.conftest import worker_loop
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -67,8 +67,7 @@ async def _store(pool: AsyncConnectionPool, items: list[ReadingIn]) -> None:
     batch: list[ReadingIn | Rejection] = list(items)
     result = await pipeline.ingest(batch, source=Source("test", "test"))
     assert result.count("accepted") == len(items), result.rejections
-    await pipeline.history_qc_done()
-    await AlertLoop(pool).drain()
+    await worker_loop(pool, pipeline).drain()
 
 
 def _hour_of_six(station: str, hour: datetime, **values: float) -> list[ReadingIn]:

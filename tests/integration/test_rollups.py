@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts.loop import AlertLoop, rebuild_rollups
 from core.timeutil import CST
+from ingest.history import HistoryQc
 from ingest.pipeline import Pipeline, Source
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
@@ -30,7 +31,9 @@ def _pipeline(pool: AsyncConnectionPool) -> Pipeline:
 
 
 def _loop(pool: AsyncConnectionPool, *, batch: int = 5000, water_min_samples: int = 1) -> AlertLoop:
-    return AlertLoop(pool, batch=batch, water_min_samples=water_min_samples)
+    """A worker's loop: its history QC re-flags are revisions the rollups must follow."""
+    judge = HistoryQc(_pipeline(pool).catalogue, clock=lambda: NOW).judge
+    return AlertLoop(pool, batch=batch, water_min_samples=water_min_samples, judge=judge)
 
 
 def _item(
@@ -57,7 +60,6 @@ async def _ingest(pool: AsyncConnectionPool, items: Iterable[ReadingIn]) -> dict
     batch: list[ReadingIn | Rejection] = list(items)
     pipeline = _pipeline(pool)
     result = await pipeline.ingest(batch, source=FEED)
-    await pipeline.history_qc_done()  # its re-flags are revisions the rollups must follow
     assert sum(result.summary.values()) == len(batch)
     return result.summary
 
@@ -421,10 +423,11 @@ async def test_a_qc_reflag_after_intake_reaches_the_rollups(db: AsyncConnectionP
     await _ingest(db, items[:3])
     await loop.drain()
     assert (await _hourly(db))[2][3:5] == (99.0, 1)
-    # The readings after it show hour 2 was an isolated spike: QC re-flags it as suspect in its
-    # own transaction, which queues hour 2 again although no intake touched it.
+    # The readings after it show hour 2 was an isolated spike: the loop's QC re-flags it as
+    # suspect and rolls hour 2 up again in the same round, although no intake touched it now.
     await _ingest(db, items[3:])
-    assert await _query(db, "SELECT count(*) FROM qc_audit") == [(1,)]
+    assert await _query(db, "SELECT count(*) FROM qc_audit") == [(0,)]
     await loop.drain()
+    assert await _query(db, "SELECT count(*) FROM qc_audit") == [(1,)]
     spike = (await _hourly(db))[2]
     assert spike == ("gz-a-huangpu", "pm25", DAY0 + HOUR * 2, None, 0, 0, None, None, "computed")

@@ -20,6 +20,7 @@ from ingest.pipeline import Pipeline, Source
 from schemas.readings import ReadingIn, Rejection
 from store.intake import ensure_source, record_source_error
 from store.keys import create_key
+from tests.conftest import worker_loop
 
 T0 = datetime(2026, 11, 25, 0, tzinfo=CST)
 
@@ -71,7 +72,7 @@ async def test_sources_show_counts_lag_errors_and_qc(
     ]
     await pipeline.ingest(first, source=push)
     await pipeline.ingest([_reading(0, 30.0), _reading(2, 32.0)], source=push)
-    await pipeline.history_qc_done()
+    await worker_loop(db, pipeline, clock=lambda: delivered_at).drain()
     failed_at = delivered_at + timedelta(seconds=30)
     async with db.connection() as conn:
         mqtt = await ensure_source(conn, code="mqtt", kind="mqtt")
