@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +33,7 @@ from ingest.sources.hj212.protocol import (
     crc_modbus_swapped,
     parse_segment,
 )
-from ingest.sources.hj212.server import Hj212Server
+from ingest.sources.hj212.server import ACCEPT_BACKLOG, Hj212Server
 from schemas.common import QC
 from store.intake import source_statuses
 from tests.conftest import CONFIG_DIR, ROOT
@@ -576,6 +577,25 @@ async def test_idle_connections_are_closed(
     assert await busy.frames(1) == [reply_to(DADUN_2051)]
     await busy.close()
     await idle.close()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs `ss` (iproute2) to read the backlog")
+async def test_a_fleet_reconnecting_at_once_finds_room_in_the_accept_queue(
+    start_server: Callable[..., Awaitable[Hj212Server]],
+) -> None:
+    server = await start_server()
+    backlog, somaxconn = await asyncio.to_thread(_accept_queue, server.port)
+    assert backlog == min(ACCEPT_BACKLOG, somaxconn)
+
+
+def _accept_queue(port: int) -> tuple[int, int]:
+    """The accept queue size of the socket listening on `port`, and the kernel's cap on it."""
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    )
+    # For a listening socket, ss shows the accept queue's size in the Send-Q column.
+    backlog = int(listing.stdout.split()[2])
+    return backlog, int(Path("/proc/sys/net/core/somaxconn").read_text())
 
 
 async def test_modbus_crc_stations(

@@ -61,6 +61,9 @@ MAX_WRITE_BUFFER: Final = 1 << 20
 MAX_INFLIGHT: Final = 2000
 HOUR: Final = timedelta(hours=1)
 _RESTART_CN: Final = "2081"
+# After a restart every station reconnects at once; with asyncio's default queue of 100, the
+# connections beyond it wait for a SYN retry (1 s, then 3 s). The kernel caps it (somaxconn).
+ACCEPT_BACKLOG: Final = 1024
 # A device's answers to a platform request (ready, done), echoing the request's QN.
 _REQUEST_ANSWERS: Final = frozenset({"9011", "9012"})
 # Sends of one gap request before the server gives up on it.
@@ -449,7 +452,9 @@ class Hj212Server:
     async def start(self) -> None:
         """Listen; a port that cannot be bound is a SettingsError naming the setting."""
         try:
-            self._server = await asyncio.start_server(self._accept, self._host, self._port)
+            self._server = await asyncio.start_server(
+                self._accept, self._host, self._port, backlog=ACCEPT_BACKLOG
+            )
         except OSError as exc:
             raise SettingsError(
                 f"cannot listen for HJ 212 uploads on {self._host}:{self._port}: "
