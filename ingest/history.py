@@ -63,8 +63,8 @@ class HistoryQc:
         rows = await stored_readings(conn, keys)
         plans = _series_plans(rows, catalogue)
         planned: list[PlannedWindow] = []
-        for series, touched in series_slices([(rows, set())], self.SLICE_ROWS):
-            planned += plan_windows(series, touched, plans)
+        for part in series_slices(rows, self.SLICE_ROWS):
+            planned += plan_windows(part, [True] * len(part), plans)
             await asyncio.sleep(0)
         if not planned:
             return []

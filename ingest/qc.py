@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -507,30 +507,19 @@ def suspect_flags(planned: Sequence[PlannedWindow], fetched: WindowReadings) -> 
     return list(flags.values())
 
 
-def series_slices(
-    batches: Sequence[tuple[Sequence[ReadingRow], Collection[int]]], size: int
-) -> Iterator[tuple[list[ReadingRow], list[bool]]]:
-    """The batches' rows, each marked touched unless a duplicate, in slices of whole series.
-
-    `batches` holds each batch's rows and the positions that were duplicates; a slice holds
-    about `size` rows, so judging can pause between slices.
-    """
-    by_series: dict[SeriesKey, list[tuple[ReadingRow, bool]]] = defaultdict(list)
-    for rows, duplicates in batches:
-        for index, row in enumerate(rows):
-            key = (row.station_id, row.parameter_id, row.period_s)
-            by_series[key].append((row, index not in duplicates))
-    rows_out: list[ReadingRow] = []
-    touched_out: list[bool] = []
-    for items in by_series.values():
-        for row, touched in items:
-            rows_out.append(row)
-            touched_out.append(touched)
-        if len(rows_out) >= size:
-            yield rows_out, touched_out
-            rows_out, touched_out = [], []
-    if rows_out:
-        yield rows_out, touched_out
+def series_slices(rows: Sequence[ReadingRow], size: int) -> Iterator[list[ReadingRow]]:
+    """The rows in slices of whole series, each about `size` rows, so judging can pause between."""
+    by_series: dict[SeriesKey, list[ReadingRow]] = defaultdict(list)
+    for row in rows:
+        by_series[(row.station_id, row.parameter_id, row.period_s)].append(row)
+    part: list[ReadingRow] = []
+    for series in by_series.values():
+        part += series
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
 
 
 def window_slices(
