@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time as monotonic
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -28,6 +28,7 @@ from store.catalogue import (
 )
 from store.intake import QuarantineRow, ensure_source, quarantine, record_intake
 from store.partitions import create_partitions, month_of
+from store.pool import Conn
 from store.readings import ReadingRow, write_readings
 from store.rollups import mark_dirty, notify_readings
 
@@ -103,14 +104,25 @@ class Pipeline:
         return self._catalogue
 
     async def ingest(
-        self, items: Sequence[ReadingIn | Rejection], *, source: Source
+        self,
+        items: Sequence[ReadingIn | Rejection],
+        *,
+        source: Source,
+        raw: Sequence[str | None] | None = None,
+        then: Callable[[Conn], Awaitable[None]] | None = None,
     ) -> IntakeResult:
         """Check and store a batch; a Rejection in `items` is an item its source could not parse.
 
         Everything is written in one transaction: accepted readings, quarantined rejections and
-        the source's counters, so a crash loses nothing that was reported as stored. The alert
-        loop then judges the touched series' history (ingest.history) off this path.
+        the source's counters, so a crash loses nothing that was reported as stored. `raw[i]` is
+        item i as the source received it, which is what a rejected item is quarantined with
+        (looked up only for rejected items; None, or no `raw`, keeps the reading as JSON).
+        `then` runs in the same transaction after the writes, for source state that must commit
+        with the readings or not at all (a pull's watermark). The alert loop then judges the
+        touched series' history (ingest.history) off this path.
         """
+        if raw is not None and len(raw) != len(items):
+            raise ValueError(f"raw has {len(raw)} texts for {len(items)} items; pass one per item")
         catalogue = await self.catalogue()
         now = self._clock()
         outcomes: list[Outcome] = ["rejected"] * len(items)
@@ -125,8 +137,9 @@ class Pipeline:
                 continue
             row_or_reason = self._check(item, catalogue, now)
             if isinstance(row_or_reason, str):
+                payload = _payload(item, None if raw is None else raw[index])
                 rejections.append(
-                    Rejection(index, row_or_reason, item.station, item.parameter, _payload(item))
+                    Rejection(index, row_or_reason, item.station, item.parameter, payload)
                 )
             else:
                 rows.append(row_or_reason)
@@ -174,6 +187,8 @@ class Pipeline:
                 if changed:
                     await mark_dirty(conn, changed)
                     await notify_readings(conn)
+                if then is not None:
+                    await then(conn)
         if rejections:
             log.info(
                 "%s: %d of %d items rejected, first: %s",
@@ -223,5 +238,8 @@ class Pipeline:
         return self._source_ids[source.code]
 
 
-def _payload(item: ReadingIn) -> str:
+def _payload(item: ReadingIn, received: str | None) -> str:
+    """What the source received, or (where it gave none) the reading as JSON."""
+    if received is not None:
+        return received
     return json.dumps(item.model_dump(mode="json"), ensure_ascii=False)

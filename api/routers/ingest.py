@@ -1,7 +1,8 @@
 """`POST /v1/readings`: batch push for the partner city's systems (writer role).
 
 Each item is validated on its own: a malformed item is a per-item rejection, quarantined with
-its JSON, and never fails the request. Ownership is all or nothing: if any item names a station
+its JSON, and never fails the request; an item the pipeline rejects is quarantined as the client
+sent it (its text cut out of the body). Ownership is all or nothing: if any item names a station
 of another agency, the whole request is refused with 403 and nothing of it is stored, because a
 partner system that mixes up station codes should hear about it before any of its data lands.
 Limits are checked before the body is parsed: Content-Length when sent, bytes counted while
@@ -20,6 +21,7 @@ from api.deps import PipelineDep, require_role
 from core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ingest.flags import qc_of_flag
 from ingest.pipeline import IngestCatalogue, Source
+from ingest.received import ReceivedJson
 from schemas.common import ErrorOut
 from schemas.push import (
     MAX_BODY_BYTES,
@@ -65,13 +67,16 @@ async def push_readings(
     key: Annotated[ApiKey, Depends(require_role("writer"))],
 ) -> PushResult:
     """Store pushed readings; a result per item in input order (re-sent items are duplicates)."""
-    raw_items = _readings(await _body(request))
+    body = await _body(request)
+    raw_items = _readings(body)
     catalogue = await pipeline.catalogue()
     _check_ownership(raw_items, catalogue, agency=key.agency)
     items: list[ReadingIn | Rejection] = [
         _reading_or_rejection(index, raw) for index, raw in enumerate(raw_items)
     ]
-    result = await pipeline.ingest(items, source=Source(f"push:{key.agency}", "push"))
+    received = ReceivedJson()
+    received.add(body, range(len(items)), path=("readings",))
+    result = await pipeline.ingest(items, source=Source(f"push:{key.agency}", "push"), raw=received)
     reasons = {rejection.index: rejection.reason for rejection in result.rejections}
     return PushResult(
         received=len(items),

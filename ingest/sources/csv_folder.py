@@ -12,8 +12,8 @@ guarantee that may write `name.csv.part` and rename it when done (only `*.csv` i
 A read file moves to `processed/` with `<stem>.report.csv` (line, outcome, reason per data row);
 a file of which no row could be read (encoding, header, no data rows) moves to `failed/` with a
 report giving the reason, and the source's last error says so. Bad rows are quarantined with
-their raw line; good rows of the same file are kept. Dropping the same file again reports its
-rows as duplicates.
+their raw line, whether they fail to parse or the pipeline's checks; good rows of the same file
+are kept. Dropping the same file again reports its rows as duplicates.
 """
 
 from __future__ import annotations
@@ -121,10 +121,11 @@ def _line_of(data: bytes, offset: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CsvRow:
-    """One data row: the reading it holds, or why it holds none (with the raw line)."""
+    """One data row: the reading it holds, or why it holds none; `raw` is the row as in the file."""
 
     line: int
     item: ReadingIn | Rejection
+    raw: str
 
 
 def parse_rows(text: str) -> list[CsvRow]:
@@ -148,12 +149,12 @@ def parse_rows(text: str) -> list[CsvRow]:
         except csv.Error as exc:
             raw = _raw(lines, start, reader.line_num)
             reason = f"not readable CSV ({exc})"
-            rows.append(CsvRow(start + 1, Rejection(len(rows), reason, payload=raw)))
+            rows.append(CsvRow(start + 1, Rejection(len(rows), reason, payload=raw), raw))
             continue
         if not any(value.strip() for value in fields):
             continue
         raw = _raw(lines, start, reader.line_num)
-        rows.append(CsvRow(start + 1, _row(fields, columns, raw, len(rows))))
+        rows.append(CsvRow(start + 1, _row(fields, columns, raw, len(rows)), raw))
     if not rows:
         raise CsvFileError("the file has a header but no data rows")
     return rows
@@ -282,7 +283,9 @@ async def import_file(pipeline: Pipeline, path: Path) -> FileReport:
         report.failure = str(exc)
         report.lines.append(ReportLine(_failure_line(str(exc)), "failed", str(exc)))
         return report
-    result: IntakeResult = await pipeline.ingest([row.item for row in rows], source=CSV_SOURCE)
+    result: IntakeResult = await pipeline.ingest(
+        [row.item for row in rows], source=CSV_SOURCE, raw=[row.raw for row in rows]
+    )
     reasons = {rejection.index: rejection.reason for rejection in result.rejections}
     for index, (row, outcome) in enumerate(zip(rows, result.outcomes, strict=True)):
         report.lines.append(ReportLine(row.line, outcome, reasons.get(index, "")))

@@ -10,11 +10,12 @@ boundary. OpenAQ filters a measurement by its period end (`period.datetimeTo`), 
 window time there; the horizon is min(now - settle_s, the sensor's latest period end from
 /v3/locations/{id}/latest), so a window never claims a span the upstream has not published yet.
 
-The watermark advances after the window's readings are committed, in a second transaction: the
-pipeline owns its transaction, and a crash between the two only makes the next run fetch that
-one window again, whose readings are then counted as duplicates and change nothing. Errors (after
-retries with exponential backoff on timeouts, connection errors and 5xx; none on 4xx) are logged
-and recorded on the source, and that series' watermark stays where it was.
+The watermark advances in the same transaction as the window's readings (the pipeline's `then`),
+so a window is either stored and behind the watermark or neither: a crash or a failed write never
+leaves a stored window to be fetched again, nor a watermark past a window that was not stored.
+Errors (after retries with exponential backoff on timeouts, connection errors and 5xx; none on
+4xx) are logged and recorded on the source, and that series' watermark stays where it was. An
+item the pipeline rejects is quarantined as the measurement's JSON as received.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import InvalidInput
 from core.timeutil import PERIODS_S, parse_time, utcnow
 from ingest.pipeline import Pipeline, Source
+from ingest.received import ReceivedJson
 from ingest.sources.mqtt import quarantine_text, reading_from_json
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from schemas.sources import JsonFeed, OpenAqFeed, OpenAqSensor
 from store.intake import ensure_source, record_source_error
+from store.pool import Conn
 from store.sources import advance_watermark, source_watermark
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,25 @@ class PullReport:
         return sum(window.summary[outcome] for window in self.windows)
 
 
-WindowFetch = Callable[[datetime, datetime], Awaitable[list[ReadingIn | Rejection]]]
+# A window's items, with each item's JSON as received.
+WindowFetch = Callable[
+    [datetime, datetime], Awaitable[tuple[list[ReadingIn | Rejection], ReceivedJson]]
+]
+
+
+@dataclass
+class _WatermarkStep:
+    """Moves a series' watermark to a window's end, in the transaction storing the window."""
+
+    source_id: int
+    series: str
+    end: datetime
+    moved_to: datetime | None = None
+
+    async def __call__(self, conn: Conn) -> None:
+        self.moved_to = await advance_watermark(
+            conn, source_id=self.source_id, key=self.series, at=self.end
+        )
 
 
 def dig(document: object, path: str) -> object:
@@ -307,17 +328,18 @@ class HttpPullJob:
                 return
             end = min(start + step, horizon)
             try:
-                items = await fetch(start, end)
+                items, received = await fetch(start, end)
             except PullError as exc:
                 await self._fail(report, f"{series}: {exc}")
                 return
-            result = await self._pipeline.ingest(items, source=self.source)
+            advance = _WatermarkStep(await self._ensure_source(), series, end)
+            result = await self._pipeline.ingest(
+                items, source=self.source, raw=received, then=advance
+            )
             report.windows.append(Window(series, start, end, result.summary))
-            async with self._pool.connection() as conn:
-                # Another worker may have moved it further meanwhile: continue from there.
-                start = await advance_watermark(
-                    conn, source_id=await self._ensure_source(), key=series, at=end
-                )
+            # Another worker may have moved it further meanwhile: continue from there.
+            assert advance.moved_to is not None, "the pipeline committed without its `then`"
+            start = advance.moved_to
         log.info("%s: %s is still behind; the next run continues", self.source.code, series)
 
     def _openaq_fetcher(self, sensor: OpenAqSensor, report: PullReport) -> WindowFetch:
@@ -325,8 +347,11 @@ class HttpPullJob:
         assert isinstance(feed, OpenAqFeed)
         url = f"{feed.base_url.rstrip('/')}/v3/sensors/{sensor.sensor}/measurements"
 
-        async def fetch(start: datetime, end: datetime) -> list[ReadingIn | Rejection]:
+        async def fetch(
+            start: datetime, end: datetime
+        ) -> tuple[list[ReadingIn | Rejection], ReceivedJson]:
             items: list[ReadingIn | Rejection] = []
+            received = ReceivedJson()
             for page in range(1, feed.max_pages + 1):
                 params = {
                     "datetime_from": iso_utc(start),
@@ -334,25 +359,28 @@ class HttpPullJob:
                     "limit": feed.page_limit,
                     "page": page,
                 }
-                document = await self._get(url, params, report)
+                document, body = await self._get(url, params, report)
                 results = dig(document, "results")
                 if not isinstance(results, list):
                     raise PullError(f"GET {url}: the answer has no results list", retryable=False)
-                for result in results:
+                kept: list[int] = []
+                for position, result in enumerate(results):
                     moment, reading = openaq_item(result, sensor)
                     if moment is not None and not start < moment <= end:
                         continue  # another window's
+                    kept.append(position)
                     items.append(
                         _rejection(f"OpenAQ sensor {sensor.sensor}", reading, sensor, result)
                         if isinstance(reading, str)
                         else reading
                     )
+                received.add(body, kept, path=("results",))
                 found = dig(document, "meta.found")
                 last = len(results) < feed.page_limit or (
                     isinstance(found, int) and page * feed.page_limit >= found
                 )
                 if last:
-                    return items
+                    return items, received
             raise PullError(
                 f"GET {url}: more than {feed.max_pages} pages of {feed.page_limit} in"
                 f" ({iso_utc(start)}, {iso_utc(end)}]; lower max_window_s or raise max_pages",
@@ -362,8 +390,13 @@ class HttpPullJob:
         return fetch
 
     def _json_fetcher(self, feed: JsonFeed, report: PullReport) -> WindowFetch:
-        async def fetch(start: datetime, end: datetime) -> list[ReadingIn | Rejection]:
+        path = tuple(feed.mapping.items.split(".")) if feed.mapping.items else ()
+
+        async def fetch(
+            start: datetime, end: datetime
+        ) -> tuple[list[ReadingIn | Rejection], ReceivedJson]:
             items: list[ReadingIn | Rejection] = []
+            received = ReceivedJson()
             for page in range(1, feed.max_pages + 1):
                 params: dict[str, str | int] = {
                     feed.from_param: iso_utc(start),
@@ -373,23 +406,26 @@ class HttpPullJob:
                     params[feed.page_param] = page
                 if feed.page_size_param is not None:
                     params[feed.page_size_param] = feed.page_size
-                document = await self._get(feed.url, params, report)
+                document, body = await self._get(feed.url, params, report)
                 found = dig(document, feed.mapping.items)
                 if not isinstance(found, list):
                     raise PullError(
                         f"GET {feed.url}: no list at {feed.mapping.items!r}", retryable=False
                     )
-                for raw in found:
+                kept: list[int] = []
+                for position, raw in enumerate(found):
                     moment, reading = json_feed_item(raw, feed)
                     if moment is not None and not start < moment <= end:
                         continue
+                    kept.append(position)
                     items.append(
                         _rejection(f"feed {feed.code}", reading, None, raw)
                         if isinstance(reading, str)
                         else reading
                     )
+                received.add(body, kept, path=path)
                 if feed.page_param is None or len(found) < feed.page_size:
-                    return items
+                    return items, received
             raise PullError(
                 f"GET {feed.url}: more than {feed.max_pages} pages; lower max_window_s",
                 retryable=False,
@@ -406,7 +442,7 @@ class HttpPullJob:
         for location in sorted({s.location for s in feed.sensors if s.location is not None}):
             url = f"{feed.base_url.rstrip('/')}/v3/locations/{location}/latest"
             try:
-                document = await self._get(url, {"limit": 1000}, report)
+                document, _ = await self._get(url, {"limit": 1000}, report)
             except PullError as exc:
                 # Without freshness the window simply ends at now - settle_s.
                 await self._fail(report, f"location {location} latest: {exc}")
@@ -422,7 +458,10 @@ class HttpPullJob:
                         continue
         return latest
 
-    async def _get(self, url: str, params: dict[str, Any], report: PullReport) -> object:
+    async def _get(
+        self, url: str, params: dict[str, Any], report: PullReport
+    ) -> tuple[object, bytes]:
+        """The answer's JSON document and its body as received."""
         attempts = self.feed.retries + 1
         for attempt in range(attempts):
             report.requests += 1
@@ -442,7 +481,7 @@ class HttpPullJob:
                     )
                 else:
                     try:
-                        return orjson.loads(response.content)
+                        return orjson.loads(response.content), response.content
                     except orjson.JSONDecodeError as exc:
                         raise PullError(f"GET {url}: not JSON: {exc}", retryable=False) from None
             if attempt + 1 == attempts:

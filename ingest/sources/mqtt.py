@@ -36,6 +36,7 @@ from core.settings import Settings
 from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, Source
+from ingest.received import ReceivedJson
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
@@ -358,7 +359,10 @@ class MqttSubscriber:
         return batch
 
     async def store(self, batch: Sequence[aiomqtt.Message]) -> IntakeResult:
-        """Parse every message of a batch and store them in one intake."""
+        """Parse every message of a batch and store them in one intake.
+
+        A reading the pipeline rejects is quarantined as its message's JSON element as received.
+        """
         prefix = self._broker.prefix
         wanted = {
             parts[1]
@@ -367,19 +371,22 @@ class MqttSubscriber:
         }
         cities = await self._cities.for_stations(wanted)
         items: list[ReadingIn | Rejection] = []
+        received = ReceivedJson()
         for message in batch:
             payload = message.payload
             raw = payload if isinstance(payload, bytes) else str(payload).encode()
-            items.extend(
-                readings_of_message(
-                    message.topic.value,
-                    raw,
-                    prefix=prefix,
-                    cities=cities,
-                    max_payload_bytes=self._options.max_payload_bytes,
-                )
+            found = readings_of_message(
+                message.topic.value,
+                raw,
+                prefix=prefix,
+                cities=cities,
+                max_payload_bytes=self._options.max_payload_bytes,
             )
-        result = await self._pipeline.ingest(items, source=MQTT)
+            # Item k of a message is its element k (a message holding one object: that object);
+            # a message rejected whole is one Rejection, which keeps its own payload.
+            received.add(raw, range(len(found)))
+            items.extend(found)
+        result = await self._pipeline.ingest(items, source=MQTT, raw=received)
         self.batches += 1
         self.messages += len(batch)
         log.debug("MQTT: %d messages, %s", len(batch), result.summary)

@@ -14,11 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import parse_time
 from ingest.pipeline import Pipeline
+from ingest.sources import http_pull
 from ingest.sources.http_pull import HttpPullJob, PullReport
 from schemas.sources import JsonFeed, JsonMapping, OpenAqFeed, OpenAqSensor
 from store.intake import rejected_readings, source_statuses
@@ -53,6 +55,8 @@ class Upstream:
     # path -> what the next requests to it get: an HTTP status, or "slow" (answer too late).
     script: dict[str, list[int | str]] = field(default_factory=dict)
     buoy_records: list[dict[str, Any]] = field(default_factory=list)
+    # (sensor, period end) -> fields that replace the measurement's own.
+    altered: dict[tuple[int, datetime], dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ends(self) -> list[datetime]:
@@ -66,7 +70,7 @@ class Upstream:
             (_pm25(end), "µg/m³", "pm25") if sensor == PM25 else (_no2_ppb(end), "ppb", "no2")
         )
         start = end - HOUR
-        return {
+        measurement = {
             "value": value,
             "flagInfo": {"hasFlags": False},
             "parameter": {"id": sensor, "name": name, "units": units, "displayName": None},
@@ -77,6 +81,7 @@ class Upstream:
                 "datetimeTo": {"utc": _z(end), "local": end.isoformat()},
             },
         }
+        return measurement | self.altered.get((sensor, end), {})
 
     def measured(self, path: str) -> list[dict[str, str]]:
         return [params for asked, params in self.requests if asked == path]
@@ -338,27 +343,70 @@ async def test_a_restart_after_an_outage_recovers_every_window_and_repeats_none(
     assert (status.accepted, status.duplicate, status.revised, status.rejected) == (52, 0, 0, 0)
 
 
-async def test_a_crash_before_the_watermark_moved_only_brings_duplicates(
-    db: AsyncConnectionPool, server: UpstreamServer
+async def test_a_failed_watermark_write_stores_nothing_of_the_window_and_the_next_run_does(
+    db: AsyncConnectionPool, server: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed = _feed(server.url, lookback_s=6 * 3600)
-    await _run(db, feed, NOW)
-    # The state a crash between the window's commit and its watermark update leaves behind.
+
+    async def broken(conn: object, **_: object) -> datetime:
+        raise ConnectionError("the connection dropped while moving the watermark")
+
+    # A crash at the last moment of the window's transaction, after its readings were written.
+    monkeypatch.setattr(http_pull, "advance_watermark", broken)
+    with pytest.raises(ConnectionError, match="while moving the watermark"):
+        await _run(db, feed, NOW)
+    monkeypatch.undo()
+    assert await _stored(db, "pm25") == []
+    assert await _watermark(db, "http:openaq-test") == {}
     async with db.connection() as conn:
-        cur = await conn.execute("SELECT id FROM source WHERE code = 'http:openaq-test'")
-        row = await cur.fetchone()
-        assert row is not None
-        await merge_watermark(conn, source_id=row[0], values={"sensor 101": _z(NOW - 3 * HOUR)})
+        [status] = await source_statuses(conn)
+    assert (status.accepted, status.duplicate, status.revised, status.rejected) == (0, 0, 0, 0)
+
     again = await _run(db, feed, NOW)
+    window = ("2026-11-26T06:00:00Z", "2026-11-26T12:00:01Z", "1")
+    asked = server.upstream.measured(PM25_PATH)
+    assert [(p["datetime_from"], p["datetime_to"], p["page"]) for p in asked] == [window, window]
     assert [(w.series, w.start, w.end, w.summary) for w in again.windows] == [
-        (
-            "sensor 101",
-            NOW - 3 * HOUR,
-            NOW,
-            {"accepted": 0, "duplicate": 3, "revised": 0, "rejected": 0},
-        )
+        (series, NOW - 6 * HOUR, NOW, {"accepted": 6, "duplicate": 0, "revised": 0, "rejected": 0})
+        for series in ("sensor 101", "sensor 102")
     ]
-    assert len(await _stored(db, "pm25")) == 6
+    pm25, no2 = _expected([NOW - n * HOUR for n in range(5, -1, -1)])
+    assert await _stored(db, "pm25") == pm25
+    assert await _stored(db, "no2") == no2
+    assert await _watermark(db, "http:openaq-test") == {
+        "sensor 101": "2026-11-26T12:00:00Z",
+        "sensor 102": "2026-11-26T12:00:00Z",
+    }
+    async with db.connection() as conn:
+        [status] = await source_statuses(conn)
+    assert (status.accepted, status.duplicate, status.revised, status.rejected) == (12, 0, 0, 0)
+
+
+async def test_a_measurement_the_pipeline_rejects_is_quarantined_as_received(
+    db: AsyncConnectionPool, server: UpstreamServer
+) -> None:
+    upstream = server.upstream
+    upstream.altered[(PM25, NOW - HOUR)] = {"value": -5}
+    upstream.altered[(NO2, NOW)] = {"parameter": {"id": NO2, "name": "no2", "units": "furlongs"}}
+    report = await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
+    assert [w.summary["rejected"] for w in report.windows] == [1, 1]
+    async with db.connection() as conn:
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    # The server writes its answer with json.dumps, which writes each element as it does alone.
+    sent = [
+        json.dumps(upstream.measurement(PM25, NOW - HOUR), ensure_ascii=False),
+        json.dumps(upstream.measurement(NO2, NOW), ensure_ascii=False),
+    ]
+    assert [(q.parameter_code, q.reason, q.payload) for q in quarantined] == [
+        (
+            "pm25",
+            "pm25: value -5 ug/m3 is outside the physically possible range [0, 2000]",
+            sent[0],
+        ),
+        ("no2", "unit 'furlongs' cannot be converted to ug/m3 for no2", sent[1]),
+    ]
+    assert '"units": "µg/m³"' in sent[0]  # as sent, not as EnvLink re-serialises it
+    assert len(await _stored(db, "pm25")) == 5
 
 
 async def test_timeouts_and_5xx_are_retried_until_the_answer_comes(
@@ -501,9 +549,10 @@ async def test_a_generic_json_feed_is_mapped_paged_and_its_bad_items_quarantined
     assert stored == [
         ("do", at, pytest.approx(6 + n / 10), 3600) for n, at in enumerate(hours) if n
     ] + [("water_temp", at, 24.0 + n, 3600) for n, at in enumerate(hours) if n]
-    assert sorted(q.reason for q in quarantined) == [
-        "feed buoys: no value at 'v.x'",
-        "unknown station 'DG-X'",
+    # The pipeline's rejection as the record was sent; the feed's own as EnvLink parsed it.
+    assert sorted((q.reason, q.payload) for q in quarantined) == [
+        ("feed buoys: no value at 'v.x'", orjson.dumps(records[-1]).decode()),
+        ("unknown station 'DG-X'", json.dumps(records[-2], ensure_ascii=False)),
     ]
     assert await _watermark(db, "http:buoys") == {"feed": "2026-11-26T12:00:00Z"}
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
 from store.intake import rejected_readings, source_statuses
+from store.pool import Conn
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
 NOW = datetime(2026, 11, 26, 4, tzinfo=UTC)
@@ -58,12 +58,17 @@ class CountingPipeline(Pipeline):
         self.fail_first = fail_first
 
     async def ingest(
-        self, items: Sequence[ReadingIn | Rejection], *, source: Source
+        self,
+        items: Sequence[ReadingIn | Rejection],
+        *,
+        source: Source,
+        raw: Sequence[str | None] | None = None,
+        then: Callable[[Conn], Awaitable[None]] | None = None,
     ) -> IntakeResult:
         self.calls += 1
         if self.fail_first and self.calls == 1:
             raise ConnectionError("the database went away")
-        return await super().ingest(items, source=source)
+        return await super().ingest(items, source=source, raw=raw, then=then)
 
 
 class Proxy:
@@ -264,23 +269,44 @@ async def test_bad_payloads_are_quarantined_and_the_subscriber_carries_on(
             "gz-a-huangpu",
             "radon",
             "unknown parameter 'radon'",
-            json.dumps(
-                {
-                    "station": "gz-a-huangpu",
-                    "parameter": "radon",
-                    "time": "2026-11-26T12:00:00+08:00",
-                    "value": 35.0,
-                    "unit": "ug/m3",
-                    "period_s": 3600,
-                    "qc": "valid",
-                }
-            ),
+            orjson.dumps(_reading("radon")).decode(),
         ),
     ]
     assert [q.source_id is not None for q in quarantined] == [True] * 4
     assert await _stored(db) == [("gz-a-huangpu", "pm25", NOW, 35.0, 3600, "mqtt")]
     status = await _mqtt_status(db)
     assert (status.accepted, status.duplicate, status.rejected) == (1, 0, 4)
+
+
+async def test_readings_the_pipeline_rejects_are_quarantined_as_their_element_was_received(
+    db: AsyncConnectionPool,
+) -> None:
+    # Written by hand: spacing, key order, 1e1 and µg/m³ would all change if re-serialised.
+    alone = '{"time":"2026-11-26T12:00:00", "parameter" : "pm25","value":35,"unit":"ppb"}'
+    radon = '{ "time": "2026-11-26T12:00:00",\n  "parameter": "radon", "value": 1e1, "unit": "Bq" }'
+    pm10 = (
+        '{"parameter": "pm10", "time": "2026-11-26T12:00:00", "value": 50, "unit": "µg/m³",'
+        ' "period_s": 3600}'
+    )
+    negative = '{"time":"2026-11-26T12:00:00","parameter":"pm25","value":-5,"unit":"µg/m³"}'
+    array = f"[\n  {radon},\n\t{pm10} ,{negative}\n]\n"
+    async with _subscriber(db) as run:
+        topic = run.topic("guangzhou", "gz-a-huangpu")
+        await run.publish(topic, alone.encode())
+        await run.publish(topic, array.encode())
+        await run.stored_messages(2)
+    async with db.connection() as conn:
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    assert [(q.parameter_code, q.reason, q.payload) for q in quarantined] == [
+        ("pm25", "ppb is only accepted for the gases SO2, NO2, O3 and CO, not pm25", alone),
+        ("radon", "unknown parameter 'radon'", radon),
+        (
+            "pm25",
+            "pm25: value -5 ug/m3 is outside the physically possible range [0, 2000]",
+            negative,
+        ),
+    ]
+    assert await _stored(db) == [("gz-a-huangpu", "pm10", NOW, 50.0, 3600, "mqtt")]
 
 
 async def test_a_republished_reading_is_a_duplicate(db: AsyncConnectionPool) -> None:

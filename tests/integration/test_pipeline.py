@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import overload
 
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
@@ -12,6 +16,7 @@ from ingest.pipeline import Pipeline, Source
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.intake import rejected_readings, source_statuses
+from store.pool import Conn
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 PUSH = Source(code="push:test", kind="push")
@@ -90,6 +95,124 @@ async def test_bad_items_are_quarantined_good_ones_kept(db: AsyncConnectionPool)
         ("push:test", 2, 0, 0, 8)
     ]
     assert len(await _stored(db)) == 2
+
+
+class Received(Sequence[str | None]):
+    """Texts as a source received them, noting which ones the pipeline looked up."""
+
+    def __init__(self, texts: list[str | None]) -> None:
+        self.texts = texts
+        self.asked: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> str | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str | None]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str | None] | None:
+        assert isinstance(index, int)
+        self.asked.append(index)
+        return self.texts[index]
+
+
+async def _quarantined(pool: AsyncConnectionPool) -> list[tuple[str, str]]:
+    """Reason and payload of every quarantined item, oldest first."""
+    async with pool.connection() as conn:
+        rows = await rejected_readings(conn)
+    return [(r.reason, r.payload) for r in reversed(rows)]
+
+
+async def test_rejected_items_are_quarantined_as_received_else_as_json(
+    db: AsyncConnectionPool,
+) -> None:
+    items: list[ReadingIn | Rejection] = [
+        _reading(),
+        _reading(station="gz-a-nowhere"),
+        _reading(unit="furlongs"),
+        Rejection(0, "value: missing", "gz-a-huangpu", "pm25", '{"parameter":"pm25"}'),
+        _reading(time=datetime(2026, 11, 26, 11, tzinfo=CST)),
+    ]
+    received = Received(
+        [
+            '{"time":"10:00"}',
+            '{"station": "gz-a-nowhere"}',
+            None,  # this source could not say
+            '{"parameter":"pm25" }',
+            '{"time":"11:00"}',
+        ]
+    )
+    result = await _pipeline(db).ingest(items, source=PUSH, raw=received)
+    assert result.outcomes == ["accepted", "rejected", "rejected", "rejected", "accepted"]
+    assert received.asked == [1, 2]  # only rejected readings are looked up
+    fallback = json.dumps(
+        {
+            "station": "gz-a-huangpu",
+            "parameter": "pm25",
+            "time": "2026-11-26T10:00:00+08:00",
+            "value": 35.0,
+            "unit": "furlongs",
+            "period_s": 3600,
+            "qc": "valid",
+        }
+    )
+    quarantined = await _quarantined(db)
+    assert quarantined == [
+        ("unknown station 'gz-a-nowhere'", '{"station": "gz-a-nowhere"}'),
+        ("unit 'furlongs' cannot be converted to ug/m3 for pm25", fallback),
+        ("value: missing", '{"parameter":"pm25"}'),  # a source's Rejection keeps its payload
+    ]
+
+    # Without raw texts (HJ 212's readings, the simulator) every reading falls back to JSON.
+    await _pipeline(db).ingest([_reading(unit="furlongs")], source=PUSH)
+    assert (await _quarantined(db))[-1] == (
+        "unit 'furlongs' cannot be converted to ug/m3 for pm25",
+        fallback,
+    )
+
+
+async def test_raw_texts_must_match_the_items_one_to_one(db: AsyncConnectionPool) -> None:
+    with pytest.raises(ValueError) as caught:
+        await _pipeline(db).ingest([_reading(), _reading()], source=PUSH, raw=["{}"])
+    assert str(caught.value) == "raw has 1 texts for 2 items; pass one per item"
+    assert await _stored(db) == []
+
+
+async def test_then_runs_in_the_batch_transaction_and_its_failure_stores_nothing(
+    db: AsyncConnectionPool,
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    async def then(conn: Conn) -> None:
+        # The batch's writes are visible here and not yet to anyone else: not committed.
+        cur = await conn.execute("SELECT count(*) FROM reading")
+        inside = await cur.fetchone()
+        async with db.connection() as other:
+            cur = await other.execute("SELECT count(*) FROM reading")
+            outside = await cur.fetchone()
+        assert inside is not None and outside is not None
+        seen.append((inside[0], outside[0]))
+
+    items: list[ReadingIn | Rejection] = [_reading(), _reading(station="gz-a-nowhere")]
+    result = await _pipeline(db).ingest(items, source=PUSH, then=then)
+    assert result.outcomes == ["accepted", "rejected"]
+    assert seen == [(1, 0)]
+    assert len(await _stored(db)) == 1
+
+    async def failing(conn: Conn) -> None:
+        raise ConnectionError("lost the connection")
+
+    later = [_reading(time=datetime(2026, 11, 26, 11, tzinfo=CST)), _reading(unit="furlongs")]
+    with pytest.raises(ConnectionError, match="lost the connection"):
+        await _pipeline(db).ingest(later, source=PUSH, then=failing)
+    assert len(await _stored(db)) == 1
+    assert [reason for reason, _ in await _quarantined(db)] == ["unknown station 'gz-a-nowhere'"]
+    async with db.connection() as conn:
+        statuses = await source_statuses(conn)
+    assert [(s.accepted, s.rejected) for s in statuses] == [(1, 1)]
 
 
 async def test_units_are_converted_to_canonical(db: AsyncConnectionPool) -> None:

@@ -175,7 +175,9 @@ async def test_mixed_items_get_per_item_results_and_bad_ones_are_quarantined(
         ),
         _item(flag="X"),
     ]
-    response = await client.post("/v1/readings", json={"readings": readings}, headers=headers)
+    body = json.dumps({"readings": readings}, ensure_ascii=False)
+    headers["Content-Type"] = "application/json"
+    response = await client.post("/v1/readings", content=body.encode(), headers=headers)
     assert response.status_code == 200
     reasons = {
         2: "time: '25/11/2026 10:00' is not an ISO 8601 / RFC 3339 time",
@@ -203,31 +205,61 @@ async def test_mixed_items_get_per_item_results_and_bad_ones_are_quarantined(
         ("gz-w-dadun", "cd", 0, datetime(2026, 11, 3, tzinfo=CST), 0.0005, QC.BELOW_DETECTION.code),
         ("gz-w-dadun", "nh3n", 3600, T0 - timedelta(hours=2), 0.5, QC.MAINTENANCE.code),
     ]
-    raw = [json.dumps(readings[i], ensure_ascii=False) for i in (2, 3, 4, 5, 9)]
-    checked = json.dumps(
-        {
-            "station": "gz-a-nowhere",
-            "parameter": "pm25",
-            "time": "2026-11-25T10:00:00+08:00",
-            "value": 35.0,
-            "unit": "ug/m3",
-            "period_s": 3600,
-            "qc": "valid",
-        }
-    )
-    out_of_range = checked.replace("gz-a-nowhere", "gz-a-huangpu").replace("10:00", "11:00")
+    # Each item as it is in the body (json.dumps writes an item the same inside and alone).
+    sent = {i: json.dumps(readings[i], ensure_ascii=False) for i in reasons}
+    assert all(text in body for text in sent.values())
     assert await _quarantined(db) == [
-        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[2], raw[0]),
-        ("push:gz_eeb", "gz-a-huangpu", "pm10", reasons[3], raw[1]),
-        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[4], raw[2]),
+        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[2], sent[2]),
+        ("push:gz_eeb", "gz-a-huangpu", "pm10", reasons[3], sent[3]),
+        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[4], sent[4]),
         ("push:gz_eeb", None, None, reasons[5], "17"),
-        ("push:gz_eeb", "gz-a-nowhere", "pm25", reasons[6], checked),
-        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[7], out_of_range.replace("35.0", "-5.0")),
-        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[9], raw[4]),
+        ("push:gz_eeb", "gz-a-nowhere", "pm25", reasons[6], sent[6]),
+        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[7], sent[7]),
+        ("push:gz_eeb", "gz-a-huangpu", "pm25", reasons[9], sent[9]),
     ]
     assert await _query(
         db, "SELECT code, kind, accepted, duplicate, revised, rejected FROM source"
     ) == [("push:gz_eeb", "push", 3, 0, 0, 7)]
+
+
+async def test_items_the_pipeline_rejects_are_quarantined_as_the_client_sent_them(
+    client: httpx.AsyncClient, db: AsyncConnectionPool
+) -> None:
+    headers = await _key(db, "gz_eeb", "writer")
+    # Written by hand: spacing, key order, 35 vs 35.0 and µg/m³ would change if re-serialised.
+    nowhere = (
+        '{"station":"gz-a-nowhere", "parameter": "pm25","time":"2026-11-25T10:00","value":35,'
+        '"unit":"µg/m³"}'
+    )
+    ppb = (
+        '{\n  "parameter" : "pm25",\n  "station" : "gz-a-huangpu",\n  "time" : "2026-11-25T10:00",'
+        '\n  "value" : 1e1,\n  "unit" : "ppb"\n}'
+    )
+    good = (
+        '{"station": "gz-a-huangpu", "parameter": "pm10", "time": "2026-11-25T10:00",'
+        ' "value": 50, "unit": "µg/m³", "period_s": 3600}'
+    )
+    body = f'{{ "readings" : [ {nowhere},\r\n{good} ,\t{ppb} ] }}'
+    headers["Content-Type"] = "application/json"
+    response = await client.post("/v1/readings", content=body.encode(), headers=headers)
+    assert response.status_code == 200
+    assert response.json()["summary"] == {
+        "accepted": 1,
+        "duplicate": 0,
+        "revised": 0,
+        "rejected": 2,
+    }
+    assert await _quarantined(db) == [
+        ("push:gz_eeb", "gz-a-nowhere", "pm25", "unknown station 'gz-a-nowhere'", nowhere),
+        (
+            "push:gz_eeb",
+            "gz-a-huangpu",
+            "pm25",
+            "ppb is only accepted for the gases SO2, NO2, O3 and CO, not pm25",
+            ppb,
+        ),
+    ]
+    assert await _stored(db) == [("gz-a-huangpu", "pm10", 3600, T0, 50.0, QC.VALID.code)]
 
 
 async def test_resent_items_are_duplicates_and_changed_ones_revisions(
