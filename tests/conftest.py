@@ -10,8 +10,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
@@ -24,6 +24,7 @@ from core.settings import Settings
 from core.timeutil import utcnow
 from ingest.history import HistoryQc
 from ingest.pipeline import Pipeline
+from ingest.sources.hj212.server import Hj212Server
 from schemas.catalogue import load_catalogue
 from store.catalogue import seed_catalogue
 from store.embedded import start_embedded
@@ -32,6 +33,8 @@ from store.migrate import migrate
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 # Tables whose rows a test may leave behind; the catalogue is seeded once and kept.
+# The HJ 212 tests' wall clock: 12:00 China Standard Time.
+HJ212_NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 MUTABLE_TABLES = ("reading", "reading_revision", "rejected_reading", "api_key", "source")
 MUTABLE_TABLES += ("qc_audit", "job_status", "scheduler_leader")
 MUTABLE_TABLES += ("series_dirty", "reading_hourly", "reading_daily")
@@ -125,3 +128,22 @@ def worker_loop(
 ) -> AlertLoop:
     """An alert loop as a worker runs it: history QC of what it claims, rollups, the engine."""
     return AlertLoop(pool, clock=clock, judge=HistoryQc(pipeline.catalogue, clock=clock).judge)
+
+
+@pytest.fixture
+async def start_server(
+    db: AsyncConnectionPool,
+) -> AsyncIterator[Callable[..., Awaitable[Hj212Server]]]:
+    """HJ 212 servers on free ports, clock and pipeline at HJ212_NOW unless given; stopped after."""
+    started: list[Hj212Server] = []
+
+    async def start(pipeline: Pipeline | None = None, **options: object) -> Hj212Server:
+        pipeline = pipeline or Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: HJ212_NOW)
+        server = Hj212Server(pipeline, host="127.0.0.1", port=0, clock=lambda: HJ212_NOW, **options)  # type: ignore[arg-type]
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()

@@ -13,15 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST, utcnow
-from ingest.pipeline import Pipeline
 from ingest.sources.hj212.client import Hj212Client, Values
 from ingest.sources.hj212.protocol import (
     Frame,
@@ -36,9 +35,9 @@ from ingest.sources.hj212.protocol import (
 from ingest.sources.hj212.server import ACCEPT_BACKLOG, Hj212Server
 from schemas.common import QC
 from store.intake import source_statuses
-from tests.conftest import CONFIG_DIR, ROOT
+from tests.conftest import CONFIG_DIR, HJ212_NOW, ROOT
 
-NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 China Standard Time
+NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock
 WAIT_S = 5.0
 
 # Every frame of HJ212.md and hj212-field-packets.txt (CR LF removed). None of their MNs is in
@@ -90,6 +89,10 @@ class Device:
         self.writer.write(data)
         await self.writer.drain()
 
+    async def send_segments(self, *segments: str) -> None:
+        """Frame data segments with the standard CRC and send them in one write."""
+        await self.send(b"".join(framed(segment) for segment in segments))
+
     async def frames(self, count: int) -> list[bytes]:
         """The next `count` frames from the server (TimeoutError after WAIT_S)."""
         async with asyncio.timeout(WAIT_S):
@@ -110,25 +113,6 @@ class Device:
     async def close(self) -> None:
         self.writer.close()
         await self.writer.wait_closed()
-
-
-@pytest.fixture
-async def start_server(
-    db: AsyncConnectionPool,
-) -> AsyncIterator[Callable[..., Awaitable[Hj212Server]]]:
-    """Start servers on free ports with a pipeline whose clock is NOW; stopped at the end."""
-    started: list[Hj212Server] = []
-
-    async def start(**options: object) -> Hj212Server:
-        pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW)
-        server = Hj212Server(pipeline, host="127.0.0.1", port=0, clock=lambda: NOW, **options)  # type: ignore[arg-type]
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 def wire(frame: str) -> bytes:

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, Source
-from ingest.sources.hj212.protocol import Frame, FrameDecoder, build_frame, build_request
+from ingest.sources.hj212.protocol import build_frame, build_request
 from ingest.sources.hj212.server import Hj212Server
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.intake import SourceStatus, source_statuses
+from tests.conftest import HJ212_NOW
+from tests.e2e.test_hj212_server import Device
 
-NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 China Standard Time
+NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock
 WAIT_S = 5.0
 SERVER_LOG = "ingest.sources.hj212.server"
 
@@ -72,65 +74,6 @@ class FailingPipeline(Pipeline):
             suffix = f" ({self.calls})" if self.failures > 1 else ""
             raise ConnectionError("the database went away" + suffix)
         return await super().ingest(items, source=source)
-
-
-class Device:
-    """A raw device socket: exact bytes out, decoded frames in, nothing answered by itself."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.decoder = FrameDecoder()
-        self.frames_in: list[bytes] = []
-
-    @classmethod
-    async def open(cls, server: Hj212Server) -> Device:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        return cls(reader, writer)
-
-    async def send(self, *segments: str) -> None:
-        self.writer.write(b"".join(build_frame(segment) for segment in segments))
-        await self.writer.drain()
-
-    async def frames(self, count: int) -> list[bytes]:
-        """The next `count` frames from the server (TimeoutError after WAIT_S)."""
-        async with asyncio.timeout(WAIT_S):
-            while len(self.frames_in) < count:
-                data = await self.reader.read(65536)
-                assert data, f"server closed the connection after {self.frames_in}"
-                self.frames_in += [e.raw for e in self.decoder.feed(data) if isinstance(e, Frame)]
-        taken, self.frames_in = self.frames_in[:count], self.frames_in[count:]
-        return taken
-
-    async def silent(self, seconds: float) -> None:
-        """Nothing arrives for `seconds`."""
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self.reader.read(1)
-        assert self.frames_in == []
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-
-@pytest.fixture
-async def start_server(
-    db: AsyncConnectionPool,
-) -> AsyncIterator[Callable[..., Awaitable[Hj212Server]]]:
-    """Start servers on free ports (pipeline and clock at NOW unless given); stopped at the end."""
-    started: list[Hj212Server] = []
-
-    async def start(pipeline: Pipeline | None = None, **options: object) -> Hj212Server:
-        pipeline = pipeline or Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW)
-        server = Hj212Server(pipeline, host="127.0.0.1", port=0, clock=lambda: NOW, **options)  # type: ignore[arg-type]
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 async def hj212_status(db: AsyncConnectionPool) -> SourceStatus | None:
@@ -184,12 +127,12 @@ async def test_failed_commit_is_recorded_on_the_source_and_the_resend_is_stored(
 ) -> None:
     server = await start_server(FailingPipeline(db), pool=db)
     device = await Device.open(server)
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     # Not stored, so not answered: the device will send it again under the same QN.
     await device.silent(0.3)
     await until_recorded(db, HUANGPU_NOT_STORED)
     assert (server.stats.ingest_failures, server.stats.replies) == (1, 0)
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     assert await device.frames(1) == [HUANGPU_REPLY]
     assert await stored_values(db) == [
         ("gz-a-huangpu", "pm25", 0, datetime(2026, 11, 26, 11, 30, tzinfo=CST), 35.5)
@@ -212,7 +155,7 @@ async def test_batch_retried_frame_by_frame_records_only_the_frame_that_fails_ag
     # A long window puts both frames into one batch; only its first intake fails.
     server = await start_server(FailingPipeline(db), pool=db, batch_window_s=0.2)
     device = await Device.open(server)
-    await device.send(HUANGPU_2011, HUANGPU_LATER)
+    await device.send_segments(HUANGPU_2011, HUANGPU_LATER)
     assert await device.frames(2) == [HUANGPU_REPLY, HUANGPU_LATER_REPLY]
     # Both frames were stored and answered on their retry: nothing was left unanswered.
     await asyncio.sleep(0.2)
@@ -227,21 +170,21 @@ async def test_errors_are_written_at_most_once_a_second(
 ) -> None:
     server = await start_server(FailingPipeline(db, failures=3), pool=db)
     device = await Device.open(server)
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     await device.silent(0.2)
     await until_recorded(db, HUANGPU_NOT_STORED + " (1)")
     first_at = asyncio.get_running_loop().time()
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     await device.silent(0.2)
     # Within the second: counted, not written.
     assert server.stats.ingest_failures == 2
     assert asyncio.get_running_loop().time() - first_at < 1.0
     assert await recorded_error(db) == (HUANGPU_NOT_STORED + " (1)", NOW)
     await asyncio.sleep(1.0)
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     await device.silent(0.2)
     await until_recorded(db, HUANGPU_NOT_STORED + " (3)")
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     assert await device.frames(1) == [HUANGPU_REPLY]
     assert (server.stats.ingest_failures, server.stats.replies) == (3, 1)
     await device.close()
@@ -256,13 +199,13 @@ async def test_an_error_that_cannot_be_recorded_is_logged_and_the_server_goes_on
     broken = AsyncConnectionPool(database_url, open=False, name="broken")
     server = await start_server(FailingPipeline(db), pool=broken)
     device = await Device.open(server)
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     await device.silent(0.3)
     assert server_warnings(caplog) == [
         "could not record the HJ 212 error for /v1/sources: "
         "PoolClosed(\"the pool 'broken' is not open yet\")"
     ]
-    await device.send(HUANGPU_2011)
+    await device.send_segments(HUANGPU_2011)
     assert await device.frames(1) == [HUANGPU_REPLY]
     assert len(await stored_values(db)) == 1
     assert await recorded_error(db) == (None, None)
@@ -279,10 +222,10 @@ async def test_recording_an_error_does_not_hold_up_other_connections(
         failing, other = await Device.open(server), await Device.open(server)
         async with errors.connection():
             # The error pool's only connection is taken: the error's write must wait for it.
-            await failing.send(HUANGPU_2011)
+            await failing.send_segments(HUANGPU_2011)
             await failing.silent(0.2)
             started = asyncio.get_running_loop().time()
-            await other.send(HUANGPU_LATER)
+            await other.send_segments(HUANGPU_LATER)
             assert await other.frames(1) == [HUANGPU_LATER_REPLY]
             assert asyncio.get_running_loop().time() - started < 1.0
             assert await recorded_error(db) == (None, None)
@@ -314,9 +257,9 @@ def answer(cn: str, cp: str, qn: str = GAP_QN) -> str:
 async def gap_requested(server: Hj212Server) -> tuple[Device, float]:
     """A device that uploads 10:00, then 13:00, and receives the request for 11:00 to 12:00."""
     device = await Device.open(server)
-    await device.send(hourly(10, "0010"))
+    await device.send_segments(hourly(10, "0010"))
     assert await device.frames(1) == [reply_to_hourly("0010")]
-    await device.send(hourly(13, "0013"))
+    await device.send_segments(hourly(13, "0013"))
     assert await device.frames(2) == [reply_to_hourly("0013"), GAP_REQUEST]
     return device, asyncio.get_running_loop().time()
 
@@ -330,7 +273,7 @@ async def test_unanswered_gap_request_is_sent_again_and_the_answer_stops_it(
     assert await device.frames(1) == [GAP_REQUEST]
     assert asyncio.get_running_loop().time() - first_at >= 0.3
     ready, done = answer("9011", "QnRtn=1"), answer("9012", "ExeRtn=1")
-    await device.send(ready, hourly(11, "0011"), hourly(12, "0012"), done)
+    await device.send_segments(ready, hourly(11, "0011"), hourly(12, "0012"), done)
     assert await device.frames(2) == [reply_to_hourly("0011"), reply_to_hourly("0012")]
     await device.silent(0.9)  # three timeouts: no third send
     assert (server.stats.requests, server.stats.requests_unanswered) == (2, 0)
@@ -375,7 +318,7 @@ async def test_any_answer_stops_the_gap_request(
 ) -> None:
     server = await start_server(gap_request_timeout_s=0.3)
     device, _ = await gap_requested(server)
-    await device.send(*answers)
+    await device.send_segments(*answers)
     assert await device.frames(len(replies)) == replies
     await device.silent(0.9)
     assert (server.stats.requests, server.stats.requests_unanswered) == (1, 0)
@@ -389,9 +332,9 @@ async def test_an_answer_to_another_request_does_not_stop_it(
     server = await start_server(gap_request_timeout_s=0.3)
     device, _ = await gap_requested(server)
     # Another QN, and data outside the requested window (09:00): the request is still open.
-    await device.send(answer("9011", "QnRtn=1", qn="20261126115959999"), hourly(9, "0009"))
+    await device.send_segments(answer("9011", "QnRtn=1", qn="20261126115959999"), hourly(9, "0009"))
     assert await device.frames(2) == [reply_to_hourly("0009"), GAP_REQUEST]
-    await device.send(answer("9011", "QnRtn=1"))
+    await device.send_segments(answer("9011", "QnRtn=1"))
     await device.silent(0.9)
     assert server.stats.requests == 2
     await device.close()
