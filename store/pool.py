@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from core.errors import DatabaseUnavailable
 
@@ -47,3 +47,12 @@ def redact(url: str) -> str:
 async def ping(conn: Conn) -> None:
     """Round-trip to the server (health checks)."""
     await conn.execute("SELECT 1")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or lost the connection.
+
+    Such a failure is not the data's fault: retrying its items one by one would only wait for
+    the pool's timeout once per item.
+    """
+    return isinstance(exc, psycopg.OperationalError | PoolTimeout | OSError)

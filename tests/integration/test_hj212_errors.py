@@ -59,12 +59,21 @@ GAP_REQUEST = build_request(
 
 
 class FailingPipeline(Pipeline):
-    """The real pipeline whose first `failures` intakes fail as a lost database would."""
+    """The real pipeline whose first `failures` intakes fail, by default as a lost database."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, failures: int = 1) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        failures: int = 1,
+        error: type[Exception] = ConnectionError,
+        message: str = "the database went away",
+    ) -> None:
         super().__init__(pool, earliest=date(2000, 1, 1), clock=lambda: NOW)
         self.calls = 0
         self.failures = failures
+        self.error = error
+        self.message = message
 
     async def ingest(
         self, items: Sequence[ReadingIn | Rejection], *, source: Source
@@ -72,7 +81,7 @@ class FailingPipeline(Pipeline):
         self.calls += 1
         if self.calls <= self.failures:
             suffix = f" ({self.calls})" if self.failures > 1 else ""
-            raise ConnectionError("the database went away" + suffix)
+            raise self.error(self.message + suffix)
         return await super().ingest(items, source=source)
 
 
@@ -152,8 +161,9 @@ async def test_failed_commit_is_recorded_on_the_source_and_the_resend_is_stored(
 async def test_batch_retried_frame_by_frame_records_only_the_frame_that_fails_again(
     start_server: Callable[..., Awaitable[Hj212Server]], db: AsyncConnectionPool
 ) -> None:
-    # A long window puts both frames into one batch; only its first intake fails.
-    server = await start_server(FailingPipeline(db), pool=db, batch_window_s=0.2)
+    # A long window puts both frames into one batch; only its first intake fails, over its data.
+    pipeline = FailingPipeline(db, error=ValueError, message="a reading the store refuses")
+    server = await start_server(pipeline, pool=db, batch_window_s=0.2)
     device = await Device.open(server)
     await device.send_segments(HUANGPU_2011, HUANGPU_LATER)
     assert await device.frames(2) == [HUANGPU_REPLY, HUANGPU_LATER_REPLY]
@@ -161,7 +171,31 @@ async def test_batch_retried_frame_by_frame_records_only_the_frame_that_fails_ag
     await asyncio.sleep(0.2)
     assert await recorded_error(db) == (None, None)
     assert (server.stats.ingest_failures, server.stats.batches, server.stats.replies) == (1, 2, 2)
-    assert server.stats.last_error == "ConnectionError: the database went away"
+    assert server.stats.last_error == "ValueError: a reading the store refuses"
+    assert pipeline.calls == 3
+    await device.close()
+
+
+async def test_a_batch_is_not_retried_frame_by_frame_while_the_database_is_out_of_reach(
+    start_server: Callable[..., Awaitable[Hj212Server]], db: AsyncConnectionPool
+) -> None:
+    pipeline = FailingPipeline(db)
+    server = await start_server(pipeline, pool=db, batch_window_s=0.2)
+    device = await Device.open(server)
+    await device.send_segments(HUANGPU_2011, HUANGPU_LATER)
+    await device.silent(0.5)
+    # One attempt for the batch, none per frame: no frame waits out the pool's timeout again.
+    assert pipeline.calls == 1
+    await until_recorded(
+        db,
+        "HJ 212 2 frames, from gz-a-huangpu (MN 44010010000086) and others, not stored, so not"
+        " answered (the device will resend it): ConnectionError: the database went away",
+    )
+    assert (server.stats.ingest_failures, server.stats.replies) == (1, 0)
+    # The devices resend under the same QNs once the database is back.
+    await device.send_segments(HUANGPU_2011, HUANGPU_LATER)
+    assert await device.frames(2) == [HUANGPU_REPLY, HUANGPU_LATER_REPLY]
+    assert len(await stored_values(db)) == 2
     await device.close()
 
 

@@ -49,6 +49,7 @@ from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.catalogue import StationRef
 from store.intake import ensure_source, record_source_error
+from store.pool import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +325,11 @@ class _GroupCommit:
             self._stats.ingest_failures += 1
             self._stats.last_error = f"{type(exc).__name__}: {exc}"
             self._stats.last_error_at = utcnow()
-            if len(batch) > 1:
+            if len(batch) > 1 and not unreachable(exc):
                 # Retried frame by frame, so that one frame the pipeline cannot take does not
-                # keep every other station's data from being stored and answered.
+                # keep every other station's data from being stored and answered. Not when the
+                # database is out of reach: then every frame would wait out the pool's timeout
+                # in turn; the devices resend what is not answered.
                 log.warning(
                     "HJ 212 batch of %d frames failed (%s); retrying frame by frame",
                     len(batch),
@@ -335,16 +338,18 @@ class _GroupCommit:
                 for entry in batch:
                     await self._commit([entry])
                 return
-            log.exception(
-                "HJ 212 frame from %s not stored; no answer, the device will resend", batch[0].label
-            )
+            frames = f"frame from {batch[0].label}"
+            if len(batch) > 1:
+                frames = f"{len(batch)} frames, from {batch[0].label} and others,"
+            log.exception("HJ 212 %s not stored; no answer, the devices will resend", frames)
             # Only a frame left unanswered is a failure worth showing; a batch retried frame by
             # frame is not, unless one of its frames fails again here.
             self._record_error(
-                f"HJ 212 frame from {batch[0].label} not stored, so not answered "
+                f"HJ 212 {frames} not stored, so not answered "
                 f"(the device will resend it): {type(exc).__name__}: {exc}"
             )
-            self._done(batch[0], stored=False)
+            for entry in batch:
+                self._done(entry, stored=False)
             return
         self._stats.batches += 1
         counts = result.summary

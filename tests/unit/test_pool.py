@@ -1,0 +1,34 @@
+"""Telling an unreachable database from a problem with the data (no server needed)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg_pool import PoolTimeout
+
+from store.pool import unreachable
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.OperationalError("server closed the connection unexpectedly"),
+        PoolTimeout("couldn't get a connection after 30.00 sec"),
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionError("the database went away"),
+    ],
+)
+def test_lost_connections_are_unreachable(error: Exception) -> None:
+    assert unreachable(error) is True
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.UniqueViolation("duplicate key value violates unique constraint"),
+        psycopg.DataError("value out of range"),
+        ValueError("a reading the store refuses"),
+    ],
+)
+def test_data_problems_are_not(error: Exception) -> None:
+    assert unreachable(error) is False
