@@ -2,8 +2,9 @@
 
 The quarantine keeps what a partner actually sent, not EnvLink's reading of it. JSON sources
 parse a whole document at once (an MQTT message, a push body, a page of a feed), so an item's own
-text is found by scanning the document again. That is done only when the pipeline asks for it,
-i.e. when it rejects an item, and once per document: a clean batch costs nothing extra.
+text is found by scanning the document again. That is done only when an item is rejected (by
+the pipeline, or by its source as unparseable), and once per document: a clean batch costs
+nothing extra.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import bisect
 import json
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import overload
+
+from schemas.readings import ReadingIn, Rejection
 
 # Bounded like every quarantined payload (ingest.sources.mqtt.QUARANTINE_PAYLOAD_CHARS).
 MAX_CHARS = 65_536
@@ -74,6 +78,19 @@ class _Document:
             self._elements = element_texts(self._data, self._path) or []
         position = self._positions[item]
         return self._elements[position] if 0 <= position < len(self._elements) else None
+
+
+def quarantine_as_received(
+    items: list[ReadingIn | Rejection], received: Sequence[str | None]
+) -> None:
+    """Give the rejections a source built (items it could not parse) their text as received.
+
+    Where the text cannot be cut out, the payload the source gave (its re-serialisation) stays.
+    """
+    for index, item in enumerate(items):
+        # Only a rejection looks its text up: a batch without one scans no document.
+        if isinstance(item, Rejection) and (text := received[index]) is not None:
+            items[index] = replace(item, payload=text)
 
 
 def element_texts(document: bytes, path: Sequence[str] = ()) -> list[str] | None:

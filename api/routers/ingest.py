@@ -1,8 +1,8 @@
 """`POST /v1/readings`: batch push for the partner city's systems (writer role).
 
-Each item is validated on its own: a malformed item is a per-item rejection, quarantined with
-its JSON, and never fails the request; an item the pipeline rejects is quarantined as the client
-sent it (its text cut out of the body). Ownership is all or nothing: if any item names a station
+Each item is validated on its own: a malformed item is a per-item rejection and never fails the
+request. Malformed items and items the pipeline rejects are quarantined as the client sent them
+(their text cut out of the body). Ownership is all or nothing: if any item names a station
 of another agency, the whole request is refused with 403 and nothing of it is stored, because a
 partner system that mixes up station codes should hear about it before any of its data lands.
 Limits are checked before the body is parsed: Content-Length when sent, bytes counted while
@@ -21,7 +21,7 @@ from api.deps import PipelineDep, require_role
 from core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ingest.flags import qc_of_flag
 from ingest.pipeline import IngestCatalogue, Source
-from ingest.received import ReceivedJson
+from ingest.received import ReceivedJson, quarantine_as_received
 from schemas.common import ErrorOut
 from schemas.push import (
     MAX_BODY_BYTES,
@@ -76,6 +76,7 @@ async def push_readings(
     ]
     received = ReceivedJson()
     received.add(body, range(len(items)), path=("readings",))
+    quarantine_as_received(items, received)
     result = await pipeline.ingest(items, source=Source(f"push:{key.agency}", "push"), raw=received)
     reasons = {rejection.index: rejection.reason for rejection in result.rejections}
     return PushResult(

@@ -14,8 +14,9 @@ The watermark advances in the same transaction as the window's readings (the pip
 so a window is either stored and behind the watermark or neither: a crash or a failed write never
 leaves a stored window to be fetched again, nor a watermark past a window that was not stored.
 Errors (after retries with exponential backoff on timeouts, connection errors and 5xx; none on
-4xx) are logged and recorded on the source, and that series' watermark stays where it was. An
-item the pipeline rejects is quarantined as the measurement's JSON as received.
+4xx) are logged and recorded on the source, and that series' watermark stays where it was; a
+window that cannot be stored is recorded too, and fails the run. An item that cannot be mapped
+or that the pipeline rejects is quarantined as the measurement's JSON as received.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import InvalidInput
 from core.timeutil import PERIODS_S, parse_time, utcnow
 from ingest.pipeline import Pipeline, Source
-from ingest.received import ReceivedJson
+from ingest.received import ReceivedJson, quarantine_as_received
 from ingest.sources.mqtt import quarantine_text, reading_from_json
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 # upstream cannot hide an item that sits exactly on the end; the extra items are left to the next
 # window.
 REQUEST_OVERLAP = timedelta(seconds=1)
+# The database may be what failed a window: noting that must not hold the run for the pool's
+# 30 s timeout.
+ERROR_RECORD_TIMEOUT_S = 5.0
 _MISSING = object()
 
 
@@ -332,10 +336,20 @@ class HttpPullJob:
             except PullError as exc:
                 await self._fail(report, f"{series}: {exc}")
                 return
+            quarantine_as_received(items, received)
             advance = _WatermarkStep(await self._ensure_source(), series, end)
-            result = await self._pipeline.ingest(
-                items, source=self.source, raw=received, then=advance
-            )
+            try:
+                result = await self._pipeline.ingest(
+                    items, source=self.source, raw=received, then=advance
+                )
+            except Exception as exc:
+                # Nothing of the window is stored and its watermark stays: the next run fetches
+                # it again. The run still fails, so the scheduler's job status shows it too.
+                await self._record_unstored(
+                    f"feed {self.feed.code}, {series}: window ({iso_utc(start)}, {iso_utc(end)}]"
+                    f" not stored ({type(exc).__name__}: {exc}); the next run fetches it again"
+                )
+                raise
             report.windows.append(Window(series, start, end, result.summary))
             # Another worker may have moved it further meanwhile: continue from there.
             assert advance.moved_to is not None, "the pipeline committed without its `then`"
@@ -506,6 +520,18 @@ class HttpPullJob:
             await record_source_error(
                 conn, source_id=await self._ensure_source(), at=self._clock(), error=problem
             )
+
+    async def _record_unstored(self, problem: str) -> None:
+        log.error("%s: %s", self.source.code, problem)
+        try:
+            async with asyncio.timeout(ERROR_RECORD_TIMEOUT_S):
+                source_id = await self._ensure_source()
+                async with self._pool.connection() as conn:
+                    await record_source_error(
+                        conn, source_id=source_id, at=self._clock(), error=problem
+                    )
+        except Exception as exc:  # the database may be what failed the window
+            log.warning("%s: could not record the error for /v1/sources: %r", self.source.code, exc)
 
     async def _ensure_source(self) -> int:
         if self._source_id is None:

@@ -36,7 +36,7 @@ from core.settings import Settings
 from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, Source
-from ingest.received import ReceivedJson
+from ingest.received import ReceivedJson, element_texts
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
@@ -113,7 +113,8 @@ def readings_of_message(
 ) -> list[ReadingIn | Rejection]:
     """The items of one message: its readings, or rejections with the raw payload and reason.
 
-    A message that cannot be attributed or parsed at all is one rejected item.
+    A message that cannot be attributed or parsed at all is one rejected item; an element that
+    is not a reading is quarantined as its text in the message.
     """
     where = _topic_parts(topic, prefix)
     station = where[1] if isinstance(where, tuple) else None
@@ -142,11 +143,16 @@ def readings_of_message(
             f"payload must be a JSON reading or an array of them, not {_json_type(document)}"
         )
     items: list[ReadingIn | Rejection] = []
+    # The elements as received, cut out at the first rejection. A message with a reading the
+    # pipeline rejects too is scanned once more in `store`: messages are small.
+    texts: list[str] | None = None
     for position, element in enumerate(document):
         reading = reading_from_json(element, station=station)
         if isinstance(reading, ReadingIn):
             items.append(reading)
             continue
+        if texts is None:
+            texts = element_texts(payload) or []
         parameter = element.get("parameter") if isinstance(element, dict) else None
         items.append(
             Rejection(
@@ -154,7 +160,9 @@ def readings_of_message(
                 f"topic {topic}, reading {position}: {reading}",
                 station,
                 parameter if isinstance(parameter, str) else None,
-                quarantine_text(orjson.dumps(element)),
+                texts[position]
+                if position < len(texts)
+                else quarantine_text(orjson.dumps(element)),
             )
         )
     return items

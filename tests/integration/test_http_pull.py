@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import orjson
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -52,8 +51,9 @@ class Upstream:
     published_until: datetime = NOW
     exclusive_bounds: bool = False
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    # path -> what the next requests to it get: an HTTP status, or "slow" (answer too late).
-    script: dict[str, list[int | str]] = field(default_factory=dict)
+    # path -> what the next requests to it get: an HTTP status, "slow" (answer too late), or
+    # a JSON body to answer 200 with exactly as written.
+    script: dict[str, list[int | str | bytes]] = field(default_factory=dict)
     buoy_records: list[dict[str, Any]] = field(default_factory=list)
     # (sensor, period end) -> fields that replace the measurement's own.
     altered: dict[tuple[int, datetime], dict[str, Any]] = field(default_factory=dict)
@@ -105,6 +105,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(1.0)  # the client's timeout (0.3 s) has passed by now
         elif isinstance(behaviour, int):
             self._send(behaviour, {"detail": f"scripted {behaviour}"})
+            return
+        elif isinstance(behaviour, bytes):
+            self._send(200, behaviour)
             return
         parts = url.path.strip("/").split("/")
         if parts[:2] == ["v3", "sensors"] and parts[3:] == ["measurements"]:
@@ -158,7 +161,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"data": {"records": records[(page - 1) * size : page * size]}})
 
     def _send(self, status: int, body: object) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -382,6 +385,44 @@ async def test_a_failed_watermark_write_stores_nothing_of_the_window_and_the_nex
     assert (status.accepted, status.duplicate, status.revised, status.rejected) == (12, 0, 0, 0)
 
 
+async def test_a_window_that_cannot_be_stored_is_recorded_on_the_source_and_fails_the_run(
+    db: AsyncConnectionPool, server: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(conn: object, **_: object) -> datetime:
+        raise ConnectionError("the connection dropped while moving the watermark")
+
+    monkeypatch.setattr(http_pull, "advance_watermark", broken)
+    with pytest.raises(ConnectionError, match="while moving the watermark"):
+        await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
+    async with db.connection() as conn:
+        [status] = await source_statuses(conn)
+    assert status.last_error == (
+        "feed openaq-test, sensor 101: window (2026-11-26T06:00:00Z, 2026-11-26T12:00:00Z] not"
+        " stored (ConnectionError: the connection dropped while moving the watermark); the next"
+        " run fetches it again"
+    )
+    assert status.last_error_at == NOW
+    assert server.upstream.measured(NO2_PATH) == []  # the run stopped at the failed window
+
+
+async def test_a_window_failure_that_cannot_be_recorded_still_fails_the_run_with_its_own_error(
+    db: AsyncConnectionPool, server: UpstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(conn: object, **_: object) -> datetime:
+        raise ConnectionError("the connection dropped while moving the watermark")
+
+    async def unrecordable(conn: object, **_: object) -> None:
+        raise OSError("the database is gone too")
+
+    monkeypatch.setattr(http_pull, "advance_watermark", broken)
+    monkeypatch.setattr(http_pull, "record_source_error", unrecordable)
+    with pytest.raises(ConnectionError, match="while moving the watermark"):
+        await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
+    async with db.connection() as conn:
+        [status] = await source_statuses(conn)
+    assert (status.last_error, status.last_error_at) == (None, None)
+
+
 async def test_a_measurement_the_pipeline_rejects_is_quarantined_as_received(
     db: AsyncConnectionPool, server: UpstreamServer
 ) -> None:
@@ -407,6 +448,37 @@ async def test_a_measurement_the_pipeline_rejects_is_quarantined_as_received(
     ]
     assert '"units": "µg/m³"' in sent[0]  # as sent, not as EnvLink re-serialises it
     assert len(await _stored(db, "pm25")) == 5
+
+
+async def test_a_measurement_that_cannot_be_mapped_is_quarantined_as_received(
+    db: AsyncConnectionPool, server: UpstreamServer
+) -> None:
+    upstream = server.upstream
+    # Written by hand: spacing, 1e1 and the \u escapes would all change if re-serialised.
+    bad = (
+        r'{ "period" : {"datetimeFrom": {"utc":"not a time"}, "datetimeTo":{"utc" :'
+        r' "2026-11-26T12:00:00Z"}} ,"value":1e1, "parameter": {"units": "\u00b5g/m\u00b3"} }'
+    )
+    good = json.dumps(upstream.measurement(PM25, NOW), ensure_ascii=False)
+    page = f'{{"meta": {{"found": 2}}, "results": [\n  {bad} ,\n\t{good}\n]}}'
+    upstream.script[PM25_PATH] = [page.encode()]
+    report = await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
+    assert [(w.series, w.summary["accepted"], w.summary["rejected"]) for w in report.windows] == [
+        ("sensor 101", 1, 1),
+        ("sensor 102", 6, 0),
+    ]
+    async with db.connection() as conn:
+        quarantined = await rejected_readings(conn)
+    assert [(q.station_code, q.parameter_code, q.reason, q.payload) for q in quarantined] == [
+        (
+            "gz-a-huangpu",
+            "pm25",
+            "OpenAQ sensor 101: period.datetimeFrom.utc: 'not a time' is not an ISO 8601 /"
+            " RFC 3339 time",
+            bad,
+        )
+    ]
+    assert await _stored(db, "pm25") == [(NOW - HOUR, _pm25(NOW), 3600)]
 
 
 async def test_timeouts_and_5xx_are_retried_until_the_answer_comes(
@@ -549,9 +621,9 @@ async def test_a_generic_json_feed_is_mapped_paged_and_its_bad_items_quarantined
     assert stored == [
         ("do", at, pytest.approx(6 + n / 10), 3600) for n, at in enumerate(hours) if n
     ] + [("water_temp", at, 24.0 + n, 3600) for n, at in enumerate(hours) if n]
-    # The pipeline's rejection as the record was sent; the feed's own as EnvLink parsed it.
+    # Both the feed's own rejection and the pipeline's are quarantined as the record was sent.
     assert sorted((q.reason, q.payload) for q in quarantined) == [
-        ("feed buoys: no value at 'v.x'", orjson.dumps(records[-1]).decode()),
+        ("feed buoys: no value at 'v.x'", json.dumps(records[-1], ensure_ascii=False)),
         ("unknown station 'DG-X'", json.dumps(records[-2], ensure_ascii=False)),
     ]
     assert await _watermark(db, "http:buoys") == {"feed": "2026-11-26T12:00:00Z"}

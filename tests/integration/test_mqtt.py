@@ -309,6 +309,39 @@ async def test_readings_the_pipeline_rejects_are_quarantined_as_their_element_wa
     assert await _stored(db) == [("gz-a-huangpu", "pm10", NOW, 50.0, 3600, "mqtt")]
 
 
+async def test_elements_that_are_not_readings_are_quarantined_as_they_were_received(
+    db: AsyncConnectionPool,
+) -> None:
+    # Written by hand: spacing, 1e1 and the \u escape would all change if re-serialised.
+    bad_time = r'{ "time" : "not a time" ,"parameter":"pm25","value":1e1, "unit":"\u00b5g/m3" }'
+    good = (
+        '{"time": "2026-11-26T12:00:00", "parameter": "pm10", "value": 50, "unit": "µg/m³",'
+        ' "period_s": 3600}'
+    )
+    no_unit = '{"time":"2026-11-26T12:00:00",  "parameter" : "o3","value":1E1}'
+    array = f"[\n  {bad_time},\n\t{good} ]\n"
+    async with _subscriber(db) as run:
+        topic, nowhere = run.topic("guangzhou", "gz-a-huangpu"), run.topic("guangzhou", "nowhere")
+        await run.publish(topic, array.encode())
+        await run.publish(topic, no_unit.encode())
+        await run.publish(nowhere, array.encode())
+        await run.stored_messages(3)
+    async with db.connection() as conn:
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    assert [(q.station_code, q.parameter_code, q.reason, q.payload) for q in quarantined] == [
+        (
+            "gz-a-huangpu",
+            "pm25",
+            f"topic {topic}, reading 0: time: 'not a time' is not an ISO 8601 / RFC 3339 time",
+            bad_time,
+        ),
+        ("gz-a-huangpu", "o3", f"topic {topic}, reading 0: missing unit", no_unit),
+        # A message rejected whole keeps the whole message, not its first element.
+        ("nowhere", None, f"topic {nowhere}: unknown station 'nowhere'", array),
+    ]
+    assert await _stored(db) == [("gz-a-huangpu", "pm10", NOW, 50.0, 3600, "mqtt")]
+
+
 async def test_a_republished_reading_is_a_duplicate(db: AsyncConnectionPool) -> None:
     async with _subscriber(db) as run:
         topic = run.topic("guangzhou", "gz-a-huangpu")

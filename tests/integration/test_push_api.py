@@ -262,6 +262,43 @@ async def test_items_the_pipeline_rejects_are_quarantined_as_the_client_sent_the
     assert await _stored(db) == [("gz-a-huangpu", "pm10", 3600, T0, 50.0, QC.VALID.code)]
 
 
+async def test_items_failing_validation_are_quarantined_as_the_client_sent_them(
+    client: httpx.AsyncClient, db: AsyncConnectionPool
+) -> None:
+    headers = await _key(db, "gz_eeb", "writer")
+    # Written by hand: spacing, 1e1, 5E0 and the \u escape would change if re-serialised.
+    bad_time = (
+        r'{ "station":"gz-a-huangpu", "time" : "not a time" ,"parameter":"pm25","value":1e1,'
+        r' "unit":"\u00b5g/m3" }'
+    )
+    no_unit = '{"station" :"gz-a-huangpu","parameter":"pm10","time":"2026-11-25T10:00","value":5E0}'
+    good = (
+        '{"station": "gz-a-huangpu", "parameter": "pm10", "time": "2026-11-25T10:00",'
+        ' "value": 50, "unit": "µg/m³", "period_s": 3600}'
+    )
+    body = f'{{"readings":[{bad_time} ,\n {good},{no_unit}]}}'
+    headers["Content-Type"] = "application/json"
+    response = await client.post("/v1/readings", content=body.encode(), headers=headers)
+    assert response.status_code == 200
+    assert response.json()["summary"] == {
+        "accepted": 1,
+        "duplicate": 0,
+        "revised": 0,
+        "rejected": 2,
+    }
+    assert await _quarantined(db) == [
+        (
+            "push:gz_eeb",
+            "gz-a-huangpu",
+            "pm25",
+            "time: 'not a time' is not an ISO 8601 / RFC 3339 time",
+            bad_time,
+        ),
+        ("push:gz_eeb", "gz-a-huangpu", "pm10", "unit: missing", no_unit),
+    ]
+    assert await _stored(db) == [("gz-a-huangpu", "pm10", 3600, T0, 50.0, QC.VALID.code)]
+
+
 async def test_resent_items_are_duplicates_and_changed_ones_revisions(
     client: httpx.AsyncClient, db: AsyncConnectionPool
 ) -> None:

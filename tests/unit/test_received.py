@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
-from ingest.received import MAX_CHARS, ReceivedJson, element_texts
+from ingest.received import MAX_CHARS, ReceivedJson, element_texts, quarantine_as_received
+from schemas.readings import ReadingIn, Rejection
 
 
 def test_array_elements_keep_their_text_exactly() -> None:
@@ -60,3 +64,40 @@ def test_items_map_to_their_documents_and_positions() -> None:
     assert received[1:3] == ['{"c":3}', '"x"']
     with pytest.raises(IndexError):
         received[5]
+
+
+class _Lookups(list[str | None]):
+    """Texts that remember which items were looked up."""
+
+    def __init__(self, texts: list[str | None]) -> None:
+        super().__init__(texts)
+        self.asked: list[int] = []
+
+    def __getitem__(self, index: Any) -> Any:
+        self.asked.append(index)
+        return super().__getitem__(index)
+
+
+def test_source_rejections_take_their_text_as_received_and_readings_are_not_looked_up() -> None:
+    at = datetime(2026, 11, 26, 10, tzinfo=UTC)
+    reading = ReadingIn(station="gz-a-huangpu", parameter="pm25", time=at, value=1.0, unit="x")
+    items: list[ReadingIn | Rejection] = [
+        reading,
+        Rejection(0, "time: 'no' is not a time", "gz-a-huangpu", "pm25", '{"time":"no"}'),
+        reading,
+        Rejection(0, "missing unit", None, None, '{"value":10.0}'),
+    ]
+    received = _Lookups(['{"a": 1}', '{ "time" : "no" }', '{"b": 2}', None])
+    quarantine_as_received(items, received)
+    assert items == [
+        reading,
+        Rejection(0, "time: 'no' is not a time", "gz-a-huangpu", "pm25", '{ "time" : "no" }'),
+        reading,
+        Rejection(0, "missing unit", None, None, '{"value":10.0}'),  # no text: the source's own
+    ]
+    assert received.asked == [1, 3]
+
+    clean: list[ReadingIn | Rejection] = [reading, reading]
+    nothing = _Lookups([None, None])
+    quarantine_as_received(clean, nothing)
+    assert (clean, nothing.asked) == ([reading, reading], [])
