@@ -222,6 +222,21 @@ async def test_mixed_items_get_per_item_results_and_bad_ones_are_quarantined(
     ) == [("push:gz_eeb", "push", 3, 0, 0, 7)]
 
 
+# A reading written by hand, stored when it travels next to the rejected ones.
+GOOD_PM10 = (
+    '{"station": "gz-a-huangpu", "parameter": "pm10", "time": "2026-11-25T10:00",'
+    ' "value": 50, "unit": "µg/m³", "period_s": 3600}'
+)
+
+
+async def _push_text(client: httpx.AsyncClient, headers: dict[str, str], body: str) -> Any:
+    """POST a hand-written JSON body as is; the summary of the 200 answer."""
+    headers = {**headers, "Content-Type": "application/json"}
+    response = await client.post("/v1/readings", content=body.encode(), headers=headers)
+    assert response.status_code == 200
+    return response.json()["summary"]
+
+
 async def test_items_the_pipeline_rejects_are_quarantined_as_the_client_sent_them(
     client: httpx.AsyncClient, db: AsyncConnectionPool
 ) -> None:
@@ -235,15 +250,8 @@ async def test_items_the_pipeline_rejects_are_quarantined_as_the_client_sent_the
         '{\n  "parameter" : "pm25",\n  "station" : "gz-a-huangpu",\n  "time" : "2026-11-25T10:00",'
         '\n  "value" : 1e1,\n  "unit" : "ppb"\n}'
     )
-    good = (
-        '{"station": "gz-a-huangpu", "parameter": "pm10", "time": "2026-11-25T10:00",'
-        ' "value": 50, "unit": "µg/m³", "period_s": 3600}'
-    )
-    body = f'{{ "readings" : [ {nowhere},\r\n{good} ,\t{ppb} ] }}'
-    headers["Content-Type"] = "application/json"
-    response = await client.post("/v1/readings", content=body.encode(), headers=headers)
-    assert response.status_code == 200
-    assert response.json()["summary"] == {
+    body = f'{{ "readings" : [ {nowhere},\r\n{GOOD_PM10} ,\t{ppb} ] }}'
+    assert await _push_text(client, headers, body) == {
         "accepted": 1,
         "duplicate": 0,
         "revised": 0,
@@ -272,15 +280,8 @@ async def test_items_failing_validation_are_quarantined_as_the_client_sent_them(
         r' "unit":"\u00b5g/m3" }'
     )
     no_unit = '{"station" :"gz-a-huangpu","parameter":"pm10","time":"2026-11-25T10:00","value":5E0}'
-    good = (
-        '{"station": "gz-a-huangpu", "parameter": "pm10", "time": "2026-11-25T10:00",'
-        ' "value": 50, "unit": "µg/m³", "period_s": 3600}'
-    )
-    body = f'{{"readings":[{bad_time} ,\n {good},{no_unit}]}}'
-    headers["Content-Type"] = "application/json"
-    response = await client.post("/v1/readings", content=body.encode(), headers=headers)
-    assert response.status_code == 200
-    assert response.json()["summary"] == {
+    body = f'{{"readings":[{bad_time} ,\n {GOOD_PM10},{no_unit}]}}'
+    assert await _push_text(client, headers, body) == {
         "accepted": 1,
         "duplicate": 0,
         "revised": 0,
