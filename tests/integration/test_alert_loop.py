@@ -130,6 +130,27 @@ async def test_a_committed_reading_wakes_the_loop_within_a_second(
     assert await _count(db, "series_dirty") == 0
 
 
+async def test_after_a_round_the_loop_rests_as_long_as_the_round_took(
+    db: AsyncConnectionPool,
+) -> None:
+    recorder = Recorder(delay_s=0.3)  # every round with readings takes at least 0.3 s
+    loop = AlertLoop(db, sweep_s=600, evaluate=recorder.evaluate, sweep=recorder.sweep)
+    task = asyncio.create_task(loop.run())
+    try:
+        await recorder.wait_for(lambda: len(recorder.sweeps) == 1)  # the start-up round
+        pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW)
+        await _ingest(pipeline, [_hourly_mean("gz-a-huangpu", "pm25", DAY0, 30.0)])
+        await recorder.wait_for(lambda: len(recorder.evaluated) == 1)
+        # Committed while the loop rests: taken 0.3 s after the first round, then 0.3 s more.
+        await _ingest(pipeline, [_hourly_mean("gz-a-huangpu", "pm25", DAY0 + HOUR, 31.0)])
+        await recorder.wait_for(lambda: len(recorder.evaluated) == 2)
+        first, second = (at for at, _ in recorder.evaluated)
+        assert second - first >= 0.55
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_the_loop_reconnects_when_its_listener_dies(
     db: AsyncConnectionPool, running: tuple[AlertLoop, Recorder]
 ) -> None:
