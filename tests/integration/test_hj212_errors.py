@@ -319,6 +319,24 @@ async def test_unanswered_gap_request_is_sent_again_and_the_answer_stops_it(
     await device.close()
 
 
+async def test_a_gap_seen_in_a_frame_not_stored_is_requested_when_it_is_resent(
+    start_server: Callable[..., Awaitable[Hj212Server]], db: AsyncConnectionPool
+) -> None:
+    pipeline = FailingPipeline(db)
+    pipeline.failures = 0
+    server = await start_server(pipeline, pool=db)
+    device = await Device.open(server)
+    await device.send_segments(hourly(10, "0010"))
+    assert await device.frames(1) == [reply_to_hourly("0010")]
+    pipeline.failures = pipeline.calls + 1  # the next intake fails
+    await device.send_segments(hourly(13, "0013"))
+    await device.silent(0.3)  # neither the answer nor the request
+    await device.send_segments(hourly(13, "0013"))
+    assert await device.frames(2) == [reply_to_hourly("0013"), GAP_REQUEST]
+    assert server.stats.requests == 1
+    await device.close()
+
+
 async def test_gap_request_is_given_up_after_three_sends(
     start_server: Callable[..., Awaitable[Hj212Server]], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -237,11 +237,13 @@ class _GroupCommit:
         max_readings: int,
         in_flight: int,
         ask: Callable[[_Connection, _GapRequest], None],
+        unask: Callable[[_GapRequest], None],
         record_error: Callable[[str], None],
     ) -> None:
         self._pipeline = pipeline
         self._stats = stats
         self._ask = ask
+        self._unask = unask
         self._record_error = record_error
         self._window_s = window_s
         self._max_readings = max_readings
@@ -382,6 +384,8 @@ class _GroupCommit:
         while queue and queue[0].stored is not None:
             head = queue.popleft()
             if not head.stored:
+                if head.request is not None:
+                    self._unask(head.request)
                 continue
             if head.reply is not None and connection.write(head.reply):
                 self._stats.replies += 1
@@ -429,6 +433,7 @@ class Hj212Server:
             max_readings=batch_max_readings,
             in_flight=commits_in_flight,
             ask=self._ask,
+            unask=self._unask,
             record_error=self._record_error,
         )
         self._server: asyncio.Server | None = None
@@ -697,6 +702,11 @@ class Hj212Server:
         )
         qn = format_datatime(sent_at, ms=True)
         return _GapRequest(station.id, station.code, packet.mn, qn, begin, end, request)
+
+    def _unask(self, request: _GapRequest) -> None:
+        """The frame that showed a gap was not stored: its resend must show the gap again."""
+        if self._last_hour.get(request.station_id) == request.end + HOUR:
+            self._last_hour[request.station_id] = request.begin - HOUR
 
     def _ask(self, connection: _Connection, request: _GapRequest) -> None:
         """Send a gap request (once its frame is stored), then again on each timeout unanswered.
