@@ -337,6 +337,29 @@ async def test_a_gap_seen_in_a_frame_not_stored_is_requested_when_it_is_resent(
     await device.close()
 
 
+async def test_a_gap_request_left_open_by_a_closed_connection_is_asked_on_the_next(
+    start_server: Callable[..., Awaitable[Hj212Server]],
+) -> None:
+    server = await start_server(gap_request_timeout_s=60)
+    device, _ = await gap_requested(server)
+    await device.close()  # the station hangs up without answering
+    again = await Device.open(server)
+    await again.send_segments(hourly(14, "0014"))
+    # The gap is asked for again, now up to the hour before 14:00 (13:00 is stored: harmless).
+    request = build_request(
+        "2061",
+        XINTANG_MN,
+        "123456",
+        NOW,
+        datetime(2026, 11, 26, 11, tzinfo=CST),
+        datetime(2026, 11, 26, 13, tzinfo=CST),
+        st="21",
+    )
+    assert await again.frames(2) == [reply_to_hourly("0014"), request]
+    assert server.stats.requests == 2
+    await again.close()
+
+
 async def test_gap_request_is_given_up_after_three_sends(
     start_server: Callable[..., Awaitable[Hj212Server]], caplog: pytest.LogCaptureFixture
 ) -> None:

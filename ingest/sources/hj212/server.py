@@ -545,6 +545,8 @@ class Hj212Server:
             log.exception("HJ 212 connection %s failed", connection.label)
             why = "internal error"
         finally:
+            for request in connection.requests:
+                self._unask(request)
             connection.close()
             self._connections.discard(connection)
             # A device hanging up is routine; an idle or broken connection is worth a line.
@@ -704,9 +706,13 @@ class Hj212Server:
         return _GapRequest(station.id, station.code, packet.mn, qn, begin, end, request)
 
     def _unask(self, request: _GapRequest) -> None:
-        """The frame that showed a gap was not stored: its resend must show the gap again."""
-        if self._last_hour.get(request.station_id) == request.end + HOUR:
-            self._last_hour[request.station_id] = request.begin - HOUR
+        """A gap request that will get no answer (its frame not stored, or the connection gone).
+
+        The station's last hour goes back to before the gap, so its next hourly upload (the
+        resend, or the first on a new connection) shows the gap again and asks for it again.
+        """
+        last = self._last_hour.get(request.station_id, request.begin)
+        self._last_hour[request.station_id] = min(last, request.begin - HOUR)
 
     def _ask(self, connection: _Connection, request: _GapRequest) -> None:
         """Send a gap request (once its frame is stored), then again on each timeout unanswered.
@@ -716,6 +722,7 @@ class Hj212Server:
         """
         request.timer = None
         if connection.closed:
+            self._unask(request)
             return
         if request.attempts >= GAP_REQUEST_ATTEMPTS:
             connection.requests.remove(request)
