@@ -516,13 +516,14 @@ class HttpPullJob:
     async def _fail(self, report: PullReport, problem: str) -> None:
         report.errors.append(problem)
         log.warning("%s: %s", self.source.code, problem)
-        async with self._pool.connection() as conn:
-            await record_source_error(
-                conn, source_id=await self._ensure_source(), at=self._clock(), error=problem
-            )
+        await self._record_error(problem)
 
     async def _record_unstored(self, problem: str) -> None:
         log.error("%s: %s", self.source.code, problem)
+        await self._record_error(problem)
+
+    async def _record_error(self, problem: str) -> None:
+        """Show the problem on the source for /v1/sources; best effort, never for long."""
         try:
             async with asyncio.timeout(ERROR_RECORD_TIMEOUT_S):
                 source_id = await self._ensure_source()
@@ -530,7 +531,7 @@ class HttpPullJob:
                     await record_source_error(
                         conn, source_id=source_id, at=self._clock(), error=problem
                     )
-        except Exception as exc:  # the database may be what failed the window
+        except Exception as exc:  # the database may be what failed
             log.warning("%s: could not record the error for /v1/sources: %r", self.source.code, exc)
 
     async def _ensure_source(self) -> int:

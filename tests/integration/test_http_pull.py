@@ -518,6 +518,27 @@ async def test_a_4xx_is_not_retried_is_recorded_and_leaves_that_watermark(
     assert len(await _stored(db, "no2")) == 6
 
 
+async def test_a_fetch_error_that_cannot_be_recorded_leaves_the_run_going(
+    db: AsyncConnectionPool,
+    server: UpstreamServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def unrecordable(conn: object, **_: object) -> None:
+        raise OSError("the database is gone")
+
+    monkeypatch.setattr(http_pull, "record_source_error", unrecordable)
+    server.upstream.script[NO2_PATH] = [404]
+    report = await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
+    message = f'sensor 102: GET {server.url}{NO2_PATH}: HTTP 404: {{"detail": "scripted 404"}}'
+    assert report.errors == [message]
+    assert [w.series for w in report.windows] == ["sensor 101"]
+    assert [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()] == [
+        "http:openaq-test: could not record the error for /v1/sources:"
+        " OSError('the database is gone')"
+    ]
+
+
 async def test_5xx_and_refused_connections_give_up_after_the_retries(
     db: AsyncConnectionPool, server: UpstreamServer
 ) -> None:
