@@ -487,3 +487,16 @@ async def revisions_of(
         [station_id, parameter_id, period_s, time],
     )
     return [(value, QC.from_code(qc)) for value, qc in await cur.fetchall()]
+
+
+_LAST_HOURS = """
+SELECT station_id, max(time) FROM reading
+WHERE period_s = 3600 AND time >= %(since)s
+GROUP BY station_id
+"""
+
+
+async def last_hourly(conn: Conn, *, since: datetime) -> dict[int, datetime]:
+    """Per station, the start of its newest hourly reading since `since` (none: not listed)."""
+    cur = await conn.execute(_LAST_HOURS.encode(), {"since": since})
+    return {station_id: time for station_id, time in await cur.fetchall()}

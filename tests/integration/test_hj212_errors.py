@@ -235,9 +235,12 @@ async def test_an_error_that_cannot_be_recorded_is_logged_and_the_server_goes_on
     device = await Device.open(server)
     await device.send_segments(HUANGPU_2011)
     await device.silent(0.3)
+    # The start could not read the stations' last hours either; it went on all the same.
     assert server_warnings(caplog) == [
+        "HJ 212: could not read the stations' last hours: "
+        "PoolClosed(\"the pool 'broken' is not open yet\")",
         "could not record the HJ 212 error for /v1/sources: "
-        "PoolClosed(\"the pool 'broken' is not open yet\")"
+        "PoolClosed(\"the pool 'broken' is not open yet\")",
     ]
     await device.send_segments(HUANGPU_2011)
     assert await device.frames(1) == [HUANGPU_REPLY]
@@ -358,6 +361,23 @@ async def test_a_gap_request_left_open_by_a_closed_connection_is_asked_on_the_ne
     assert await again.frames(2) == [reply_to_hourly("0014"), request]
     assert server.stats.requests == 2
     await again.close()
+
+
+async def test_after_a_restart_the_hours_missed_meanwhile_are_requested(
+    start_server: Callable[..., Awaitable[Hj212Server]], db: AsyncConnectionPool
+) -> None:
+    before = await start_server(pool=db)
+    device = await Device.open(before)
+    await device.send_segments(hourly(10, "0010"))
+    assert await device.frames(1) == [reply_to_hourly("0010")]
+    await device.close()
+    await before.stop()
+    # EnvLink restarts; the station's first upload after it is 13:00.
+    after = await start_server(pool=db)
+    device = await Device.open(after)
+    await device.send_segments(hourly(13, "0013"))
+    assert await device.frames(2) == [reply_to_hourly("0013"), GAP_REQUEST]
+    await device.close()
 
 
 async def test_gap_request_is_given_up_after_three_sends(

@@ -50,6 +50,7 @@ from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.catalogue import StationRef
 from store.intake import ensure_source, record_source_error
 from store.pool import unreachable
+from store.readings import last_hourly
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ GAP_REQUEST_ATTEMPTS: Final = 3
 ERROR_RECORD_INTERVAL_S: Final = 1.0
 # The longest a failure's write may take (pool wait included) before it is given up.
 ERROR_RECORD_TIMEOUT_S: Final = 5.0
+# The longest the start may wait for the stations' last stored hours; without them it goes on.
+RECALL_TIMEOUT_S: Final = 5.0
 _ST_OF_MEDIUM: Final = {"air": "22", "water": "21"}
 _PERIODS: Final[dict[int, Literal[0, 60, 3600, 86400]]] = {0: 0, 60: 60, 3600: 3600, 86400: 86400}
 
@@ -461,6 +464,7 @@ class Hj212Server:
 
     async def start(self) -> None:
         """Listen; a port that cannot be bound is a SettingsError naming the setting."""
+        await self._recall_last_hours()
         try:
             self._server = await asyncio.start_server(
                 self._accept, self._host, self._port, backlog=ACCEPT_BACKLOG
@@ -473,6 +477,21 @@ class Hj212Server:
             ) from exc
         self._commit_task = asyncio.create_task(self._commit.run(), name="hj212-commit")
         log.info("HJ 212 server on %s:%d", self._host, self.port)
+
+    async def _recall_last_hours(self) -> None:
+        """Remember each station's newest stored hour (within the last `gap_max_hours`).
+
+        Hours missed while EnvLink was down are then requested on the station's first hourly
+        upload after a (re)start, as any other gap.
+        """
+        if self._pool is None:
+            return
+        since = self._clock() - HOUR * self._gap_max_hours
+        try:
+            async with asyncio.timeout(RECALL_TIMEOUT_S), self._pool.connection() as conn:
+                self._last_hour = await last_hourly(conn, since=since)
+        except Exception as exc:  # the server still takes uploads; gaps count from then on
+            log.warning("HJ 212: could not read the stations' last hours: %r", exc)
 
     async def stop(self) -> None:
         """Stop listening and reading, commit and answer what was received, close connections."""
