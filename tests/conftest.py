@@ -6,9 +6,12 @@ the end); without it the embedded server is started in a temporary directory.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime
@@ -147,3 +150,36 @@ async def start_server(
     yield start
     for server in started:
         await server.stop()
+
+
+# A test still running after this long is stuck; pytest-timeout ends the run at 300 s.
+STUCK_AFTER_S = 120.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Watch the async tests for getting stuck (a plain function cannot wait on a task)."""
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
+            item.fixturenames.append("_stuck_test_report")
+
+
+@pytest.fixture
+async def _stuck_test_report(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Print where every asyncio task waits when a test gets stuck, past pytest's capture.
+
+    pytest-timeout's dump shows threads only, and in an async test every thread waits in the
+    event loop; the tasks' stacks say which await never returns.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    async def report() -> None:
+        await asyncio.sleep(STUCK_AFTER_S)
+        with capture.global_and_fixture_disabled():
+            print(f"\n{request.node.nodeid} stuck for {STUCK_AFTER_S:.0f} s; its tasks:")
+            for task in asyncio.all_tasks():
+                print(f"--- {task!r}")
+                task.print_stack(file=sys.stdout)
+
+    watch = asyncio.create_task(report(), name="stuck-test-report")
+    yield
+    watch.cancel()
