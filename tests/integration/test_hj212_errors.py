@@ -45,17 +45,16 @@ HUANGPU_NOT_STORED = (
     "(the device will resend it): ConnectionError: the database went away"
 )
 XINTANG_MN = "44010020000001"
-# The request the server sends gz-w-xintang for its missing 11:00 and 12:00 hours (QN = NOW).
 GAP_QN = "20261126120000000"
-GAP_REQUEST = build_request(
-    "2061",
-    XINTANG_MN,
-    "123456",
-    NOW,
-    datetime(2026, 11, 26, 11, tzinfo=CST),
-    datetime(2026, 11, 26, 12, tzinfo=CST),
-    st="21",
-)
+
+
+def gap_request(first: int, last: int) -> bytes:
+    """The request the server sends gz-w-xintang for its hours first:00 to last:00 (QN = NOW)."""
+    begin, end = (datetime(2026, 11, 26, hour, tzinfo=CST) for hour in (first, last))
+    return build_request("2061", XINTANG_MN, "123456", NOW, begin, end, st="21")
+
+
+GAP_REQUEST = gap_request(11, 12)
 
 
 class FailingPipeline(Pipeline):
@@ -349,16 +348,7 @@ async def test_a_gap_request_left_open_by_a_closed_connection_is_asked_on_the_ne
     again = await Device.open(server)
     await again.send_segments(hourly(14, "0014"))
     # The gap is asked for again, now up to the hour before 14:00 (13:00 is stored: harmless).
-    request = build_request(
-        "2061",
-        XINTANG_MN,
-        "123456",
-        NOW,
-        datetime(2026, 11, 26, 11, tzinfo=CST),
-        datetime(2026, 11, 26, 13, tzinfo=CST),
-        st="21",
-    )
-    assert await again.frames(2) == [reply_to_hourly("0014"), request]
+    assert await again.frames(2) == [reply_to_hourly("0014"), gap_request(11, 13)]
     assert server.stats.requests == 2
     await again.close()
 
