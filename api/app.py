@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 
 from api.errors import install_error_handlers
@@ -45,11 +46,15 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
         finally:
             await opened.close()
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts from EnvLink itself (a pinned package), never from a
+    # CDN: agency networks are often cut off from the internet.
+    app = FastAPIOffline(
         title="EnvLink",
         version="0.1.0",
         summary="Shared air and water monitoring of Guangzhou and Dongguan",
         lifespan=lifespan,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
     )
     app.state.settings = settings
     if pool is not None:

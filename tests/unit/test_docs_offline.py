@@ -1,0 +1,48 @@
+"""/docs and /redoc work on a network cut off from the internet: every asset comes from EnvLink."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from api.app import create_app
+from core.settings import Settings
+
+ASSET = re.compile(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]|url:\s*['"]([^'"]+)['"]""")
+
+
+@pytest.fixture
+async def client() -> httpx.AsyncClient:
+    app = create_app(Settings(database_url="postgresql://unused@localhost/none"))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://envlink")
+
+
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [
+        (
+            "/docs",
+            [
+                "/docs-assets/favicon.png",
+                "/docs-assets/swagger-ui-bundle.js",
+                "/docs-assets/swagger-ui.css",
+                "/openapi.json",
+            ],
+        ),
+        ("/redoc", ["/docs-assets/favicon.png", "/docs-assets/redoc.standalone.js"]),
+    ],
+)
+async def test_docs_load_every_asset_from_envlink(
+    client: httpx.AsyncClient, page: str, assets: list[str]
+) -> None:
+    html = (await client.get(page)).text
+    found = sorted({a or b for a, b in ASSET.findall(html)})
+    assert found == sorted(assets)
+    assert "fonts.googleapis" not in html
+    for asset in assets:
+        if asset == "/openapi.json":
+            continue
+        response = await client.get(asset)
+        assert (response.status_code, len(response.content) > 1000) == (200, True), asset
