@@ -1,15 +1,19 @@
 """Standards as data: HJ 633 AQI, GB 3095 air limits, GB 3838 and GB 3097 water classes."""
 
-from alerts.standards.air_limits import air_edition_for, air_limit
+from alerts.standards.air_limits import air_edition_for, air_limit, hj663_edition_for
 from alerts.standards.aqi import (
+    AqiArrays,
     AqiLevel,
     AqiResult,
     aqi_level,
+    aqi_level_index,
     daily_aqi,
+    daily_aqi_array,
     edition_for,
     edition_for_day,
     hourly_aqi,
     iaqi,
+    iaqi_array,
 )
 from alerts.standards.water import (
     LimitingItem,
@@ -19,10 +23,13 @@ from alerts.standards.water import (
     sea_class_label,
     sea_water_class,
     surface_class_label,
+    surface_class_limit,
+    surface_evaluated_items,
     surface_water_class,
 )
 
 __all__ = [
+    "AqiArrays",
     "AqiLevel",
     "AqiResult",
     "LimitingItem",
@@ -30,15 +37,21 @@ __all__ = [
     "air_edition_for",
     "air_limit",
     "aqi_level",
+    "aqi_level_index",
     "assess_sea_water",
     "assess_surface_water",
     "daily_aqi",
+    "daily_aqi_array",
     "edition_for",
     "edition_for_day",
+    "hj663_edition_for",
     "hourly_aqi",
     "iaqi",
+    "iaqi_array",
     "sea_class_label",
     "sea_water_class",
     "surface_class_label",
+    "surface_class_limit",
+    "surface_evaluated_items",
     "surface_water_class",
 ]

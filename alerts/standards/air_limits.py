@@ -1,5 +1,7 @@
 """GB 3095 ambient air concentration limits: 2012, 2026 transition and 2026 final (STANDARDS §3).
 
+Also the HJ 663 assessment edition (2013 / 2026) that goes with them (EVALUATION.md §1).
+
 Averaging codes: "1h", "8h" (O3 daily maximum 8-hour mean), "24h" and "annual". Grade 1 is for
 protected areas, grade 2 for urban areas. The edition follows the period start's date.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from alerts.standards.editions import edition_on
-from alerts.standards.tables import AIR_EDITIONS, AIR_LIMITS
+from alerts.standards.tables import AIR_EDITIONS, AIR_LIMITS, HJ663_EDITIONS
 
 _POLLUTANTS = frozenset({"so2", "no2", "co", "o3", "pm10", "pm25"})
 _AVERAGINGS = frozenset({"1h", "8h", "24h", "annual"})
@@ -19,6 +21,11 @@ _EDITION_NAMES = tuple(name for name, _ in AIR_EDITIONS)
 def air_edition_for(at: date | datetime) -> str:
     """GB 3095 edition in force for an observation: '2012', '2026_transition' or '2026_final'."""
     return edition_on(at, AIR_EDITIONS)
+
+
+def hj663_edition_for(at: date | datetime) -> str:
+    """HJ 663 assessment edition ('2013' or '2026') for an observation or a day."""
+    return edition_on(at, HJ663_EDITIONS)
 
 
 def air_limit(pollutant: str, averaging: str, at: date | datetime, grade: int = 2) -> float | None:

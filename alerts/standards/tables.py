@@ -99,6 +99,12 @@ AQI_ABOVE_TOP: dict[str, dict[tuple[str, str], int | None]] = {
     "2026": {("so2", "1h"): 200, ("o3", "8h"): 300},
 }
 
+# HJ 663 (air quality assessment): editions in force from their first day (EVALUATION.md §1).
+HJ663_EDITIONS: tuple[tuple[str, date], ...] = (
+    ("2013", date.min),
+    ("2026", date(2026, 3, 1)),
+)
+
 # GB 3095: editions in force from their first day (Asia/Shanghai).
 AIR_EDITIONS: tuple[tuple[str, date], ...] = (
     ("2012", date.min),
@@ -108,6 +114,9 @@ AIR_EDITIONS: tuple[tuple[str, date], ...] = (
 
 # (pollutant, averaging, grade) -> limits for (2012, 2026_transition, 2026_final); None where
 # STANDARDS.md gives no value. "8h" is the O3 daily maximum 8-hour mean.
+# ⚠ SO2 and NO2 annual: 2012 from GB 3095-2012 Table 1 (EVALUATION.md §4); the transition keeps
+# them, as it changes only the particulate limits (its SO2 and NO2 24-h and 1-h limits are 2012's);
+# the final values are not known here.
 AIR_LIMITS: dict[tuple[str, str, int], tuple[float | None, float | None, float | None]] = {
     ("so2", "24h", 2): (150, 150, 50),
     ("so2", "1h", 2): (500, 500, 150),
@@ -117,6 +126,8 @@ AIR_LIMITS: dict[tuple[str, str, int], tuple[float | None, float | None, float |
     ("co", "1h", 2): (10, 10, 10),
     ("o3", "8h", 2): (160, 160, 160),
     ("o3", "1h", 2): (200, 200, 200),
+    ("so2", "annual", 2): (60, 60, None),
+    ("no2", "annual", 2): (40, 40, None),
     ("pm10", "24h", 2): (150, 120, 100),
     ("pm10", "annual", 2): (70, 60, 50),
     ("pm25", "24h", 2): (75, 60, 50),
@@ -130,6 +141,14 @@ AIR_LIMITS: dict[tuple[str, str, int], tuple[float | None, float | None, float |
     ("o3", "8h", 1): (100, 100, 100),
     ("o3", "1h", 1): (160, 160, 160),
 }
+
+# GB 3095 Table 4 (data validity): valid daily values a month (February) and a year need.
+AIR_MIN_VALID_DAYS_MONTH = 27
+AIR_MIN_VALID_DAYS_FEBRUARY = 25
+AIR_MIN_VALID_DAYS_YEAR = 324
+# HJ 663 §6.1.2: the O3 daily maximum 8-hour mean needs this many valid 8-hour means of its 17,
+# unless the maximum of fewer exceeds the O3 8-hour limit.
+O3_MDA8_MIN_VALID_WINDOWS = 14
 
 # GB 3838-2002 Table 1, classes I..V, mg/L (fecal coliform per L): "≤" items.
 SURFACE_WATER_MAX: dict[str, tuple[float, float, float, float, float]] = {

@@ -83,6 +83,24 @@ def surface_water_class(item: str, value: float, *, water_body: str = "river") -
     return _first_class(value <= limit for limit in _surface_max(item, water_body))
 
 
+def surface_evaluated_items(water_body: str = "river") -> tuple[str, ...]:
+    """GB 3838 Table 1 items evaluated for a water body (rivers: 21, lakes/reservoirs: 23)."""
+    _check_water_body(water_body)
+    excluded = SURFACE_WATER_NOT_EVALUATED[water_body]
+    return tuple(item for item in SURFACE_WATER_ITEMS if item not in excluded)
+
+
+def surface_class_limit(item: str, water_class: int, *, water_body: str = "river") -> float | None:
+    """GB 3838 limit of an item for class 1..5: a maximum, DO's minimum, None for pH (6-9)."""
+    if not 1 <= water_class <= len(SURFACE_WATER_DO_MIN):
+        raise ValueError(f"{SURFACE_STANDARD} class must be 1..5, not {water_class}")
+    if item == "ph":
+        return None
+    if item == "do":
+        return float(SURFACE_WATER_DO_MIN[water_class - 1])
+    return float(_surface_max(item, water_body)[water_class - 1])
+
+
 def sea_water_class(item: str, value: float) -> int:
     """GB 3097-1997 class of one item's value: 1..4, or 5 for worse than class 4 (劣四类)."""
     _check_value(item, value)
@@ -99,9 +117,7 @@ def assess_surface_water(
     values: Mapping[str, float | None], *, water_body: str = "river", target_class: int = 3
 ) -> WaterAssessment:
     """Assess measured items against GB 3838-2002 and a target class 1..5 (single-factor)."""
-    _check_water_body(water_body)
-    excluded_items = SURFACE_WATER_NOT_EVALUATED[water_body]
-    items = tuple(item for item in SURFACE_WATER_ITEMS if item not in excluded_items)
+    items = surface_evaluated_items(water_body)
 
     def classify(item: str, value: float) -> int:
         return surface_water_class(item, value, water_body=water_body)
