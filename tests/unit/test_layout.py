@@ -29,20 +29,25 @@ def _modules(package: str) -> list[tuple[str, ast.Module]]:
     ]
 
 
+def _imports(tree: ast.Module) -> list[str]:
+    """Every absolute module a parsed file imports."""
+    targets = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            targets.append(node.module)
+    return targets
+
+
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_run_one_way(package: str) -> None:
     wrong = []
     for name, tree in _modules(package):
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module]
-            for target in targets:
-                top = target.split(".")[0]
-                if top in ALLOWED and top not in ALLOWED[package]:
-                    wrong.append(f"{name} imports {target}")
+        for target in _imports(tree):
+            top = target.split(".")[0]
+            if top in ALLOWED and top not in ALLOWED[package]:
+                wrong.append(f"{name} imports {target}")
     assert wrong == []
 
 
@@ -55,3 +60,17 @@ def test_sql_lives_only_in_store(package: str) -> None:
             if is_text and SQL.search(node.value):
                 found.append(f"{name}:{node.lineno}")
     assert found == []
+
+
+def test_evaluation_is_pure() -> None:
+    """alerts/evaluation works on arrays: no database, no API, no psycopg (EVALUATION.md)."""
+    forbidden = {"store", "schemas", "ingest", "api", "envlink", "psycopg", "psycopg_pool"}
+    modules = _modules("alerts/evaluation")
+    wrong = [
+        f"{name} imports {target}"
+        for name, tree in modules
+        for target in _imports(tree)
+        if target.split(".")[0] in forbidden
+    ]
+    assert wrong == []
+    assert "alerts/evaluation/air.py" in {name for name, _ in modules}
