@@ -9,6 +9,9 @@ from core.errors import InvalidInput
 
 CST = ZoneInfo("Asia/Shanghai")
 PERIODS_S = (0, 60, 3600, 86400)
+# Times given to EnvLink lie in these years (wall clock, any offset): nothing it monitors is
+# older or newer, and arithmetic on them (periods, days, time zones) stays within datetime's.
+FIRST_YEAR, LAST_YEAR = 1900, 2199
 
 
 def utcnow() -> datetime:
@@ -19,10 +22,19 @@ def utcnow() -> datetime:
 def parse_time(text: str, *, field: str = "time") -> datetime:
     """Parse ISO 8601 / RFC 3339; a value without an offset is Asia/Shanghai."""
     try:
+        if "\x00" in text:  # CPython's fromisoformat would ignore a trailing NUL
+            raise ValueError(text)
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"{field}: {text!r} is not an ISO 8601 / RFC 3339 time") from None
+    if not in_years(parsed):
+        raise InvalidInput(f"{field}: {text!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}")
     return as_aware(parsed)
+
+
+def in_years(moment: date) -> bool:
+    """Whether a date or time lies in the years EnvLink handles (FIRST_YEAR to LAST_YEAR)."""
+    return FIRST_YEAR <= moment.year <= LAST_YEAR
 
 
 def as_aware(moment: datetime) -> datetime:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import Area, City
+from schemas.common import Area, City, Instant, Text
 from schemas.rules import RuleKind, Severity
 
 AlertState = Literal["pending", "firing", "resolved", "retracted"]
@@ -81,7 +81,7 @@ class AlertDetailOut(AlertOut):
 class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Text | None = Field(default=None, max_length=2000)
 
 
 class AckResult(BaseModel):
@@ -96,9 +96,9 @@ class MaintenanceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    starts_at: datetime
-    ends_at: datetime
-    reason: str = Field(min_length=1, max_length=500)
+    starts_at: Instant
+    ends_at: Instant
+    reason: Text = Field(min_length=1, max_length=500)
 
 
 class MaintenanceOut(BaseModel):

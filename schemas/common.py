@@ -2,10 +2,74 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from enum import StrEnum
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+from core.timeutil import FIRST_YEAR, LAST_YEAR, in_years
+
+# What no text column can hold: NUL, and lone surrogates, which have no UTF-8 encoding (sources
+# keep bytes that were not UTF-8 as U+DC80..U+DCFF, the way Python's surrogateescape does).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Text's pattern in JSON Schema (ECMA-262); JSON cannot carry a lone surrogate to be valid.
+TEXT_PATTERN = "^[^\\u0000]*$"
+
+
+def _storable_text(value: str) -> str:
+    found = UNSTORABLE.search(value)
+    if found is None:
+        return value
+    code = ord(found.group())
+    if code == 0:
+        what = "NUL (U+0000)"
+    elif 0xDC80 <= code <= 0xDCFF:
+        what = f"U+{code:04X} (a lone surrogate, or the byte 0x{code & 0xFF:02X} that is not UTF-8)"
+    else:
+        what = f"U+{code:04X} (a lone surrogate)"
+    raise PydanticCustomError(
+        "unstorable_text",
+        "must not contain {what}, found at character {at}",
+        {"what": what, "at": found.start() + 1},
+    )
+
+
+class _TextPattern:
+    """Publishes TEXT_PATTERN, unless the field has a pattern of its own."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault("pattern", TEXT_PATTERN)
+        return json_schema
+
+
+Moment = TypeVar("Moment", bound=date)
+
+
+def _in_years(value: Moment) -> Moment:
+    if not in_years(value):
+        raise PydanticCustomError(
+            "time_range",
+            "must be in the years {first}-{last}",
+            {"first": FIRST_YEAR, "last": LAST_YEAR},
+        )
+    return value
+
+
+# Every text a client or config gives EnvLink: no NUL, no lone surrogate, so that a 422 names
+# the field instead of the database refusing the text later.
+Text = Annotated[str, AfterValidator(_storable_text), _TextPattern()]
+# Every number a client or config gives EnvLink that is not a reading's value: no NaN, no ±inf.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Every time and date a client gives EnvLink: years FIRST_YEAR to LAST_YEAR (core.timeutil).
+Instant = Annotated[datetime, AfterValidator(_in_years)]
+Day = Annotated[date, AfterValidator(_in_years)]
 
 City = Literal["guangzhou", "dongguan"]
 Area = Literal["dongjiang", "shiziyang"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import ConfigError
 from schemas.alerts import AlertDetailOut
-from schemas.common import Area, City
+from schemas.common import Area, City, Instant, Text
 from schemas.config import read_yaml
 from schemas.rules import RuleKind, Severity
 
@@ -64,9 +64,9 @@ class Filters(Strict):
 
     areas: list[Area] | None = Field(default=None, min_length=1)
     cities: list[City] | None = Field(default=None, min_length=1)
-    stations: list[str] | None = Field(default=None, min_length=1)
+    stations: list[Text] | None = Field(default=None, min_length=1)
     kinds: list[RuleKind] | None = Field(default=None, min_length=1)
-    rules: list[str] | None = Field(default=None, min_length=1)
+    rules: list[Text] | None = Field(default=None, min_length=1)
     min_severity: Severity = Field(
         default="advisory", description="Severity at least this (advisory < warning < critical)"
     )
@@ -77,8 +77,8 @@ class Escalation(Strict):
 
     after_s: int = Field(gt=0, le=30 * _DAY_S)
     channel: ChannelName
-    target: str = Field(min_length=1, max_length=2000)
-    secret: str | None = Field(default=None, min_length=1, max_length=500)
+    target: Text = Field(min_length=1, max_length=2000)
+    secret: Text | None = Field(default=None, min_length=1, max_length=500)
 
     @model_validator(mode="after")
     def _target(self) -> Self:
@@ -89,13 +89,13 @@ class Escalation(Strict):
 class SubscriptionIn(Strict):
     """A subscription as the admin API takes it (the agency is the caller's)."""
 
-    code: str = Field(pattern=_CODE, description="A stable name, unique across agencies")
+    code: Text = Field(pattern=_CODE, description="A stable name, unique across agencies")
     enabled: bool = True
     channel: ChannelName
-    target: str = Field(
+    target: Text = Field(
         min_length=1, max_length=2000, description="URL, or e-mail addresses separated by commas"
     )
-    secret: str | None = Field(
+    secret: Text | None = Field(
         default=None,
         min_length=1,
         max_length=500,
@@ -135,7 +135,7 @@ class SubscriptionIn(Strict):
 class SubscriptionConfig(SubscriptionIn):
     """A subscription of config/subscriptions.yaml: the same, with the subscribing agency."""
 
-    agency: str = Field(min_length=1)
+    agency: Text = Field(min_length=1)
 
 
 class SubscriptionSet(Strict):
@@ -196,13 +196,13 @@ class SubscriptionOut(BaseModel):
 class SilenceIn(Strict):
     """Mute messages (never alerts) to the caller's agency matching every matcher given."""
 
-    rules: list[str] | None = Field(default=None, min_length=1)
-    stations: list[str] | None = Field(default=None, min_length=1)
+    rules: list[Text] | None = Field(default=None, min_length=1)
+    stations: list[Text] | None = Field(default=None, min_length=1)
     areas: list[Area] | None = Field(default=None, min_length=1)
     severities: list[Severity] | None = Field(default=None, min_length=1)
-    starts_at: datetime | None = Field(default=None, description="Default: now")
-    ends_at: datetime
-    comment: str = Field(min_length=1, max_length=2000)
+    starts_at: Instant | None = Field(default=None, description="Default: now")
+    ends_at: Instant
+    comment: Text = Field(min_length=1, max_length=2000)
 
     @model_validator(mode="after")
     def _some_matcher(self) -> Self:

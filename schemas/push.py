@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from core.timeutil import parse_time
+from schemas.common import TEXT_PATTERN, Text
 from schemas.readings import Outcome
 
 MAX_READINGS = 10_000
@@ -67,7 +68,7 @@ PushTime = Annotated[
     datetime,
     BeforeValidator(_time_text),
     WithJsonSchema(
-        {"type": "string", "minLength": 1, "description": _TIME_HELP},
+        {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN, "description": _TIME_HELP},
         mode="validation",
     ),
 ]
@@ -78,11 +79,11 @@ class PushReading(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="PushReading")
 
-    station: str = Field(min_length=1, description="Station code, e.g. gz-w-dadun")
-    parameter: str = Field(min_length=1, description="Parameter code, e.g. nh3n")
+    station: Text = Field(min_length=1, description="Station code, e.g. gz-w-dadun")
+    parameter: Text = Field(min_length=1, description="Parameter code, e.g. nh3n")
     time: PushTime
     value: float | None = Field(description="The value in `unit`; null when there is none")
-    unit: str = Field(description="Unit of `value`, e.g. mg/L, ug/m3, ppb (converted on intake)")
+    unit: Text = Field(description="Unit of `value`, e.g. mg/L, ug/m3, ppb (converted on intake)")
     period_s: Literal[0, 60, 3600, 86400] = Field(
         default=0, description="0 instant, 60 minute, 3600 hourly, 86400 daily mean"
     )

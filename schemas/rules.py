@@ -27,7 +27,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import Area, City, Medium
+from schemas.common import Area, City, Day, Finite, Medium, Text
 from schemas.config import read_yaml_model
 
 Severity = Literal["advisory", "warning", "critical"]
@@ -69,25 +69,25 @@ class Strict(BaseModel):
 
 
 class Names(Strict):
-    en: str = Field(min_length=1)
-    zh: str = Field(min_length=1)
+    en: Text = Field(min_length=1)
+    zh: Text = Field(min_length=1)
 
 
 class Level(Strict):
     """One rung of the severity ladder: fire past `trigger`, clear back at `clear`."""
 
     severity: Severity
-    trigger: float
-    clear: float
-    basis: str = Field(min_length=1, description="Where the number comes from (clause, edition)")
+    trigger: Finite
+    clear: Finite
+    basis: Text = Field(min_length=1, description="Where the number comes from (clause, edition)")
 
 
 class Ladder(Strict):
     """The levels in force for observations in [applies_from, applies_until) (Asia/Shanghai)."""
 
-    standard: str = Field(min_length=1, description="Standard and edition, e.g. 'GB 3095-2012'")
-    applies_from: date | None = None
-    applies_until: date | None = None
+    standard: Text = Field(min_length=1, description="Standard and edition, e.g. 'GB 3095-2012'")
+    applies_from: Day | None = None
+    applies_until: Day | None = None
     levels: list[Level] = Field(min_length=1, max_length=3)
 
     def covers(self, day: date) -> bool:
@@ -107,7 +107,7 @@ class Scope(Strict):
     medium: Medium | None = None
     city: City | None = None
     area: Area | None = None
-    stations: list[str] | None = Field(default=None, min_length=1)
+    stations: list[Text] | None = Field(default=None, min_length=1)
     exclude_background: bool = False
     city_wide: bool = False
 
@@ -125,30 +125,30 @@ class StalenessSpec(Strict):
     Series reporting less often than `max_interval_s` (monthly lab samples) are not watched.
     """
 
-    max_interval_s: int = Field(default=86400, gt=0)
-    parameters: list[str] | None = Field(default=None, min_length=1)
+    max_interval_s: int = Field(default=86400, gt=0, le=366 * 86400)
+    parameters: list[Text] | None = Field(default=None, min_length=1)
 
 
 class Propagation(Strict):
     """Which breaches travel downstream, and how loud the pre-alert at a downstream station is."""
 
-    from_rules: list[str] = Field(min_length=1)
+    from_rules: list[Text] = Field(min_length=1)
     min_severity: Severity = "advisory"
     pre_alert_severity: dict[Severity, Severity]
-    max_eta_s: int = Field(default=2 * 86400, gt=0)
-    basis: str = Field(min_length=1)
+    max_eta_s: int = Field(default=2 * 86400, gt=0, le=30 * 86400)
+    basis: Text = Field(min_length=1)
 
 
 class RuleDefinition(Strict):
     """A rule of the joint agreement, as config/thresholds.yaml and the API write it."""
 
-    id: str = Field(pattern=_RULE_ID)
+    id: Text = Field(pattern=_RULE_ID)
     name: Names
-    description: str | None = None
+    description: Text | None = None
     kind: RuleKind
     enabled: bool = True
-    parameter: str | None = None
-    unit: str | None = Field(default=None, description="The parameter's canonical unit")
+    parameter: Text | None = None
+    unit: Text | None = Field(default=None, description="The parameter's canonical unit")
     statistic: Statistic | None = None
     direction: Direction = "above"
     scope: Scope = Field(default_factory=Scope)
@@ -306,7 +306,7 @@ class RuleUpdate(Strict):
     """The body of PUT /v1/rules/{id}: the whole new definition and why it changed."""
 
     definition: RuleDefinition
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Text | None = Field(default=None, max_length=2000)
 
 
 def definition_differences(file_rule: RuleDefinition, stored: RuleDefinition) -> list[str]:
