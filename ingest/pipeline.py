@@ -212,14 +212,18 @@ class Pipeline:
             return f"station {station.code} does not measure {parameter.code}"
         if item.time.tzinfo is None:
             return "time has no offset (the source should have applied Asia/Shanghai)"
-        moment = floor_to_period(item.time, item.period_s)
+        try:
+            moment = floor_to_period(item.time, item.period_s)
+        except OverflowError:  # its period starts before year 1 or after 9999 in China time
+            return f"time {item.time.isoformat()} is out of range"
         problem = time_problem(moment, now=now, earliest=self._earliest)
         if problem:
             return problem
         value = item.value
         if value is not None:
             try:
-                value *= conversion_factor(parameter.code, item.unit, parameter.unit)
+                # + 0.0 stores -0 as 0: a sign on nothing would only show up in output.
+                value = value * conversion_factor(parameter.code, item.unit, parameter.unit) + 0.0
             except UnitError as exc:
                 return str(exc)
             problem = range_problem(

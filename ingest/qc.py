@@ -48,6 +48,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 FLAT_LINE = "flat_line"
 SPIKE = "spike"
+# A reading time further ahead of the clock than this cannot be right (DESIGN §9).
+MAX_AHEAD = timedelta(days=1)
 
 
 def range_problem(value: float | None, *, low: float, high: float, unit: str) -> str | None:
@@ -65,7 +67,7 @@ def range_problem(value: float | None, *, low: float, high: float, unit: str) ->
 
 def time_problem(moment: datetime, *, now: datetime, earliest: datetime) -> str | None:
     """Why a reading time cannot be right (over a day ahead, or before the earliest date)."""
-    if moment > now + timedelta(days=1):
+    if moment > now + MAX_AHEAD:
         return f"time {moment.isoformat()} is more than a day in the future"
     if moment < earliest:
         return f"time {moment.isoformat()} is before the earliest accepted date {earliest.date()}"

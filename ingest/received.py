@@ -5,6 +5,12 @@ parse a whole document at once (an MQTT message, a push body, a page of a feed),
 text is found by scanning the document again. That is done only when an item is rejected (by
 the pipeline, or by its source as unparseable), and once per document: a clean batch costs
 nothing extra.
+
+Received bytes become text by `received_text`: UTF-8, with any byte that is not UTF-8 kept as
+Python's `surrogateescape` keeps it; the quarantine escapes such text (store.intake) and can give
+the bytes back. `parse_json` reads a document so that one hostile item (a NUL, a lone surrogate,
+a byte that is not UTF-8, a number beyond double precision) is that item's problem, not its
+whole document's.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import overload
 
+import orjson
+
 from schemas.readings import ReadingIn, Rejection
 
-# Bounded like every quarantined payload (ingest.sources.mqtt.QUARANTINE_PAYLOAD_CHARS).
+# A quarantined payload keeps at most this many characters of what was received.
 MAX_CHARS = 65_536
 
 _DECODER = json.JSONDecoder()
@@ -93,10 +101,37 @@ def quarantine_as_received(
             items[index] = replace(item, payload=text)
 
 
+def received_text(data: bytes) -> str:
+    """Bytes as received, as text (bytes that are not UTF-8 kept as surrogates), bounded."""
+    return data[: MAX_CHARS * 4].decode("utf-8", "surrogateescape")[:MAX_CHARS]
+
+
+def json_text(value: object) -> str:
+    """A parsed item as JSON text, for the quarantine where its text as received is unknown."""
+    return json.dumps(value, ensure_ascii=False, default=repr)[:MAX_CHARS]
+
+
+def parse_json(document: bytes) -> object:
+    """A JSON document; orjson.JSONDecodeError when it is not one.
+
+    orjson reads nearly every document. It refuses a whole document for a lone surrogate escape,
+    a byte that is not UTF-8 or a number beyond double precision (1e400); the standard parser
+    then reads it with such bytes kept as surrogates, such numbers as infinity (and NaN and
+    Infinity as their floats), so the item holding one is rejected on its own.
+    """
+    try:
+        return orjson.loads(document)
+    except orjson.JSONDecodeError as strict:
+        try:
+            return json.loads(document.decode("utf-8", "surrogateescape"))
+        except (ValueError, RecursionError):
+            raise strict from None
+
+
 def element_texts(document: bytes, path: Sequence[str] = ()) -> list[str] | None:
     """The texts of the array's elements at dotted `path` (as `dig` walks it), or None."""
     try:
-        text = document.decode("utf-8")
+        text = document.decode("utf-8", "surrogateescape")
         start = _skip(text, 0)
         for part in path:
             found = _child(text, start, part)

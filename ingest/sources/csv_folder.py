@@ -1,10 +1,12 @@
 """CSV drop folder for laboratory results (heavy metals, monthly manual sampling).
 
 A file is `station,parameter,time,value,unit[,period_s][,flag]` with a header row (columns in any
-order), UTF-8 with or without BOM, or GBK as Chinese spreadsheet tools save it. Values may use
-the lab notations for results below the detection limit: `0.01L` or `<0.01` (stored as
-`below_detection` with the limit 0.01 as value) and `ND` / `未检出` (`below_detection` with a null
-value: the limit was not given, so nothing is invented; labs should prefer `0.01L`).
+order), UTF-8 with or without BOM, or GBK as Chinese spreadsheet tools save it. In a file that
+is neither, a row holding bytes its encoding cannot read is rejected (and quarantined with the
+bytes kept) and the other rows are read; only a header that cannot be read fails the file.
+Values may use the lab notations for results below the detection limit: `0.01L` or `<0.01`
+(stored as `below_detection` with the limit 0.01 as value) and `ND` / `未检出` (`below_detection`
+with a null value: the limit was not given, so nothing is invented; labs should prefer `0.01L`).
 
 The folder is polled. A file is read only once its size and modification time are the same on
 two consecutive polls, so a file still being copied in is never read half; writers that cannot
@@ -55,6 +57,8 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _LIMIT_SUFFIX = re.compile(rf"^({_NUMBER})\s*[lL]$")
 _LIMIT_PREFIX = re.compile(rf"^<\s*({_NUMBER})$")
 _PERIODS: dict[str, PeriodS] = {"0": 0, "60": 60, "3600": 3600, "86400": 86400}
+# A byte the file's encoding could not read, kept in the text as surrogateescape keeps it.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 # Spreadsheet exports write dates with slashes; ISO 8601 is tried first.
 _SLASH_FORMATS = ("%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d")
 
@@ -101,18 +105,29 @@ def parse_csv_time(text: str) -> datetime:
 
 
 def decode(data: bytes) -> tuple[str, str]:
-    """The file's text and encoding: UTF-8 (a BOM is dropped), else GBK; CsvFileError if neither."""
+    """The file's text and encoding: UTF-8 (a BOM is dropped), else GBK.
+
+    A file that is neither is read as the one of the two that leaves fewer bytes unread (UTF-8
+    on a tie), those bytes kept as surrogates for parse_rows to reject their rows;
+    CsvFileError if the header line has one.
+    """
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as utf8:
         try:
             return data.decode("gbk"), "gbk"
         except UnicodeDecodeError as gbk:
-            raise CsvFileError(
-                f"the file is neither UTF-8 (byte 0x{data[utf8.start]:02x} on line"
-                f" {_line_of(data, utf8.start)}) nor GBK (byte 0x{data[gbk.start]:02x} on line"
-                f" {_line_of(data, gbk.start)}); save it as UTF-8 CSV"
-            ) from None
+            utf8_text = data.decode("utf-8-sig", "surrogateescape")
+            gbk_text = data.decode("gbk", "surrogateescape")
+            unread = [len(_UNDECODABLE.findall(t)) for t in (utf8_text, gbk_text)]
+            text, encoding = (gbk_text, "gbk") if unread[1] < unread[0] else (utf8_text, "utf-8")
+            if _UNDECODABLE.search(text.partition("\n")[0]):
+                raise CsvFileError(
+                    f"the file is neither UTF-8 (byte 0x{data[utf8.start]:02x} on line"
+                    f" {_line_of(data, utf8.start)}) nor GBK (byte 0x{data[gbk.start]:02x} on line"
+                    f" {_line_of(data, gbk.start)}); save it as UTF-8 CSV"
+                ) from None
+            return text, encoding
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -194,6 +209,12 @@ def _row(fields: list[str], columns: dict[str, int], raw: str, index: int) -> Re
     station = cell["station"] or None
     parameter = cell["parameter"] or None
     problems = []
+    unread = _UNDECODABLE.search(raw)
+    if unread:
+        problems.append(
+            f"byte 0x{ord(unread.group()) & 0xFF:02x} (character {unread.start() + 1} of the line)"
+            " is not text in the file's encoding"
+        )
     if station is None:
         problems.append("station is empty")
     if parameter is None:
@@ -373,7 +394,8 @@ class CsvFolder:
         target = _free_name(folder, path.name, self._clock())
         report_path = folder / f"{target.stem}.report.csv"
         partial = report_path.with_name(report_path.name + ".part")
-        partial.write_text(report.csv_text(), encoding="utf-8-sig")
+        # A reason may quote bytes that were not text; the report shows them as \\x escapes.
+        partial.write_text(report.csv_text(), encoding="utf-8-sig", errors="backslashreplace")
         os.replace(partial, report_path)
         os.replace(path, target)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,8 +36,8 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import InvalidInput
 from core.timeutil import PERIODS_S, parse_time, utcnow
 from ingest.pipeline import Pipeline, Source
-from ingest.received import ReceivedJson, quarantine_as_received
-from ingest.sources.mqtt import quarantine_text, reading_from_json
+from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
+from ingest.sources.mqtt import finite_number, reading_from_json
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from schemas.sources import JsonFeed, OpenAqFeed, OpenAqSensor
@@ -162,14 +161,15 @@ def openaq_item(result: object, sensor: OpenAqSensor) -> tuple[datetime | None, 
         return end, "value missing"
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         return end, f"value must be a number or null, not {value!r}"
-    if value is not None and not math.isfinite(value):
-        return end, f"value {value} is not a finite number"
+    number = finite_number(value)
+    if isinstance(number, str):
+        return end, number
     flagged = dig(result, "flagInfo.hasFlags") is True
     return end, ReadingIn(
         station=sensor.station,
         parameter=sensor.parameter,
         time=start,
-        value=None if value is None else float(value),
+        value=number,
         unit=units,
         period_s=int(seconds),
         # OpenAQ flags mark a measurement its provider or OpenAQ doubts.
@@ -228,9 +228,8 @@ def _feed_time(value: object, time_format: str) -> datetime | str:
             return str(exc)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"time must be a Unix time number, not {value!r}"
-    seconds = value / 1000 if time_format == "epoch_ms" else value
     try:
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        return datetime.fromtimestamp(value / 1000 if time_format == "epoch_ms" else value, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return f"time {value!r} is out of range"
 
@@ -495,7 +494,7 @@ class HttpPullJob:
                     )
                 else:
                     try:
-                        return orjson.loads(response.content), response.content
+                        return parse_json(response.content), response.content
                     except orjson.JSONDecodeError as exc:
                         raise PullError(f"GET {url}: not JSON: {exc}", retryable=False) from None
             if attempt + 1 == attempts:
@@ -544,10 +543,6 @@ class HttpPullJob:
 
 
 def _rejection(where: str, reason: str, sensor: OpenAqSensor | None, raw: object) -> Rejection:
-    try:
-        payload = quarantine_text(orjson.dumps(raw))
-    except TypeError:
-        payload = quarantine_text(repr(raw).encode())
     station = sensor.station if sensor else None
     parameter = sensor.parameter if sensor else None
-    return Rejection(0, f"{where}: {reason}", station, parameter, payload)
+    return Rejection(0, f"{where}: {reason}", station, parameter, json_text(raw))

@@ -36,7 +36,13 @@ from core.settings import Settings
 from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, Source
-from ingest.received import ReceivedJson, element_texts
+from ingest.received import (
+    ReceivedJson,
+    element_texts,
+    json_text,
+    parse_json,
+    received_text,
+)
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
@@ -47,7 +53,6 @@ log = logging.getLogger(__name__)
 
 MQTT = Source(code="mqtt", kind="mqtt")
 CITIES = ("guangzhou", "dongguan")
-QUARANTINE_PAYLOAD_CHARS = 65_536
 # A station added by `envlink seed` while the subscriber runs is known this soon (on a miss).
 CITIES_TTL_S = 30.0
 
@@ -80,8 +85,9 @@ def reading_from_json(item: object, *, station: str) -> ReadingIn | str:
         return str(exc)
     if not isinstance(parameter, str) or not parameter:
         return "parameter must be a non-empty string"
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        return f"value must be a number or null, not {_json_type(value)}"
+    number = finite_number(value)
+    if isinstance(number, str):
+        return number
     if not isinstance(unit, str):
         return f"unit must be a string, not {_json_type(unit)}"
     period = item.get("period_s", 0)
@@ -90,17 +96,30 @@ def reading_from_json(item: object, *, station: str) -> ReadingIn | str:
     qc = _qc_or_reason(item.get("flag"))
     if not isinstance(qc, QC):  # QC is a StrEnum: test for it, not for str
         return qc
-    if value is not None and not math.isfinite(value):
-        return f"value {value} is not a finite number"
     return ReadingIn(
         station=station,
         parameter=parameter,
         time=moment,
-        value=None if value is None else float(value),
+        value=number,
         unit=unit,
         period_s=period,
         qc=qc,
     )
+
+
+def finite_number(value: object) -> float | str | None:
+    """A JSON value as a reading's value: null, a finite float, or why it is neither."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"value must be a number or null, not {_json_type(value)}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return f"value is an integer of {len(str(value))} digits, beyond double precision"
+    if not math.isfinite(number):
+        return f"value {value} is not a finite number"
+    return number
 
 
 def readings_of_message(
@@ -120,7 +139,7 @@ def readings_of_message(
     station = where[1] if isinstance(where, tuple) else None
 
     def whole(reason: str) -> list[ReadingIn | Rejection]:
-        return [Rejection(0, f"topic {topic}: {reason}", station, None, quarantine_text(payload))]
+        return [Rejection(0, f"topic {topic}: {reason}", station, None, received_text(payload))]
 
     if isinstance(where, str):
         return whole(where)
@@ -133,7 +152,7 @@ def readings_of_message(
     if actual != city:
         return whole(f"station {station} is in {actual}, not {city}")
     try:
-        document = orjson.loads(payload)
+        document = parse_json(payload)
     except orjson.JSONDecodeError as exc:
         return whole(f"malformed JSON: {exc}")
     if isinstance(document, dict):
@@ -160,18 +179,10 @@ def readings_of_message(
                 f"topic {topic}, reading {position}: {reading}",
                 station,
                 parameter if isinstance(parameter, str) else None,
-                texts[position]
-                if position < len(texts)
-                else quarantine_text(orjson.dumps(element)),
+                texts[position] if position < len(texts) else json_text(element),
             )
         )
     return items
-
-
-def quarantine_text(payload: bytes) -> str:
-    """Raw bytes as storable text: UTF-8 where it is, escapes elsewhere, no NULs, bounded."""
-    text = payload[: QUARANTINE_PAYLOAD_CHARS * 4].decode("utf-8", errors="backslashreplace")
-    return text.replace("\x00", "\\x00")[:QUARANTINE_PAYLOAD_CHARS]
 
 
 def _topic_parts(topic: str, prefix: str) -> tuple[str, str] | str:

@@ -10,6 +10,7 @@ from core.timeutil import CST
 from ingest.flags import qc_of_flag
 from ingest.sources.csv_folder import (
     CsvFileError,
+    CsvRow,
     decode,
     parse_csv_time,
     parse_rows,
@@ -96,12 +97,40 @@ def test_utf8_with_and_without_bom_and_gbk() -> None:
     assert decode(text.encode("gbk")) == (text, "gbk")
 
 
-def test_neither_utf8_nor_gbk_names_the_lines() -> None:
-    data = HEADER.encode() + b"gz-w-dadun,cu,2026-11-03,0.5,mg/L,,\n" + b"\xff\xfe\n"
+def test_a_line_neither_utf8_nor_gbk_is_rejected_with_its_bytes_kept() -> None:
+    good = "gz-w-dadun,cu,2026-11-03,0.5,毫克/升,,\n".encode()
+    data = HEADER.encode() + good + b"gz-w-dadun,zn\xff\xfe,2026-11-03,0.5,mg/L,,\n"
+    text, encoding = decode(data)
+    assert (text, encoding) == (data.decode("utf-8", "surrogateescape"), "utf-8")
+    first, second = parse_rows(text)
+    assert isinstance(first.item, ReadingIn)
+    assert second == CsvRow(
+        3,
+        Rejection(
+            1,
+            "byte 0xff (character 14 of the line) is not text in the file's encoding",
+            "gz-w-dadun",
+            "zn\udcff\udcfe",
+            "gz-w-dadun,zn\udcff\udcfe,2026-11-03,0.5,mg/L,,",
+        ),
+        "gz-w-dadun,zn\udcff\udcfe,2026-11-03,0.5,mg/L,,",
+    )
+
+
+def test_a_gbk_file_with_a_bad_line_is_read_as_gbk() -> None:
+    good = "gz-w-dadun,cu,2026-11-03,0.01L,毫克/升,,\n".encode("gbk")
+    text, encoding = decode(HEADER.encode() + good * 3 + b"gz-w-dadun,zn,2026-11-03,\xff,mg/L,,\n")
+    assert encoding == "gbk"
+    assert text.splitlines()[1] == "gz-w-dadun,cu,2026-11-03,0.01L,毫克/升,,"
+    assert text.splitlines()[4] == "gz-w-dadun,zn,2026-11-03,\udcff,mg/L,,"
+
+
+def test_a_header_neither_utf8_nor_gbk_fails_the_file_naming_the_lines() -> None:
+    data = b"station,\xff\xfe\n" + b"gz-w-dadun,cu,2026-11-03,0.5,mg/L,,\n"
     with pytest.raises(CsvFileError) as caught:
         decode(data)
     assert str(caught.value) == (
-        "the file is neither UTF-8 (byte 0xff on line 3) nor GBK (byte 0xff on line 3);"
+        "the file is neither UTF-8 (byte 0xff on line 1) nor GBK (byte 0xff on line 1);"
         " save it as UTF-8 CSV"
     )
 

@@ -863,15 +863,23 @@ def test_same_key_twice_with_the_same_value_is_accepted() -> None:
         (b"CN=2011;MN=X;CP=&&a01-Rtd=1;a01-Rtd=2&&", "CP key a01-Rtd given twice: '1' and '2'"),
         (b"CN=2011;MN=X;CP=&&-Rtd=1&&", "CP key '-Rtd' needs a code and a field around '-'"),
         (b"CN=2011;MN=X;CP=&&a01-=1&&", "CP key 'a01-' needs a code and a field around '-'"),
-        (
-            b"CN=2011;MN=\xff\xfe;CP=&&&&",
-            "data segment is neither UTF-8 nor GBK text (byte 0xFF at offset 11)",
-        ),
     ],
 )
 def test_malformed_segments_give_clear_errors(segment: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=exactly(message)):
         parse_segment(segment)
+
+
+def test_bytes_neither_utf8_nor_gbk_are_kept_and_echoed_in_the_reply() -> None:
+    segment = (
+        b"QN=20261126120000001;ST=22;CN=2011;PW=1\x00;MN=A\xff\xfe;Flag=5;CP=&&a01-Rtd=1\xff&&"
+    )
+    packet = parse_segment(segment)
+    assert (packet.pw, packet.mn) == ("1\x00", "A\udcff\udcfe")
+    assert packet.cp.codes == {"a01": {"Rtd": "1\udcff"}}
+    assert reply_for(packet) == build_frame(
+        b"QN=20261126120000001;ST=91;CN=9014;PW=1\x00;MN=A\xff\xfe;Flag=4;CP=&&&&"
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 
 from core.timeutil import CST
 from ingest.flags import qc_of_flag
+from ingest.received import received_text
 from ingest.sources.mqtt import (
-    quarantine_text,
     reading_from_json,
     reading_json,
     readings_of_message,
@@ -162,13 +162,7 @@ def test_a_message_that_cannot_be_read_is_one_rejection_with_its_raw_payload(
     [item] = _items(topic, payload)
     assert isinstance(item, Rejection)
     assert item.reason == reason
-    assert item.payload == quarantine_text(payload)
-
-
-def test_quarantine_text_keeps_what_postgres_text_can_hold() -> None:
-    assert quarantine_text("温度 ok".encode()) == "温度 ok"
-    assert quarantine_text(b"a\x00b\xff") == "a\\x00b\\xff"
-    assert len(quarantine_text(b"x" * 100_000)) == 65_536
+    assert item.payload == received_text(payload)
 
 
 @pytest.mark.parametrize(

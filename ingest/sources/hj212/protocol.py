@@ -348,11 +348,11 @@ def _decode(segment: bytes) -> str:
     # Chinese devices put GBK text in free-form values now and then; keys are always ASCII.
     try:
         return segment.decode("gbk")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(
-            f"data segment is neither UTF-8 nor GBK text "
-            f"(byte 0x{segment[exc.start]:02X} at offset {exc.start})"
-        ) from None
+    except UnicodeDecodeError:
+        pass
+    # Neither: the bytes that are not UTF-8 are kept as surrogates, so the frame still parses
+    # and is answered, its values fail on their own, and the quarantine keeps every byte.
+    return segment.decode("utf-8", "surrogateescape")
 
 
 def _header_int(header: dict[str, str], key: str, label: str) -> int | None:
@@ -533,7 +533,8 @@ def qc_for_flag(flag: str | None, version: int) -> QC:
 
 def build_frame(segment: str | bytes, mode: CrcMode = "hj212") -> bytes:
     """Frame a data segment: `##LLLL` + segment + CRC (4 upper-case hex) + CR LF."""
-    data = segment.encode() if isinstance(segment, str) else segment
+    # A reply echoes a device's fields, bytes that are not UTF-8 included (see _decode).
+    data = segment.encode("utf-8", "surrogateescape") if isinstance(segment, str) else segment
     if len(data) > MAX_SEGMENT:
         raise ProtocolError(f"data segment of {len(data)} bytes exceeds {MAX_SEGMENT}")
     return b"##%04d%s%04X\r\n" % (len(data), data, crc(data, mode))

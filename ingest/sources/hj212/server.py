@@ -28,6 +28,8 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import SettingsError
 from core.timeutil import utcnow
 from ingest.pipeline import IngestCatalogue, Pipeline, Source
+from ingest.qc import MAX_AHEAD
+from ingest.received import received_text
 from ingest.sources.hj212.protocol import (
     CRC_MODES,
     DATA_CNS,
@@ -673,7 +675,9 @@ class Hj212Server:
                 )
             )
         request = None
-        if packet.cn == "2061" and found:
+        # An hour the pipeline refuses as in the future must not become the station's last
+        # hour: every real hour after it would look old, and no gap would be asked for again.
+        if packet.cn == "2061" and found and found[0].time <= self._clock() + MAX_AHEAD:
             connection.hour_arrived(station, found[0].time)
             request = self._gap_request(packet, station, found[0].time, mode)
         return _Entry(connection, items, reply, request, label)
@@ -864,8 +868,8 @@ def _crc_mode(station: StationRef) -> CrcMode:
 
 
 def _raw_text(frame: Frame) -> str:
-    """The frame as received, for the quarantine (undecodable bytes kept as \\x escapes)."""
-    return frame.raw.decode("utf-8", "backslashreplace")
+    """The frame as received, for the quarantine (which escapes what text cannot hold)."""
+    return received_text(frame.raw)
 
 
 __all__ = ["SOURCE", "Hj212Server", "Hj212Stats"]
