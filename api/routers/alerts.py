@@ -11,6 +11,7 @@ from alerts.notify.channels.cap import CAP_CONTENT_TYPE
 from alerts.notify.dispatcher import cap_document
 from api.deps import ConnDep, KeyDep, SettingsDep, require_role
 from api.pagination import decode_cursor, encode_cursor
+from api.params import PathId
 from api.routers.notifications import deliveries_of
 from core.errors import Forbidden
 from core.timeutil import CST, as_aware, utcnow
@@ -24,7 +25,7 @@ from schemas.alerts import (
     MaintenanceIn,
     MaintenanceOut,
 )
-from schemas.common import Area, City, ErrorOut, Page
+from schemas.common import Area, City, ErrorOut, Instant, Page, Text
 from schemas.notifications import AlertWithDeliveriesOut, Language
 from schemas.rules import RuleKind
 from store.alerts import (
@@ -113,16 +114,16 @@ async def alerts(
     area: Area | None = None,
     city: City | None = None,
     kind: RuleKind | None = None,
-    station: str | None = None,
+    station: Text | None = None,
     since: Annotated[
-        datetime | None,
+        Instant | None,
         Query(description="Alerts live at or after this time (open, or ended since)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: Text | None = None,
 ) -> Page[AlertOut]:
     """Alerts of both cities, newest first; times without an offset are Asia/Shanghai."""
-    before = int(decode_cursor(cursor, keys=("id",))["id"]) if cursor else None
+    before = decode_cursor(cursor, keys={"id": int})["id"] if cursor else None
     rows = await list_alerts(
         conn,
         states=state,
@@ -148,7 +149,7 @@ async def alerts(
     responses={200: {"content": {CAP_CONTENT_TYPE: {}}}, 404: {"model": ErrorOut}},
 )
 async def alert_cap(
-    conn: ConnDep, key: KeyDep, settings: SettingsDep, alert_id: int, language: Language = "both"
+    conn: ConnDep, key: KeyDep, settings: SettingsDep, alert_id: PathId, language: Language = "both"
 ) -> Response:
     """The alert's latest CAP 1.2 message (Alert, Update or Cancel) for emergency systems."""
     body = await cap_document(
@@ -158,7 +159,7 @@ async def alert_cap(
 
 
 @router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
-async def alert(conn: ConnDep, key: KeyDep, alert_id: int) -> AlertWithDeliveriesOut:
+async def alert(conn: ConnDep, key: KeyDep, alert_id: PathId) -> AlertWithDeliveriesOut:
     """One alert with its timeline (in order), its acknowledgements and its deliveries."""
     detail = await _detail(conn, alert_id)
     return AlertWithDeliveriesOut.model_validate(
@@ -176,7 +177,7 @@ async def alert(conn: ConnDep, key: KeyDep, alert_id: int) -> AlertWithDeliverie
 async def ack(
     conn: ConnDep,
     key: Annotated[ApiKey, Depends(require_role("responder"))],
-    alert_id: int,
+    alert_id: PathId,
     body: AckIn | None = None,
 ) -> AckResult:
     """Acknowledge an alert for the key's agency (once per agency; it stops repeats to it)."""
@@ -213,7 +214,7 @@ def _window_out(window: MaintenanceWindow) -> MaintenanceOut:
     },
 )
 async def create_maintenance(
-    conn: ConnDep, key: KeyDep, code: str, body: MaintenanceIn
+    conn: ConnDep, key: KeyDep, code: Text, body: MaintenanceIn
 ) -> MaintenanceOut:
     """Plan maintenance at one of your agency's stations: its data inside raises no alert."""
     owner = await station_owner(conn, code)
@@ -237,7 +238,7 @@ async def create_maintenance(
 
 
 @router.get("/stations/{code}/maintenance", responses={404: {"model": ErrorOut}})
-async def list_maintenance(conn: ConnDep, key: KeyDep, code: str) -> Page[MaintenanceOut]:
+async def list_maintenance(conn: ConnDep, key: KeyDep, code: Text) -> Page[MaintenanceOut]:
     """A station's maintenance windows, by start."""
     owner = await station_owner(conn, code)
     windows = await maintenance_windows(conn, station_ids=[owner.id])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import ConnDep, KeyDep
 from schemas.catalogue import ParameterOut, StationOut
-from schemas.common import Area, City, Medium, Page
+from schemas.common import Area, City, Medium, Page, Text
 from store.catalogue import get_station, list_parameters, list_stations
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -28,14 +28,14 @@ async def stations(
 
 
 @router.get("/stations/{code}")
-async def station(conn: ConnDep, key: KeyDep, code: str) -> StationOut:
+async def station(conn: ConnDep, key: KeyDep, code: Text) -> StationOut:
     """One station with its parameters."""
     return await get_station(conn, code)
 
 
 @router.get("/parameters")
 async def parameters(
-    conn: ConnDep, key: KeyDep, group: Annotated[str | None, Query()] = None
+    conn: ConnDep, key: KeyDep, group: Annotated[Text | None, Query()] = None
 ) -> Page[ParameterOut]:
     """The parameter registry: codes, names, canonical units, HJ 212 codes, valid ranges."""
     items = await list_parameters(conn)

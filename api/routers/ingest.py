@@ -11,7 +11,6 @@ reading otherwise.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import orjson
@@ -21,7 +20,7 @@ from api.deps import PipelineDep, require_role
 from core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ingest.flags import qc_of_flag
 from ingest.pipeline import IngestCatalogue, Source
-from ingest.received import ReceivedJson, quarantine_as_received
+from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
 from schemas.common import ErrorOut
 from schemas.push import (
     MAX_BODY_BYTES,
@@ -114,7 +113,7 @@ def _readings(body: bytes) -> list[object]:
     if not body.strip():
         raise InvalidInput('the request body is empty; send {"readings": [...]} as JSON')
     try:
-        document = orjson.loads(body)
+        document = parse_json(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
@@ -159,7 +158,7 @@ def _reading_or_rejection(index: int, raw: object) -> ReadingIn | Rejection:
             checked,
             station if isinstance(station, str) else None,
             parameter if isinstance(parameter, str) else None,
-            json.dumps(raw, ensure_ascii=False),
+            json_text(raw),
         )
     return ReadingIn(
         station=checked.station,

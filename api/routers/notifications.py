@@ -24,9 +24,10 @@ from fastapi.responses import StreamingResponse
 from alerts.notify.dispatcher import notification_key
 from api.deps import ConnDep, KeyDep, PoolDep, require_role
 from api.pagination import decode_cursor, encode_cursor
+from api.params import BIGINT_MAX, PathId
 from core.errors import Forbidden, InvalidInput
 from core.timeutil import CST, as_aware, rfc3339, utcnow
-from schemas.common import Area, City, ErrorOut, Page
+from schemas.common import Area, City, ErrorOut, Page, Text
 from schemas.notifications import (
     AttemptOut,
     DeliveryOut,
@@ -169,14 +170,15 @@ async def notifications(
     key: KeyDep,
     status: NotificationStatus | None = None,
     alert: Annotated[
-        int | None, Query(description="Only notifications covering this alert")
+        int | None,
+        Query(ge=1, le=BIGINT_MAX, description="Only notifications covering this alert"),
     ] = None,
-    agency: Annotated[str | None, Query(description="Only those sent to this agency")] = None,
+    agency: Annotated[Text | None, Query(description="Only those sent to this agency")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: Text | None = None,
 ) -> Page[NotificationOut]:
     """Notifications newest first: `status=failed` lists the dead letters with their last error."""
-    before = int(decode_cursor(cursor, keys=("id",))["id"]) if cursor else None
+    before = decode_cursor(cursor, keys={"id": int})["id"] if cursor else None
     rows = await list_notifications(
         conn, status=status, agency=agency, alert_id=alert, before_id=before, limit=limit + 1
     )
@@ -259,14 +261,14 @@ async def add_subscription(conn: ConnDep, key: AdminKey, body: SubscriptionIn) -
 
 
 @router.get("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
-async def subscription(conn: ConnDep, key: AdminKey, subscription_id: int) -> SubscriptionOut:
+async def subscription(conn: ConnDep, key: AdminKey, subscription_id: PathId) -> SubscriptionOut:
     """One of your agency's subscriptions."""
     return _subscription_out(await _own_subscription(conn, key, subscription_id))
 
 
 @router.put("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
 async def change_subscription(
-    conn: ConnDep, key: AdminKey, subscription_id: int, body: SubscriptionIn
+    conn: ConnDep, key: AdminKey, subscription_id: PathId, body: SubscriptionIn
 ) -> SubscriptionOut:
     """Replace a subscription; a secret left out keeps the one stored (secrets are write-only)."""
     async with conn.transaction():
@@ -288,7 +290,9 @@ async def change_subscription(
 
 
 @router.delete("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
-async def remove_subscription(conn: ConnDep, key: AdminKey, subscription_id: int) -> dict[str, int]:
+async def remove_subscription(
+    conn: ConnDep, key: AdminKey, subscription_id: PathId
+) -> dict[str, int]:
     """Delete a subscription; its undelivered notifications are cancelled."""
     async with conn.transaction():
         await _own_subscription(conn, key, subscription_id)
@@ -362,13 +366,13 @@ async def _own_silence(conn: Conn, key: ApiKey, silence_id: int) -> SilenceRow:
 
 
 @router.get("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
-async def silence(conn: ConnDep, key: SilencerKey, silence_id: int) -> SilenceOut:
+async def silence(conn: ConnDep, key: SilencerKey, silence_id: PathId) -> SilenceOut:
     """One of your agency's silences."""
     return _silence_out(await _own_silence(conn, key, silence_id))
 
 
 @router.delete("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
-async def end_silence(conn: ConnDep, key: SilencerKey, silence_id: int) -> SilenceOut:
+async def end_silence(conn: ConnDep, key: SilencerKey, silence_id: PathId) -> SilenceOut:
     """End a silence now; it is kept, with the time it was ended."""
     async with conn.transaction():
         await _own_silence(conn, key, silence_id)
@@ -406,7 +410,7 @@ async def alert_stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     city: City | None = None,
     area: Area | None = None,
-    station: str | None = None,
+    station: Text | None = None,
 ) -> StreamingResponse:
     """Alert events as they happen (Server-Sent Events); reconnect with Last-Event-ID to resume.
 

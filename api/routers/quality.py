@@ -11,8 +11,8 @@ from alerts.aqi_service import city_aqi, station_aqi, water_quality
 from alerts.rollups import hour_start
 from api.deps import ConnDep, KeyDep
 from core.errors import InvalidInput
-from core.timeutil import CST, parse_time, utcnow
-from schemas.common import City
+from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
+from schemas.common import City, Text
 from schemas.quality import AqiKind, AqiOut, WaterKind, WaterQualityOut
 
 router = APIRouter(prefix="/v1", tags=["quality"])
@@ -30,9 +30,12 @@ def _parse_at(text: str | None) -> datetime | date | None:
     text = text.strip()
     if len(text) == 10:
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             raise InvalidInput(f"at: {text!r} is not a date (YYYY-MM-DD) or a time") from None
+        if not in_years(day):
+            raise InvalidInput(f"at: {text!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}")
+        return day
     return parse_time(text, field="at")
 
 
@@ -40,10 +43,10 @@ def _parse_at(text: str | None) -> datetime | date | None:
 async def aqi(
     conn: ConnDep,
     key: KeyDep,
-    station: Annotated[str | None, Query(description="Air station code")] = None,
+    station: Annotated[Text | None, Query(description="Air station code")] = None,
     city: Annotated[City | None, Query(description="City AQI from non-background stations")] = None,
     kind: AqiKind = "hourly",
-    at: Annotated[str | None, Query(description=AT_HELP)] = None,
+    at: Annotated[Text | None, Query(description=AT_HELP)] = None,
 ) -> AqiOut:
     """Real-time (hourly) or daily AQI; default: the last complete hour, or yesterday."""
     if (station is None) == (city is None):
@@ -64,11 +67,11 @@ async def aqi(
 async def water_quality_of(
     conn: ConnDep,
     key: KeyDep,
-    station: Annotated[str, Query(description="Water station code")],
+    station: Annotated[Text, Query(description="Water station code")],
     kind: Annotated[
         WaterKind | None, Query(description="sample (default for a time) or daily (for a date)")
     ] = None,
-    at: Annotated[str | None, Query(description=AT_HELP)] = None,
+    at: Annotated[Text | None, Query(description=AT_HELP)] = None,
 ) -> WaterQualityOut:
     """Single-factor class of a station's sample or day; default: now, or yesterday (daily)."""
     moment = _parse_at(at)

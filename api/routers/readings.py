@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,7 @@ from api.deps import ConnDep, KeyDep
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput
 from core.timeutil import CST, PERIODS_S, as_aware, parse_time
-from schemas.common import Area, City, Medium, Page
+from schemas.common import Area, City, Instant, Medium, Page, Text
 from schemas.readings import LatestOut, ReadingOut
 from store.catalogue import series_ids
 from store.readings import latest_readings, readings_page
@@ -23,13 +22,15 @@ router = APIRouter(prefix="/v1", tags=["readings"])
 async def readings(
     conn: ConnDep,
     key: KeyDep,
-    station: str,
-    parameter: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    period_s: Annotated[int | None, Query(description="0 (instant), 60, 3600 or 86400")] = None,
+    station: Text,
+    parameter: Text,
+    start: Instant | None = None,
+    end: Instant | None = None,
+    period_s: Annotated[
+        int | None, Query(ge=0, le=86400, description="0 (instant), 60, 3600 or 86400")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    cursor: str | None = None,
+    cursor: Text | None = None,
 ) -> Page[ReadingOut]:
     """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
     if period_s is not None and period_s not in PERIODS_S:
@@ -41,8 +42,8 @@ async def readings(
         raise InvalidInput("end must be after start (the range is half-open [start, end))")
     after = None
     if cursor:
-        position = decode_cursor(cursor, keys=("time", "period_s"))
-        after = (parse_time(position["time"], field="cursor"), int(position["period_s"]))
+        position = decode_cursor(cursor, keys={"time": str, "period_s": int})
+        after = (parse_time(position["time"], field="cursor"), position["period_s"])
     rows = await readings_page(
         conn,
         station_id=station_id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from api.deps import ConnDep, KeyDep, require_role
 from core.errors import InvalidInput
 from core.timeutil import CST, utcnow
-from schemas.common import ErrorOut, Page
+from schemas.common import ErrorOut, Page, Text
 from schemas.rules import RuleOut, RuleUpdate
 from store.keys import ApiKey
 from store.rules import StoredRule, check_rule, current_rules, get_rule, rule_versions, write_rule
@@ -36,13 +36,13 @@ async def rules(conn: ConnDep, key: KeyDep) -> Page[RuleOut]:
 
 
 @router.get("/rules/{rule_id}", responses={404: {"model": ErrorOut}})
-async def rule(conn: ConnDep, key: KeyDep, rule_id: str) -> RuleOut:
+async def rule(conn: ConnDep, key: KeyDep, rule_id: Text) -> RuleOut:
     """One rule in its version in force."""
     return _rule_out(await get_rule(conn, rule_id))
 
 
 @router.get("/rules/{rule_id}/versions", responses={404: {"model": ErrorOut}})
-async def versions(conn: ConnDep, key: KeyDep, rule_id: str) -> Page[RuleOut]:
+async def versions(conn: ConnDep, key: KeyDep, rule_id: Text) -> Page[RuleOut]:
     """Every version of a rule, oldest first: who changed it, when, through what and why."""
     found = await rule_versions(conn, rule_id)
     if not found:
@@ -61,7 +61,7 @@ async def versions(conn: ConnDep, key: KeyDep, rule_id: str) -> Page[RuleOut]:
 async def put_rule(
     conn: ConnDep,
     key: Annotated[ApiKey, Depends(require_role("joint_office"))],
-    rule_id: str,
+    rule_id: Text,
     body: RuleUpdate,
 ) -> RuleOut:
     """Make a new version of a rule (or create it); an identical definition adds no version.
