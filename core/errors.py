@@ -27,6 +27,12 @@ class InvalidInput(EnvLinkError, ValueError):
     code = "invalid_input"
 
 
+class TimeOutOfRange(InvalidInput):
+    """A time outside the years EnvLink handles (core.timeutil.FIRST_YEAR to LAST_YEAR)."""
+
+    code = "time_out_of_range"
+
+
 class PayloadTooLarge(InvalidInput):
     """A request over a size limit; the message says which limit."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, TimeOutOfRange
 
 CST = ZoneInfo("Asia/Shanghai")
 PERIODS_S = (0, 60, 3600, 86400)
@@ -28,7 +28,7 @@ def parse_time(text: str, *, field: str = "time") -> datetime:
     except ValueError:
         raise InvalidInput(f"{field}: {text!r} is not an ISO 8601 / RFC 3339 time") from None
     if not in_years(parsed):
-        raise InvalidInput(f"{field}: {text!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}")
+        raise TimeOutOfRange(f"{field}: {text!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}")
     return as_aware(parsed)
 
 

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, GetJsonSchemaHandler
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
@@ -20,8 +20,10 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 TEXT_PATTERN = "^[^\\u0000]*$"
 
 
-def _storable_text(value: str) -> str:
-    found = UNSTORABLE.search(value)
+def _storable_text(value: object) -> object:
+    # Before str's own checks: a length or pattern check would refuse a lone surrogate first,
+    # with a message that does not say what is wrong.
+    found = UNSTORABLE.search(value) if isinstance(value, str) else None
     if found is None:
         return value
     code = ord(found.group())
@@ -64,7 +66,7 @@ def _in_years(value: Moment) -> Moment:
 
 # Every text a client or config gives EnvLink: no NUL, no lone surrogate, so that a 422 names
 # the field instead of the database refusing the text later.
-Text = Annotated[str, AfterValidator(_storable_text), _TextPattern()]
+Text = Annotated[str, BeforeValidator(_storable_text), _TextPattern()]
 # Every number a client or config gives EnvLink that is not a reading's value: no NaN, no ±inf.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 # Every time and date a client gives EnvLink: years FIRST_YEAR to LAST_YEAR (core.timeutil).

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from core.timeutil import parse_time
-from schemas.common import TEXT_PATTERN, Text
+from schemas.common import TEXT_PATTERN, UNSTORABLE, Text
 from schemas.readings import Outcome
 
 MAX_READINGS = 10_000
@@ -146,7 +146,10 @@ def _problem(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if message.startswith(f"{field}: "):
         return message
-    return f"{field}: {message} (got {json.dumps(error['input'], ensure_ascii=False)[:80]})"
+    got = json.dumps(error["input"], ensure_ascii=False)
+    if UNSTORABLE.search(got):  # a lone surrogate: only its JSON escape can be shown
+        got = json.dumps(error["input"])
+    return f"{field}: {message} (got {got[:80]})"
 
 
 def _json_type(value: object) -> str:

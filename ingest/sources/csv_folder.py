@@ -35,8 +35,8 @@ from typing import Literal
 
 from psycopg_pool import AsyncConnectionPool
 
-from core.errors import InvalidInput
-from core.timeutil import CST, parse_time, utcnow
+from core.errors import InvalidInput, TimeOutOfRange
+from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, Source
 from schemas.common import QC
@@ -95,12 +95,19 @@ def parse_csv_time(text: str) -> datetime:
         raise ValueError("time is empty")
     try:
         return parse_time(cleaned)
+    except TimeOutOfRange as exc:
+        raise ValueError(str(exc)) from None
     except InvalidInput:
         for pattern in _SLASH_FORMATS:
             try:
-                return datetime.strptime(cleaned, pattern).replace(tzinfo=CST)
+                moment = datetime.strptime(cleaned, pattern).replace(tzinfo=CST)
             except ValueError:
                 continue
+            if not in_years(moment):
+                raise ValueError(
+                    f"time: {cleaned!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}"
+                ) from None
+            return moment
     raise ValueError(f"time {cleaned!r} is not an ISO 8601 time like 2026-11-03T10:00")
 
 
@@ -394,8 +401,7 @@ class CsvFolder:
         target = _free_name(folder, path.name, self._clock())
         report_path = folder / f"{target.stem}.report.csv"
         partial = report_path.with_name(report_path.name + ".part")
-        # A reason may quote bytes that were not text; the report shows them as \\x escapes.
-        partial.write_text(report.csv_text(), encoding="utf-8-sig", errors="backslashreplace")
+        partial.write_text(report.csv_text(), encoding="utf-8-sig")
         os.replace(partial, report_path)
         os.replace(path, target)
 
