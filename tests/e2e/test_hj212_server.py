@@ -34,7 +34,7 @@ from ingest.sources.hj212.protocol import (
 )
 from ingest.sources.hj212.server import ACCEPT_BACKLOG, Hj212Server
 from schemas.common import QC
-from store.intake import source_statuses
+from store.intake import rejected_readings, source_statuses
 from tests.conftest import CONFIG_DIR, HJ212_NOW, ROOT
 
 NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock
@@ -745,4 +745,156 @@ async def test_commits_are_bounded_and_answers_keep_their_order(
     assert server.stats.batches == 4
     assert len(await stored(db)) == 12
     assert await counts(db) == {"hj212": (12, 0, 0, 0)}
+    await device.close()
+
+
+def _reply(qn: bytes, mn: bytes) -> bytes:
+    """The 9014 owed to an upload with this QN and MN (PW 123456), bytes as the device sent them."""
+    return build_frame(b"QN=%s;ST=91;CN=9014;PW=123456;MN=%s;Flag=4;CP=&&&&" % (qn, mn))
+
+
+def _upload(qn: bytes, mn: bytes, cn: bytes, cp: bytes) -> bytes:
+    return b"QN=%s;ST=22;CN=%s;PW=123456;MN=%s;Flag=5;CP=&&%s&&" % (qn, cn, mn, cp)
+
+
+HUANGPU_MN, SHILONG_MN = b"44010010000086", b"44190010000002"
+# Frames with valid CRCs carrying NUL, bytes that are neither UTF-8 nor GBK, absurd numbers and
+# times, in CP and in MN; each is quarantined and answered.
+HOSTILE_FRAMES = [
+    _upload(
+        b"20261126113000101",
+        HUANGPU_MN,
+        b"2011",
+        b"DataTime=20261126113000;a34004-Rtd=35\x00.5,a34004-Flag=N;a21026-Rtd=8,a21026-Flag=N",
+    ),
+    _upload(
+        b"20261126113100102",
+        HUANGPU_MN,
+        b"2011",
+        b"DataTime=20261126113100;a34004-Rtd=3\xff5;a21026-Rtd=1e999;"
+        b"a21005-Rtd=99999999999999999999999;a34002-Rtd=-0",
+    ),
+    _upload(b"20261126113200103", b"44010099999999\x00", b"2011", b"DataTime=20261126113200"),
+    _upload(b"20261126113300104", b"4401\xfe\xff", b"2011", b"DataTime=20261126113300"),
+    _upload(b"20261126113400105", SHILONG_MN, b"2061", b"DataTime=00000101000000;a21026-Avg=1"),
+    _upload(
+        b"20261126113500106",
+        SHILONG_MN,
+        b"2061",
+        b"DataTime=99991231230000;a21026-Avg=1;a21004-Avg=2",
+    ),
+]
+
+
+async def test_hostile_frames_are_quarantined_and_answered_beside_other_stations_frames(
+    start_server: Callable[..., Awaitable[Hj212Server]], db: AsyncConnectionPool
+) -> None:
+    server = await start_server()
+    device = await Device.open(server)
+    # One write: the hostile frames share their group commit with gz-w-dadun's good frame.
+    await device.send(b"".join(build_frame(f) for f in HOSTILE_FRAMES) + framed(DADUN_2051))
+    assert await device.frames(7) == [
+        _reply(b"20261126113000101", HUANGPU_MN),
+        _reply(b"20261126113100102", HUANGPU_MN),
+        _reply(b"20261126113200103", b"44010099999999\x00"),
+        _reply(b"20261126113300104", b"4401\xfe\xff"),
+        _reply(b"20261126113400105", SHILONG_MN),
+        _reply(b"20261126113500106", SHILONG_MN),
+        reply_to(DADUN_2051),
+    ]
+    await device.silent()
+    assert await stored(db) == [
+        ("gz-a-huangpu", "so2", 0, at(11, 30), 8.0, QC.VALID),
+        ("gz-a-huangpu", "pm10", 0, at(11, 31), 0.0, QC.VALID),
+        ("gz-w-dadun", "do", 60, at(11, 59), 6.1, QC.VALID),
+    ]
+    async with db.connection() as conn:
+        rows = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    frames = [build_frame(f).decode("utf-8", "surrogateescape") for f in HOSTILE_FRAMES]
+    future = "time 9999-12-31T23:00:00+08:00 is more than a day in the future"
+    assert [(r.station_code, r.parameter_code, r.reason) for r in rows] == [
+        (
+            "gz-a-huangpu",
+            "pm25",
+            "pm25 (HJ 212 code a34004): Rtd value '35\\x00.5' is not a number",
+        ),
+        (
+            "gz-a-huangpu",
+            "pm25",
+            "pm25 (HJ 212 code a34004): Rtd value '3\\udcff5' is not a number",
+        ),
+        (
+            "gz-a-huangpu",
+            "so2",
+            "so2 (HJ 212 code a21026): Rtd value '1e999' is not a finite number",
+        ),
+        (
+            "gz-a-huangpu",
+            "co",
+            "co: value 1e+23 mg/m3 is outside the physically possible range [0, 200]",
+        ),
+        (
+            None,
+            None,
+            "unknown MN 44010099999999\x00: no station in the catalogue has this HJ 212 MN",
+        ),
+        (None, None, "unknown MN 4401\udcfe\udcff: no station in the catalogue has this HJ 212 MN"),
+        (
+            "dg-a-shilong",
+            None,
+            "time '00000101000000' is not a valid date and time: year 0 is out of range",
+        ),
+        ("dg-a-shilong", "so2", future),
+        ("dg-a-shilong", "no2", future),
+    ]
+
+    # Each frame is kept byte for byte; what the pipeline rejects is kept as the reading it got.
+    def reading(parameter: str, time: str, value: str, unit: str, period_s: int) -> str:
+        return (
+            f'{{"station": "{"dg-a-shilong" if period_s else "gz-a-huangpu"}", "parameter":'
+            f' "{parameter}", "time": "{time}", "value": {value}, "unit": "{unit}",'
+            f' "period_s": {period_s}, "qc": "valid"}}'
+        )
+
+    assert [r.payload for r in rows] == [
+        frames[0],
+        frames[1],
+        frames[1],
+        reading("co", "2026-11-26T11:31:00+08:00", "1e+23", "mg/m3", 0),
+        frames[2],
+        frames[3],
+        frames[4],
+        reading("so2", "9999-12-31T23:00:00+08:00", "1.0", "ppb", 3600),
+        reading("no2", "9999-12-31T23:00:00+08:00", "2.0", "ppb", 3600),
+    ]
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT escaped FROM rejected_reading ORDER BY id")
+        # Rows holding a NUL or a byte that is not UTF-8 are escaped; the others are as they were.
+        escaped = [True, True, True, False, True, True, False, False, False]
+        assert [e for (e,) in await cur.fetchall()] == escaped
+    assert await counts(db) == {"hj212": (3, 0, 0, 9)}
+    await device.close()
+
+
+async def test_an_hour_far_ahead_does_not_hide_the_next_gap(
+    start_server: Callable[..., Awaitable[Hj212Server]], db: AsyncConnectionPool
+) -> None:
+    server = await start_server()
+    device = await Device.open(server)
+    xintang = b"44010020000001"
+    hours = [b"20261126090000", b"99991231230000", b"20261126110000"]
+    for n, hour in enumerate(hours):
+        qn = b"2026112612000000%d" % n
+        await device.send(
+            build_frame(_upload(qn, xintang, b"2061", b"DataTime=%s;w01010-Avg=20" % hour))
+        )
+        assert await device.frames(1) == [_reply(qn, xintang)]
+    # The 9999 hour was refused and did not become the station's last hour: 10:00 is asked for.
+    assert await device.frames(1) == [
+        build_request("2061", "44010020000001", "123456", NOW, at(10), at(10), st="22")
+    ]
+    assert [(t.hour, p) for _, p, _, t, _, _ in await stored(db)] == [
+        (9, "water_temp"),
+        (11, "water_temp"),
+    ]
     await device.close()

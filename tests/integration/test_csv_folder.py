@@ -16,6 +16,7 @@ from core.timeutil import CST
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import CsvFolder, FileReport
 from schemas.common import QC
+from store.intake import rejected_readings
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 SAMPLED = datetime(2026, 11, 3, 10, tzinfo=CST)
@@ -371,3 +372,74 @@ async def test_import_csv_command_prints_a_report_per_row(
     ]
     assert lab.exists()
     assert await _query(db, "SELECT count(*) FROM reading") == [(5,)]
+
+
+async def test_hostile_rows_are_rejected_alone_and_quarantined_byte_for_byte(
+    db: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    # (the row's bytes, why it is rejected, or None when it is stored)
+    rows: list[tuple[bytes, str | None]] = [
+        (b"gz-w-dadun,cu,2026-11-03T10:00,0.012,mg/L,,", None),
+        (b"gz-w-dadun\x00,cu,2026-11-03T10:00,0.01,mg/L,,", "unknown station 'gz-w-dadun\\x00'"),
+        (
+            b"gz-w-dadun,zn,2026-11-03T10:00,0.5\x00,mg/L,,",
+            "value '0.5\\x00' is not a number, ND, or a detection limit like 0.01L",
+        ),
+        (
+            b"gz-w-dadun,pb\xff,2026-11-03T10:00,1.5,ug/L,,",
+            "byte 0xff (character 14 of the line) is not text in the file's encoding",
+        ),
+        (
+            b"gz-w-dadun,cd,2026-11-03T10:00,1e308,mg/L,,",
+            "cd: value 1e+308 mg/L is outside the physically possible range [0, 100]",
+        ),
+        (b"gz-w-dadun,hg,2026-11-03T10:00,1e400,mg/L,,", "value '1e400' is not a finite number"),
+        (b"gz-w-dadun,as,2026-11-03T10:00,nan,mg/L,,", "value 'nan' is not a finite number"),
+        (
+            b"gz-w-dadun,cr6,2026-11-03T10:00,18446744073709551616,mg/L,,",
+            "cr6: value 1.84467e+19 mg/L is outside the physically possible range [0, 100]",
+        ),
+        (
+            b"gz-w-dadun,cn,0001-01-01T00:00+14:00,0.01,mg/L,,",
+            "time: '0001-01-01T00:00+14:00' is outside the years 1900-2199",
+        ),
+        (
+            b"gz-w-dadun,cn,9999/12/31 23:59,0.01,mg/L,,",
+            "time: '9999/12/31 23:59' is outside the years 1900-2199",
+        ),
+        (
+            b"gz-w-dadun,cn,2026-11-03T10:00+25:00,0.01,mg/L,,",
+            "time '2026-11-03T10:00+25:00' is not an ISO 8601 time like 2026-11-03T10:00",
+        ),
+        (b"gz-w-dadun,pb,2026-11-03T10:00,-0,ug/L,,", None),
+    ]
+    data = b"station,parameter,time,value,unit,period_s,flag\n"
+    data += b"".join(row + b"\n" for row, _ in rows)
+    (tmp_path / "hostile.csv").write_bytes(data)
+    [report] = await _two_polls(_folder(db, tmp_path))
+    assert report.failure is None and report.encoding == "utf-8"
+    assert [(line.line, line.outcome, line.reason) for line in report.lines] == [
+        (n + 2, "accepted" if reason is None else "rejected", reason or "")
+        for n, (_, reason) in enumerate(rows)
+    ]
+    stored = await _stored(db)
+    assert stored == [
+        ("gz-w-dadun", "cu", 0, SAMPLED, 0.012, QC.VALID.code),
+        ("gz-w-dadun", "pb", 0, SAMPLED, 0.0, QC.VALID.code),
+    ]
+    assert str(stored[1][4]) == "0.0"  # -0 is stored without its sign
+    async with db.connection() as conn:
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    assert [(q.reason, q.payload.encode("utf-8", "surrogateescape")) for q in quarantined] == [
+        (reason, row) for row, reason in rows if reason is not None
+    ]
+    assert await _query(
+        db, "SELECT station_code, parameter_code, payload FROM rejected_reading WHERE escaped"
+    ) == [
+        ("gz-w-dadun\\x00", "cu", "gz-w-dadun\\x00,cu,2026-11-03T10:00,0.01,mg/L,,"),
+        ("gz-w-dadun", "zn", "gz-w-dadun,zn,2026-11-03T10:00,0.5\\x00,mg/L,,"),
+        ("gz-w-dadun", "pb\\xff", "gz-w-dadun,pb\\xff,2026-11-03T10:00,1.5,ug/L,,"),
+    ]
+    # Reasons quote what a row held as Python does, so the report is plain UTF-8.
+    report_text = (tmp_path / "processed" / "hostile.report.csv").read_text(encoding="utf-8-sig")
+    assert report_text.splitlines()[2] == "3,rejected,unknown station 'gz-w-dadun\\x00'"

@@ -667,3 +667,73 @@ async def test_a_corrupt_watermark_stops_that_series_with_a_clear_error(
     ]
     assert [(w.series, w.start, w.end) for w in report.windows] == [("sensor 102", NOW - HOUR, NOW)]
     assert len(await _stored(db, "pm25")) == 1
+
+
+async def test_hostile_records_are_rejected_alone_and_quarantined_byte_for_byte(
+    db: AsyncConnectionPool, server: UpstreamServer
+) -> None:
+    ts = b"%d" % int((NOW - HOUR).timestamp() * 1000)
+
+    def record(**fields: bytes) -> bytes:
+        raw = {"ts": ts, "site": b'"DG-B07"', "kind": b'"dissolved_oxygen"', "x": b"6.5"}
+        raw |= {"u": b'"mg/l"', **fields}
+        return b"{" + b", ".join(b'"%s": %s' % (k.encode(), v) for k, v in raw.items()) + b"}"
+
+    # (record, why it is rejected, or None when it is stored)
+    records: list[tuple[bytes, str | None]] = [
+        (record(), None),
+        (record(site=rb'"DG-B07\u0000"'), "unknown station 'DG-B07\\x00'"),
+        (record(kind=b'"temperature\xff"'), "unknown parameter 'temperature\\udcff'"),
+        (record(u=rb'"mg/l\ud800"'), "unit 'mg/l\\ud800' cannot be converted to mg/L for do"),
+        (record(x=b"1e400"), "feed buoys: value inf is not a finite number"),
+        (
+            record(x=b"18446744073709551616"),
+            "do: value 1.84467e+19 mg/L is outside the physically possible range [0, 25]",
+        ),
+        (
+            record(x=b"9" * 400),
+            "feed buoys: value is an integer of 400 digits, beyond double precision",
+        ),
+        (
+            record(ts=b"18446744073709551616"),
+            "feed buoys: time 18446744073709551616 is out of range",
+        ),
+        (record(ts=b"NaN"), "feed buoys: time nan is out of range"),
+        (record(ts=b"%d" % int(NOW.timestamp() * 1000), x=b"-0"), None),
+    ]
+    page = b'{"data": {"records": [\n' + b",\n".join(r for r, _ in records) + b"\n]}}"
+    server.upstream.script["/buoys"] = [page]
+    feed = JsonFeed(
+        code="buoys",
+        kind="json",
+        url=f"{server.url}/buoys",
+        from_param="start",
+        to_param="end",
+        time_format="epoch_ms",
+        lookback_s=6 * 3600,
+        retries=0,
+        mapping=JsonMapping(
+            items="data.records", time="ts", value="x", unit="u", station="site", parameter="kind"
+        ),
+        period_s=3600,
+        station_map={"DG-B07": "dg-w-humen"},
+        parameter_map={"dissolved_oxygen": "do"},
+    )
+    report = await _run(db, feed, NOW)
+    assert (report.errors, [w.summary for w in report.windows]) == (
+        [],
+        [{"accepted": 2, "duplicate": 0, "revised": 0, "rejected": 8}],
+    )
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT p.code, r.time, r.value FROM reading r JOIN station s ON s.id = r.station_id"
+            " JOIN parameter p ON p.id = r.parameter_id WHERE s.code = 'dg-w-humen' ORDER BY r.time"
+        )
+        stored = await cur.fetchall()
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    assert stored == [("do", NOW - HOUR, 6.5), ("do", NOW, 0.0)]
+    assert str(stored[1][2]) == "0.0"  # -0 is stored without its sign
+    assert [(q.reason, q.payload.encode("utf-8", "surrogateescape")) for q in quarantined] == [
+        (reason, r) for r, reason in records if reason is not None
+    ]
+    assert await _watermark(db, "http:buoys") == {"feed": "2026-11-26T12:00:00Z"}

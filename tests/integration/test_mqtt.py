@@ -540,3 +540,75 @@ async def test_a_worker_runs_the_subscriber_and_the_configured_feeds(
         ("dg-w-humen", "do", hour - HOUR, 7.0, "http:buoys-w"),
         ("gz-a-huangpu", "pm25", hour, 35.0, "mqtt"),
     ]
+
+
+async def test_hostile_elements_are_rejected_alone_and_quarantined_byte_for_byte(
+    db: AsyncConnectionPool,
+) -> None:
+    def element(**fields: bytes) -> bytes:
+        raw = {"time": b'"2026-11-26T12:00:00"', "parameter": b'"pm25"', "value": b"35"}
+        raw |= {"unit": b'"ug/m3"', **fields}
+        return b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in raw.items()) + b"}"
+
+    # (element, why it is rejected, or None when it is stored)
+    elements: list[tuple[bytes, str | None]] = [
+        (element(), None),
+        (element(parameter=rb'"pm25\u0000"'), "unknown parameter 'pm25\\x00'"),
+        (
+            element(unit=b'"ug/m3\xff"'),
+            "unit 'ug/m3\\udcff' cannot be converted to ug/m3 for pm25",
+        ),
+        (element(parameter=rb'"pm\ud800"'), "unknown parameter 'pm\\ud800'"),
+        (element(value=b"1e400"), "topic {topic}, reading 4: value inf is not a finite number"),
+        (element(value=b"NaN"), "topic {topic}, reading 5: value nan is not a finite number"),
+        (
+            element(value=b"9" * 400),
+            "topic {topic}, reading 6: value is an integer of 400 digits, beyond double precision",
+        ),
+        (
+            element(value=b"18446744073709551616"),
+            "pm25: value 1.84467e+19 ug/m3 is outside the physically possible range [0, 2000]",
+        ),
+        (
+            element(time=b'"0001-01-01T00:00:00+14:00"'),
+            "topic {topic}, reading 8: time: '0001-01-01T00:00:00+14:00' is outside the years"
+            " 1900-2199",
+        ),
+        (
+            element(time=b'"2026-11-26T12:00:00+25:00"'),
+            "topic {topic}, reading 9: time: '2026-11-26T12:00:00+25:00' is not an ISO 8601 /"
+            " RFC 3339 time",
+        ),
+        (element(parameter=b'"pm10"', value=b"-0"), None),
+    ]
+    not_json = b"\xff\x00{not json"
+    async with _subscriber(db) as run:
+        topic = run.topic("guangzhou", "gz-a-huangpu")
+        await run.publish(topic, b"[" + b",\n".join(e for e, _ in elements) + b"]")
+        await run.publish(topic, not_json)
+        await run.publish(run.topic("dongguan", "dg-a-shilong"), _reading("so2", 10.0))
+        await run.stored_messages(3)
+    stored = await _stored(db)
+    assert stored == [
+        ("dg-a-shilong", "so2", NOW, 10.0, 3600, "mqtt"),
+        ("gz-a-huangpu", "pm10", NOW, 0.0, 0, "mqtt"),
+        ("gz-a-huangpu", "pm25", NOW, 35.0, 0, "mqtt"),
+    ]
+    assert str(stored[1][3]) == "0.0"  # -0 is stored without its sign
+    async with db.connection() as conn:
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    # The source's own rejections name the topic and the element; the pipeline's do not.
+    expected = [(reason.format(topic=topic), e) for e, reason in elements if reason is not None]
+    expected.append(
+        (
+            f"topic {topic}: malformed JSON: str is not valid UTF-8: surrogates not allowed:"
+            " line 1 column 1 (char 0)",
+            not_json,
+        )
+    )
+    assert [
+        (q.reason, q.payload.encode("utf-8", "surrogateescape")) for q in quarantined
+    ] == expected
+    assert [q.parameter_code for q in quarantined[:3]] == ["pm25\x00", "pm25", "pm\ud800"]
+    status = await _mqtt_status(db)
+    assert (status.accepted, status.duplicate, status.rejected) == (3, 0, 10)

@@ -19,6 +19,7 @@ from core.settings import Settings
 from core.timeutil import CST
 from schemas.common import QC
 from schemas.push import MAX_BODY_BYTES, push_body_schema
+from store.intake import rejected_readings
 from store.keys import create_key
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "json" / "readings-push.schema.json"
@@ -584,3 +585,117 @@ async def test_openapi_documents_the_request_body_and_the_answer(
         "summary",
     ]
     assert "get" in spec["paths"]["/v1/readings"]
+
+
+def _hostile(**fields: str) -> bytes:
+    """A pm25 item written by hand, with fields replaced by raw JSON text (bytes may be hostile)."""
+    raw = {
+        "station": b'"gz-a-huangpu"',
+        "parameter": b'"pm25"',
+        "time": b'"2026-11-25T10:00:00+08:00"',
+        "value": b"35",
+        "unit": b'"ug/m3"',
+    }
+    raw.update({name: text.encode("latin-1") for name, text in fields.items()})
+    return b"{" + b", ".join(b'"%s": %s' % (k.encode(), v) for k, v in raw.items()) + b"}"
+
+
+# Each hostile item of one push and why it is rejected (None: stored).
+HOSTILE_PUSH: list[tuple[bytes, str | None]] = [
+    (GOOD_PM10.encode(), None),
+    (
+        _hostile(station=r'"gz-a-huangpu\u0000"'),
+        'station: must not contain NUL (U+0000), found at character 13 (got "gz-a-huangpu\\u0000")',
+    ),
+    (
+        _hostile(unit=r'"ug/m3\ud800"'),
+        "unit: must not contain U+D800 (a lone surrogate), found at character 6"
+        ' (got "ug/m3\\ud800")',
+    ),
+    (
+        _hostile(parameter='"pm25\xff\xfe"'),
+        "parameter: must not contain U+DCFF (a lone surrogate, or the byte 0xFF that is not UTF-8),"
+        ' found at character 5 (got "pm25\\udcff\\udcfe")',
+    ),
+    (_hostile(value="1e400"), "pm25: value inf is not a finite number"),
+    (_hostile(value="NaN"), "pm25: value nan is not a finite number"),
+    (_hostile(value="-Infinity"), "pm25: value -inf is not a finite number"),
+    (
+        _hostile(value="18446744073709551616"),
+        "pm25: value 1.84467e+19 ug/m3 is outside the physically possible range [0, 2000]",
+    ),
+    (
+        _hostile(value="1e308"),
+        "pm25: value 1e+308 ug/m3 is outside the physically possible range [0, 2000]",
+    ),
+    (_hostile(time='"2026-11-25T11:00:00+08:00"', value="-0"), None),
+    (
+        _hostile(time='"0001-01-01T00:00:00+14:00"'),
+        "time: '0001-01-01T00:00:00+14:00' is outside the years 1900-2199",
+    ),
+    (
+        _hostile(time='"9999-12-31T23:59:59-23:59"'),
+        "time: '9999-12-31T23:59:59-23:59' is outside the years 1900-2199",
+    ),
+    (
+        _hostile(time='"2026-11-25T10:00:00+25:00"'),
+        "time: '2026-11-25T10:00:00+25:00' is not an ISO 8601 / RFC 3339 time",
+    ),
+    (
+        _hostile(time=r'"2026-11-25T10:00\u0000"'),
+        "time: '2026-11-25T10:00\\x00' is not an ISO 8601 / RFC 3339 time",
+    ),
+    (
+        _hostile(period_s="18446744073709551616"),
+        "period_s: Unable to parse input string as an integer, exceeded maximum size"
+        " (got 18446744073709551616)",
+    ),
+]
+
+
+async def test_hostile_items_are_rejected_alone_and_quarantined_as_sent(
+    client: httpx.AsyncClient, db: AsyncConnectionPool
+) -> None:
+    headers = await _key(db, "gz_eeb", "writer")
+    body = b'{"readings": [' + b",\n".join(item for item, _ in HOSTILE_PUSH) + b"]}"
+    response = await client.post(
+        "/v1/readings", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "received": 15,
+        "summary": {"accepted": 2, "duplicate": 0, "revised": 0, "rejected": 13},
+        "results": [
+            {"index": i, "outcome": "accepted"}
+            if reason is None
+            else {"index": i, "outcome": "rejected", "reason": reason}
+            for i, (_, reason) in enumerate(HOSTILE_PUSH)
+        ],
+    }
+    stored = await _stored(db)
+    assert stored == [
+        ("gz-a-huangpu", "pm10", 3600, T0, 50.0, QC.VALID.code),
+        ("gz-a-huangpu", "pm25", 0, T0 + timedelta(hours=1), 0.0, QC.VALID.code),
+    ]
+    assert str(stored[1][4]) == "0.0"  # -0 is stored without its sign
+    async with db.connection() as conn:
+        quarantined = sorted(await rejected_readings(conn), key=lambda r: r.id)
+    # As sent: the item's bytes exactly, its station and parameter as the client wrote them.
+    rejected = [(reason, item) for item, reason in HOSTILE_PUSH if reason is not None]
+    assert [(q.reason, q.payload.encode("utf-8", "surrogateescape")) for q in quarantined] == (
+        rejected
+    )
+    assert [(q.station_code, q.parameter_code) for q in quarantined[:3]] == [
+        ("gz-a-huangpu\x00", "pm25"),
+        ("gz-a-huangpu", "pm25"),
+        ("gz-a-huangpu", "pm25\udcff\udcfe"),
+    ]
+    # In the table, only the rows holding what text cannot hold are escaped.
+    assert await _query(
+        db, "SELECT escaped, station_code, parameter_code FROM rejected_reading ORDER BY id LIMIT 4"
+    ) == [
+        (True, "gz-a-huangpu\\x00", "pm25"),
+        (False, "gz-a-huangpu", "pm25"),
+        (True, "gz-a-huangpu", "pm25\\xff\\xfe"),
+        (False, "gz-a-huangpu", "pm25"),
+    ]

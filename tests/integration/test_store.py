@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from schemas.catalogue import load_catalogue
 from schemas.common import QC
 from store.catalogue import seed_catalogue, series_ids
+from store.intake import QuarantineRow, quarantine, rejected_readings
 from store.migrate import applied_versions, available_migrations, migrate
 from store.partitions import create_partitions, list_partitions, month_of
 from store.pool import Conn
@@ -438,3 +439,26 @@ async def _planner(conn: Conn) -> tuple[str, str, str]:
     found = await cur.fetchone()
     assert found is not None
     return found
+
+
+async def test_quarantine_keeps_what_text_cannot_hold_and_gives_it_back(
+    db: AsyncConnectionPool,
+) -> None:
+    hostile = QuarantineRow(None, "st\x00", "p\ud800", "why \\ \udcff", "a\x00\\x00\udcfe")
+    plain = QuarantineRow(None, "gz-a-huangpu", "pm25", "unknown unit 'ppq'", '{"u": "\\u00b5"}')
+    async with db.connection() as conn, conn.transaction():
+        await quarantine(conn, [hostile, plain], source_id=None, received_at=NOW)
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT escaped, station_code, parameter_code, reason, payload"
+            " FROM rejected_reading ORDER BY id"
+        )
+        assert await cur.fetchall() == [
+            (True, "st\\x00", "p\\ud800", "why \\\\ \\xff", "a\\x00\\\\x00\\xfe"),
+            (False, "gz-a-huangpu", "pm25", "unknown unit 'ppq'", '{"u": "\\u00b5"}'),
+        ]
+        back = await rejected_readings(conn)
+    assert [(r.station_code, r.parameter_code, r.reason, r.payload) for r in back[::-1]] == [
+        (row.station_code, row.parameter_code, row.reason, row.payload) for row in (hostile, plain)
+    ]
+    assert [r.escaped for r in back[::-1]] == [True, False]
