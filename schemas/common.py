@@ -15,15 +15,31 @@ from core.timeutil import FIRST_YEAR, LAST_YEAR, in_years
 
 # What no text column can hold: NUL, and lone surrogates, which have no UTF-8 encoding (sources
 # keep bytes that were not UTF-8 as U+DC80..U+DCFF, the way Python's surrogateescape does).
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Text's pattern in JSON Schema (ECMA-262); JSON cannot carry a lone surrogate to be valid.
 TEXT_PATTERN = "^[^\\u0000]*$"
+
+
+def first_unstorable(text: str) -> re.Match[str] | None:
+    """Where `text` has a character no text column can hold (NUL, a lone surrogate), or None."""
+    # Searching is slow next to the usual answer: NUL is one memchr, ASCII text is a flag in
+    # CPython, and other text without a lone surrogate encodes as UTF-8.
+    if "\x00" not in text:
+        if text.isascii():
+            return None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return None
+    return _UNSTORABLE.search(text)
 
 
 def _storable_text(value: object) -> object:
     # Before str's own checks: a length or pattern check would refuse a lone surrogate first,
     # with a message that does not say what is wrong.
-    found = UNSTORABLE.search(value) if isinstance(value, str) else None
+    found = first_unstorable(value) if isinstance(value, str) else None
     if found is None:
         return value
     code = ord(found.group())

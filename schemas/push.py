@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from core.timeutil import parse_time
-from schemas.common import TEXT_PATTERN, UNSTORABLE, Text
+from schemas.common import TEXT_PATTERN, Text, first_unstorable
 from schemas.readings import Outcome
 
 MAX_READINGS = 10_000
@@ -147,7 +147,7 @@ def _problem(error: Any) -> str:
     if message.startswith(f"{field}: "):
         return message
     got = json.dumps(error["input"], ensure_ascii=False)
-    if UNSTORABLE.search(got):  # a lone surrogate: only its JSON escape can be shown
+    if first_unstorable(got):  # a lone surrogate: only its JSON escape can be shown
         got = json.dumps(error["input"])
     return f"{field}: {message} (got {got[:80]})"
 

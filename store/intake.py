@@ -18,7 +18,7 @@ from datetime import datetime
 
 from psycopg.rows import class_row
 
-from schemas.common import UNSTORABLE
+from schemas.common import first_unstorable
 from store.pool import Conn
 
 _TO_ESCAPE = re.compile("[\\\\\x00\ud800-\udfff]")
@@ -27,7 +27,7 @@ _ESCAPE = re.compile(r"\\(?:(\\)|x([0-9a-f]{2})|u([0-9a-f]{4}))")
 
 def storable(text: str) -> bool:
     """Whether PostgreSQL text can hold `text` as it is."""
-    return UNSTORABLE.search(text) is None
+    return first_unstorable(text) is None
 
 
 def escape_text(text: str) -> str:
