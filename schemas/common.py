@@ -1,4 +1,9 @@
-"""Shared vocabulary (DESIGN §9): QC states, cities, areas, media, roles, the list envelope."""
+"""Shared vocabulary (DESIGN §9): QC states, cities, areas, media, roles, the list envelope.
+
+And the input types every door shares, so that hostile input is refused where it is declared:
+Text (no NUL, no lone surrogate), Finite (no NaN or infinity), Instant and Day (no year a
+monitoring network has not seen).
+"""
 
 from __future__ import annotations
 
@@ -67,10 +72,10 @@ class _TextPattern:
         return json_schema
 
 
-Moment = TypeVar("Moment", bound=date)
+_Moment = TypeVar("_Moment", bound=date)
 
 
-def _in_years(value: Moment) -> Moment:
+def _in_years(value: _Moment) -> _Moment:
     if not in_years(value):
         raise PydanticCustomError(
             "time_range",

@@ -419,9 +419,11 @@ async def alert_stream(
     """
     after: int | None = None
     if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        # str.isdigit() also holds for digits int() refuses (²) or reads as others (١٢).
+        if not (text.isascii() and text.isdigit()) or int(text) > BIGINT_MAX:
             raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an alert event id")
-        after = int(last_event_id.strip())
+        after = int(text)
     conninfo = pool.conninfo
     if not isinstance(conninfo, str):
         raise InvalidInput("the live stream needs a database URL")

@@ -343,3 +343,15 @@ async def test_a_body_that_is_not_utf8_is_400(
     )
     assert response.status_code == 400
     assert _problems(response) == ["There was an error parsing the body"]
+
+
+@pytest.mark.parametrize("last_event_id", ["²", "١٢", "9" * 30, "-1", "1e3"])
+async def test_a_last_event_id_that_is_no_event_id_is_400(
+    client: httpx.AsyncClient, headers: dict[str, str], last_event_id: str
+) -> None:
+    sent = last_event_id.encode()
+    response = await client.get("/v1/alerts/stream", headers={**headers, "Last-Event-ID": sent})
+    assert response.status_code == 400
+    # HTTP header values arrive as Latin-1.
+    received = sent.decode("latin-1")
+    assert _problems(response) == [f"Last-Event-ID {received!r} is not an alert event id"]
