@@ -205,13 +205,14 @@ async def measure(conn: Conn, setup: Setup, figures: dict[str, Figures]) -> None
     assert await count(conn, BASELINE) == len(rows)
     figures["raw COPY"].seconds.append(took)
 
-    await settle(conn, "reading", "reading_revision")
+    await settle(conn, "reading", "reading_latest", "reading_revision")
     took, written = await timed(
         conn,
         lambda: write_readings(conn, rows, source_id=setup.source_id, received_at=received_at),
     )
     assert isinstance(written, WriteResult) and written.accepted == len(rows), written
     assert await count(conn, "reading") == len(rows)
+    assert await count(conn, "reading_latest") == len({row[:3] for row in rows})
     figures["fresh"].seconds.append(took)
 
     await checkpoint(conn)

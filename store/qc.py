@@ -154,6 +154,9 @@ class QcFlag:
 # the delivery it saw: a revision that landed meanwhile wins, and its new state is judged by
 # the next batch that touches the series. The replaced state goes to reading_revision and the
 # reason to qc_audit, joined on the revision; the `qc` source counts its re-flags as revisions.
+# A re-flagged reading that is its series' latest is re-flagged in reading_latest too. Those
+# rows are locked in key order, as writers lock them, so the two never deadlock; a row a writer
+# moved on to a newer time meanwhile no longer matches and is left alone.
 _REFLAG = """
 WITH flag AS (
     SELECT * FROM unnest(%(station)s::int[], %(parameter)s::int2[], %(period)s::int[],
@@ -174,6 +177,18 @@ WITH flag AS (
       AND r.qc = %(valid)s AND r.value = c.value AND r.source_id = c.old_source
       AND r.received_at = c.old_received_at
     RETURNING c.*
+), latest AS MATERIALIZED (
+    SELECT l.station_id, l.parameter_id, l.period_s, l.time
+    FROM reading_latest l
+    JOIN flagged f ON l.station_id = f.station_id AND l.parameter_id = f.parameter_id
+                  AND l.period_s = f.period_s AND l.time = f.time
+    ORDER BY l.station_id, l.parameter_id, l.period_s
+    FOR UPDATE OF l
+), relatest AS (
+    UPDATE reading_latest l SET qc = %(suspect)s
+    FROM latest k
+    WHERE l.station_id = k.station_id AND l.parameter_id = k.parameter_id
+      AND l.period_s = k.period_s AND l.time = k.time
 ), kept AS (
     INSERT INTO reading_revision (station_id, parameter_id, period_s, time, value, qc, source_id,
                                   received_at, replaced_at, replaced_by)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -59,20 +59,24 @@ async def write_readings(
 ) -> WriteResult:
     """Store rows idempotently: fresh rows by COPY, the rest by one merge (duplicates, revisions).
 
-    The caller owns the transaction and must have created the partitions the rows fall in.
+    reading_latest is kept up to date with them. The caller owns the transaction (so the two
+    commit together) and must have created the partitions the rows fall in.
     """
     result = WriteResult(total=len(rows))
+    # Per chunk, each series' newest stored row: what reading_latest may have to take.
+    newest: list[_Newest] = []
     merging = False
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         if not merging:
             try:
                 async with conn.transaction():
-                    await _copy_fresh(conn, chunk, source_id, received_at)
+                    newest.append(await _copy_fresh(conn, chunk, start, source_id, received_at))
                 continue
             except psycopg.errors.UniqueViolation:
                 merging = True
-        await _merge(conn, chunk, start, source_id, received_at, result)
+        newest.append(await _merge(conn, chunk, start, source_id, received_at, result))
+    await _keep_latest(conn, [rows[position] for position in _newest_of_all(newest)])
     return result
 
 
@@ -116,6 +120,11 @@ class _Columns:
             missing=missing,
             qc=np.array([row.qc for row in rows], dtype=np.int16),
         )
+
+    @classmethod
+    def concat(cls, parts: Sequence[_Columns]) -> _Columns:
+        names = [column.name for column in fields(cls)]
+        return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in names))
 
     def __len__(self) -> int:
         return len(self.station_id)
@@ -190,8 +199,9 @@ def _records(
 
 
 async def _copy_fresh(
-    conn: Conn, rows: Sequence[ReadingRow], source_id: int, received_at: datetime
-) -> None:
+    conn: Conn, rows: Sequence[ReadingRow], offset: int, source_id: int, received_at: datetime
+) -> _Newest:
+    """COPY rows none of which is stored yet (the `offset`th on); each series' newest row."""
     tail: list[_Field] = [(">i2", source_id), (">i8", _micros([received_at])[0])]
     async with (
         conn.cursor() as cur,
@@ -208,7 +218,7 @@ async def _copy_fresh(
             except TypeError:
                 _micros([row.time for row in rows])  # names a time without an offset
                 raise
-            return
+            return _Newest.among(_Columns.of(rows), offset)
         columns = _Columns.of(rows)
         order = _key_order(columns)
         await copy.write(_SIGNATURE)
@@ -216,6 +226,7 @@ async def _copy_fresh(
             block = columns.take(order[start : start + _BLOCK])
             await copy.write(_tuples([*block.fields(), *tail], block.missing, 4))
         await copy.write(_TRAILER)
+    return _Newest.among(columns, offset, order)
 
 
 _STAGE = """
@@ -315,11 +326,14 @@ async def _merge(
     source_id: int,
     received_at: datetime,
     result: WriteResult,
-) -> None:
+) -> _Newest:
+    """Merge rows into `reading`; each series' newest row that was stored."""
     columns = _Columns.of(rows)
+    order = _key_order(columns)
+    duplicates: set[int] = set()
     await conn.execute(_STAGE)
     async with _probing_plans(conn), conn.cursor() as cur:
-        for positions in _rounds(columns):
+        for positions in _rounds(columns, order):
             staged = columns.take(positions)
             seqs = (positions + offset).astype(np.int32)
             await cur.execute("TRUNCATE reading_stage")
@@ -348,21 +362,25 @@ async def _merge(
                 assert answer is not None
                 absent, inserted, changed, revised = (set(found) for found in answer)
                 result.revisions |= revised
-                result.duplicates |= pending - absent - changed
+                duplicates |= pending - absent - changed
                 pending = (absent - inserted) | (changed - revised)
                 if pending:
                     await cur.execute(
                         "DELETE FROM reading_stage WHERE seq <> ALL(%s)", [sorted(pending)]
                     )
+    result.duplicates |= duplicates
+    stored = np.ones(len(rows), dtype=np.bool_)
+    stored[np.fromiter(duplicates, dtype=np.intp, count=len(duplicates)) - offset] = False
+    return _Newest.among(columns, offset, order, stored)
 
 
-def _rounds(columns: _Columns) -> list[npt.NDArray[np.intp]]:
+def _rounds(columns: _Columns, order: npt.NDArray[np.intp]) -> list[npt.NDArray[np.intp]]:
     """Positions by round: each key's first occurrence, then its second, ...; in key order.
 
     A key repeated within the rows is applied in order, one round per occurrence, so the
-    later value revises the earlier one exactly as if they had come in two batches.
+    later value revises the earlier one exactly as if they had come in two batches. `order`
+    is the rows' _key_order.
     """
-    order = _key_order(columns)
     repeat = np.ones(max(len(columns) - 1, 0), dtype=np.bool_)
     for key in (columns.station_id, columns.parameter_id, columns.period_s, columns.time):
         ordered = key[order]
@@ -378,6 +396,95 @@ def _rounds(columns: _Columns) -> list[npt.NDArray[np.intp]]:
 def _key_order(columns: _Columns) -> npt.NDArray[np.intp]:
     """Positions sorted by key, a key's occurrences in their order (lexsort is stable)."""
     return np.lexsort((columns.time, columns.period_s, columns.parameter_id, columns.station_id))
+
+
+def _newest(
+    columns: _Columns, order: npt.NDArray[np.intp], stored: npt.NDArray[np.bool_] | None = None
+) -> npt.NDArray[np.intp]:
+    """Per series, the position of its newest row (of a repeated key, the last occurrence).
+
+    `order` is the rows' _key_order; with `stored`, only the rows it marks count. The positions
+    come in key order.
+    """
+    if stored is not None:
+        order = order[stored[order]]
+    if not len(order):
+        return order
+    last = np.zeros(len(order), dtype=np.bool_)
+    last[-1] = True
+    for key in (columns.station_id, columns.parameter_id, columns.period_s):
+        ordered = key[order]
+        last[:-1] |= ordered[1:] != ordered[:-1]
+    return order[last]
+
+
+class _Newest(NamedTuple):
+    """Each series' newest stored row of a chunk: its columns and its position in the call."""
+
+    columns: _Columns
+    positions: npt.NDArray[np.intp]
+
+    @classmethod
+    def among(
+        cls,
+        columns: _Columns,
+        offset: int,
+        order: npt.NDArray[np.intp] | None = None,
+        stored: npt.NDArray[np.bool_] | None = None,
+    ) -> _Newest:
+        """Of a chunk starting at `offset`, with its _key_order if known and its stored rows."""
+        picked = _newest(columns, _key_order(columns) if order is None else order, stored)
+        return cls(columns.take(picked), picked + offset)
+
+
+def _newest_of_all(chunks: Sequence[_Newest]) -> list[int]:
+    """Positions of each series' newest stored row over all chunks, in key order."""
+    if not chunks:
+        return []
+    if len(chunks) == 1:
+        positions = chunks[0].positions
+    else:
+        # A key stored by two chunks: the later one's row is what `reading` holds, and lexsort,
+        # stable, puts it last.
+        columns = _Columns.concat([chunk.columns for chunk in chunks])
+        positions = np.concatenate([chunk.positions for chunk in chunks])
+        positions = positions[_newest(columns, _key_order(columns))]
+    newest: list[int] = positions.tolist()
+    return newest
+
+
+# Rows go in sorted by series, so concurrent writers lock the rows of reading_latest in the
+# same order and never deadlock on them. ON CONFLICT waits for a concurrent writer of the same
+# series and then judges its committed row: whichever commits last, the newest time stays.
+# A revision of the current time (value or QC changed) replaces it; an older time never does.
+_KEEP_LATEST = """
+INSERT INTO reading_latest AS l (station_id, parameter_id, period_s, time, value, qc)
+SELECT * FROM unnest(%(station)s::int4[], %(parameter)s::int2[], %(period)s::int4[],
+                     %(time)s::timestamptz[], %(value)s::float8[], %(qc)s::int2[])
+ORDER BY 1, 2, 3
+ON CONFLICT (station_id, parameter_id, period_s) DO UPDATE
+SET time = EXCLUDED.time, value = EXCLUDED.value, qc = EXCLUDED.qc
+WHERE EXCLUDED.time > l.time
+   OR (EXCLUDED.time = l.time AND (EXCLUDED.value, EXCLUDED.qc) IS DISTINCT FROM (l.value, l.qc))
+"""
+
+
+async def _keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:
+    """Bring reading_latest up to `rows`, each series' newest row as stored."""
+    if not rows:
+        return
+    await conn.execute(
+        _KEEP_LATEST.encode(),
+        {
+            "station": [row.station_id for row in rows],
+            "parameter": [row.parameter_id for row in rows],
+            "period": [row.period_s for row in rows],
+            "time": [row.time for row in rows],
+            # psycopg dumps a list of one type only; a source may hand over an int.
+            "value": [None if row.value is None else float(row.value) for row in rows],
+            "qc": [row.qc for row in rows],
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,31 +546,21 @@ class LatestReading:
     age_s: int
 
 
-# For each station × parameter, the newest reading of each averaging period is one short
-# backward index scan (partitions are visited newest first); the newest by period end wins.
+# reading_latest holds the newest reading of each period of each series; of those, the newest
+# by period end wins (an instant before a period of the same end).
 _LATEST = """
-SELECT s.code AS station, p.code AS parameter, last.time, last.period_s, last.value, p.unit,
-       last.qc,
-       floor(extract(epoch FROM now() - (last.time + make_interval(secs => last.period_s))))::int
+SELECT DISTINCT ON (s.code, p.code)
+       s.code AS station, p.code AS parameter, l.time, l.period_s, l.value, p.unit, l.qc,
+       floor(extract(epoch FROM now() - (l.time + make_interval(secs => l.period_s))))::int
            AS age_s
-FROM station s
-JOIN station_parameter sp ON sp.station_id = s.id
-JOIN parameter p ON p.id = sp.parameter_id
-CROSS JOIN LATERAL (
-    SELECT r.time, r.period_s, r.value, r.qc
-    FROM unnest(ARRAY[0, 60, 3600, 86400]) AS period(s)
-    CROSS JOIN LATERAL (
-        SELECT time, period_s, value, qc FROM reading
-        WHERE station_id = s.id AND parameter_id = p.id AND period_s = period.s
-        ORDER BY time DESC LIMIT 1
-    ) r
-    ORDER BY r.time + make_interval(secs => r.period_s) DESC, r.period_s
-    LIMIT 1
-) last
+FROM reading_latest l
+JOIN station_parameter sp ON sp.station_id = l.station_id AND sp.parameter_id = l.parameter_id
+JOIN station s ON s.id = l.station_id
+JOIN parameter p ON p.id = l.parameter_id
 WHERE (%(city)s::text IS NULL OR s.city = %(city)s)
   AND (%(area)s::text IS NULL OR s.area = %(area)s)
   AND (%(medium)s::text IS NULL OR s.medium = %(medium)s)
-ORDER BY s.code, p.code
+ORDER BY s.code, p.code, l.time + make_interval(secs => l.period_s) DESC, l.period_s
 """
 
 

@@ -39,6 +39,7 @@ CONFIG_DIR = ROOT / "config"
 # The HJ 212 tests' wall clock: 12:00 China Standard Time.
 HJ212_NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 MUTABLE_TABLES = ("reading", "reading_revision", "rejected_reading", "api_key", "source")
+MUTABLE_TABLES += ("reading_latest",)
 MUTABLE_TABLES += ("qc_audit", "job_status", "scheduler_leader")
 MUTABLE_TABLES += ("series_dirty", "reading_hourly", "reading_daily")
 MUTABLE_TABLES += ("alert_event", "alert_ack", "alert", "maintenance_window")
