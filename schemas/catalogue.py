@@ -28,6 +28,7 @@ class ParameterDef(Strict):
     name_zh: str
     group: ParameterGroup
     unit: str
+    decimals: int = Field(ge=0, le=9)
     hj212: str | None = None
     valid_min: float
     valid_max: float
@@ -163,6 +164,9 @@ class ParameterOut(BaseModel):
     name_zh: str
     group: ParameterGroup
     unit: str
+    decimals: int | None = Field(
+        description="Decimal places values are published with (rounded half to even)"
+    )
     hj212: str | None
     valid_min: float
     valid_max: float

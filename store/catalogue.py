@@ -57,16 +57,17 @@ WHERE (agency.name, agency.name_zh, agency.city)
 RETURNING xmax = 0
 """
 _PARAMETER = """
-INSERT INTO parameter (code, name, name_zh, grp, unit, hj212_code, valid_min, valid_max)
-VALUES (%(code)s, %(name)s, %(name_zh)s, %(group)s, %(unit)s, %(hj212)s,
+INSERT INTO parameter (code, name, name_zh, grp, unit, decimals, hj212_code, valid_min, valid_max)
+VALUES (%(code)s, %(name)s, %(name_zh)s, %(group)s, %(unit)s, %(decimals)s, %(hj212)s,
         %(valid_min)s, %(valid_max)s)
 ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh,
-    grp = EXCLUDED.grp, unit = EXCLUDED.unit, hj212_code = EXCLUDED.hj212_code,
-    valid_min = EXCLUDED.valid_min, valid_max = EXCLUDED.valid_max
-WHERE (parameter.name, parameter.name_zh, parameter.grp, parameter.unit, parameter.hj212_code,
-       parameter.valid_min, parameter.valid_max)
+    grp = EXCLUDED.grp, unit = EXCLUDED.unit, decimals = EXCLUDED.decimals,
+    hj212_code = EXCLUDED.hj212_code, valid_min = EXCLUDED.valid_min,
+    valid_max = EXCLUDED.valid_max
+WHERE (parameter.name, parameter.name_zh, parameter.grp, parameter.unit, parameter.decimals,
+       parameter.hj212_code, parameter.valid_min, parameter.valid_max)
       IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.grp, EXCLUDED.unit,
-       EXCLUDED.hj212_code, EXCLUDED.valid_min, EXCLUDED.valid_max)
+       EXCLUDED.decimals, EXCLUDED.hj212_code, EXCLUDED.valid_min, EXCLUDED.valid_max)
 RETURNING xmax = 0
 """
 _REACH = """
@@ -281,10 +282,16 @@ async def list_parameters(conn: Conn) -> list[ParameterOut]:
     """The parameter registry, by code."""
     async with conn.cursor(row_factory=class_row(ParameterOut)) as cur:
         await cur.execute(
-            "SELECT code, name, name_zh, grp AS group, unit, hj212_code AS hj212, valid_min,"
-            " valid_max FROM parameter ORDER BY code"
+            "SELECT code, name, name_zh, grp AS group, unit, decimals, hj212_code AS hj212,"
+            " valid_min, valid_max FROM parameter ORDER BY code"
         )
         return await cur.fetchall()
+
+
+async def parameter_decimals(conn: Conn) -> dict[str, int | None]:
+    """Each parameter's reporting resolution (decimal places), by code."""
+    cur = await conn.execute("SELECT code, decimals FROM parameter")
+    return {code: decimals for code, decimals in await cur.fetchall()}
 
 
 async def series_ids(conn: Conn, *, station: str, parameter: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
--- The current value of every series.
+-- The current value of every series, and each parameter's reporting resolution.
 --
 -- reading_latest holds, per (station, parameter, period), the newest reading of that period as
 -- `reading` holds it now. The writer keeps it in the same transaction as the readings
@@ -22,3 +22,7 @@ SELECT DISTINCT ON (station_id, parameter_id, period_s)
 FROM reading
 ORDER BY station_id, parameter_id, period_s, time DESC;
 
+-- Decimal places a value is published with (GB/T 8170 rounding, half to even, at output only;
+-- storage keeps what arrived). Set by `envlink seed` from config/parameters.yaml; NULL until
+-- then, which leaves values as stored.
+ALTER TABLE parameter ADD COLUMN decimals smallint CHECK (decimals BETWEEN 0 AND 9);

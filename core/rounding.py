@@ -1,0 +1,68 @@
+"""Published values: rounded half to even (GB/T 8170) to a parameter's decimal places.
+
+A value is rounded as the decimal it arrived as (its shortest repr), not as the binary double
+that holds it: at two places 0.125 → 0.12, 0.135 → 0.14 and 2.675 → 2.68, at none 2.5 → 2.
+(Python's round() works on the double: round(2.675, 2) is 2.67, as the double nearest 2.675
+lies just below it.) Only a value whose decimal form ends in a 5 right after the last place
+kept can tell the two apart: numpy rounds all others, and those few go through decimal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import numpy as np
+
+# How far from an exact half a scaled double may sit and still be a decimal half: scaling errs
+# by a few units in the last place, far below this; a false candidate only costs one exact
+# decimal rounding.
+_NEAR_HALF = 1e-9
+# From 2**52 up, a double has no fractional part left to round.
+_WHOLE = 2.0**52
+
+
+def round_half_even(
+    values: Sequence[float | None], decimals: int | Sequence[int | None] | None
+) -> list[float | None]:
+    """Each value rounded half to even to its decimal places (one count, or one per value).
+
+    None stays None, and so does a value whose count is None (nothing declared: left as is).
+    """
+    count = len(values)
+    places = [decimals] * count if decimals is None or isinstance(decimals, int) else decimals
+    if len(places) != count:
+        raise ValueError(f"{len(places)} decimal counts for {count} values")
+    present = [i for i in range(count) if values[i] is not None and places[i] is not None]
+    if not present:
+        return list(values)
+    value = np.array([values[i] for i in present], dtype=np.float64)
+    scale = 10.0 ** np.array([places[i] for i in present], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = value * scale
+        whole = ~(np.abs(scaled) < _WHOLE)  # also NaN and the infinities
+        fraction = np.abs(scaled - np.trunc(scaled))
+        half = np.abs(fraction - 0.5) <= _NEAR_HALF * np.maximum(1.0, np.abs(scaled))
+        rounded = np.where(whole, value, np.round(scaled) / scale) + 0.0  # -0.0 becomes 0.0
+    out: list[float | None] = rounded.tolist()
+    for slot in np.flatnonzero(half & ~whole).tolist():
+        index = present[slot]
+        out[slot] = _decimal_round(values[index], places[index])  # type: ignore[arg-type]
+    if len(present) == count:
+        return out
+    result = list(values)
+    for slot, index in enumerate(present):
+        result[index] = out[slot]
+    return result
+
+
+def round_value(value: float | None, decimals: int | None) -> float | None:
+    """One value rounded half to even to `decimals` places (None: left as is)."""
+    if value is None or decimals is None:
+        return value
+    return round_half_even([value], decimals)[0]
+
+
+def _decimal_round(value: float, decimals: int) -> float:
+    step = Decimal(1).scaleb(-decimals)
+    return float(Decimal(repr(value)).quantize(step, rounding=ROUND_HALF_EVEN)) + 0.0
