@@ -27,10 +27,19 @@ class ReadingIn(BaseModel):
     qc: QC = QC.VALID
 
 
+TIME_HELP = "The sampling instant (period_s 0) or the start of the averaging period"
+PERIOD_END_HELP = (
+    "The end of the averaging period, which Chinese publication labels the value by"
+    " (the 16:00 value is the mean of 15:00-16:00); null for an instant"
+)
+VALUE_HELP = "In the parameter's unit, rounded half to even to its published decimals"
+
+
 class ReadingOut(BaseModel):
-    time: datetime
+    time: datetime = Field(description=TIME_HELP)
     period_s: int
-    value: float | None
+    period_end: datetime | None = Field(description=PERIOD_END_HELP)
+    value: float | None = Field(description=VALUE_HELP)
     unit: str
     qc: QC
 
@@ -38,9 +47,10 @@ class ReadingOut(BaseModel):
 class LatestOut(BaseModel):
     station: str
     parameter: str
-    time: datetime
+    time: datetime = Field(description=TIME_HELP)
     period_s: int
-    value: float | None
+    period_end: datetime | None = Field(description=PERIOD_END_HELP)
+    value: float | None = Field(description=VALUE_HELP)
     unit: str
     qc: QC
     age_s: int = Field(description="Seconds since the end of the reading's period")

@@ -493,6 +493,7 @@ class StoredReading:
     period_s: int
     value: float | None
     unit: str
+    decimals: int | None
     qc: QC
 
 
@@ -510,7 +511,7 @@ async def readings_page(
     """Readings of one series in [start, end), by (time, period_s), after a keyset position."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT r.time, r.period_s, r.value, p.unit, r.qc FROM reading r"
+            "SELECT r.time, r.period_s, r.value, p.unit, p.decimals, r.qc FROM reading r"
             " JOIN parameter p ON p.id = r.parameter_id"
             " WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
             " AND (%(start)s::timestamptz IS NULL OR r.time >= %(start)s)"
@@ -542,6 +543,7 @@ class LatestReading:
     period_s: int
     value: float | None
     unit: str
+    decimals: int | None
     qc: QC
     age_s: int
 
@@ -550,7 +552,8 @@ class LatestReading:
 # by period end wins (an instant before a period of the same end).
 _LATEST = """
 SELECT DISTINCT ON (s.code, p.code)
-       s.code AS station, p.code AS parameter, l.time, l.period_s, l.value, p.unit, l.qc,
+       s.code AS station, p.code AS parameter, l.time, l.period_s, l.value, p.unit, p.decimals,
+       l.qc,
        floor(extract(epoch FROM now() - (l.time + make_interval(secs => l.period_s))))::int
            AS age_s
 FROM reading_latest l

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from alerts.notify.channels.cap import CAP_CONTENT_TYPE
 from alerts.notify.dispatcher import cap_document
 from api.deps import ConnDep, KeyDep, SettingsDep, require_role
+from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import PathId
 from api.routers.notifications import deliveries_of
 from core.errors import Forbidden
-from core.timeutil import CST, as_aware, utcnow
+from core.rounding import round_value
+from core.timeutil import as_aware, utcnow
 from schemas.alerts import (
     AckIn,
     AckOut,
@@ -40,17 +43,32 @@ from store.alerts import (
     maintenance_windows,
     station_owner,
 )
+from store.catalogue import parameter_decimals
 from store.keys import ApiKey
 from store.pool import Conn
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
 
-def _local(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(CST)
+# Details that hold a value of the alert's parameter, besides `value` itself.
+_VALUE_DETAILS = ("peak", "reading")
 
 
-def _alert_out(row: AlertListing) -> AlertOut:
+def _published(
+    value: float | None, details: dict[str, Any], decimals: int | None
+) -> tuple[float | None, dict[str, Any]]:
+    """A value and its details' values at the parameter's published decimals."""
+    shown = {
+        name: round_value(entry, decimals)
+        if name in _VALUE_DETAILS and isinstance(entry, float)
+        else entry
+        for name, entry in details.items()
+    }
+    return round_value(value, decimals), shown
+
+
+def _alert_out(row: AlertListing, decimals: Mapping[str, int | None]) -> AlertOut:
+    value, details = _published(row.value, row.details, decimals.get(row.parameter or ""))
     return AlertOut.model_validate(
         {
             "id": row.id,
@@ -63,15 +81,15 @@ def _alert_out(row: AlertListing) -> AlertOut:
             "city": row.station_city or row.city,
             "area": row.area,
             "parameter": row.parameter,
-            "value": row.value,
-            "opened_at": row.opened_at.astimezone(CST),
-            "pending_since": _local(row.pending_since),
-            "fired_at": _local(row.fired_at),
-            "resolved_at": _local(row.resolved_at),
-            "retracted_at": _local(row.retracted_at),
-            "last_evaluated_at": row.last_evaluated_at.astimezone(CST),
-            "trigger_time": _local(row.trigger_time),
-            "details": row.details,
+            "value": value,
+            "opened_at": row.opened_at,
+            "pending_since": row.pending_since,
+            "fired_at": row.fired_at,
+            "resolved_at": row.resolved_at,
+            "retracted_at": row.retracted_at,
+            "last_evaluated_at": row.last_evaluated_at,
+            "trigger_time": row.trigger_time,
+            "details": details,
             "addressed_to": row.addressed_to,
             "acknowledged_by": row.acknowledged_by,
             "source_alert_id": row.source_alert_id,
@@ -80,27 +98,31 @@ def _alert_out(row: AlertListing) -> AlertOut:
 
 
 async def _detail(conn: Conn, alert_id: int) -> AlertDetailOut:
-    alert = _alert_out(await get_alert(conn, alert_id))
+    decimals = await parameter_decimals(conn)
+    alert = _alert_out(await get_alert(conn, alert_id), decimals)
     events = await alert_events(conn, alert_id=alert_id, limit=10_000)
     acks = await alert_acks(conn, alert_id)
+    places = decimals.get(alert.parameter or "")
+    timeline = []
+    for e in events:
+        value, details = _published(e.value, e.details, places)
+        timeline.append(
+            {
+                "id": e.id,
+                "at": e.at,
+                "kind": e.kind,
+                "state": e.state,
+                "severity": e.severity,
+                "value": value,
+                "details": details,
+            }
+        )
     return AlertDetailOut.model_validate(
         {
             **alert.model_dump(),
-            "timeline": [
-                {
-                    "id": e.id,
-                    "at": e.at.astimezone(CST),
-                    "kind": e.kind,
-                    "state": e.state,
-                    "severity": e.severity,
-                    "value": e.value,
-                    "details": e.details,
-                }
-                for e in events
-            ],
+            "timeline": timeline,
             "acks": [
-                AckOut(agency=a.agency, key_id=a.key_id, at=a.at.astimezone(CST), comment=a.comment)
-                for a in acks
+                AckOut(agency=a.agency, key_id=a.key_id, at=a.at, comment=a.comment) for a in acks
             ],
         }
     )
@@ -110,6 +132,7 @@ async def _detail(conn: Conn, alert_id: int) -> AlertDetailOut:
 async def alerts(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     state: Annotated[list[AlertState] | None, Query(description="Repeat for several")] = None,
     area: Area | None = None,
     city: City | None = None,
@@ -139,7 +162,9 @@ async def alerts(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor({"id": rows[-1].id})
-    return Page[AlertOut](items=[_alert_out(row) for row in rows], next_cursor=next_cursor)
+    decimals = await parameter_decimals(conn)
+    items = [_alert_out(row, decimals) for row in rows]
+    return in_zone(Page[AlertOut](items=items, next_cursor=next_cursor), zone)
 
 
 # Declared before /alerts/{alert_id}, which would otherwise take "42.cap" for an alert id.
@@ -159,12 +184,13 @@ async def alert_cap(
 
 
 @router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
-async def alert(conn: ConnDep, key: KeyDep, alert_id: PathId) -> AlertWithDeliveriesOut:
+async def alert(conn: ConnDep, key: KeyDep, zone: ZoneDep, alert_id: PathId) -> AlertWithDeliveriesOut:
     """One alert with its timeline (in order), its acknowledgements and its deliveries."""
     detail = await _detail(conn, alert_id)
-    return AlertWithDeliveriesOut.model_validate(
+    found = AlertWithDeliveriesOut.model_validate(
         {**detail.model_dump(), "deliveries": await deliveries_of(conn, alert_id)}
     )
+    return in_zone(found, zone)
 
 
 @router.post(
@@ -177,6 +203,7 @@ async def alert(conn: ConnDep, key: KeyDep, alert_id: PathId) -> AlertWithDelive
 async def ack(
     conn: ConnDep,
     key: Annotated[ApiKey, Depends(require_role("responder"))],
+    zone: ZoneDep,
     alert_id: PathId,
     body: AckIn | None = None,
 ) -> AckResult:
@@ -190,18 +217,18 @@ async def ack(
             at=utcnow(),
             comment=body.comment if body else None,
         )
-    return AckResult(created=created, alert=await _detail(conn, alert_id))
+    return in_zone(AckResult(created=created, alert=await _detail(conn, alert_id)), zone)
 
 
 def _window_out(window: MaintenanceWindow) -> MaintenanceOut:
     return MaintenanceOut(
         id=window.id,
         station=window.station,
-        starts_at=window.starts_at.astimezone(CST),
-        ends_at=window.ends_at.astimezone(CST),
+        starts_at=window.starts_at,
+        ends_at=window.ends_at,
         reason=window.reason,
         created_by=window.created_by,
-        created_at=window.created_at.astimezone(CST),
+        created_at=window.created_at,
     )
 
 
@@ -214,7 +241,7 @@ def _window_out(window: MaintenanceWindow) -> MaintenanceOut:
     },
 )
 async def create_maintenance(
-    conn: ConnDep, key: KeyDep, code: Text, body: MaintenanceIn
+    conn: ConnDep, key: KeyDep, zone: ZoneDep, code: Text, body: MaintenanceIn
 ) -> MaintenanceOut:
     """Plan maintenance at one of your agency's stations: its data inside raises no alert."""
     owner = await station_owner(conn, code)
@@ -234,12 +261,14 @@ async def create_maintenance(
             created_by=f"{key.agency}:key{key.id}",
             at=utcnow(),
         )
-    return _window_out(window)
+    return in_zone(_window_out(window), zone)
 
 
 @router.get("/stations/{code}/maintenance", responses={404: {"model": ErrorOut}})
-async def list_maintenance(conn: ConnDep, key: KeyDep, code: Text) -> Page[MaintenanceOut]:
+async def list_maintenance(
+    conn: ConnDep, key: KeyDep, zone: ZoneDep, code: Text
+) -> Page[MaintenanceOut]:
     """A station's maintenance windows, by start."""
     owner = await station_owner(conn, code)
     windows = await maintenance_windows(conn, station_ids=[owner.id])
-    return Page[MaintenanceOut](items=[_window_out(w) for w in windows])
+    return in_zone(Page[MaintenanceOut](items=[_window_out(w) for w in windows]), zone)

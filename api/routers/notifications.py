@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from datetime import tzinfo
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,10 +24,11 @@ from fastapi.responses import StreamingResponse
 
 from alerts.notify.dispatcher import notification_key
 from api.deps import ConnDep, KeyDep, PoolDep, require_role
+from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import BIGINT_MAX, PathId
 from core.errors import Forbidden, InvalidInput
-from core.timeutil import CST, as_aware, rfc3339, utcnow
+from core.timeutil import as_aware, rfc3339, utcnow
 from schemas.common import Area, City, ErrorOut, Page, Text
 from schemas.notifications import (
     AttemptOut,
@@ -120,8 +122,8 @@ async def notification_outs(
             attempts[attempt.notification_id].append(
                 AttemptOut(
                     attempt=attempt.attempt,
-                    started_at=attempt.started_at.astimezone(CST),
-                    finished_at=attempt.finished_at.astimezone(CST),
+                    started_at=attempt.started_at,
+                    finished_at=attempt.finished_at,
                     status=attempt.status,
                     response_code=attempt.response_code,
                     error=attempt.error,
@@ -141,11 +143,11 @@ async def notification_outs(
             "target": redact(row.target),
             "language": row.language,
             "group_key": row.group_key,
-            "created_at": row.created_at.astimezone(CST),
-            "due_at": row.due_at.astimezone(CST) if row.status == "pending" else None,
-            "deadline_at": row.deadline_at.astimezone(CST),
-            "sent_at": row.sent_at.astimezone(CST) if row.sent_at else None,
-            "failed_at": row.failed_at.astimezone(CST) if row.failed_at else None,
+            "created_at": row.created_at,
+            "due_at": row.due_at if row.status == "pending" else None,
+            "deadline_at": row.deadline_at,
+            "sent_at": row.sent_at,
+            "failed_at": row.failed_at,
             "attempts": row.attempts,
             "last_error": row.last_error,
             "items": items.get(row.id, []),
@@ -168,6 +170,7 @@ async def deliveries_of(conn: Conn, alert_id: int) -> list[DeliveryOut]:
 async def notifications(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     status: NotificationStatus | None = None,
     alert: Annotated[
         int | None,
@@ -187,7 +190,7 @@ async def notifications(
         rows = rows[:limit]
         next_cursor = encode_cursor({"id": rows[-1].id})
     items = await notification_outs(conn, rows, with_attempts=False)
-    return Page[NotificationOut](items=items, next_cursor=next_cursor)
+    return in_zone(Page[NotificationOut](items=items, next_cursor=next_cursor), zone)
 
 
 def _subscription_out(row: SubscriptionRow) -> SubscriptionOut:
@@ -226,8 +229,8 @@ def _subscription_out(row: SubscriptionRow) -> SubscriptionOut:
             "repeat_interval_s": row.repeat_interval_s,
             "escalation": escalation,
             "changed_via": row.changed_via,
-            "created_at": row.created_at.astimezone(CST),
-            "updated_at": row.updated_at.astimezone(CST),
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
         }
     )
 
@@ -242,10 +245,10 @@ async def _own_subscription(conn: Conn, key: ApiKey, subscription_id: int) -> Su
 
 
 @router.get("/subscriptions")
-async def subscriptions(conn: ConnDep, key: AdminKey) -> Page[SubscriptionOut]:
+async def subscriptions(conn: ConnDep, key: AdminKey, zone: ZoneDep) -> Page[SubscriptionOut]:
     """Your agency's subscriptions (secrets are never shown)."""
     rows = await list_subscriptions(conn, agency=key.agency)
-    return Page[SubscriptionOut](items=[_subscription_out(row) for row in rows])
+    return in_zone(Page[SubscriptionOut](items=[_subscription_out(row) for row in rows]), zone)
 
 
 @router.post(
@@ -253,22 +256,26 @@ async def subscriptions(conn: ConnDep, key: AdminKey) -> Page[SubscriptionOut]:
     status_code=status.HTTP_201_CREATED,
     responses={403: {"model": ErrorOut}, 400: {"model": ErrorOut}},
 )
-async def add_subscription(conn: ConnDep, key: AdminKey, body: SubscriptionIn) -> SubscriptionOut:
+async def add_subscription(
+    conn: ConnDep, key: AdminKey, zone: ZoneDep, body: SubscriptionIn
+) -> SubscriptionOut:
     """Subscribe your agency to alerts through a channel."""
     async with conn.transaction():
         row = await create_subscription(conn, agency=key.agency, spec=body, via="api", at=utcnow())
-    return _subscription_out(row)
+    return in_zone(_subscription_out(row), zone)
 
 
 @router.get("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
-async def subscription(conn: ConnDep, key: AdminKey, subscription_id: PathId) -> SubscriptionOut:
+async def subscription(
+    conn: ConnDep, key: AdminKey, zone: ZoneDep, subscription_id: PathId
+) -> SubscriptionOut:
     """One of your agency's subscriptions."""
-    return _subscription_out(await _own_subscription(conn, key, subscription_id))
+    return in_zone(_subscription_out(await _own_subscription(conn, key, subscription_id)), zone)
 
 
 @router.put("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
 async def change_subscription(
-    conn: ConnDep, key: AdminKey, subscription_id: PathId, body: SubscriptionIn
+    conn: ConnDep, key: AdminKey, zone: ZoneDep, subscription_id: PathId, body: SubscriptionIn
 ) -> SubscriptionOut:
     """Replace a subscription; a secret left out keeps the one stored (secrets are write-only)."""
     async with conn.transaction():
@@ -286,7 +293,7 @@ async def change_subscription(
             )
             body = body.model_copy(update={"escalation": kept})
         row = await replace_subscription(conn, subscription_id, spec=body, via="api", at=utcnow())
-    return _subscription_out(row)
+    return in_zone(_subscription_out(row), zone)
 
 
 @router.delete("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
@@ -308,12 +315,12 @@ def _silence_out(row: SilenceRow) -> SilenceOut:
         stations=row.stations,
         areas=row.areas,
         severities=row.severities,
-        starts_at=row.starts_at.astimezone(CST),
-        ends_at=row.ends_at.astimezone(CST),
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
         created_by=row.created_by,
         comment=row.comment,
-        created_at=row.created_at.astimezone(CST),
-        expired_at=row.expired_at.astimezone(CST) if row.expired_at else None,
+        created_at=row.created_at,
+        expired_at=row.expired_at,
         active=row.in_force(utcnow()),
     )
 
@@ -322,11 +329,12 @@ def _silence_out(row: SilenceRow) -> SilenceOut:
 async def silences(
     conn: ConnDep,
     key: SilencerKey,
+    zone: ZoneDep,
     ended: Annotated[bool, Query(description="Include silences that have ended")] = False,
 ) -> Page[SilenceOut]:
     """Your agency's silences, by start: those in force or to come (and ended ones if asked)."""
     rows = await list_silences(conn, agency=key.agency, ending_after=None if ended else utcnow())
-    return Page[SilenceOut](items=[_silence_out(row) for row in rows])
+    return in_zone(Page[SilenceOut](items=[_silence_out(row) for row in rows]), zone)
 
 
 @router.post(
@@ -334,7 +342,9 @@ async def silences(
     status_code=status.HTTP_201_CREATED,
     responses={403: {"model": ErrorOut}, 400: {"model": ErrorOut}},
 )
-async def add_silence(conn: ConnDep, key: SilencerKey, body: SilenceIn) -> SilenceOut:
+async def add_silence(
+    conn: ConnDep, key: SilencerKey, zone: ZoneDep, body: SilenceIn
+) -> SilenceOut:
     """Mute messages to your agency about matching alerts (the alerts themselves go on)."""
     now = utcnow()
     starts_at = as_aware(body.starts_at) if body.starts_at else now
@@ -355,7 +365,7 @@ async def add_silence(conn: ConnDep, key: SilencerKey, body: SilenceIn) -> Silen
             comment=body.comment,
             at=now,
         )
-    return _silence_out(row)
+    return in_zone(_silence_out(row), zone)
 
 
 async def _own_silence(conn: Conn, key: ApiKey, silence_id: int) -> SilenceRow:
@@ -366,25 +376,27 @@ async def _own_silence(conn: Conn, key: ApiKey, silence_id: int) -> SilenceRow:
 
 
 @router.get("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
-async def silence(conn: ConnDep, key: SilencerKey, silence_id: PathId) -> SilenceOut:
+async def silence(conn: ConnDep, key: SilencerKey, zone: ZoneDep, silence_id: PathId) -> SilenceOut:
     """One of your agency's silences."""
-    return _silence_out(await _own_silence(conn, key, silence_id))
+    return in_zone(_silence_out(await _own_silence(conn, key, silence_id)), zone)
 
 
 @router.delete("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
-async def end_silence(conn: ConnDep, key: SilencerKey, silence_id: PathId) -> SilenceOut:
+async def end_silence(
+    conn: ConnDep, key: SilencerKey, zone: ZoneDep, silence_id: PathId
+) -> SilenceOut:
     """End a silence now; it is kept, with the time it was ended."""
     async with conn.transaction():
         await _own_silence(conn, key, silence_id)
         row = await expire_silence(conn, silence_id, at=utcnow())
-    return _silence_out(row)
+    return in_zone(_silence_out(row), zone)
 
 
 def _stream_out(event: StreamEvent) -> StreamEventOut:
     return StreamEventOut(
         id=event.id,
         alert_id=event.alert_id,
-        at=event.at.astimezone(CST),
+        at=event.at,
         kind=event.kind,
         state=event.state,
         severity=event.severity,
@@ -407,6 +419,7 @@ def _stream_out(event: StreamEvent) -> StreamEventOut:
 async def alert_stream(
     pool: PoolDep,
     key: KeyDep,
+    zone: ZoneDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     city: City | None = None,
     area: Area | None = None,
@@ -439,14 +452,14 @@ async def alert_stream(
         )
 
     return StreamingResponse(
-        _events(conninfo, after, wanted),
+        _events(conninfo, after, wanted, zone),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _events(
-    conninfo: str, after: int, wanted: Callable[[StreamEvent], bool]
+    conninfo: str, after: int, wanted: Callable[[StreamEvent], bool], zone: tzinfo
 ) -> AsyncIterator[bytes]:
     """The SSE body: events in id order, holding back behind a lower id still being committed.
 
@@ -470,7 +483,7 @@ async def _events(
                 gap_since = None
                 after = event.id
                 if wanted(event):
-                    data = orjson.dumps(_stream_out(event).model_dump(mode="json"))
+                    data = orjson.dumps(in_zone(_stream_out(event), zone).model_dump(mode="json"))
                     yield b"id: %d\nevent: alert_event\ndata: %s\n\n" % (event.id, data)
             if held:
                 await asyncio.sleep(0.1)

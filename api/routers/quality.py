@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Annotated
 
@@ -10,10 +11,13 @@ from fastapi import APIRouter, Query
 from alerts.aqi_service import city_aqi, station_aqi, water_quality
 from alerts.rollups import hour_start
 from api.deps import ConnDep, KeyDep
+from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput
+from core.rounding import round_value
 from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
 from schemas.common import City, Text
 from schemas.quality import AqiKind, AqiOut, WaterKind, WaterQualityOut
+from store.catalogue import parameter_decimals
 
 router = APIRouter(prefix="/v1", tags=["quality"])
 
@@ -39,10 +43,55 @@ def _parse_at(text: str | None) -> datetime | date | None:
     return parse_time(text, field="at")
 
 
+def _last_complete_hour() -> datetime:
+    return hour_start(utcnow()) - timedelta(hours=1)
+
+
+def _yesterday() -> date:
+    """The natural day (Asia/Shanghai) before today's."""
+    return utcnow().astimezone(CST).date() - timedelta(days=1)
+
+
+# Exceedance multiples are published to two decimals (EVALUATION.md).
+EXCEEDANCE_DECIMALS = 2
+
+
+def _published_aqi(result: AqiOut, decimals: Mapping[str, int | None]) -> AqiOut:
+    """Concentrations at their parameters' published decimals."""
+    inputs = [
+        item.model_copy(
+            update={"concentration": round_value(item.concentration, decimals.get(item.parameter))}
+        )
+        for item in result.inputs
+    ]
+    return result.model_copy(update={"inputs": inputs})
+
+
+def _published_water(
+    result: WaterQualityOut, decimals: Mapping[str, int | None]
+) -> WaterQualityOut:
+    """Values at their parameters' published decimals, exceedance multiples at two."""
+    items = [
+        item.model_copy(update={"value": round_value(item.value, decimals.get(item.parameter))})
+        for item in result.items
+    ]
+    limiting = [
+        item.model_copy(
+            update={
+                "value": round_value(item.value, decimals.get(item.parameter)),
+                "exceedance": round_value(item.exceedance, EXCEEDANCE_DECIMALS),
+            }
+        )
+        for item in result.limiting
+    ]
+    return result.model_copy(update={"items": items, "limiting": limiting})
+
+
 @router.get("/aqi")
 async def aqi(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     station: Annotated[Text | None, Query(description="Air station code")] = None,
     city: Annotated[City | None, Query(description="City AQI from non-background stations")] = None,
     kind: AqiKind = "hourly",
@@ -53,31 +102,31 @@ async def aqi(
         raise InvalidInput("give exactly one of station=<air station code> or city=<city>")
     moment = _parse_at(at)
     if moment is None:
-        now = utcnow()
-        moment = hour_start(now) - timedelta(hours=1)
-        if kind == "daily":
-            moment = now.astimezone(CST).date() - timedelta(days=1)
+        moment = _last_complete_hour() if kind == "hourly" else _yesterday()
     if station is not None:
-        return await station_aqi(conn, station=station, kind=kind, at=moment)
-    assert city is not None
-    return await city_aqi(conn, city=city, kind=kind, at=moment)
+        result = await station_aqi(conn, station=station, kind=kind, at=moment)
+    else:
+        assert city is not None
+        result = await city_aqi(conn, city=city, kind=kind, at=moment)
+    return in_zone(_published_aqi(result, await parameter_decimals(conn)), zone)
 
 
 @router.get("/water-quality")
 async def water_quality_of(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     station: Annotated[Text, Query(description="Water station code")],
     kind: Annotated[
         WaterKind | None, Query(description="sample (default for a time) or daily (for a date)")
     ] = None,
     at: Annotated[Text | None, Query(description=AT_HELP)] = None,
 ) -> WaterQualityOut:
-    """Single-factor class of a station's sample or day; default: now, or yesterday (daily)."""
+    """Single-factor class of a sample or a day; default: the last complete hour, or yesterday."""
     moment = _parse_at(at)
     if kind is None:
         kind = "sample" if moment is None or isinstance(moment, datetime) else "daily"
     if moment is None:
-        now = utcnow()
-        moment = now if kind == "sample" else now.astimezone(CST).date() - timedelta(days=1)
-    return await water_quality(conn, station=station, kind=kind, at=moment)
+        moment = _last_complete_hour() if kind == "sample" else _yesterday()
+    result = await water_quality(conn, station=station, kind=kind, at=moment)
+    return in_zone(_published_water(result, await parameter_decimals(conn)), zone)

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import ConnDep, KeyDep
+from api.output import ZoneDep
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput
-from core.timeutil import CST, PERIODS_S, as_aware, parse_time
+from core.rounding import round_half_even
+from core.timeutil import PERIODS_S, as_aware, parse_time, period_end
 from schemas.common import Area, City, Instant, Medium, Page, Text
 from schemas.readings import LatestOut, ReadingOut
 from store.catalogue import series_ids
@@ -22,6 +24,7 @@ router = APIRouter(prefix="/v1", tags=["readings"])
 async def readings(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     station: Text,
     parameter: Text,
     start: Instant | None = None,
@@ -59,11 +62,17 @@ async def readings(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = encode_cursor({"time": last.time.isoformat(), "period_s": last.period_s})
+    values = round_half_even([r.value for r in rows], rows[0].decimals if rows else None)
     items = [
         ReadingOut(
-            time=r.time.astimezone(CST), period_s=r.period_s, value=r.value, unit=r.unit, qc=r.qc
+            time=r.time.astimezone(zone),
+            period_s=r.period_s,
+            period_end=period_end(r.time, r.period_s).astimezone(zone) if r.period_s else None,
+            value=value,
+            unit=r.unit,
+            qc=r.qc,
         )
-        for r in rows
+        for r, value in zip(rows, values, strict=True)
     ]
     return Page[ReadingOut](items=items, next_cursor=next_cursor)
 
@@ -72,23 +81,26 @@ async def readings(
 async def latest(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     area: Area | None = None,
     city: City | None = None,
     medium: Medium | None = None,
 ) -> Page[LatestOut]:
     """The latest reading (by period end) of every station × parameter, with its age."""
     rows = await latest_readings(conn, city=city, area=area, medium=medium)
+    values = round_half_even([r.value for r in rows], [r.decimals for r in rows])
     items = [
         LatestOut(
             station=r.station,
             parameter=r.parameter,
-            time=r.time.astimezone(CST),
+            time=r.time.astimezone(zone),
             period_s=r.period_s,
-            value=r.value,
+            period_end=period_end(r.time, r.period_s).astimezone(zone) if r.period_s else None,
+            value=value,
             unit=r.unit,
             qc=r.qc,
             age_s=r.age_s,
         )
-        for r in rows
+        for r, value in zip(rows, values, strict=True)
     ]
     return Page[LatestOut](items=items)

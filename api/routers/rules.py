@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from api.deps import ConnDep, KeyDep, require_role
+from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput
-from core.timeutil import CST, utcnow
+from core.timeutil import utcnow
 from schemas.common import ErrorOut, Page, Text
 from schemas.rules import RuleOut, RuleUpdate
 from store.keys import ApiKey
@@ -23,31 +24,32 @@ def _rule_out(rule: StoredRule) -> RuleOut:
         version=rule.version,
         changed_via=rule.changed_via,
         changed_by=rule.changed_by,
-        changed_at=rule.changed_at.astimezone(CST),
+        changed_at=rule.changed_at,
         comment=rule.comment,
         definition=rule.definition,
     )
 
 
 @router.get("/rules")
-async def rules(conn: ConnDep, key: KeyDep) -> Page[RuleOut]:
+async def rules(conn: ConnDep, key: KeyDep, zone: ZoneDep) -> Page[RuleOut]:
     """Every rule of the joint rule set in its version in force, by id."""
-    return Page[RuleOut](items=[_rule_out(rule) for rule in await current_rules(conn)])
+    page = Page[RuleOut](items=[_rule_out(rule) for rule in await current_rules(conn)])
+    return in_zone(page, zone)
 
 
 @router.get("/rules/{rule_id}", responses={404: {"model": ErrorOut}})
-async def rule(conn: ConnDep, key: KeyDep, rule_id: Text) -> RuleOut:
+async def rule(conn: ConnDep, key: KeyDep, zone: ZoneDep, rule_id: Text) -> RuleOut:
     """One rule in its version in force."""
-    return _rule_out(await get_rule(conn, rule_id))
+    return in_zone(_rule_out(await get_rule(conn, rule_id)), zone)
 
 
 @router.get("/rules/{rule_id}/versions", responses={404: {"model": ErrorOut}})
-async def versions(conn: ConnDep, key: KeyDep, rule_id: Text) -> Page[RuleOut]:
+async def versions(conn: ConnDep, key: KeyDep, zone: ZoneDep, rule_id: Text) -> Page[RuleOut]:
     """Every version of a rule, oldest first: who changed it, when, through what and why."""
     found = await rule_versions(conn, rule_id)
     if not found:
         await get_rule(conn, rule_id)  # raises NotFound
-    return Page[RuleOut](items=[_rule_out(version) for version in found])
+    return in_zone(Page[RuleOut](items=[_rule_out(version) for version in found]), zone)
 
 
 @router.put(
@@ -61,6 +63,7 @@ async def versions(conn: ConnDep, key: KeyDep, rule_id: Text) -> Page[RuleOut]:
 async def put_rule(
     conn: ConnDep,
     key: Annotated[ApiKey, Depends(require_role("joint_office"))],
+    zone: ZoneDep,
     rule_id: Text,
     body: RuleUpdate,
 ) -> RuleOut:
@@ -83,4 +86,4 @@ async def put_rule(
             at=utcnow(),
             comment=body.comment,
         )
-    return _rule_out(stored)
+    return in_zone(_rule_out(stored), zone)

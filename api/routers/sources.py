@@ -9,7 +9,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import ConnDep, KeyDep
-from core.timeutil import CST, utcnow
+from api.output import ZoneDep, in_zone
+from core.timeutil import utcnow
 from schemas.common import ErrorOut, Page
 from store.intake import source_statuses
 from store.scheduler import WORKER_SCHEDULER, current_leader, job_statuses
@@ -58,19 +59,15 @@ class SourcesPage(Page[SourceOut]):
     scheduler: SchedulerOut
 
 
-def _local(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(CST) if moment is not None else None
-
-
 @router.get("/sources", responses={401: {"model": ErrorOut, "description": "No valid API key"}})
-async def sources(conn: ConnDep, key: KeyDep) -> SourcesPage:
+async def sources(conn: ConnDep, key: KeyDep, zone: ZoneDep) -> SourcesPage:
     """Ingest health: per source its last success, lag, counts and last error; the scheduler."""
     now = utcnow()
     items = [
         SourceOut(
             code=s.code,
             kind=s.kind,
-            last_success_at=_local(s.last_success_at),
+            last_success_at=s.last_success_at,
             lag_s=(
                 max(0, math.floor((now - s.last_success_at).total_seconds()))
                 if s.last_success_at is not None
@@ -81,7 +78,7 @@ async def sources(conn: ConnDep, key: KeyDep) -> SourcesPage:
             revised=s.revised,
             rejected=s.rejected,
             last_error=s.last_error,
-            last_error_at=_local(s.last_error_at),
+            last_error_at=s.last_error_at,
         )
         for s in await source_statuses(conn)
     ]
@@ -92,20 +89,21 @@ async def sources(conn: ConnDep, key: KeyDep) -> SourcesPage:
             owner=j.owner,
             runs=j.runs,
             failures=j.failures,
-            last_run_at=_local(j.last_run_at),
-            last_success_at=_local(j.last_success_at),
+            last_run_at=j.last_run_at,
+            last_success_at=j.last_success_at,
             last_error=j.last_error,
-            last_error_at=_local(j.last_error_at),
-            next_run_at=_local(j.next_run_at),
+            last_error_at=j.last_error_at,
+            next_run_at=j.next_run_at,
         )
         for j in await job_statuses(conn)
     ]
-    return SourcesPage(
+    page = SourcesPage(
         items=items,
         scheduler=SchedulerOut(
-            leader=LeaderOut(owner=leader.owner, elected_at=leader.elected_at.astimezone(CST))
+            leader=LeaderOut(owner=leader.owner, elected_at=leader.elected_at)
             if leader is not None
             else None,
             jobs=jobs,
         ),
     )
+    return in_zone(page, zone)

@@ -335,16 +335,23 @@ async def test_the_live_stream_pushes_events_and_resumes_from_last_event_id(
             "critical",
             "gz-a-huangpu",
         )
+        assert (data["at"][-6:], data["details"]["point_time"][-6:]) == ("+08:00", "+08:00")
         # Missed while disconnected: the alert resolves, another fires elsewhere.
         await world.send(150, t0 + timedelta(minutes=2))
         await _rules(world.pool, _rule("no2_air", scope={"medium": "air"}))
         await world.send(300, t0 + timedelta(minutes=3), station="dg-a-humen")
         resume = {**headers, "Last-Event-ID": "2"}
-        async with client.stream("GET", "/v1/alerts/stream", headers=resume) as response:
+        async with client.stream(
+            "GET", "/v1/alerts/stream", headers=resume, params={"tz": "UTC"}
+        ) as response:
             missed = await _read_events(response.aiter_lines(), 2)
         assert [(i, d["kind"], d["station"]) for i, _, d in missed] == [
             (3, "resolved", "gz-a-huangpu"),
             (4, "firing", "dg-a-humen"),
+        ]
+        assert [(d["at"][-1], d["details"]["point_time"][-1]) for _, _, d in missed] == [
+            ("Z", "Z"),
+            ("Z", "Z"),
         ]
         bad = await client.get("/v1/alerts/stream", headers={**headers, "Last-Event-ID": "x"})
         assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_input")

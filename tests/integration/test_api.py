@@ -189,6 +189,7 @@ async def test_readings_range_is_half_open_and_pages_are_exact(
     assert first == {
         "time": "2026-11-20T01:00:00+08:00",
         "period_s": 3600,
+        "period_end": "2026-11-20T02:00:00+08:00",
         "value": 1.0,
         "unit": "ug/m3",
         "qc": "valid",

@@ -377,7 +377,8 @@ async def test_ppb_and_ppm_are_converted_to_the_canonical_unit(
         {
             "time": "2026-11-25T10:00:00+08:00",
             "period_s": 3600,
-            "value": pytest.approx(26.2),
+            "period_end": "2026-11-25T11:00:00+08:00",
+            "value": 26.0,  # stored 26.2 (10 ppb), published to an integer
             "unit": "ug/m3",
             "qc": "valid",
         }

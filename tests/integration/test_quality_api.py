@@ -251,8 +251,9 @@ async def test_daily_aqi_with_19_hours_is_insufficient_data(
     assert (body["aqi"], body["published"]) == (None, False)
     await _store(db, [_reading("gz-a-panyu", "pm25", day + HOUR * 19, 201.0)])
     body = await _get(client, "/v1/aqi", station="gz-a-panyu", kind="daily", at="2026-11-21")
-    # 200.5 rounds half to even (HJ 633-2026) to 200: IAQI 250, not ceil(250.5) = 251.
-    assert _inputs(body)["pm25"] == (200.5, "valid", 250, "computed")
+    # 200.5 rounds half to even (HJ 633-2026) to 200: IAQI 250, not ceil(250.5) = 251; it is
+    # published as 200 too.
+    assert _inputs(body)["pm25"] == (200.0, "valid", 250, "computed")
     assert (body["aqi"], body["published"], body["level"]) == (250, True, "V")
 
 
@@ -389,9 +390,10 @@ async def test_water_quality_of_a_day_uses_the_daily_means(
     items = _items(body)
     assert items["nh3n"] == (0.5, "valid", 2, "II", None)  # at the class II limit
     assert items["codmn"] == (4.0, "valid", 2, "II", None)
-    assert items["tp"] == (0.09375, "valid", 2, "II", None)
+    assert items["tp"] == (0.094, "valid", 2, "II", None)  # 0.09375, published to 0.001
     assert items["do"] == (6.75, "valid", 2, "II", None)
-    assert items["ph"] == (7.625, "valid", 1, "I", None)  # the maintenance pH is left out
+    # The maintenance pH is left out: 7.625, published half to even to 0.01.
+    assert items["ph"] == (7.62, "valid", 1, "I", None)
     assert (body["overall_class"], body["label"], body["meets_target"]) == (2, "II", True)
     assert (body["description"], body["limiting"]) == ("excellent", [])
 

@@ -1,0 +1,65 @@
+"""How responses show times: in the zone the caller asked for (`tz`), +08:00 unless UTC.
+
+Every endpoint that returns times takes ZoneDep and hands its response to `in_zone`, or builds
+its items in that zone directly where a page holds thousands of them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, tzinfo
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+
+from core.timeutil import CST, as_aware
+
+OutputZone = Literal["Asia/Shanghai", "UTC"]
+ZONES: dict[str, tzinfo] = {"Asia/Shanghai": CST, "UTC": UTC}
+# A time written into a free-form object (an alert's details) by the code that made it.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def output_zone(
+    tz: Annotated[
+        OutputZone,
+        Query(description="Zone of the times in the response: Asia/Shanghai (+08:00) or UTC (Z)"),
+    ] = "Asia/Shanghai",
+) -> tzinfo:
+    """The zone the caller wants times in."""
+    return ZONES[tz]
+
+
+ZoneDep = Annotated[tzinfo, Depends(output_zone)]
+
+
+def in_zone(model: M, zone: tzinfo) -> M:
+    """`model` with its times in `zone`, nested ones and those in free-form dicts included."""
+    shifted: M = _shift(model, zone, free=False)
+    return shifted
+
+
+def _shift(value: Any, zone: tzinfo, *, free: bool) -> Any:
+    if isinstance(value, datetime):
+        return as_aware(value).astimezone(zone)
+    if isinstance(value, BaseModel):
+        changes = {}
+        for name in type(value).model_fields:
+            old = getattr(value, name)
+            new = _shift(old, zone, free=False)
+            if new is not old:
+                changes[name] = new
+        return value.model_copy(update=changes) if changes else value
+    if isinstance(value, list):
+        items = [_shift(item, zone, free=free) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        entries = {k: _shift(v, zone, free=True) for k, v in value.items()}
+        return entries if any(entries[k] is not value[k] for k in value) else value
+    if free and isinstance(value, str) and _RFC3339.fullmatch(value):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(zone)
+        return moment.isoformat().replace("+00:00", "Z")
+    return value
