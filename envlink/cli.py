@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from core.errors import EnvLinkError
+from core.errors import EnvLinkError, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
@@ -52,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="API and worker in one process")
     serve_parser.add_argument("--simulate", action="store_true", help="also run the simulator")
     commands.add_parser(
-        "demo", help="embedded database, catalogue, simulator and API on 127.0.0.1:8000"
+        "demo",
+        help="embedded database, catalogue, simulator and API"
+        " (on ENVLINK_API_HOST:ENVLINK_API_PORT, 127.0.0.1:8000 unless set)",
     )
     import_csv = commands.add_parser(
         "import-csv",
@@ -78,6 +82,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         settings = settings.model_copy(update={"database_url": None})
+    # The API's port is taken before anything starts: a port in use stops start-up at once.
+    api_socket = _listen(settings) if args.command in ("api", "serve", "demo") else None
+    try:
+        return _run_with(args, settings, api_socket)
+    finally:
+        if api_socket is not None:
+            api_socket.close()
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """A socket listening where the API is to serve; SettingsError names the setting."""
+    host, port = settings.api_host, settings.api_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise SettingsError(
+            f"cannot serve the API on {host}:{port}: {reason}; set ENVLINK_API_PORT to a free"
+            " port (or ENVLINK_API_HOST to an address of this machine)"
+        ) from exc
+
+
+def _api_url(settings: Settings) -> str:
+    """The URL the API answers on, as a browser on this machine reaches it."""
+    host = settings.api_host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
+
+
+def _run_with(
+    args: argparse.Namespace, settings: Settings, api_socket: socket.socket | None
+) -> int:
     with database(settings) as url:
         if args.command in ("migrate", "demo"):
             applied = asyncio.run(run_migrations(url))
@@ -95,9 +137,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(_import_csv(url, settings, args.files))
         if args.command == "demo":
             _, plain = asyncio.run(_create_key(url, DEMO_AGENCY, list(ROLES), "demo", None))
-            print("EnvLink demo: http://127.0.0.1:8000/docs")
+            print(f"EnvLink demo: {_api_url(settings)}/docs")
             print(f"API key: {plain}", flush=True)
-            asyncio.run(serve(url, settings, api=True, worker=True, simulate=True))
+            asyncio.run(
+                serve(url, settings, api=True, worker=True, simulate=True, api_socket=api_socket)
+            )
         elif args.command in ("api", "worker", "serve"):
             asyncio.run(
                 serve(
@@ -106,6 +150,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                     api=args.command in ("api", "serve"),
                     worker=args.command in ("worker", "serve"),
                     simulate=getattr(args, "simulate", False),
+                    api_socket=api_socket,
                 )
             )
     return 0

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -256,9 +257,18 @@ def tune_gc() -> None:
 
 
 async def serve(
-    url: str, settings: Settings, *, api: bool, worker: bool, simulate: bool = False
+    url: str,
+    settings: Settings,
+    *,
+    api: bool,
+    worker: bool,
+    simulate: bool = False,
+    api_socket: socket.socket | None = None,
 ) -> None:
-    """Run the API, the worker, or both in this process until interrupted."""
+    """Run the API, the worker, or both in this process until interrupted.
+
+    `api_socket`, already listening, is where the API serves (else ENVLINK_API_HOST/PORT).
+    """
     # SIGTERM (docker stop) and SIGINT both end the process through the same clean shutdown,
     # even where the parent started it with SIGINT ignored (background jobs of a shell).
     stop = asyncio.Event()
@@ -279,7 +289,7 @@ async def serve(
             server = uvicorn.Server(config)
             log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
             # uvicorn takes SIGINT/SIGTERM over while it serves and hands them back after.
-            await server.serve()
+            await server.serve(sockets=None if api_socket is None else [api_socket])
         else:
             await stop.wait()
     finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -92,3 +94,22 @@ def test_unreachable_database_is_a_clear_error() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("envlink: cannot connect to PostgreSQL at ")
     assert "port=1" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["api", "serve", "demo"])
+def test_an_api_port_in_use_stops_start_up_naming_the_setting(
+    cli_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = cli_env | {"ENVLINK_API_PORT": str(port), "ENVLINK_DATA_DIR": str(tmp_path / "data")}
+        result = _envlink(command, env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"envlink: cannot serve the API on 127.0.0.1:{port}: Address already in use; set"
+        " ENVLINK_API_PORT to a free port (or ENVLINK_API_HOST to an address of this machine)\n"
+    )
+    assert result.stdout == ""
+    assert not (tmp_path / "data").exists()  # nothing was started, not even the demo's database

@@ -54,6 +54,7 @@ def test_demo_serves_latest_for_every_station_parameter(tmp_path: Path) -> None:
             if line.startswith("API key: "):
                 key = line.removeprefix("API key: ").strip()
         assert key is not None
+        assert f"EnvLink demo: http://127.0.0.1:{api_port}/docs\n" in output
         # Keep reading the demo's output so a chatty log can never fill the pipe and stall it.
         threading.Thread(target=output.extend, args=(demo.stdout,), daemon=True).start()
         seen: set[tuple[str, str]] = set()
