@@ -589,8 +589,9 @@ async def revisions_of(
     return [(value, QC.from_code(qc)) for value, qc in await cur.fetchall()]
 
 
+# reading_latest holds each series' newest hourly reading: no scan of `reading` at all.
 _LAST_HOURS = """
-SELECT station_id, max(time) FROM reading
+SELECT station_id, max(time) FROM reading_latest
 WHERE period_s = 3600 AND time >= %(since)s
 GROUP BY station_id
 """
