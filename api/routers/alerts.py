@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -184,7 +183,9 @@ async def alert_cap(
 
 
 @router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
-async def alert(conn: ConnDep, key: KeyDep, zone: ZoneDep, alert_id: PathId) -> AlertWithDeliveriesOut:
+async def alert(
+    conn: ConnDep, key: KeyDep, zone: ZoneDep, alert_id: PathId
+) -> AlertWithDeliveriesOut:
     """One alert with its timeline (in order), its acknowledgements and its deliveries."""
     detail = await _detail(conn, alert_id)
     found = AlertWithDeliveriesOut.model_validate(
