@@ -67,8 +67,8 @@ from ingest.jobs import SimulatorJob, create_partitions_ahead  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.rules import load_rules  # noqa: E402
-from store.alerts import ALERT_EVENTS_CHANNEL  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
+from store.coordination import ALERT_EVENTS_CHANNEL  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.rules import seed_rules, write_rule  # noqa: E402
 

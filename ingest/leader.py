@@ -26,11 +26,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import DatabaseUnavailable
 from core.timeutil import rfc3339, utcnow
-from store.pool import Conn
+from store.coordination import SCHEDULER_LOCK
+from store.pool import Conn, dedicated_connection
 from store.scheduler import (
-    SCHEDULER_LOCK,
     WORKER_SCHEDULER,
-    election_connection,
     holds_lock,
     record_job_run,
     record_job_scheduled,
@@ -154,7 +153,7 @@ class LeaderElection:
 
     async def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
-            self._conn = await election_connection(
+            self._conn = await dedicated_connection(
                 self._conninfo, application_name=f"envlink {self._name} election {self.owner}"
             )
         return self._conn

@@ -16,9 +16,9 @@ from psycopg.types.json import Jsonb
 
 from core.errors import Forbidden, InvalidInput, NotFound, StationNotFound
 from schemas.common import QC
+from store.coordination import ALERT_EVENTS_CHANNEL
 from store.pool import Conn
 
-ALERT_EVENTS_CHANNEL = "envlink_alert_events"
 # Only these QC states feed statistics and alerts (DESIGN §9).
 _FEEDING_QC = [QC.VALID.code, QC.BELOW_DETECTION.code]
 RowT = TypeVar("RowT")

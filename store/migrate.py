@@ -7,12 +7,11 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from store.coordination import MIGRATION_LOCK
 from store.pool import Conn
 
 log = logging.getLogger(__name__)
 
-# Any constant works; it only has to be the same in every process that migrates this database.
-MIGRATION_LOCK = 0x454E564C  # "ENVL"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

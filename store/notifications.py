@@ -21,9 +21,9 @@ from psycopg.types.json import Jsonb
 
 from core.errors import AgencyNotFound, InvalidInput, NotFound
 from schemas.notifications import SubscriptionConfig, SubscriptionIn, SubscriptionSet
+from store.coordination import OUTBOX_CHANNEL
 from store.pool import Conn
 
-OUTBOX_CHANNEL = "envlink_notifications"
 CURSOR_NAME = "stage"
 # More skipped ids than this in one round means a sequence jump, not transactions in flight.
 MAX_NEW_GAPS = 10_000

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 
 from psycopg import sql
 
+from store.coordination import PARTITION_LOCK
 from store.pool import Conn
-
-PARTITION_LOCK = 0x454E5650  # "ENVP"
 
 
 def month_of(moment: datetime) -> tuple[int, int]:

@@ -32,6 +32,29 @@ async def connect(url: str, *, autocommit: bool = True) -> Conn:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
 
 
+async def dedicated_connection(
+    url: str, *, application_name: str, connect_timeout: int = 10
+) -> Conn:
+    """A long-lived autocommit connection of its own (a lock holder, a listener), with keepalives.
+
+    Keepalives make a dead network path end the session on both sides, so the server releases
+    what the session held and this side notices, instead of both waiting on a silent socket.
+    """
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url,
+            autocommit=True,
+            application_name=application_name[:63],
+            connect_timeout=connect_timeout,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+
+
 def redact(url: str) -> str:
     """A URL fit for logs: the password replaced by ***."""
     try:

@@ -18,14 +18,8 @@ import numpy.typing as npt
 from psycopg.rows import class_row
 
 from core.errors import StationNotFound
+from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
 from store.pool import Conn
-
-READINGS_CHANNEL = "envlink_readings"
-# Rollups of one series are rewritten by one transaction at a time; the lock key packs this tag
-# with the series (station and parameter ids), so it cannot meet the other advisory locks.
-ROLLUP_LOCK_TAG = 0x524F4C4C  # "ROLL"
-# Only one worker at a time runs the engine's periodic sweep; the others skip it that round.
-SWEEP_LOCK = 0x454E5357  # "ENSW"
 
 RowT = TypeVar("RowT")
 
@@ -107,7 +101,7 @@ async def lock_series(conn: Conn, series: Iterable[tuple[int, int]]) -> None:
     one that read the raw readings first could commit last, over the newer result. Locks are
     taken in key order, so two loops never wait on each other in a cycle.
     """
-    keys = sorted({(ROLLUP_LOCK_TAG << 32) | ((s & 0xFFFF) << 16) | p for s, p in series})
+    keys = sorted({rollup_lock_key(s, p) for s, p in series})
     if keys:
         await conn.execute(
             "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%b::int8[]) AS k", [keys]

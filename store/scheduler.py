@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
 from psycopg.rows import class_row
 
-from core.errors import DatabaseUnavailable
-from store.pool import Conn, redact
+from store.coordination import SCHEDULER_LOCK
+from store.pool import Conn
 
-# Any constant works; it only has to be the same in every worker of this database and differ
-# from the other advisory locks (store.migrate.MIGRATION_LOCK).
-SCHEDULER_LOCK = 0x454E5343  # "ENSC"
 # The scheduler every `envlink worker` competes to run.
 WORKER_SCHEDULER = "worker"
 
@@ -25,29 +21,6 @@ WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
   AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND k.classid = (%(key)s::bigint >> 32)::oid AND k.objid = (%(key)s::bigint & 4294967295)::oid
 """
-
-
-async def election_connection(conninfo: str, *, application_name: str) -> Conn:
-    """A connection of its own for holding the lock: autocommit, with TCP keepalives.
-
-    Keepalives make a dead network path end the session on both sides, so the server releases
-    the lock and the holder notices, instead of both waiting on a silent socket.
-    """
-    try:
-        return await psycopg.AsyncConnection.connect(
-            conninfo,
-            autocommit=True,
-            application_name=application_name[:63],
-            connect_timeout=10,
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-        )
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {redact(conninfo)}: {exc}"
-        ) from exc
 
 
 async def try_lock(conn: Conn, *, key: int = SCHEDULER_LOCK) -> bool:

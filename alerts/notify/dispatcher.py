@@ -49,8 +49,8 @@ from schemas.alerts import AlertEventKind, AlertState
 from schemas.notifications import Language, NotificationKind
 from schemas.rules import RuleDefinition, RuleKind, Severity
 from store.alerts import alert_events
+from store.coordination import OUTBOX_CHANNEL
 from store.notifications import (
-    OUTBOX_CHANNEL,
     AgencyRow,
     AlertFacts,
     ClaimedNotification,

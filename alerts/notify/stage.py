@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.notify import router
 from alerts.notify.router import Outgoing
 from core.timeutil import utcnow
-from store.alerts import ALERT_EVENTS_CHANNEL
+from store.coordination import ALERT_EVENTS_CHANNEL
 from store.notifications import (
     MAX_NEW_GAPS,
     AlertNow,

@@ -45,7 +45,7 @@ from schemas.notifications import (
     SubscriptionIn,
     SubscriptionOut,
 )
-from store.alerts import ALERT_EVENTS_CHANNEL
+from store.coordination import ALERT_EVENTS_CHANNEL
 from store.keys import ApiKey
 from store.notifications import (
     NotificationRow,

@@ -19,8 +19,9 @@ from alerts.loop import AlertLoop
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, Source
 from schemas.readings import ReadingIn, Rejection
+from store.coordination import SWEEP_LOCK
 from store.pool import Conn
-from store.rollups import SWEEP_LOCK, lock_series
+from store.rollups import lock_series
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 FEED = Source(code="test", kind="test")
