@@ -33,7 +33,9 @@ from alerts.rollups import (
 )
 from alerts.windows import HOUR_S, HOURS_PER_DAY
 from core.timeutil import CST, cst_day_start, utcnow
-from store.pool import Conn, connect
+from store.coordination import READINGS_CHANNEL
+from store.listen import Listener, Wakeup
+from store.pool import Conn
 from store.rollups import (
     DailyRow,
     DayWindow,
@@ -47,7 +49,6 @@ from store.rollups import (
     delete_daily,
     delete_hourly,
     hour_readings,
-    listen_readings,
     lock_series,
     reading_hours,
     series_specs,
@@ -224,7 +225,6 @@ class AlertLoop:
         self,
         pool: AsyncConnectionPool,
         *,
-        listen_url: str | None = None,
         sweep_s: float = 30.0,
         water_min_samples: int = 1,
         batch: int = 50_000,
@@ -235,11 +235,6 @@ class AlertLoop:
         rest: float = 1.0,
     ) -> None:
         self._pool = pool
-        # LISTEN needs a connection of its own for the loop's lifetime, outside the pool.
-        conninfo = listen_url if listen_url is not None else pool.conninfo
-        if not isinstance(conninfo, str):
-            raise TypeError("AlertLoop needs listen_url when the pool's conninfo is not a string")
-        self._listen_url = conninfo
         self._sweep_s = sweep_s
         self._water_min_samples = water_min_samples
         self._batch = batch
@@ -290,44 +285,47 @@ class AlertLoop:
             if len(report.claimed) < self._batch:
                 return processed
 
-    async def run(self) -> None:
-        """Listen and process until cancelled; a lost connection is retried with a backoff."""
-        delay = 0.0
-        while True:
-            rounds = self.rounds
-            try:
-                await self._listen_and_process()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # After a working spell the backoff starts over; a loop that keeps failing (the
-                # database down, or a round that cannot commit) waits longer each time.
-                delay = 0.5 if self.rounds > rounds else min(max(delay * 2, 0.5), 30.0)
-                log.exception("alert loop failed; retrying in %.1f s", delay)
-                await asyncio.sleep(delay)
+    async def run(self, listener: Listener) -> None:
+        """Process whenever readings are committed (and at every sweep) until cancelled.
 
-    async def _listen_and_process(self) -> None:
-        listener = await connect(self._listen_url, autocommit=True)
-        try:
-            await listen_readings(listener)
+        Woken by NOTIFY on READINGS_CHANNEL through the process's listener; after it reconnects,
+        by the reconnect itself, since readings committed meanwhile woke nobody. A failed round
+        is retried with a backoff that a reconnect cuts short.
+        """
+        wakeup = Wakeup()
+        with listener.subscribed(READINGS_CHANNEL, wakeup):
+            await listener.listening(READINGS_CHANNEL)
             self.listening.set()
-            while True:
-                due = monotonic.monotonic() - self._last_sweep >= self._sweep_s
-                if due:
-                    # Counted from the start of the round, so a slow round does not drift it.
-                    self._last_sweep = monotonic.monotonic()
-                started = monotonic.monotonic()
-                await self.drain(sweep=due)
-                self.rounds += 1
-                # A round rereads whole hours, so its cost barely grows with the readings that
-                # wait: resting `rest` times as long as the round took lets the next one take
-                # them all at once and caps the loop's share of a core (1 / (1 + rest)).
-                await asyncio.sleep((monotonic.monotonic() - started) * self._rest)
-                wait = self._last_sweep + self._sweep_s - monotonic.monotonic()
-                # Woken by the first notification; any that came meanwhile are taken in order
-                # and cost at most one round that finds nothing to claim.
-                async for _ in listener.notifies(timeout=max(wait, 0.001), stop_after=1):
-                    pass
-        finally:
-            self.listening.clear()
-            await listener.close()
+            try:
+                delay = 0.0
+                while True:
+                    rounds = self.rounds
+                    try:
+                        await self._process_when_woken(wakeup)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        # After a working spell the backoff starts over; a loop that keeps
+                        # failing (a round that cannot commit) waits longer each time.
+                        delay = 0.5 if self.rounds > rounds else min(max(delay * 2, 0.5), 30.0)
+                        log.exception("alert loop failed; retrying in %.1f s", delay)
+                        await wakeup.reconnect(delay)
+            finally:
+                self.listening.clear()
+
+    async def _process_when_woken(self, wakeup: Wakeup) -> None:
+        while True:
+            due = monotonic.monotonic() - self._last_sweep >= self._sweep_s
+            if due:
+                # Counted from the start of the round, so a slow round does not drift it.
+                self._last_sweep = monotonic.monotonic()
+            started = monotonic.monotonic()
+            await self.drain(sweep=due)
+            self.rounds += 1
+            # A round rereads whole hours, so its cost barely grows with the readings that
+            # wait: resting `rest` times as long as the round took lets the next one take
+            # them all at once and caps the loop's share of a core (1 / (1 + rest)).
+            await asyncio.sleep((monotonic.monotonic() - started) * self._rest)
+            # Woken by the first notification; any that came meanwhile cost at most one round
+            # that finds nothing to claim.
+            await wakeup.wait(self._last_sweep + self._sweep_s - monotonic.monotonic())

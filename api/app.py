@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 
+from api.deps import ApiDatabase
 from api.errors import install_error_handlers
 from api.routers import (
     alerts,
@@ -24,27 +25,49 @@ from api.routers import (
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.pipeline import Pipeline
+from store.listen import Listener
 from store.pool import open_pool
 
 
-def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -> FastAPI:
-    """Build the API. With `pool`, the caller owns it; otherwise the app opens and closes one."""
+def create_app(
+    settings: Settings,
+    *,
+    pool: AsyncConnectionPool | None = None,
+    listener: Listener | None = None,
+) -> FastAPI:
+    """Build the API. A pool or listener given is the caller's; what is not given the app opens.
+
+    The app opens them in its lifespan, so an app served without one (httpx's ASGITransport)
+    works on the given pool alone: no key cache, no fast answer while the database is away.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if pool is not None:
+        async with AsyncExitStack() as opened:
+            if pool is None:
+                if settings.database_url is None:
+                    raise SettingsError(
+                        "ENVLINK_DATABASE_URL must be resolved before the API starts"
+                    )
+                own_pool = await open_pool(
+                    settings.database_url,
+                    name="api",
+                    min_size=settings.api_pool_min_size,
+                    max_size=settings.api_pool_max_size,
+                    timeout_s=settings.pool_timeout_s,
+                )
+                opened.push_async_callback(own_pool.close)
+                _attach(app, own_pool, settings, listener)
+            if listener is None:
+                database: ApiDatabase = app.state.database
+                url = settings.database_url or database.pool.conninfo
+                if not isinstance(url, str):
+                    raise SettingsError("the API needs a database URL to listen on")
+                own_listener = Listener(url, name="api")
+                database.listen(own_listener)
+                await own_listener.start()
+                opened.push_async_callback(own_listener.stop)
             yield
-            return
-        if settings.database_url is None:
-            raise SettingsError("ENVLINK_DATABASE_URL must be resolved before the API starts")
-        opened = await open_pool(
-            settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
-        )
-        _attach(app, opened, settings)
-        try:
-            yield
-        finally:
-            await opened.close()
 
     # /docs and /redoc load their scripts from EnvLink itself (a pinned package), never from a
     # CDN: agency networks are often cut off from the internet.
@@ -58,7 +81,7 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
     )
     app.state.settings = settings
     if pool is not None:
-        _attach(app, pool, settings)
+        _attach(app, pool, settings, listener)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(catalogue.router)
@@ -73,7 +96,11 @@ def create_app(settings: Settings, *, pool: AsyncConnectionPool | None = None) -
     return app
 
 
-def _attach(app: FastAPI, pool: AsyncConnectionPool, settings: Settings) -> None:
+def _attach(
+    app: FastAPI, pool: AsyncConnectionPool, settings: Settings, listener: Listener | None
+) -> None:
     """Give the routers the pool and the ingest pipeline (pushed readings go through it)."""
-    app.state.pool = pool
+    app.state.database = ApiDatabase(pool, timeout_s=settings.pool_timeout_s)
+    if listener is not None:
+        app.state.database.listen(listener)
     app.state.pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)

@@ -1,24 +1,116 @@
-"""Request dependencies as Annotated aliases: the pool, a connection, the caller's key."""
+"""Request dependencies as Annotated aliases: the request's connection, the caller's key.
+
+A request holds at most ONE pooled connection at a time. It takes it when a handler (or the key
+check) first needs it and gives it back when the handler returns, before the response is sent.
+The key check uses the connection the request already holds, takes one only for the check when
+it holds none, and needs none at all when the process's key cache knows the key: a request that
+asked the pool for a second connection while holding one could wait forever on requests doing
+the same (16 clients deadlocked a pool of 10 that way).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from psycopg_pool import AsyncConnectionPool
 
-from core.errors import Forbidden, Unauthenticated
+from core.errors import DatabaseUnavailable, Forbidden, Unauthenticated
 from core.settings import Settings
+from core.timeutil import utcnow
 from ingest.pipeline import Pipeline
 from schemas.common import Role
-from store.keys import ApiKey, authenticate
+from store.coordination import KEYS_CHANNEL
+from store.keys import ApiKey, KeyCache, authenticate, hash_key
+from store.listen import Listener
 from store.pool import Conn
+
+DATABASE_AWAY = "the database is unavailable; try again shortly"
+
+
+@dataclass
+class ApiDatabase:
+    """What requests need of the database: the pool, the process's Listener, the key cache."""
+
+    pool: AsyncConnectionPool
+    timeout_s: float
+    listener: Listener | None = None
+    keys: KeyCache = field(default_factory=KeyCache)
+
+    def listen(self, listener: Listener) -> None:
+        """Use `listener` for the key cache's revocations and to know when the database is away."""
+        self.listener = listener
+        listener.subscribe(KEYS_CHANNEL, self.keys.clear)
+        # Connections that died with the server are replaced before requests trust it again.
+        listener.add_reconnect_hook(self.pool.check)
+
+    def check_up(self) -> None:
+        """Fail at once, rather than wait for a connection, while the database is known away."""
+        if self.listener is not None and self.listener.down:
+            raise DatabaseUnavailable(DATABASE_AWAY)
+
+    @property
+    def key_cache(self) -> KeyCache | None:
+        """The key cache, when it can be trusted: only while revocations are being heard."""
+        if self.listener is not None and self.listener.connected:
+            return self.keys
+        return None
+
+
+class RequestConnection:
+    """The request's one connection: taken from the pool when first needed, held until the end.
+
+    Leaving commits what the handler left uncommitted, or rolls it back if the handler failed.
+    """
+
+    def __init__(self, database: ApiDatabase) -> None:
+        self.database = database
+        self._conn: Conn | None = None
+        self._stack = AsyncExitStack()
+
+    async def get(self) -> Conn:
+        """The request's connection, taken now if the request holds none yet."""
+        if self._conn is None:
+            self.database.check_up()
+            self._conn = await self._stack.enter_async_context(
+                self.database.pool.connection(timeout=self.database.timeout_s)
+            )
+        return self._conn
+
+    @asynccontextmanager
+    async def briefly(self) -> AsyncIterator[Conn]:
+        """The request's connection if it holds one, else one taken for the block only."""
+        if self._conn is not None:
+            yield self._conn
+            return
+        self.database.check_up()
+        async with self.database.pool.connection(timeout=self.database.timeout_s) as conn:
+            yield conn
+
+    async def __aenter__(self) -> RequestConnection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._conn = None
+        await self._stack.__aexit__(exc_type, exc, traceback)
+
+
+def get_database(request: Request) -> ApiDatabase:
+    database: ApiDatabase = request.app.state.database
+    return database
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
-    pool: AsyncConnectionPool = request.app.state.pool
-    return pool
+    return get_database(request).pool
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,25 +123,31 @@ def get_pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
+DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def get_conn(pool: PoolDep) -> AsyncIterator[Conn]:
-    async with pool.connection() as conn:
-        yield conn
+async def request_connection(database: DatabaseDep) -> AsyncIterator[RequestConnection]:
+    async with RequestConnection(database) as held:
+        yield held
+
+
+# "function" scope: the connection goes back to the pool when the handler returns, not after
+# the response has been sent to a client that may read it slowly.
+RequestConnectionDep = Annotated[RequestConnection, Depends(request_connection, scope="function")]
+
+
+async def get_conn(held: RequestConnectionDep) -> Conn:
+    return await held.get()
 
 
 ConnDep = Annotated[Conn, Depends(get_conn)]
 
 
-async def current_key(
-    pool: PoolDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> ApiKey:
-    """The caller's live API key from `Authorization: Bearer …` or `X-API-Key`."""
+def presented_key(authorization: str | None, x_api_key: str | None) -> str:
+    """The key from `Authorization: Bearer …` or `X-API-Key`, or why there is none."""
     plain = x_api_key
     if authorization:
         scheme, _, token = authorization.partition(" ")
@@ -58,10 +156,27 @@ async def current_key(
         plain = token.strip()
     if not plain:
         raise Unauthenticated("an API key is required (Authorization: Bearer <key> or X-API-Key)")
-    async with pool.connection() as conn:
+    return plain
+
+
+async def current_key(
+    held: RequestConnectionDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> ApiKey:
+    """The caller's live API key, from the key cache or checked on the request's connection."""
+    plain = presented_key(authorization, x_api_key)
+    key_hash = hash_key(plain)
+    cache = held.database.key_cache
+    if cache is not None and (cached := cache.get(key_hash, now=utcnow())) is not None:
+        return cached
+    generation = cache.generation if cache is not None else 0
+    async with held.briefly() as conn:
         key = await authenticate(conn, plain)
     if key is None:
         raise Unauthenticated("the API key is unknown, revoked or expired")
+    if cache is not None:
+        cache.put(key_hash, key, generation=generation)
     return key
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import DATABASE_AWAY, ApiDatabase
 from core.errors import (
     DatabaseUnavailable,
     EnvLinkError,
@@ -27,15 +30,32 @@ _STATUS: list[tuple[type[EnvLinkError], int]] = [
     (NotFound, 404),
     (PayloadTooLarge, 413),
     (InvalidInput, 400),
-    (DatabaseUnavailable, 503),
 ]
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+# Retry-After (seconds) of a 503: a full pool frees up in moments; a database takes a while.
+OVERLOADED_RETRY_S = 1
+UNAVAILABLE_RETRY_S = 5
+
+
+def error_response(
+    status: int, code: str, message: str, *, retry_after_s: int | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
+
+
+def database_unavailable(message: str = DATABASE_AWAY) -> JSONResponse:
+    return error_response(503, DatabaseUnavailable.code, message, retry_after_s=UNAVAILABLE_RETRY_S)
+
+
+def _database_known_away(request: Request) -> bool:
+    database: ApiDatabase | None = getattr(request.app.state, "database", None)
+    return database is not None and database.listener is not None and database.listener.down
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -43,8 +63,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EnvLinkError)
     async def domain_error(request: Request, exc: EnvLinkError) -> JSONResponse:
+        if isinstance(exc, DatabaseUnavailable):
+            return database_unavailable(str(exc))
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
         return error_response(status, exc.code, str(exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # No connection came in time: the database is away, or every connection is busy.
+        if _database_known_away(request):
+            return database_unavailable()
+        log.warning("no database connection for %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "overloaded",
+            "the server is busy (every database connection is in use); try again shortly",
+            retry_after_s=OVERLOADED_RETRY_S,
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def connection_lost(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The server went away under a query, or refuses connections: not the caller's doing.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return database_unavailable()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

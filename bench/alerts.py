@@ -69,6 +69,7 @@ from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.rules import load_rules  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
 from store.coordination import ALERT_EVENTS_CHANNEL  # noqa: E402
+from store.listen import Listener  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.rules import seed_rules, write_rule  # noqa: E402
 
@@ -231,8 +232,11 @@ async def run(alerts: int, load: Load) -> bool:
                         history_hours=load.history_hours,
                     )
                     judge = HistoryQc(pipeline.catalogue).judge  # as a worker runs it
-                    loop = AlertLoop(pool, listen_url=url, judge=judge)
-                    tasks.append(asyncio.create_task(loop.run(), name="alert-loop"))
+                    loop = AlertLoop(pool, judge=judge)
+                    listener = Listener(url, name="bench")
+                    await listener.start()
+                    stack.push_async_callback(listener.stop)
+                    tasks.append(asyncio.create_task(loop.run(listener), name="alert-loop"))
                     await asyncio.wait_for(loop.listening.wait(), 15)
                     first = sum((await job.tick()).summary.values())
                     tasks.append(

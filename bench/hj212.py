@@ -55,6 +55,7 @@ from schemas.catalogue import (  # noqa: E402
     load_catalogue,
 )
 from store.catalogue import seed_catalogue  # noqa: E402
+from store.listen import Listener  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.rollups import pending_dirty  # noqa: E402
 
@@ -213,10 +214,13 @@ async def _alert_worker(url: str, stop: Connection) -> AlertLoopReport:
     async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
         loop = AlertLoop(pool, judge=HistoryQc(pipeline.catalogue).judge)
-        running = asyncio.create_task(loop.run())
+        listener = Listener(url, name="bench")
+        await listener.start()
+        running = asyncio.create_task(loop.run(listener))
         await asyncio.to_thread(stop.recv)
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+        await listener.stop()
         started = time.perf_counter()
         drained = len(await loop.drain())
         return AlertLoopReport(loop.rounds, drained, time.perf_counter() - started, _own_cpu())

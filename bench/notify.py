@@ -78,6 +78,7 @@ from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.notifications import SubscriptionIn  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
+from store.listen import Listener  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.notifications import create_subscription  # noqa: E402
 from store.rules import write_rule  # noqa: E402
@@ -213,23 +214,25 @@ async def loops_in_process(pool: AsyncConnectionPool, url: str) -> AsyncIterator
         settings = Settings(database_url=url)
         catalogue = Pipeline(pool, earliest=date(2000, 1, 1)).catalogue
         runners = [
-            AlertLoop(pool, listen_url=url, judge=HistoryQc(catalogue).judge),
-            NotificationStage(pool, listen_url=url),
+            AlertLoop(pool, judge=HistoryQc(catalogue).judge),
+            NotificationStage(pool),
             Dispatcher(
                 pool,
                 build_channels(settings, client),
                 public_base_url=settings.public_base_url,
                 worker="bench",
-                listen_url=url,
             ),
         ]
-        tasks = [asyncio.create_task(r.run()) for r in runners]
+        listener = Listener(url, name="bench")
+        await listener.start()
+        tasks = [asyncio.create_task(r.run(listener)) for r in runners]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await listener.stop()
 
 
 async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:

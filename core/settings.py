@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SettingsError
@@ -36,8 +36,22 @@ class Settings(BaseSettings):
     hj212_batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         default=5.0, description="HJ 212 frames arriving within this window share one commit"
     )
-    pool_min_size: Annotated[int, Field(ge=1, le=100)] = 1
-    pool_max_size: Annotated[int, Field(ge=1, le=500)] = 10
+    api_pool_min_size: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=1, description="Database connections the API keeps open, per API process"
+    )
+    api_pool_max_size: Annotated[int, Field(ge=1, le=500)] = Field(
+        default=10, description="Most database connections of the API, per API process"
+    )
+    worker_pool_min_size: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=1, description="Database connections the worker keeps open"
+    )
+    worker_pool_max_size: Annotated[int, Field(ge=1, le=500)] = Field(
+        default=10, description="Most database connections of the worker"
+    )
+    pool_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=5.0,
+        description="How long an API request waits for a connection before a 503 overloaded",
+    )
     earliest_reading_date: date = Field(
         default=date(2000, 1, 1), description="Readings before this date are rejected"
     )
@@ -125,6 +139,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("postgresql://", "postgres://")) and "=" not in value:
             raise ValueError("must be a postgresql:// URL or a libpq key=value string")
+        return value
+
+    @field_validator("api_pool_max_size", "worker_pool_max_size")
+    @classmethod
+    def _not_below_min_size(cls, value: int, info: ValidationInfo) -> int:
+        min_name = str(info.field_name).replace("_max_", "_min_")
+        minimum = info.data.get(min_name)
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least ENVLINK_{min_name.upper()} ({minimum})")
         return value
 
     @field_validator("log_level")

@@ -204,7 +204,7 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
 
 async def _import_csv(url: str, settings: Settings, files: list[Path]) -> int:
     """Import each file in one intake and print its report; 1 if any file could not be read."""
-    pool = await open_pool(url, min_size=1, max_size=2)
+    pool = await open_pool(url, name="import-csv", min_size=1, max_size=2)
     failed = 0
     try:
         pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)

@@ -38,12 +38,16 @@ from schemas.rules import load_rules
 from schemas.sources import load_sources
 from store.catalogue import SeedReport, seed_catalogue
 from store.embedded import EmbeddedServer, start_embedded
+from store.listen import Listener
 from store.migrate import Migration, migrate
 from store.notifications import SubscriptionSeedReport, seed_subscriptions
 from store.pool import connect, open_pool
 from store.rules import RuleSeedReport, seed_rules
 
 log = logging.getLogger(__name__)
+
+# On SIGTERM, requests under way get this long to finish; open event streams are then closed.
+GRACEFUL_SHUTDOWN_S = 5
 
 
 @contextlib.contextmanager
@@ -93,9 +97,10 @@ async def run_seed_subscriptions(url: str, settings: Settings) -> SubscriptionSe
 
 @dataclass
 class Worker:
-    """Ingest and (later) alert jobs under one APScheduler in this process."""
+    """Ingest and alert jobs under one APScheduler in this process."""
 
     pool: AsyncConnectionPool
+    listener: Listener
     settings: Settings
     simulate: bool
     name: str = field(default_factory=worker_name)  # as leader: host:pid
@@ -198,7 +203,7 @@ class Worker:
                 water_min_samples=self.settings.water_daily_min_samples,
                 judge=HistoryQc(self.pipeline.catalogue).judge,
             )
-            self.tasks.append(asyncio.create_task(alert_loop.run(), name="alerts"))
+            self.tasks.append(asyncio.create_task(alert_loop.run(self.listener), name="alerts"))
         if self.settings.notify_enabled:
             self._start_notifications()
         await self.elected.start()
@@ -225,8 +230,10 @@ class Worker:
             backoff=Backoff(settings.notify_retry_base_s, settings.notify_retry_max_s),
             poll_s=settings.notify_poll_s,
         )
-        self.tasks.append(asyncio.create_task(stage.run(), name="notify-stage"))
-        self.tasks.append(asyncio.create_task(dispatcher.run(), name="notify-dispatch"))
+        self.tasks.append(asyncio.create_task(stage.run(self.listener), name="notify-stage"))
+        self.tasks.append(
+            asyncio.create_task(dispatcher.run(self.listener), name="notify-dispatch")
+        )
 
     async def stop(self) -> None:
         await self.elected.stop()
@@ -268,6 +275,8 @@ async def serve(
     """Run the API, the worker, or both in this process until interrupted.
 
     `api_socket`, already listening, is where the API serves (else ENVLINK_API_HOST/PORT).
+    The API and the worker each get a pool of their own, so HJ 212 replies never wait behind
+    API requests; both share the process's one listening connection.
     """
     # SIGTERM (docker stop) and SIGINT both end the process through the same clean shutdown,
     # even where the parent started it with SIGINT ignored (background jobs of a shell).
@@ -275,16 +284,46 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    pool = await open_pool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
-    tune_gc()
-    running_worker = Worker(pool, settings, simulate=simulate) if worker else None
-    try:
-        if running_worker:
-            await running_worker.start()
+    async with contextlib.AsyncExitStack() as opened:
+        listener = Listener(url, name="api" if api and not worker else "worker")
+        api_pool = worker_pool = None
         if api:
-            app = create_app(settings.model_copy(update={"database_url": url}), pool=pool)
+            api_pool = await open_pool(
+                url,
+                name="api",
+                min_size=settings.api_pool_min_size,
+                max_size=settings.api_pool_max_size,
+                timeout_s=settings.pool_timeout_s,
+            )
+            opened.push_async_callback(api_pool.close)
+        if worker:
+            worker_pool = await open_pool(
+                url,
+                name="worker",
+                min_size=settings.worker_pool_min_size,
+                max_size=settings.worker_pool_max_size,
+            )
+            opened.push_async_callback(worker_pool.close)
+            listener.add_reconnect_hook(worker_pool.check)
+        app = None
+        if api_pool is not None:
+            # Built before the listener starts, so it listens for revoked keys from the start.
+            settings = settings.model_copy(update={"database_url": url})
+            app = create_app(settings, pool=api_pool, listener=listener)
+        await listener.start()
+        opened.push_async_callback(listener.stop)
+        tune_gc()
+        if worker_pool is not None:
+            running_worker = Worker(worker_pool, listener, settings, simulate=simulate)
+            opened.push_async_callback(running_worker.stop)
+            await running_worker.start()
+        if app is not None:
             config = uvicorn.Config(
-                app, host=settings.api_host, port=settings.api_port, log_level="warning"
+                app,
+                host=settings.api_host,
+                port=settings.api_port,
+                log_level="warning",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
             server = uvicorn.Server(config)
             log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
@@ -292,7 +331,3 @@ async def serve(
             await server.serve(sockets=None if api_socket is None else [api_socket])
         else:
             await stop.wait()
-    finally:
-        if running_worker:
-            await running_worker.stop()
-        await pool.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg.rows import class_row
 
 from core.errors import AgencyNotFound, NotFound
+from store.coordination import KEYS_CHANNEL
 from store.pool import Conn
 
 KEY_PREFIX = "elk_"
@@ -82,9 +84,16 @@ async def list_keys(conn: Conn) -> list[ApiKey]:
 
 
 async def revoke_key(conn: Conn, key_id: int) -> ApiKey:
-    """Revoke a key now; revoking twice keeps the first time."""
+    """Revoke a key now; revoking twice keeps the first time.
+
+    In the same statement, so in the same transaction even on an autocommit connection, it
+    tells every API process to drop the keys it has cached (KEYS_CHANNEL, on commit).
+    """
     await conn.execute(
-        "UPDATE api_key SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s", [key_id]
+        "WITH revoked AS (UPDATE api_key SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE id = %(id)s RETURNING id)"
+        " SELECT pg_notify(%(channel)s, id::text) FROM revoked",
+        {"id": key_id, "channel": KEYS_CHANNEL},
     )
     return await get_key(conn, key_id)
 
@@ -98,3 +107,46 @@ async def authenticate(conn: Conn, plain: str) -> ApiKey | None:
             [hash_key(plain)],
         )
         return await cur.fetchone()
+
+
+class KeyCache:
+    """Live keys recently authenticated in this process, by the SHA-256 of the key.
+
+    Entries live `ttl_s` and never past their key's expiry. A revocation anywhere clears every
+    process's cache at once (KEYS_CHANNEL, heard on the process's Listener), and so does a
+    reconnect of the Listener, since a revocation may have been missed meanwhile. The owner
+    consults the cache only while its Listener is connected. Unknown keys are never cached,
+    so guessing keys cannot fill it.
+    """
+
+    def __init__(self, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._entries: dict[bytes, tuple[float, ApiKey]] = {}
+        self.generation = 0  # bumped by every clear: a lookup older than it must not be stored
+
+    def get(self, key_hash: bytes, *, now: datetime) -> ApiKey | None:
+        """The cached live key with this hash, if any."""
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        cached_until, key = entry
+        if time.monotonic() >= cached_until or (
+            key.expires_at is not None and key.expires_at <= now
+        ):
+            del self._entries[key_hash]
+            return None
+        return key
+
+    def put(self, key_hash: bytes, key: ApiKey, *, generation: int) -> None:
+        """Cache `key`, read from the database while the cache was at `generation`."""
+        if generation != self.generation:
+            return  # cleared since the read began: the key may be revoked by now
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self._ttl_s, key)
+
+    def clear(self, payload: str | None = None) -> None:
+        """Drop every entry (a Listener callback: any revocation, any reconnect)."""
+        self._entries.clear()
+        self.generation += 1

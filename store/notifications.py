@@ -29,11 +29,6 @@ CURSOR_NAME = "stage"
 MAX_NEW_GAPS = 10_000
 
 
-async def listen(conn: Conn, channel: str) -> None:
-    """Subscribe an autocommit connection to a notification channel."""
-    await conn.execute(b"LISTEN " + channel.encode())
-
-
 async def notify_outbox(conn: Conn) -> None:
     """Wake the dispatchers; delivered when the transaction commits."""
     await conn.execute("SELECT pg_notify(%s, '')", [OUTBOX_CHANNEL])

@@ -11,10 +11,29 @@ from core.errors import DatabaseUnavailable
 Conn = psycopg.AsyncConnection[TupleRow]
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """Open a pool and wait until its first connection works, or say why it could not."""
+# A connection attempt that keeps failing is given up after this long, freeing its place in the
+# pool; psycopg_pool's own default (5 minutes, backing off to a minute and more between tries)
+# would leave the pool waiting long after the database is back.
+RECONNECT_TIMEOUT_S = 5.0
+
+
+async def open_pool(
+    url: str, *, name: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 30.0
+) -> AsyncConnectionPool:
+    """Open a pool and wait until its first connection works, or say why it could not.
+
+    `timeout_s` bounds every wait for a connection (PoolTimeout after it); the connections show
+    in pg_stat_activity as application "envlink <name>".
+    """
     pool = AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, open=False, name="envlink", timeout=30
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=name,
+        timeout=timeout_s,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
+        kwargs={"application_name": f"envlink {name}"},
     )
     try:
         await pool.open(wait=True, timeout=15)

@@ -67,11 +67,6 @@ async def notify_readings(conn: Conn) -> None:
     await conn.execute(b"NOTIFY " + READINGS_CHANNEL.encode())
 
 
-async def listen_readings(conn: Conn) -> None:
-    """Subscribe an autocommit connection to the readings channel."""
-    await conn.execute(b"LISTEN " + READINGS_CHANNEL.encode())
-
-
 # The rows are never updated, so a locked row keeps its ctid until this statement deletes it.
 _CLAIM = """
 DELETE FROM series_dirty

@@ -31,6 +31,7 @@ from ingest.sources.hj212.server import Hj212Server
 from schemas.catalogue import load_catalogue
 from store.catalogue import seed_catalogue
 from store.embedded import start_embedded
+from store.listen import Listener
 from store.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +121,15 @@ async def db(pool: AsyncConnectionPool) -> AsyncConnectionPool:
             )
         )
     return pool
+
+
+@pytest.fixture
+async def listener(database_url: str) -> AsyncIterator[Listener]:
+    """A started listening connection on the session's database, as every process keeps one."""
+    started = Listener(database_url, name="test")
+    await started.start()
+    yield started
+    await started.stop()
 
 
 @pytest.fixture

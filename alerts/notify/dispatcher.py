@@ -18,7 +18,6 @@ a row of delivery_attempt (time, status, response code, error).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -50,6 +49,7 @@ from schemas.notifications import Language, NotificationKind
 from schemas.rules import RuleDefinition, RuleKind, Severity
 from store.alerts import alert_events
 from store.coordination import OUTBOX_CHANNEL
+from store.listen import Listener, Wakeup
 from store.notifications import (
     AgencyRow,
     AlertFacts,
@@ -59,12 +59,11 @@ from store.notifications import (
     alert_facts,
     city_centres,
     claim_notifications,
-    listen,
     next_due,
     notification_items,
     record_attempt,
 )
-from store.pool import Conn, connect
+from store.pool import Conn
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +258,6 @@ class Dispatcher:
         *,
         public_base_url: str,
         worker: str = "dispatcher",
-        listen_url: str | None = None,
         concurrency: int = 8,
         lease_s: float = 60.0,
         backoff: Backoff | None = None,
@@ -271,10 +269,6 @@ class Dispatcher:
         self._channels = dict(channels)
         self._base_url = public_base_url
         self.worker = worker
-        conninfo = listen_url if listen_url is not None else pool.conninfo
-        if not isinstance(conninfo, str):
-            raise TypeError("Dispatcher needs listen_url when the pool's conninfo is not a string")
-        self._listen_url = conninfo
         self._concurrency = concurrency
         self._lease_s = lease_s
         # An attempt must end well inside its lease, or a second dispatcher could take the
@@ -301,64 +295,46 @@ class Dispatcher:
             if len(batch) < self._concurrency:
                 return done
 
-    async def run(self) -> None:
-        """Deliver until cancelled; a lost connection is retried with a backoff."""
-        delay = 0.0
-        try:
-            while True:
-                try:
-                    await self._listen_and_deliver()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    delay = min(max(delay * 2, 0.5), 30.0)
-                    log.exception("dispatcher failed; retrying in %.1f s", delay)
-                    await asyncio.sleep(delay)
-        finally:
-            # Attempts under way finish and are recorded; only a hard stop leaves a claim behind.
-            if self._inflight:
-                await asyncio.wait(self._inflight, timeout=self._attempt_limit_s)
-
-    async def _listen_and_deliver(self) -> None:
-        listener = await connect(self._listen_url, autocommit=True)
-        wake = asyncio.Event()
-
-        async def notified() -> None:
-            async for _ in listener.notifies():
-                wake.set()
-
-        watcher = asyncio.create_task(notified(), name="dispatcher-listen")
-        try:
-            await listen(listener, OUTBOX_CHANNEL)
+    async def run(self, listener: Listener) -> None:
+        """Deliver until cancelled, woken through `listener`; a failed round backs off."""
+        wakeup = Wakeup()
+        with listener.subscribed(OUTBOX_CHANNEL, wakeup):
+            await listener.listening(OUTBOX_CHANNEL)
             self.listening.set()
-            while True:
-                wake.clear()
-                free = self._concurrency - len(self._inflight)
-                ready = await self._claim(free) if free > 0 else []
-                for claimed, notification in ready:
-                    task = asyncio.create_task(self._deliver(claimed, notification))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-                    task.add_done_callback(lambda _: wake.set())
-                if free > 0 and len(ready) == free:
-                    continue  # more may be due
-                wait = self._poll_s
-                async with self._pool.connection() as conn:
-                    due = await next_due(conn)
-                if due is not None:
-                    wait = min(wait, (due - self._clock()).total_seconds())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(wait, 0.01)):
-                        await wake.wait()
-                if watcher.done():
-                    watcher.result()  # the listening connection was lost: raise
-                    return
-        finally:
-            self.listening.clear()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
-            await listener.close()
+            try:
+                delay = 0.0
+                while True:
+                    try:
+                        await self._deliver_when_woken(wakeup)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        delay = min(max(delay * 2, 0.5), 30.0)
+                        log.exception("dispatcher failed; retrying in %.1f s", delay)
+                        await wakeup.reconnect(delay)
+            finally:
+                self.listening.clear()
+                # Attempts under way finish and are recorded; only a hard stop leaves a claim.
+                if self._inflight:
+                    await asyncio.wait(self._inflight, timeout=self._attempt_limit_s)
+
+    async def _deliver_when_woken(self, wakeup: Wakeup) -> None:
+        while True:
+            free = self._concurrency - len(self._inflight)
+            ready = await self._claim(free) if free > 0 else []
+            for claimed, notification in ready:
+                task = asyncio.create_task(self._deliver(claimed, notification))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(lambda _: wakeup.ring())
+            if free > 0 and len(ready) == free:
+                continue  # more may be due
+            wait = self._poll_s
+            async with self._pool.connection() as conn:
+                due = await next_due(conn)
+            if due is not None:
+                wait = min(wait, (due - self._clock()).total_seconds())
+            await wakeup.wait(max(wait, 0.01))
 
     async def _claim(self, limit: int) -> list[tuple[ClaimedNotification, Notification | str]]:
         """Claim due notifications and build their messages (or say why one cannot be built)."""

@@ -27,6 +27,7 @@ from alerts.notify import router
 from alerts.notify.router import Outgoing
 from core.timeutil import utcnow
 from store.coordination import ALERT_EVENTS_CHANNEL
+from store.listen import Listener, Wakeup
 from store.notifications import (
     MAX_NEW_GAPS,
     AlertNow,
@@ -41,7 +42,6 @@ from store.notifications import (
     events_after,
     insert_notifications,
     list_subscriptions,
-    listen,
     load_groups,
     lock_cursor,
     next_group_wake,
@@ -50,7 +50,7 @@ from store.notifications import (
     silences_in_force,
     told_alerts,
 )
-from store.pool import Conn, connect
+from store.pool import Conn
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,12 @@ class NotificationStage:
         self,
         pool: AsyncConnectionPool,
         *,
-        listen_url: str | None = None,
         poll_s: float = 5.0,
         batch: int = 1000,
         deadline_s: float = 6 * 3600.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._pool = pool
-        conninfo = listen_url if listen_url is not None else pool.conninfo
-        if not isinstance(conninfo, str):
-            raise TypeError(
-                "NotificationStage needs listen_url when the pool's conninfo is not a str"
-            )
-        self._listen_url = conninfo
         self._poll_s = poll_s
         self._batch = batch
         self._deadline = timedelta(seconds=deadline_s)
@@ -110,37 +103,37 @@ class NotificationStage:
             if report.busy or report.events < self._batch:
                 return reports
 
-    async def run(self) -> None:
-        """Listen and process until cancelled; a lost connection is retried with a backoff."""
-        delay = 0.0
-        while True:
-            try:
-                await self._listen_and_process()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                delay = min(max(delay * 2, 0.5), 30.0)
-                log.exception("notification stage failed; retrying in %.1f s", delay)
-                await asyncio.sleep(delay)
-
-    async def _listen_and_process(self) -> None:
-        listener = await connect(self._listen_url, autocommit=True)
-        try:
-            await listen(listener, ALERT_EVENTS_CHANNEL)
+    async def run(self, listener: Listener) -> None:
+        """Process until cancelled, woken through `listener`; a failed round backs off."""
+        wakeup = Wakeup()
+        with listener.subscribed(ALERT_EVENTS_CHANNEL, wakeup):
+            await listener.listening(ALERT_EVENTS_CHANNEL)
             self.listening.set()
-            while True:
-                await self.drain()
-                async with self._pool.connection() as conn:
-                    wake = await next_group_wake(conn)
-                wait = self._poll_s
-                if wake is not None:
-                    wait = min(wait, (wake - self._clock()).total_seconds())
-                # Woken by the first notification; any that came meanwhile cost one more round.
-                async for _ in listener.notifies(timeout=max(wait, 0.01), stop_after=1):
-                    pass
-        finally:
-            self.listening.clear()
-            await listener.close()
+            try:
+                delay = 0.0
+                while True:
+                    try:
+                        await self._process_when_woken(wakeup)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        delay = min(max(delay * 2, 0.5), 30.0)
+                        log.exception("notification stage failed; retrying in %.1f s", delay)
+                        await wakeup.reconnect(delay)
+            finally:
+                self.listening.clear()
+
+    async def _process_when_woken(self, wakeup: Wakeup) -> None:
+        while True:
+            await self.drain()
+            async with self._pool.connection() as conn:
+                wake = await next_group_wake(conn)
+            wait = self._poll_s
+            if wake is not None:
+                wait = min(wait, (wake - self._clock()).total_seconds())
+            # Woken by the first notification (or a reconnect of the listener, after which
+            # events may have been missed); any that came meanwhile cost one more round.
+            await wakeup.wait(max(wait, 0.01))
 
     async def _round(self, conn: Conn, now: datetime) -> StageReport:
         cursor = await lock_cursor(conn, at=now)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.deps import PoolDep
+from api.deps import ConnDep
+from schemas.common import ErrorOut
 from store.pool import ping
 
 router = APIRouter(tags=["health"])
@@ -16,9 +17,16 @@ class Health(BaseModel):
     database: str
 
 
-@router.get("/healthz")
-async def healthz(pool: PoolDep) -> Health:
+@router.get(
+    "/healthz",
+    responses={
+        503: {
+            "model": ErrorOut,
+            "description": "database_unavailable, or overloaded (no connection came in time)",
+        }
+    },
+)
+async def healthz(conn: ConnDep) -> Health:
     """The process is up and the database answers."""
-    async with pool.connection() as conn:
-        await ping(conn)
+    await ping(conn)
     return Health(status="ok", database="ok")

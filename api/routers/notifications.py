@@ -13,17 +13,17 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 from datetime import tzinfo
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
-import psycopg
 from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import StreamingResponse
 
 from alerts.notify.dispatcher import notification_key
-from api.deps import ConnDep, KeyDep, PoolDep, require_role
+from api.deps import ApiDatabase, ConnDep, DatabaseDep, KeyDep, require_role
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import BIGINT_MAX, PathId
@@ -47,6 +47,7 @@ from schemas.notifications import (
 )
 from store.coordination import ALERT_EVENTS_CHANNEL
 from store.keys import ApiKey
+from store.listen import Wakeup
 from store.notifications import (
     NotificationRow,
     SilenceRow,
@@ -62,7 +63,6 @@ from store.notifications import (
     list_notifications,
     list_silences,
     list_subscriptions,
-    listen,
     notification_items,
     replace_subscription,
     stream_events,
@@ -417,7 +417,8 @@ def _stream_out(event: StreamEvent) -> StreamEventOut:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def alert_stream(
-    pool: PoolDep,
+    conn: ConnDep,
+    database: DatabaseDep,
     key: KeyDep,
     zone: ZoneDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -437,12 +438,8 @@ async def alert_stream(
         if not (text.isascii() and text.isdigit()) or int(text) > BIGINT_MAX:
             raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an alert event id")
         after = int(text)
-    conninfo = pool.conninfo
-    if not isinstance(conninfo, str):
-        raise InvalidInput("the live stream needs a database URL")
     if after is None:
-        async with pool.connection() as conn:
-            after = await newest_event_id(conn)
+        after = await newest_event_id(conn)
 
     def wanted(event: StreamEvent) -> bool:
         return (
@@ -452,28 +449,31 @@ async def alert_stream(
         )
 
     return StreamingResponse(
-        _events(conninfo, after, wanted, zone),
+        _events(database, after, wanted, zone),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _events(
-    conninfo: str, after: int, wanted: Callable[[StreamEvent], bool], zone: tzinfo
+    database: ApiDatabase, after: int, wanted: Callable[[StreamEvent], bool], zone: tzinfo
 ) -> AsyncIterator[bytes]:
     """The SSE body: events in id order, holding back behind a lower id still being committed.
 
-    Each stream listens on a connection of its own (outside the pool, for the stream's life),
-    which also reads the events.
+    Woken by the process's Listener (a NOTIFY with every committed event, or a reconnect); each
+    read borrows a pooled connection for a moment, so an open stream holds none.
     """
     gap_since: float | None = None
-    listener = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-    try:
-        await listen(listener, ALERT_EVENTS_CHANNEL)
+    wakeup = Wakeup()
+    listener = database.listener
+    with listener.subscribed(ALERT_EVENTS_CHANNEL, wakeup) if listener else nullcontext():
+        if listener is not None and listener.connected:
+            await listener.listening(ALERT_EVENTS_CHANNEL)
         yield b"retry: 2000\n\n"
         while True:
             held = False
-            batch = await stream_events(listener, after_id=after, limit=STREAM_BATCH)
+            async with database.pool.connection(timeout=database.timeout_s) as conn:
+                batch = await stream_events(conn, after_id=after, limit=STREAM_BATCH)
             for event in batch:
                 if event.id > after + 1:
                     gap_since = gap_since if gap_since is not None else time.monotonic()
@@ -490,10 +490,5 @@ async def _events(
                 continue
             if len(batch) == STREAM_BATCH:
                 continue
-            woken = False
-            async for _ in listener.notifies(timeout=KEEPALIVE_S, stop_after=1):
-                woken = True
-            if not woken:
+            if not await wakeup.wait(KEEPALIVE_S):
                 yield b": keepalive\n\n"
-    finally:
-        await listener.close()

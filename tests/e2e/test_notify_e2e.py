@@ -41,6 +41,7 @@ from core.timeutil import utcnow
 from ingest.pipeline import Pipeline, Source
 from schemas.readings import ReadingIn, Rejection
 from store.alerts import NewEvent, insert_events
+from store.listen import Listener
 from tests.conftest import ROOT
 from tests.integration.test_dispatcher import Receiver, Reply, _outbox, receiving
 from tests.integration.test_engine import T0, _air, _query, _rule, _rules
@@ -57,9 +58,12 @@ from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
 from alerts.notify.dispatcher import Backoff, Dispatcher
 from core.settings import Settings
+from store.listen import Listener
 
 async def main(url: str) -> None:
     async with AsyncConnectionPool(url, min_size=1, max_size=4) as pool:
+        listener = Listener(url, name="doomed")
+        await listener.start()
         async with http_client(5.0) as client:
             dispatcher = Dispatcher(
                 pool, build_channels(Settings(), client), public_base_url="http://envlink.test",
@@ -67,7 +71,7 @@ async def main(url: str) -> None:
                 poll_s=0.5,
             )
             print("running", flush=True)
-            await dispatcher.run()
+            await dispatcher.run(listener)
 
 asyncio.run(main(sys.argv[1]))
 """
@@ -92,7 +96,7 @@ async def world(db: AsyncConnectionPool) -> World:
 
 
 async def test_a_dispatcher_killed_mid_batch_loses_and_duplicates_nothing_past_the_key(
-    world: World, database_url: str, settings: Settings
+    world: World, database_url: str, listener: Listener, settings: Settings
 ) -> None:
     async with receiving(lambda seen: Reply(200, delay_s=0.3)) as receiver:
         await _subscribe(world.pool, "gz", "gz_eeb", target=receiver.url())
@@ -143,7 +147,7 @@ async def test_a_dispatcher_killed_mid_batch_loses_and_duplicates_nothing_past_t
                 lease_s=2.0,
                 poll_s=0.2,
             )
-            running = asyncio.create_task(successor.run())
+            running = asyncio.create_task(successor.run(listener))
             try:
                 await _until(lambda: _count_sent(world.pool, 30), "every notification sent")
             finally:
@@ -192,7 +196,10 @@ async def worker_loops(
             backoff=backoff,
             poll_s=1.0,
         )
-        tasks = [asyncio.create_task(t.run()) for t in (loop, stage, dispatcher)]
+        assert settings.database_url is not None
+        listener = Listener(settings.database_url, name="e2e")
+        await listener.start()
+        tasks = [asyncio.create_task(t.run(listener)) for t in (loop, stage, dispatcher)]
         try:
             for ready in (loop.listening, stage.listening, dispatcher.listening):
                 await asyncio.wait_for(ready.wait(), WAIT_S)
@@ -201,6 +208,7 @@ async def worker_loops(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await listener.stop()
 
 
 async def _ingest(pool: AsyncConnectionPool, *items: ReadingIn) -> None:

@@ -20,6 +20,7 @@ from core.timeutil import CST
 from ingest.pipeline import Pipeline, Source
 from schemas.readings import ReadingIn, Rejection
 from store.coordination import SWEEP_LOCK
+from store.listen import Listener
 from store.pool import Conn
 from store.rollups import lock_series
 
@@ -85,11 +86,13 @@ class Recorder:
 
 
 @pytest.fixture
-async def running(db: AsyncConnectionPool) -> AsyncIterator[tuple[AlertLoop, Recorder]]:
+async def running(
+    db: AsyncConnectionPool, listener: Listener
+) -> AsyncIterator[tuple[AlertLoop, Recorder]]:
     """A loop running as the worker runs it (sweeps every 10 minutes: never during a test)."""
     recorder = Recorder()
     loop = AlertLoop(db, sweep_s=600, evaluate=recorder.evaluate, sweep=recorder.sweep)
-    task = asyncio.create_task(loop.run())
+    task = asyncio.create_task(loop.run(listener))
     try:
         async with asyncio.timeout(5):
             await loop.listening.wait()
@@ -132,11 +135,11 @@ async def test_a_committed_reading_wakes_the_loop_within_a_second(
 
 
 async def test_after_a_round_the_loop_rests_as_long_as_the_round_took(
-    db: AsyncConnectionPool,
+    db: AsyncConnectionPool, listener: Listener
 ) -> None:
     recorder = Recorder(delay_s=0.3)  # every round with readings takes at least 0.3 s
     loop = AlertLoop(db, sweep_s=600, evaluate=recorder.evaluate, sweep=recorder.sweep)
-    task = asyncio.create_task(loop.run())
+    task = asyncio.create_task(loop.run(listener))
     try:
         await recorder.wait_for(lambda: len(recorder.sweeps) == 1)  # the start-up round
         pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW)
@@ -238,11 +241,11 @@ async def test_a_crash_mid_round_loses_no_dirty_window(db: AsyncConnectionPool) 
 
 
 async def test_sweeps_run_on_the_timer_and_on_one_worker_at_a_time(
-    db: AsyncConnectionPool,
+    db: AsyncConnectionPool, listener: Listener
 ) -> None:
     recorder = Recorder()
     loop = AlertLoop(db, sweep_s=0.1, evaluate=recorder.evaluate, sweep=recorder.sweep)
-    task = asyncio.create_task(loop.run())
+    task = asyncio.create_task(loop.run(listener))
     try:
         await recorder.wait_for(lambda: len(recorder.sweeps) == 3, within=5.0)
     finally:

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.settings import Settings
 from envlink.runtime import Worker
 from ingest.leader import ElectedScheduler
+from store.listen import Listener
 from store.scheduler import WORKER_SCHEDULER, JobStatus, current_leader, job_statuses
 from tests.conftest import CONFIG_DIR, ROOT
 
@@ -67,12 +68,13 @@ async def workers(
 async def _start(
     workers: list[Worker],
     pool: AsyncConnectionPool,
+    listener: Listener,
     settings: Settings,
     name: str,
     runs: list[tuple[str, str, float]],
 ) -> Worker:
     """A real Worker named `name`, with two probe jobs that log (job, worker, time) to `runs`."""
-    worker = Worker(pool, settings, simulate=False, name=name)
+    worker = Worker(pool, listener, settings, simulate=False, name=name)
     await worker.start()
     workers.append(worker)
 
@@ -103,12 +105,12 @@ async def _start(
 
 
 async def test_one_leader_runs_the_jobs_and_a_stand_by_takes_over(
-    db: AsyncConnectionPool, worker_settings: Settings, workers: list[Worker]
+    db: AsyncConnectionPool, listener: Listener, worker_settings: Settings, workers: list[Worker]
 ) -> None:
     runs: list[tuple[str, str, float]] = []
-    a = await _start(workers, db, worker_settings, "worker-a", runs)
+    a = await _start(workers, db, listener, worker_settings, "worker-a", runs)
     await _until(lambda: a.elected.leading, limit_s=5, what="worker-a elected")
-    b = await _start(workers, db, worker_settings, "worker-b", runs)
+    b = await _start(workers, db, listener, worker_settings, "worker-b", runs)
     await asyncio.sleep(4 * RETRY_S)
     assert (a.elected.leading, b.elected.leading) == (True, False)
     assert {who for _, who, _ in runs} == {"worker-a"}

@@ -27,6 +27,7 @@ from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
 from store.intake import rejected_readings, source_statuses
+from store.listen import Listener
 from store.pool import Conn
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
@@ -472,7 +473,7 @@ async def test_workers_in_a_shared_group_split_the_messages_and_store_each_once(
 
 
 async def test_a_worker_runs_the_subscriber_and_the_configured_feeds(
-    db: AsyncConnectionPool, settings: Settings, tmp_path: Path
+    db: AsyncConnectionPool, listener: Listener, settings: Settings, tmp_path: Path
 ) -> None:
     from tests.integration.test_http_pull import UpstreamServer
 
@@ -513,7 +514,7 @@ async def test_a_worker_runs_the_subscriber_and_the_configured_feeds(
             "hj212_enabled": False,
         }
     )
-    worker = Worker(db, configured, simulate=False)
+    worker = Worker(db, listener, configured, simulate=False)
     try:
         await worker.start()
         await _until(lambda: bool(worker.tasks), "the subscriber task")

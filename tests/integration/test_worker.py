@@ -7,6 +7,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.settings import Settings
 from envlink.runtime import Worker
+from store.listen import Listener
 
 
 @pytest.mark.parametrize(
@@ -20,6 +21,7 @@ from envlink.runtime import Worker
 )
 async def test_the_worker_runs_the_loops_its_settings_ask_for(
     db: AsyncConnectionPool,
+    listener: Listener,
     settings: Settings,
     alert_loop: bool,
     notify: bool,
@@ -33,7 +35,7 @@ async def test_the_worker_runs_the_loops_its_settings_ask_for(
             "notify_enabled": notify,
         }
     )
-    worker = Worker(db, configured, simulate=False)
+    worker = Worker(db, listener, configured, simulate=False)
     try:
         await worker.start()
         assert [task.get_name() for task in worker.tasks] == expected
