@@ -15,7 +15,14 @@ from core.errors import EnvLinkError, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
-from envlink.runtime import database, run_migrations, run_seed, run_seed_subscriptions, serve
+from envlink.runtime import (
+    database,
+    run_migrations,
+    run_seed,
+    run_seed_subscriptions,
+    serve,
+    serve_api_processes,
+)
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
 from schemas.common import ROLES
@@ -48,7 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
-    commands.add_parser("api", help="serve the HTTP API")
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="serve from N processes (each with its own database pool); default 1",
+    )
     worker = commands.add_parser("worker", help="run ingest and alert jobs")
     worker.add_argument("--simulate", action="store_true", help="also run the simulator")
     serve_parser = commands.add_parser("serve", help="API and worker in one process")
@@ -64,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     import_csv.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,6 +166,9 @@ def _run_with(
             asyncio.run(
                 serve(url, settings, api=True, worker=True, simulate=True, api_socket=api_socket)
             )
+        elif args.command == "api" and args.workers > 1:
+            assert api_socket is not None
+            return serve_api_processes(url, settings, workers=args.workers, api_socket=api_socket)
         elif args.command in ("api", "worker", "serve"):
             asyncio.run(
                 serve(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 import httpx
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
+from uvicorn.supervisors import Multiprocess
 
 from alerts.loop import AlertLoop
 from alerts.notify.channels import build_channels
@@ -331,3 +333,38 @@ async def serve(
             await server.serve(sockets=None if api_socket is None else [api_socket])
         else:
             await stop.wait()
+
+
+def serve_api_processes(
+    url: str, settings: Settings, *, workers: int, api_socket: socket.socket
+) -> int:
+    """Serve the API from `workers` uvicorn processes until SIGINT or SIGTERM; 0 if all ended well.
+
+    The processes share `api_socket`, already listening (the kernel spreads connections among
+    them), and each has its own pool and listening connection. They find the database this process
+    resolved through ENVLINK_DATABASE_URL.
+    """
+    os.environ["ENVLINK_DATABASE_URL"] = url
+    config = uvicorn.Config(
+        "envlink.asgi:create",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    supervisor = Multiprocess(config, sockets=[api_socket])
+    log.info(
+        "API on http://%s:%d (docs at /docs), %d processes",
+        settings.api_host,
+        settings.api_port,
+        workers,
+    )
+    supervisor.run()
+    # uvicorn re-raises the stop signal once a process has shut down gracefully.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
+    failed = [p.pid for p in supervisor.processes if p.exitcode not in clean]
+    if failed:
+        log.error("API processes %s ended with an error (see above)", failed)
+    return 1 if failed else 0

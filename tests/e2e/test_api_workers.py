@@ -1,0 +1,163 @@
+"""`envlink api --workers 2` as production runs it: two processes serve, SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from envlink.cli import _parser
+from store.keys import create_key
+from tests.conftest import CONFIG_DIR, ROOT
+
+WORKERS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def api_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def api(database_url: str, api_port: int) -> Iterator[subprocess.Popen[str]]:
+    env = {
+        **os.environ,
+        "ENVLINK_DATABASE_URL": database_url,
+        "ENVLINK_CONFIG_DIR": str(CONFIG_DIR),
+        "ENVLINK_API_PORT": str(api_port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "envlink.cli", "api", "--workers", str(WORKERS)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
+            process.kill()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def _key(database_url: str) -> dict[str, str]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
+    return {"Authorization": f"Bearer {plain}"}
+
+
+async def _listeners(database_url: str) -> int:
+    """How many API processes hold their listening connection to the database."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'envlink api listener'"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _serving_pid(workers: list[psutil.Process], api_port: int, client_port: int) -> int:
+    """The worker process holding the server side of the client's TCP connection."""
+    for worker in workers:
+        for connection in worker.net_connections(kind="tcp"):
+            if (
+                connection.laddr
+                and connection.laddr.port == api_port
+                and connection.raddr
+                and connection.raddr.port == client_port
+            ):
+                return worker.pid
+    raise AssertionError(f"no worker holds the connection from port {client_port}")
+
+
+async def test_two_worker_processes_serve_and_sigterm_stops_them_all(
+    db: AsyncConnectionPool, database_url: str, api: subprocess.Popen[str], api_port: int
+) -> None:
+    headers = await _key(database_url)
+    base = f"http://127.0.0.1:{api_port}"
+    parent = psutil.Process(api.pid)
+    deadline = time.monotonic() + 120  # a busy 2-core machine
+    async with httpx.AsyncClient(base_url=base, timeout=10) as probe:
+        while True:
+            assert api.poll() is None, api.stdout.read() if api.stdout else ""
+            try:
+                if (await probe.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the API did not come up"
+            await asyncio.sleep(0.2)
+    # Each process listens on one connection of its own once it has started.
+    while await _listeners(database_url) < WORKERS:
+        assert time.monotonic() < deadline, "the API processes did not all start"
+        await asyncio.sleep(0.2)
+    assert await _listeners(database_url) == WORKERS
+    # uvicorn's spawned workers: the API processes (a resource tracker may sit beside them).
+    workers = [
+        child
+        for child in parent.children()
+        if "multiprocessing.resource_tracker" not in " ".join(child.cmdline())
+    ]
+    assert len(workers) == WORKERS
+
+    served_by: set[int] = set()
+    # Each client has a connection of its own; the kernel hands each to one worker.
+    for _ in range(20):
+        clients = [httpx.AsyncClient(base_url=base, timeout=10) for _ in range(8)]
+        try:
+            answers = await asyncio.gather(
+                *(client.get("/v1/stations", headers=headers) for client in clients)
+            )
+            assert [a.status_code for a in answers] == [200] * len(clients)
+            for answer in answers:
+                _, client_port = answer.extensions["network_stream"].get_extra_info("client_addr")
+                served_by.add(_serving_pid(workers, api_port, client_port))
+        finally:
+            for client in clients:
+                await client.aclose()
+        if len(served_by) == WORKERS:
+            break
+    assert served_by == {worker.pid for worker in workers}
+
+    api.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(api.wait, 20) == 0
+    assert [
+        worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers
+    ] == [False] * WORKERS
+
+
+@pytest.mark.parametrize("workers", ["0", "-2", "two"])
+def test_a_worker_count_below_one_is_refused(
+    workers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _parser().parse_args(["api", "--workers", workers])
+    assert stopped.value.code == 2
+    assert f"argument --workers: must be a whole number of at least 1, not {workers!r}" in (
+        capsys.readouterr().err
+    )
