@@ -5,10 +5,10 @@ pool, and one per waiting stage (or per SSE stream) would cost a backend each. I
 process keeps ONE autocommit connection, LISTENs there on every channel somebody subscribed to
 (store/coordination.py names them) and hands each notification to the subscribers of its channel.
 
-When the connection is lost the listener reconnects by itself, retrying at once and then at most
-every RECONNECT_MAX_S, and tells every subscriber, because notifications sent meanwhile are gone:
-caches drop what they hold, loops do a round. Whether it is connected is also the process's
-quickest way to know that the database is away, without waiting on a pool.
+When the connection is lost the listener reconnects by itself, retrying after FIRST_RETRY_S and
+then at most every RECONNECT_MAX_S, and tells every subscriber, because notifications sent
+meanwhile are gone: caches drop what they hold, loops do a round. Whether it is connected is
+also the process's quickest way to know that the database is away, without waiting on a pool.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from store.pool import Conn, dedicated_connection, redact
 
 log = logging.getLogger(__name__)
 
-# Reconnection: the first retry at once, then doubling up to this, so a process hears its
-# channels again within about a second of the database's return.
+# Reconnection: the first retry after 50 ms, then doubling up to a second, so a process hears
+# its channels again within about a second of the database's return.
 FIRST_RETRY_S = 0.05
 RECONNECT_MAX_S = 1.0
 # libpq's smallest useful connect timeout: an unreachable host costs this per attempt.
@@ -135,23 +135,24 @@ class Listener:
                     connect_timeout=CONNECT_TIMEOUT_S,
                 )
             except DatabaseUnavailable as exc:
-                delay = min(max(delay * 2, FIRST_RETRY_S), self._reconnect_max_s)
-                log.debug("%s listener: %s; retrying in %.2f s", self.name, exc, delay)
-                # Jitter: the processes of a restarted database do not all reconnect at once.
-                await asyncio.sleep(delay * random.uniform(0.8, 1.0))
-                continue
-            delay = 0.0
-            try:
-                await self._session(conn, reconnected=lost)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                lost = True
-                log.warning("%s listener: connection lost (%s); reconnecting", self.name, exc)
-            finally:
-                self._set_live(False)
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                log.debug("%s listener: %s", self.name, exc)
+            else:
+                try:
+                    await self._session(conn, reconnected=lost)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    lost = True
+                    log.warning("%s listener: connection lost (%s); reconnecting", self.name, exc)
+                finally:
+                    if self._live:
+                        delay = 0.0  # it worked for a while: the next attempt comes quickly
+                    self._set_live(False)
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            delay = min(max(delay * 2, FIRST_RETRY_S), self._reconnect_max_s)
+            # Jitter: the processes of a restarted database do not all reconnect at once.
+            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
 
     async def _session(self, conn: Conn, *, reconnected: bool) -> None:
         listened: set[str] = set()

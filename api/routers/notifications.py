@@ -10,6 +10,7 @@ Last-Event-ID resumes exactly after the last event it received.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -68,8 +69,9 @@ from store.notifications import (
     stream_events,
 )
 from store.notifications import last_event_id as newest_event_id
-from store.pool import Conn
+from store.pool import Conn, unreachable
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
 AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
@@ -472,8 +474,17 @@ async def _events(
         yield b"retry: 2000\n\n"
         while True:
             held = False
-            async with database.pool.connection(timeout=database.timeout_s) as conn:
-                batch = await stream_events(conn, after_id=after, limit=STREAM_BATCH)
+            try:
+                database.check_up()
+                async with database.pool.connection(timeout=database.timeout_s) as conn:
+                    batch = await stream_events(conn, after_id=after, limit=STREAM_BATCH)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                # Ended cleanly: the client's EventSource comes back after `retry` and resumes
+                # from its Last-Event-ID, so nothing is missed.
+                log.warning("alert stream ended, no database connection: %s", exc)
+                return
             for event in batch:
                 if event.id > after + 1:
                     gap_since = gap_since if gap_since is not None else time.monotonic()

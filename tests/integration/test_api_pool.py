@@ -211,3 +211,36 @@ async def test_a_revocation_reaches_every_process_within_a_second(
             await asyncio.sleep(0.02)
         assert sorted(refused_after) == sorted((first_base, second_base))
         assert max(refused_after.values()) < 1.0
+
+
+async def test_an_open_event_stream_holds_no_connection_and_ends_cleanly_without_one(
+    db: AsyncConnectionPool, settings: Settings
+) -> None:
+    _, headers = await _key(db, "reader")
+    app = create_app(pool_settings(settings, pool_timeout_s=0.5))
+    async with served(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        streams = [
+            await client.send(
+                client.build_request("GET", "/v1/alerts/stream", headers=headers), stream=True
+            )
+            for _ in range(BURST)
+        ]
+        try:
+            assert [s.status_code for s in streams] == [200] * BURST
+            # BURST streams open on a pool of POOL_SIZE: none holds a connection between reads.
+            answer = await client.get("/v1/stations", headers=headers)
+            assert answer.status_code == 200
+            first = streams[0].aiter_lines()
+            assert await anext(first) == "retry: 2000"
+            async with holding_every_connection(database_of(app).pool):
+                async with db.connection() as conn:
+                    await conn.execute("SELECT pg_notify('envlink_alert_events', '')")
+                started = time.monotonic()
+                # Woken, the stream finds no connection within the pool timeout and ends: a
+                # clean end of the body, after which EventSource reconnects with Last-Event-ID.
+                rest = [line async for line in first]
+                assert rest == [""]
+                assert time.monotonic() - started < 0.5 + 1.0
+        finally:
+            for stream in streams:
+                await stream.aclose()
