@@ -80,8 +80,8 @@ from schemas.notifications import SubscriptionIn  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
 from store.listen import Listener  # noqa: E402
 from store.migrate import migrate  # noqa: E402
-from store.notifications import create_subscription  # noqa: E402
 from store.rules import write_rule  # noqa: E402
+from store.subscriptions import create_subscription  # noqa: E402
 
 RULE_ID = "bench_no2_critical"
 SECRET = "bench-secret"

@@ -42,9 +42,9 @@ from store.catalogue import SeedReport, seed_catalogue
 from store.embedded import EmbeddedServer, start_embedded
 from store.listen import Listener
 from store.migrate import Migration, migrate
-from store.notifications import SubscriptionSeedReport, seed_subscriptions
 from store.pool import connect, open_pool
 from store.rules import RuleSeedReport, seed_rules
+from store.subscriptions import SubscriptionSeedReport, seed_subscriptions
 
 log = logging.getLogger(__name__)
 

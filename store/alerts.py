@@ -1,4 +1,4 @@
-"""Alerts, their event timeline, acknowledgements and maintenance windows; the engine's reads.
+"""Alerts, their event timeline, acknowledgements and maintenance windows; how stages read them.
 
 Data times (pending_since, trigger_time, last_point_at, clear_point_at) are statistic times;
 *_at wall-clock times say when EnvLink decided. The caller owns every transaction.
@@ -6,7 +6,7 @@ Data times (pending_since, trigger_time, last_point_at, clear_point_at) are stat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -821,3 +821,138 @@ async def station_owner(conn: Conn, code: str) -> StationOwner:
     if found is None:
         raise StationNotFound(f"no station with code {code!r}")
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class AlertNow:
+    """An alert as it stands: what subscriptions and silences match, what a message freezes."""
+
+    id: int
+    rule_id: str
+    kind: str
+    state: str
+    severity: str
+    value: float | None
+    station: str | None
+    city: str
+    area: str | None
+    fired_at: datetime | None
+    resolved_at: datetime | None
+    retracted_at: datetime | None
+
+
+async def alerts_now(conn: Conn, alert_ids: Iterable[int]) -> list[AlertNow]:
+    """The current state and labels of some alerts."""
+    async with conn.cursor(row_factory=class_row(AlertNow)) as cur:
+        await cur.execute(
+            "SELECT a.id, a.rule_id, a.kind, a.state, a.severity, a.value, s.code AS station,"
+            " coalesce(s.city, a.city) AS city, s.area, a.fired_at, a.resolved_at, a.retracted_at"
+            " FROM alert a LEFT JOIN station s ON s.id = a.station_id WHERE a.id = ANY(%s)",
+            [sorted(set(alert_ids))],
+        )
+        return await cur.fetchall()
+
+
+async def acks_of(conn: Conn, alert_ids: Iterable[int]) -> set[tuple[int, int]]:
+    """(alert id, agency id) of every acknowledgement of some alerts."""
+    cur = await conn.execute(
+        "SELECT alert_id, agency_id FROM alert_ack WHERE alert_id = ANY(%s)",
+        [sorted(set(alert_ids))],
+    )
+    return {(int(a), int(g)) for a, g in await cur.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFacts:
+    """What a message says about an alert besides its state: rule, station, parameter."""
+
+    id: int
+    rule_id: str
+    rule_version: int
+    definition: dict[str, Any]
+    kind: str
+    state: str
+    severity: str
+    value: float | None
+    city: str | None
+    opened_at: datetime
+    fired_at: datetime | None
+    resolved_at: datetime | None
+    retracted_at: datetime | None
+    trigger_time: datetime | None
+    details: dict[str, Any]
+    station: dict[str, Any] | None
+    source_station: dict[str, Any] | None
+    parameter: dict[str, Any] | None
+
+
+_STATION_JSON = (
+    "jsonb_build_object('code', {s}.code, 'name', {s}.name, 'name_zh', {s}.name_zh,"
+    " 'city', {s}.city, 'area', {s}.area, 'medium', {s}.medium, 'lat', {s}.lat, 'lon', {s}.lon)"
+)
+_ALERT_FACTS = (
+    "SELECT a.id, a.rule_id, a.rule_version, v.definition, a.kind, a.state, a.severity, a.value,"
+    " a.city, a.opened_at, a.fired_at, a.resolved_at, a.retracted_at, a.trigger_time, a.details,"
+    " CASE WHEN s.id IS NOT NULL THEN " + _STATION_JSON.format(s="s") + " END AS station,"
+    " CASE WHEN us.id IS NOT NULL THEN " + _STATION_JSON.format(s="us") + " END"
+    " AS source_station,"
+    " CASE WHEN p.id IS NOT NULL THEN jsonb_build_object('code', p.code, 'name', p.name,"
+    " 'name_zh', p.name_zh, 'unit', p.unit) END AS parameter"
+    " FROM alert a"
+    " JOIN rule_version v ON v.rule_id = a.rule_id AND v.version = a.rule_version"
+    " LEFT JOIN station s ON s.id = a.station_id"
+    " LEFT JOIN parameter p ON p.id = a.parameter_id"
+    " LEFT JOIN alert src ON src.id = a.source_alert_id"
+    " LEFT JOIN station us ON us.id = src.station_id"
+    " WHERE a.id = ANY(%s) ORDER BY a.id"
+)
+
+
+async def alert_facts(conn: Conn, alert_ids: Iterable[int]) -> list[AlertFacts]:
+    """Rule, station, parameter and upstream station of some alerts."""
+    async with conn.cursor(row_factory=class_row(AlertFacts)) as cur:
+        await cur.execute(_ALERT_FACTS.encode(), [sorted(set(alert_ids))])
+        return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """An alert event with the alert's rule, place and parameter, for the live stream."""
+
+    id: int
+    alert_id: int
+    at: datetime
+    kind: str
+    state: str
+    severity: str
+    value: float | None
+    details: dict[str, Any]
+    rule_id: str
+    alert_kind: str
+    station: str | None
+    city: str | None
+    area: str | None
+    parameter: str | None
+
+
+async def stream_events(conn: Conn, *, after_id: int, limit: int) -> list[StreamEvent]:
+    """Events after an id, in id order."""
+    async with conn.cursor(row_factory=class_row(StreamEvent)) as cur:
+        await cur.execute(
+            "SELECT e.id, e.alert_id, e.at, e.kind, e.state, e.severity, e.value, e.details,"
+            " a.rule_id, a.kind AS alert_kind, s.code AS station,"
+            " coalesce(s.city, a.city) AS city, s.area, p.code AS parameter"
+            " FROM alert_event e JOIN alert a ON a.id = e.alert_id"
+            " LEFT JOIN station s ON s.id = a.station_id"
+            " LEFT JOIN parameter p ON p.id = a.parameter_id"
+            " WHERE e.id > %s ORDER BY e.id LIMIT %s",
+            [after_id, limit],
+        )
+        return await cur.fetchall()
+
+
+async def last_event_id(conn: Conn) -> int:
+    """The newest alert event's id (0 when there is none)."""
+    cur = await conn.execute("SELECT coalesce(max(id), 0) FROM alert_event")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

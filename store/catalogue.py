@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from psycopg.rows import class_row, dict_row
@@ -308,3 +309,36 @@ async def series_ids(conn: Conn, *, station: str, parameter: str) -> tuple[int, 
     if row[1] is None:
         raise ParameterNotFound(f"no parameter with code {parameter!r}")
     return int(row[0]), int(row[1])
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRow:
+    id: int
+    code: str
+    name: str
+    name_zh: str
+    city: str | None
+
+
+async def agencies(conn: Conn) -> list[AgencyRow]:
+    """Every agency, by id."""
+    async with conn.cursor(row_factory=class_row(AgencyRow)) as cur:
+        await cur.execute("SELECT id, code, name, name_zh, city FROM agency ORDER BY id")
+        return await cur.fetchall()
+
+
+async def city_centres(conn: Conn) -> dict[str, tuple[float, float]]:
+    """Each city's mean station position: where a city-wide alert is placed (CAP area)."""
+    cur = await conn.execute("SELECT city, avg(lat), avg(lon) FROM station GROUP BY city")
+    return {str(city): (float(lat), float(lon)) for city, lat, lon in await cur.fetchall()}
+
+
+async def unknown_stations(conn: Conn, codes: Iterable[str]) -> list[str]:
+    """The codes among these that name no station, sorted."""
+    cur = await conn.execute(
+        "SELECT array(SELECT c FROM unnest(%s::text[]) AS c"
+        " WHERE NOT EXISTS (SELECT 1 FROM station WHERE code = c) ORDER BY c)",
+        [list(codes)],
+    )
+    row = await cur.fetchone()
+    return list(row[0]) if row else []

@@ -47,17 +47,13 @@ from core.timeutil import CST, utcnow
 from schemas.alerts import AlertEventKind, AlertState
 from schemas.notifications import Language, NotificationKind
 from schemas.rules import RuleDefinition, RuleKind, Severity
-from store.alerts import alert_events
+from store.alerts import AlertFacts, alert_events, alert_facts
+from store.catalogue import AgencyRow, agencies, city_centres
 from store.coordination import OUTBOX_CHANNEL
 from store.listen import Listener, Wakeup
-from store.notifications import (
-    AgencyRow,
-    AlertFacts,
+from store.outbox import (
     ClaimedNotification,
     ItemPayload,
-    agencies,
-    alert_facts,
-    city_centres,
     claim_notifications,
     next_due,
     notification_items,

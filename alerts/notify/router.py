@@ -30,15 +30,10 @@ from datetime import datetime, timedelta
 
 from schemas.notifications import NotificationKind
 from schemas.rules import Severity, severity_rank
-from store.notifications import (
-    AlertNow,
-    GroupMember,
-    NotificationGroup,
-    PendingEvent,
-    RoutedEvent,
-    SilenceRow,
-    SubscriptionRow,
-)
+from store.alerts import AlertNow
+from store.silences import SilenceRow
+from store.stage import GroupMember, NotificationGroup, PendingEvent, RoutedEvent
+from store.subscriptions import SubscriptionRow
 
 ROUTED_KINDS = frozenset({"firing", "escalated", "deescalated", "resolved", "retracted"})
 ENDED = frozenset({"resolved", "retracted"})

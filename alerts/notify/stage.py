@@ -26,31 +26,25 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.notify import router
 from alerts.notify.router import Outgoing
 from core.timeutil import utcnow
+from store.alerts import AlertNow, acks_of, alerts_now
 from store.coordination import ALERT_EVENTS_CHANNEL
 from store.listen import Listener, Wakeup
-from store.notifications import (
+from store.notifications import notify_outbox
+from store.outbox import NewItem, NewNotification, insert_notifications, told_alerts
+from store.pool import Conn
+from store.silences import silences_in_force
+from store.stage import (
     MAX_NEW_GAPS,
-    AlertNow,
-    NewItem,
-    NewNotification,
     NotificationGroup,
     RoutedEvent,
-    SubscriptionRow,
-    acks_of,
     advance_cursor,
-    alerts_now,
     events_after,
-    insert_notifications,
-    list_subscriptions,
     load_groups,
     lock_cursor,
     next_group_wake,
-    notify_outbox,
     save_groups,
-    silences_in_force,
-    told_alerts,
 )
-from store.pool import Conn
+from store.subscriptions import SubscriptionRow, list_subscriptions
 
 log = logging.getLogger(__name__)
 

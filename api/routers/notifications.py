@@ -46,30 +46,22 @@ from schemas.notifications import (
     SubscriptionIn,
     SubscriptionOut,
 )
+from store.alerts import StreamEvent, stream_events
+from store.alerts import last_event_id as newest_event_id
 from store.coordination import ALERT_EVENTS_CHANNEL
 from store.keys import ApiKey
 from store.listen import Wakeup
-from store.notifications import (
-    NotificationRow,
-    SilenceRow,
-    StreamEvent,
+from store.outbox import NotificationRow, attempts_of, list_notifications, notification_items
+from store.pool import Conn, unreachable
+from store.silences import SilenceRow, create_silence, expire_silence, get_silence, list_silences
+from store.subscriptions import (
     SubscriptionRow,
-    attempts_of,
-    create_silence,
     create_subscription,
     delete_subscription,
-    expire_silence,
-    get_silence,
     get_subscription,
-    list_notifications,
-    list_silences,
     list_subscriptions,
-    notification_items,
     replace_subscription,
-    stream_events,
 )
-from store.notifications import last_event_id as newest_event_id
-from store.pool import Conn, unreachable
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["notifications"])

@@ -28,7 +28,7 @@ from alerts.notify.channels.webhook import verify_signature
 from alerts.notify.dispatcher import Backoff, Dispatcher
 from api.app import create_app
 from core.settings import Settings
-from store.notifications import NewItem, NewNotification, insert_notifications
+from store.outbox import NewItem, NewNotification, insert_notifications
 from tests.conftest import ROOT
 from tests.integration.test_engine import T0, _query, _rule, _rules
 from tests.integration.test_outbox import World, _key, _subscribe

@@ -19,12 +19,14 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.notify import stage as stage_module
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
+from core.errors import InvalidInput
 from core.settings import Settings
 from schemas.common import QC
 from schemas.notifications import SubscriptionIn, SubscriptionSet, load_subscriptions
 from store.alerts import NewEvent, acknowledge, insert_events
 from store.keys import create_key
-from store.notifications import create_silence, create_subscription, seed_subscriptions
+from store.silences import create_silence
+from store.subscriptions import create_subscription, delete_subscription, seed_subscriptions
 from tests.conftest import CONFIG_DIR
 from tests.integration.test_engine import HOUR, T0, Feed, _air, _query, _rule, _rules
 
@@ -295,6 +297,25 @@ async def test_seed_loads_the_disabled_placeholders_and_keeps_api_changes(
     assert await _query(db, "SELECT language, enabled FROM subscription WHERE id = 1") == [
         ("zh", True)
     ]
+
+
+async def test_deleting_a_subscription_cancels_its_undelivered_notifications(world: World) -> None:
+    sid = await _subscribe(world.pool, "gz", "gz_eeb")
+    await world.send(450, T0)
+    assert await world.route(T0) == [("gz", "firing", [(1, "firing")])]
+    async with world.pool.connection() as conn, conn.transaction():
+        cancelled = await delete_subscription(conn, sid, at=T0 + S)
+    assert cancelled == 1
+    assert await _query(
+        world.pool, "SELECT subscription_id, status, last_error, failed_at FROM notification"
+    ) == [(None, "cancelled", "the subscription was deleted", T0 + S)]
+
+
+async def test_station_filters_must_name_stations_that_exist(db: AsyncConnectionPool) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await _subscribe(db, "gz", "gz_eeb", filters={"stations": ["zz-b", "gz-a-huangpu", "zz-a"]})
+    assert str(refused.value) == "subscription gz: unknown stations ['zz-a', 'zz-b']"
+    assert await _query(db, "SELECT count(*) FROM subscription") == [(0,)]
 
 
 @pytest.fixture

@@ -17,13 +17,10 @@ import pytest
 from alerts.notify import router
 from alerts.notify.channels.base import DeliveryResult
 from alerts.notify.dispatcher import Backoff, next_step
-from store.notifications import (
-    AlertNow,
-    NotificationGroup,
-    RoutedEvent,
-    SilenceRow,
-    SubscriptionRow,
-)
+from store.alerts import AlertNow
+from store.silences import SilenceRow
+from store.stage import NotificationGroup, RoutedEvent
+from store.subscriptions import SubscriptionRow
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
