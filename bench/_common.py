@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import RuleDefinition, Severity
 from store.embedded import start_embedded
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # it (below 180). The clearing value stays close to the breach (within the level around it) so
 # that history QC never judges an alternating breach/clear series to be isolated spikes and
 # re-flags it suspect (which would retract the alerts instead of resolving them).
-BENCH = Source(code="bench", kind="bench")
+BENCH = SourceRef(code="bench", kind="bench")
 BREACH, CLEAR = 250.0, 170.0
 # Breaches at a station are STEP apart in data time, from LEAD ahead of the wall clock.
 STEP = timedelta(minutes=2)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue, Source
+from ingest.pipeline import IngestCatalogue, SourceRef
 from ingest.qc import (
     HISTORY_RULES,
     PlannedWindow,
@@ -33,7 +33,7 @@ from store.rollups import DirtyKey, ReadingKey
 log = logging.getLogger(__name__)
 
 # Re-flags by the history checks are revisions by this source (DESIGN §9).
-QC_SOURCE = Source(code="qc", kind="qc")
+QC_SOURCE = SourceRef(code="qc", kind="qc")
 
 
 class HistoryQc:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue, Pipeline, Source
+from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
 from ingest.sources.hj212.client import Hj212Fleet
 from ingest.sources.mqtt import MqttPublisher
 from ingest.sources.simulator import hourly_history, simulate
@@ -17,7 +17,7 @@ from schemas.readings import IntakeResult, ReadingIn
 from store.partitions import create_partitions, month_of
 
 log = logging.getLogger(__name__)
-SIMULATOR = Source(code="simulator", kind="simulator")
+SIMULATOR = SourceRef(code="simulator", kind="simulator")
 
 
 class SimulatorJob:

@@ -56,7 +56,7 @@ class IngestCatalogue:
 
 
 @dataclass(frozen=True)
-class Source:
+class SourceRef:
     """Who delivered a batch: a stable code (e.g. `hj212`, `push:gz_eeb`) and its kind."""
 
     code: str
@@ -107,7 +107,7 @@ class Pipeline:
         self,
         items: Sequence[ReadingIn | Rejection],
         *,
-        source: Source,
+        source: SourceRef,
         raw: Sequence[str | None] | None = None,
         then: Callable[[Conn], Awaitable[None]] | None = None,
     ) -> IntakeResult:
@@ -233,7 +233,7 @@ class Pipeline:
                 return f"{parameter.code}: {problem}"
         return ReadingRow(station.id, parameter.id, item.period_s, moment, value, item.qc.code)
 
-    async def _source_id(self, source: Source) -> int:
+    async def _source_id(self, source: SourceRef) -> int:
         if source.code not in self._source_ids:
             async with self._pool.connection() as conn:
                 self._source_ids[source.code] = await ensure_source(

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from api.deps import PipelineDep, require_role
 from core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ingest.flags import qc_of_flag
-from ingest.pipeline import IngestCatalogue, Source
+from ingest.pipeline import IngestCatalogue, SourceRef
 from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
 from schemas.common import ErrorOut
 from schemas.push import (
@@ -76,7 +76,9 @@ async def push_readings(
     received = ReceivedJson()
     received.add(body, range(len(items)), path=("readings",))
     quarantine_as_received(items, received)
-    result = await pipeline.ingest(items, source=Source(f"push:{key.agency}", "push"), raw=received)
+    result = await pipeline.ingest(
+        items, source=SourceRef(f"push:{key.agency}", "push"), raw=received
+    )
     reasons = {rejection.index: rejection.reason for rejection in result.rejections}
     return PushResult(
         received=len(items),

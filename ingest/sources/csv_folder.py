@@ -38,14 +38,14 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import InvalidInput, TimeOutOfRange
 from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
 from ingest.flags import qc_of_flag
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
 from store.intake import ensure_source, record_source_error
 
 log = logging.getLogger(__name__)
 
-CSV_SOURCE = Source(code="csv", kind="csv")
+CSV_SOURCE = SourceRef(code="csv", kind="csv")
 PeriodS = Literal[0, 60, 3600, 86400]
 REQUIRED_COLUMNS = ("station", "parameter", "time", "value", "unit")
 OPTIONAL_COLUMNS = ("period_s", "flag")

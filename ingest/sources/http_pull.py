@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import InvalidInput
 from core.timeutil import PERIODS_S, parse_time, utcnow
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
 from ingest.sources.mqtt import finite_number, reading_from_json
 from schemas.common import QC
@@ -249,7 +249,7 @@ class HttpPullJob:
         self._pipeline = pipeline
         self._pool = pool
         self.feed = feed
-        self.source = Source(code=f"http:{feed.code}", kind="http")
+        self.source = SourceRef(code=f"http:{feed.code}", kind="http")
         self._clock = clock
         headers = {"Accept": "application/json", **feed.headers}
         if feed.api_key_env is not None:

@@ -35,7 +35,7 @@ from core.errors import InvalidInput
 from core.settings import Settings
 from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
 from ingest.flags import qc_of_flag
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.received import (
     ReceivedJson,
     element_texts,
@@ -51,7 +51,7 @@ from store.sources import station_cities
 
 log = logging.getLogger(__name__)
 
-MQTT = Source(code="mqtt", kind="mqtt")
+MQTT = SourceRef(code="mqtt", kind="mqtt")
 CITIES = ("guangzhou", "dongguan")
 # A station added by `envlink seed` while the subscriber runs is known this soon (on a miss).
 CITIES_TTL_S = 30.0

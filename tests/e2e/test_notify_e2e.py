@@ -38,7 +38,7 @@ from alerts.notify.stage import NotificationStage
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import utcnow
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from store.alerts import NewEvent, insert_events
 from store.listen import Listener
@@ -214,7 +214,7 @@ async def worker_loops(
 async def _ingest(pool: AsyncConnectionPool, *items: ReadingIn) -> None:
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
     batch: list[ReadingIn | Rejection] = list(items)
-    result = await pipeline.ingest(batch, source=Source(code="e2e", kind="test"))
+    result = await pipeline.ingest(batch, source=SourceRef(code="e2e", kind="test"))
     assert result.summary["accepted"] == len(items)
 
 

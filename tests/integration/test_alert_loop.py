@@ -17,7 +17,7 @@ from alerts import engine
 from alerts.engine import Touched
 from alerts.loop import AlertLoop
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from store.coordination import SWEEP_LOCK
 from store.listen import Listener
@@ -25,7 +25,7 @@ from store.pool import Conn
 from store.rollups import lock_series
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
-FEED = Source(code="test", kind="test")
+FEED = SourceRef(code="test", kind="test")
 DAY0 = datetime(2026, 11, 20, 0, tzinfo=CST)
 HOUR = timedelta(hours=1)
 POLLUTANTS = {"so2": 8.0, "no2": 30.0, "co": 0.6, "o3": 60.0, "pm10": 50.0, "pm25": 30.0}

@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from store.keys import create_key, revoke_key
 
@@ -41,7 +41,7 @@ async def _key(pool: AsyncConnectionPool, **options: object) -> str:
 async def _ingest(pool: AsyncConnectionPool, items: list[ReadingIn]) -> None:
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
     batch: list[ReadingIn | Rejection] = list(items)
-    result = await pipeline.ingest(batch, source=Source("test", "test"))
+    result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
     assert result.count("accepted") == len(items)
 
 

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts import engine
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import RuleDefinition
@@ -24,7 +24,7 @@ from store.rules import write_rule
 from tests.conftest import worker_loop
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=CST)
-FEED = Source(code="test", kind="test")
+FEED = SourceRef(code="test", kind="test")
 UNITS = {
     "no2": "ug/m3",
     "so2": "ug/m3",

@@ -16,7 +16,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.hj212.protocol import build_frame, build_request
 from ingest.sources.hj212.server import Hj212Server
 from schemas.readings import IntakeResult, ReadingIn, Rejection
@@ -75,7 +75,7 @@ class FailingPipeline(Pipeline):
         self.message = message
 
     async def ingest(
-        self, items: Sequence[ReadingIn | Rejection], *, source: Source
+        self, items: Sequence[ReadingIn | Rejection], *, source: SourceRef
     ) -> IntakeResult:
         self.calls += 1
         if self.calls <= self.failures:

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.settings import Settings
 from envlink.runtime import Worker
 from ingest.jobs import SimulatorJob
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
@@ -62,7 +62,7 @@ class CountingPipeline(Pipeline):
         self,
         items: Sequence[ReadingIn | Rejection],
         *,
-        source: Source,
+        source: SourceRef,
         raw: Sequence[str | None] | None = None,
         then: Callable[[Conn], Awaitable[None]] | None = None,
     ) -> IntakeResult:

@@ -15,7 +15,7 @@ from alerts.rollups import hour_start
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST, utcnow
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from store.keys import create_key
 from tests.conftest import worker_loop
@@ -37,7 +37,7 @@ async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[h
 async def _ingest(pool: AsyncConnectionPool, items: list[ReadingIn]) -> None:
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
     batch: list[ReadingIn | Rejection] = list(items)
-    result = await pipeline.ingest(batch, source=Source("test", "test"))
+    result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
     assert result.count("accepted") == len(items), result.rejections
     await worker_loop(pool, pipeline).drain()
 

@@ -12,14 +12,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
 from ingest.jobs import SimulatorJob
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.intake import rejected_readings, source_statuses
 from store.pool import Conn
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
-PUSH = Source(code="push:test", kind="push")
+PUSH = SourceRef(code="push:test", kind="push")
 
 
 def _pipeline(pool: AsyncConnectionPool) -> Pipeline:

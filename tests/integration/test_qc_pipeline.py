@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import ingest.history
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.intake import source_statuses
@@ -22,7 +22,7 @@ from tests.conftest import worker_loop
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 25, 0, tzinfo=CST)
-PUSH = Source(code="push:test", kind="push")
+PUSH = SourceRef(code="push:test", kind="push")
 
 
 def _pipeline(pool: AsyncConnectionPool) -> Pipeline:

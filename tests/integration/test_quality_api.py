@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.keys import create_key
@@ -65,7 +65,7 @@ async def _store(pool: AsyncConnectionPool, items: list[ReadingIn]) -> None:
     """Ingest, then let one alert-loop pass bring the rollups up to date."""
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: NOW)
     batch: list[ReadingIn | Rejection] = list(items)
-    result = await pipeline.ingest(batch, source=Source("test", "test"))
+    result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
     assert result.count("accepted") == len(items), result.rejections
     await worker_loop(pool, pipeline).drain()
 

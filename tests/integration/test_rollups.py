@@ -15,12 +15,12 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.loop import AlertLoop, rebuild_rollups
 from core.timeutil import CST
 from ingest.history import HistoryQc
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
-FEED = Source(code="test", kind="test")
+FEED = SourceRef(code="test", kind="test")
 DAY0 = datetime(2026, 11, 20, 0, tzinfo=CST)
 UNITS = {"pm25": "ug/m3", "o3": "ug/m3", "nh3n": "mg/L", "do": "mg/L"}
 HOUR = timedelta(hours=1)

@@ -16,7 +16,7 @@ from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST, utcnow
 from ingest.leader import ElectedScheduler
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from store.intake import ensure_source, record_source_error
 from store.keys import create_key
@@ -62,7 +62,7 @@ async def test_sources_show_counts_lag_errors_and_qc(
 ) -> None:
     delivered_at = utcnow().replace(microsecond=0) - timedelta(seconds=120)
     pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: delivered_at)
-    push = Source("push:gz_eeb", "push")
+    push = SourceRef("push:gz_eeb", "push")
     first: list[ReadingIn | Rejection] = [
         _reading(0, 30.0),
         _reading(1, 150.0),

@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import SettingsError
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue, Pipeline, Source
+from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
 from ingest.qc import MAX_AHEAD
 from ingest.received import received_text
 from ingest.sources.hj212.protocol import (
@@ -56,7 +56,7 @@ from store.readings import last_hourly
 
 log = logging.getLogger(__name__)
 
-SOURCE: Final = Source(code="hj212", kind="hj212")
+SOURCE: Final = SourceRef(code="hj212", kind="hj212")
 READ_SIZE: Final = 65536
 # A device that stops reading its answers must not make the server buffer them without bound.
 MAX_WRITE_BUFFER: Final = 1 << 20
