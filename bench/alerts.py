@@ -231,7 +231,7 @@ async def run(alerts: int, load: Load) -> bool:
                         interval_s=load.simulator_interval_s,
                         history_hours=load.history_hours,
                     )
-                    judge = HistoryQc(pipeline.catalogue).judge  # as a worker runs it
+                    judge = HistoryQc(pipeline).judge  # as a worker runs it
                     loop = AlertLoop(pool, judge=judge)
                     listener = Listener(url, name="bench")
                     await listener.start()

@@ -37,11 +37,11 @@ from bench._common import fresh_database, server_version  # noqa: E402
 from schemas.catalogue import Catalogue, StationParameterDef, load_catalogue  # noqa: E402
 from schemas.common import QC  # noqa: E402
 from store.catalogue import parameter_refs, seed_catalogue, station_refs  # noqa: E402
-from store.intake import ensure_source  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.partitions import create_partitions, month_of  # noqa: E402
 from store.pool import Conn  # noqa: E402
 from store.readings import ReadingRow, WriteResult, write_readings  # noqa: E402
+from store.sources import ensure_source  # noqa: E402
 
 STATIONS = 200
 # Each synthetic station's hourly parameters: the six AQI pollutants and four weather ones.

@@ -212,9 +212,9 @@ async def loops_in_process(pool: AsyncConnectionPool, url: str) -> AsyncIterator
     """The worker's three loops in this process."""
     async with http_client(10.0) as client:
         settings = Settings(database_url=url)
-        catalogue = Pipeline(pool, earliest=date(2000, 1, 1)).catalogue
+        pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
         runners = [
-            AlertLoop(pool, judge=HistoryQc(catalogue).judge),
+            AlertLoop(pool, judge=HistoryQc(pipeline).judge),
             NotificationStage(pool),
             Dispatcher(
                 pool,

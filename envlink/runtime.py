@@ -203,7 +203,7 @@ class Worker:
                 self.pool,
                 sweep_s=self.settings.alert_sweep_s,
                 water_min_samples=self.settings.water_daily_min_samples,
-                judge=HistoryQc(self.pipeline.catalogue).judge,
+                judge=HistoryQc(self.pipeline).judge,
             )
             self.tasks.append(asyncio.create_task(alert_loop.run(self.listener), name="alerts"))
         if self.settings.notify_enabled:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue, SourceRef
+from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
 from ingest.qc import (
     HISTORY_RULES,
     PlannedWindow,
@@ -24,7 +24,6 @@ from ingest.qc import (
     suspect_flags,
     window_slices,
 )
-from store.intake import ensure_source
 from store.pool import Conn
 from store.qc import QcFlag, fetch_windows, reflag_suspect, stored_readings
 from store.readings import ReadingRow
@@ -44,22 +43,16 @@ class HistoryQc:
     SLICE_ROWS = 2000
     SLICE_WINDOWS = 250
 
-    def __init__(
-        self,
-        catalogue: Callable[[], Awaitable[IngestCatalogue]],
-        *,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self._catalogue = catalogue
+    def __init__(self, pipeline: Pipeline, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._pipeline = pipeline
         self._clock = clock
-        self._source_id: int | None = None
 
     async def judge(self, conn: Conn, keys: Sequence[ReadingKey]) -> list[DirtyKey]:
         """Judge the series of these stored readings; the keys of the readings re-flagged.
 
         The caller owns the transaction: the re-flags commit with whatever it does next.
         """
-        catalogue = await self._catalogue()
+        catalogue = await self._pipeline.catalogue()
         rows = await stored_readings(conn, keys)
         plans = _series_plans(rows, catalogue)
         planned: list[PlannedWindow] = []
@@ -78,10 +71,11 @@ class HistoryQc:
             await asyncio.sleep(0)
         if not found:
             return []
-        if self._source_id is None:
-            self._source_id = await ensure_source(conn, code=QC_SOURCE.code, kind=QC_SOURCE.kind)
+        # The id comes through the pipeline's own connection, outside the caller's transaction:
+        # a round rolled back must not leave an id behind whose row was never committed.
+        source_id = await self._pipeline.source_id(QC_SOURCE)
         flagged = await reflag_suspect(
-            conn, list(found.values()), source_id=self._source_id, at=self._clock()
+            conn, list(found.values()), source_id=source_id, at=self._clock()
         )
         if flagged:
             log.info("QC re-flagged %d readings as suspect", flagged)

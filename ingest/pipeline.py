@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time as monotonic
@@ -26,13 +27,18 @@ from store.catalogue import (
     station_parameter_refs,
     station_refs,
 )
-from store.intake import QuarantineRow, ensure_source, quarantine, record_intake
+from store.intake import QuarantineRow, quarantine
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
 from store.readings import ReadingRow, write_readings
 from store.rollups import mark_dirty, notify_readings
+from store.sources import ensure_source, record_intake, record_source_error
 
 log = logging.getLogger(__name__)
+
+# The database may be what failed: noting a source's error must not hold the source up for the
+# pool's 30 s timeout.
+ERROR_RECORD_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class Pipeline:
                 rows.append(row_or_reason)
                 positions.append(index)
 
-        source_id = await self._source_id(source)
+        source_id = await self.source_id(source)
         async with self._pool.connection() as conn:
             months = {month_of(row.time) for row in rows} - self._months
             if months:
@@ -233,13 +239,30 @@ class Pipeline:
                 return f"{parameter.code}: {problem}"
         return ReadingRow(station.id, parameter.id, item.period_s, moment, value, item.qc.code)
 
-    async def _source_id(self, source: SourceRef) -> int:
+    async def source_id(self, source: SourceRef) -> int:
+        """The id of a source's row, registered on first use and then remembered."""
         if source.code not in self._source_ids:
             async with self._pool.connection() as conn:
                 self._source_ids[source.code] = await ensure_source(
                     conn, code=source.code, kind=source.kind
                 )
         return self._source_ids[source.code]
+
+    async def record_error(
+        self, source: SourceRef, problem: str, *, at: datetime | None = None
+    ) -> None:
+        """Show a source's latest problem on its row for /v1/sources; best effort, never for long.
+
+        A failure to record it (the database may be what failed) is logged, not raised.
+        """
+        at = self._clock() if at is None else at
+        try:
+            async with asyncio.timeout(ERROR_RECORD_TIMEOUT_S):
+                source_id = await self.source_id(source)
+                async with self._pool.connection() as conn:
+                    await record_source_error(conn, source_id=source_id, at=at, error=problem)
+        except Exception as exc:
+            log.warning("%s: could not record the error for /v1/sources: %r", source.code, exc)
 
 
 def _payload(item: ReadingIn, received: str | None) -> str:

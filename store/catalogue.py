@@ -342,3 +342,9 @@ async def unknown_stations(conn: Conn, codes: Iterable[str]) -> list[str]:
     )
     row = await cur.fetchone()
     return list(row[0]) if row else []
+
+
+async def station_cities(conn: Conn) -> dict[str, str]:
+    """Each station's city by station code."""
+    cur = await conn.execute("SELECT code, city FROM station")
+    return {code: city for code, city in await cur.fetchall()}

@@ -1,4 +1,8 @@
-"""Sources (ingest health counters, watermarks) and the quarantine of rejected readings.
+"""The quarantine: items an intake rejected, kept with their raw payload and the reason.
+
+What an intake writes goes to three places: readings (store/readings.py), the items it rejected
+(here), and its source's counters (store/sources.py, which holds everything about the `source`
+row itself). The caller owns every transaction.
 
 The quarantine keeps a rejected item's text as it was received, including what PostgreSQL text
 cannot hold: NUL characters, lone surrogates (JSON allows `"\\ud800"`), and bytes that were
@@ -66,45 +70,6 @@ def _unescape_match(match: re.Match[str]) -> str:
         value = int(byte, 16)
         return chr(0xDC00 + value if value else 0)
     return chr(int(code, 16))
-
-
-async def ensure_source(conn: Conn, *, code: str, kind: str) -> int:
-    """The id of source `code`, registering it on first use."""
-    cur = await conn.execute(
-        "INSERT INTO source (code, kind) VALUES (%s, %s)"
-        " ON CONFLICT (code) DO UPDATE SET kind = EXCLUDED.kind RETURNING id",
-        [code, kind],
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def record_intake(
-    conn: Conn,
-    *,
-    source_id: int,
-    at: datetime,
-    accepted: int,
-    duplicate: int,
-    revised: int,
-    rejected: int,
-) -> None:
-    """Add an intake's counts to its source and mark it successful."""
-    await conn.execute(
-        "UPDATE source SET accepted = accepted + %s, duplicate = duplicate + %s,"
-        " revised = revised + %s, rejected = rejected + %s, last_success_at = %s WHERE id = %s",
-        [accepted, duplicate, revised, rejected, at, source_id],
-    )
-
-
-async def record_source_error(conn: Conn, *, source_id: int, at: datetime, error: str) -> None:
-    """Remember a source's latest failure (escaped where it quotes what text cannot hold)."""
-    error = error[:2000]
-    await conn.execute(
-        "UPDATE source SET last_error = %s, last_error_at = %s WHERE id = %s",
-        [error if storable(error) else escape_text(error), at, source_id],
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,26 +144,3 @@ async def rejected_readings(conn: Conn, *, limit: int = 100) -> list[RejectedRea
             [limit],
         )
         return [row.unescaped() for row in await cur.fetchall()]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatus:
-    code: str
-    kind: str
-    last_success_at: datetime | None
-    last_error_at: datetime | None
-    last_error: str | None
-    accepted: int
-    duplicate: int
-    revised: int
-    rejected: int
-
-
-async def source_statuses(conn: Conn) -> list[SourceStatus]:
-    """Every source's counters and last success / error."""
-    async with conn.cursor(row_factory=class_row(SourceStatus)) as cur:
-        await cur.execute(
-            "SELECT code, kind, last_success_at, last_error_at, last_error, accepted, duplicate,"
-            " revised, rejected FROM source ORDER BY code"
-        )
-        return await cur.fetchall()

@@ -1,13 +1,61 @@
-"""Source state kept between runs (watermarks in source.watermark) and what sources look up."""
+"""The `source` table: one row per way readings arrive, and everything kept on it.
+
+A row is registered on first use (`ensure_source`); an intake adds its counts and marks the last
+success, a failure is kept as the last error, a pull keeps its watermark between runs, and
+/v1/sources reads it all back. The items an intake rejected are store/intake.py's. The caller
+owns every transaction.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from store.intake import escape_text, storable
 from store.pool import Conn
+
+
+async def ensure_source(conn: Conn, *, code: str, kind: str) -> int:
+    """The id of source `code`, registering it on first use."""
+    cur = await conn.execute(
+        "INSERT INTO source (code, kind) VALUES (%s, %s)"
+        " ON CONFLICT (code) DO UPDATE SET kind = EXCLUDED.kind RETURNING id",
+        [code, kind],
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def record_intake(
+    conn: Conn,
+    *,
+    source_id: int,
+    at: datetime,
+    accepted: int,
+    duplicate: int,
+    revised: int,
+    rejected: int,
+) -> None:
+    """Add an intake's counts to its source and mark it successful."""
+    await conn.execute(
+        "UPDATE source SET accepted = accepted + %s, duplicate = duplicate + %s,"
+        " revised = revised + %s, rejected = rejected + %s, last_success_at = %s WHERE id = %s",
+        [accepted, duplicate, revised, rejected, at, source_id],
+    )
+
+
+async def record_source_error(conn: Conn, *, source_id: int, at: datetime, error: str) -> None:
+    """Remember a source's latest failure (escaped where it quotes what text cannot hold)."""
+    error = error[:2000]
+    await conn.execute(
+        "UPDATE source SET last_error = %s, last_error_at = %s WHERE id = %s",
+        [error if storable(error) else escape_text(error), at, source_id],
+    )
 
 
 async def source_watermark(conn: Conn, *, source_id: int) -> dict[str, Any]:
@@ -48,7 +96,24 @@ async def merge_watermark(conn: Conn, *, source_id: int, values: dict[str, Any])
     )
 
 
-async def station_cities(conn: Conn) -> dict[str, str]:
-    """Each station's city by station code."""
-    cur = await conn.execute("SELECT code, city FROM station")
-    return {code: city for code, city in await cur.fetchall()}
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    code: str
+    kind: str
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    accepted: int
+    duplicate: int
+    revised: int
+    rejected: int
+
+
+async def source_statuses(conn: Conn) -> list[SourceStatus]:
+    """Every source's counters and last success / error."""
+    async with conn.cursor(row_factory=class_row(SourceStatus)) as cur:
+        await cur.execute(
+            "SELECT code, kind, last_success_at, last_error_at, last_error, accepted, duplicate,"
+            " revised, rejected FROM source ORDER BY code"
+        )
+        return await cur.fetchall()

@@ -141,7 +141,7 @@ def worker_loop(
     pool: AsyncConnectionPool, pipeline: Pipeline, *, clock: Callable[[], datetime] = utcnow
 ) -> AlertLoop:
     """An alert loop as a worker runs it: history QC of what it claims, rollups, the engine."""
-    return AlertLoop(pool, clock=clock, judge=HistoryQc(pipeline.catalogue, clock=clock).judge)
+    return AlertLoop(pool, clock=clock, judge=HistoryQc(pipeline, clock=clock).judge)
 
 
 @pytest.fixture

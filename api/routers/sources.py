@@ -12,8 +12,8 @@ from api.deps import ConnDep, KeyDep
 from api.output import ZoneDep, in_zone
 from core.timeutil import utcnow
 from schemas.common import ErrorOut, Page
-from store.intake import source_statuses
 from store.scheduler import WORKER_SCHEDULER, current_leader, job_statuses
+from store.sources import source_statuses
 
 router = APIRouter(prefix="/v1", tags=["sources"])
 

@@ -41,7 +41,6 @@ from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
-from store.intake import ensure_source, record_source_error
 
 log = logging.getLogger(__name__)
 
@@ -364,14 +363,9 @@ class CsvFolder:
         await asyncio.to_thread(self._file_away, path, report)
         if report.failure:
             log.warning("csv: %s moved to failed/: %s", path.name, report.failure)
-            async with self._pool.connection() as conn, conn.transaction():
-                source_id = await ensure_source(conn, code=CSV_SOURCE.code, kind=CSV_SOURCE.kind)
-                await record_source_error(
-                    conn,
-                    source_id=source_id,
-                    at=self._clock(),
-                    error=f"{path.name}: {report.failure}",
-                )
+            await self._pipeline.record_error(
+                CSV_SOURCE, f"{path.name}: {report.failure}", at=self._clock()
+            )
         else:
             log.info("csv: %s imported (%s), moved to processed/", path.name, report.summary)
         return report

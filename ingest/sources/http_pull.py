@@ -41,7 +41,6 @@ from ingest.sources.mqtt import finite_number, reading_from_json
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from schemas.sources import JsonFeed, OpenAqFeed, OpenAqSensor
-from store.intake import ensure_source, record_source_error
 from store.pool import Conn
 from store.sources import advance_watermark, source_watermark
 
@@ -51,9 +50,6 @@ log = logging.getLogger(__name__)
 # upstream cannot hide an item that sits exactly on the end; the extra items are left to the next
 # window.
 REQUEST_OVERLAP = timedelta(seconds=1)
-# The database may be what failed a window: noting that must not hold the run for the pool's
-# 30 s timeout.
-ERROR_RECORD_TIMEOUT_S = 5.0
 _MISSING = object()
 
 
@@ -263,7 +259,6 @@ class HttpPullJob:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(feed.timeout_s), headers=headers, follow_redirects=True
         )
-        self._source_id: int | None = None
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
@@ -274,7 +269,7 @@ class HttpPullJob:
         """Fetch and store every window due for every series of the feed."""
         async with self._lock:  # a slow run and the next tick must not fetch the same window
             report = PullReport(self.feed.code)
-            source_id = await self._ensure_source()
+            source_id = await self._pipeline.source_id(self.source)
             async with self._pool.connection() as conn:
                 marks = await source_watermark(conn, source_id=source_id)
             now = self._clock().astimezone(UTC).replace(microsecond=0)
@@ -336,7 +331,7 @@ class HttpPullJob:
                 await self._fail(report, f"{series}: {exc}")
                 return
             quarantine_as_received(items, received)
-            advance = _WatermarkStep(await self._ensure_source(), series, end)
+            advance = _WatermarkStep(await self._pipeline.source_id(self.source), series, end)
             try:
                 result = await self._pipeline.ingest(
                     items, source=self.source, raw=received, then=advance
@@ -515,31 +510,11 @@ class HttpPullJob:
     async def _fail(self, report: PullReport, problem: str) -> None:
         report.errors.append(problem)
         log.warning("%s: %s", self.source.code, problem)
-        await self._record_error(problem)
+        await self._pipeline.record_error(self.source, problem, at=self._clock())
 
     async def _record_unstored(self, problem: str) -> None:
         log.error("%s: %s", self.source.code, problem)
-        await self._record_error(problem)
-
-    async def _record_error(self, problem: str) -> None:
-        """Show the problem on the source for /v1/sources; best effort, never for long."""
-        try:
-            async with asyncio.timeout(ERROR_RECORD_TIMEOUT_S):
-                source_id = await self._ensure_source()
-                async with self._pool.connection() as conn:
-                    await record_source_error(
-                        conn, source_id=source_id, at=self._clock(), error=problem
-                    )
-        except Exception as exc:  # the database may be what failed
-            log.warning("%s: could not record the error for /v1/sources: %r", self.source.code, exc)
-
-    async def _ensure_source(self) -> int:
-        if self._source_id is None:
-            async with self._pool.connection() as conn:
-                self._source_id = await ensure_source(
-                    conn, code=self.source.code, kind=self.source.kind
-                )
-        return self._source_id
+        await self._pipeline.record_error(self.source, problem, at=self._clock())
 
 
 def _rejection(where: str, reason: str, sensor: OpenAqSensor | None, raw: object) -> Rejection:

@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import InvalidInput
 from core.settings import Settings
-from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
+from core.timeutil import PERIODS_S, parse_time, rfc3339
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.received import (
@@ -46,8 +46,7 @@ from ingest.received import (
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
-from store.intake import ensure_source, record_source_error
-from store.sources import station_cities
+from store.catalogue import station_cities
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +277,6 @@ class MqttSubscriber:
         self._broker = broker
         self._options = options or MqttOptions()
         self._cities = StationCities(pool)
-        self._source_id: int | None = None
         self.connected = asyncio.Event()
         self.connections = 0
         self.batches = 0
@@ -320,7 +318,7 @@ class MqttSubscriber:
             )
             delay *= random.uniform(0.8, 1.0)  # spread reconnects of many workers
             log.warning("%s; reconnecting in %.2f s", problem, delay)
-            await self._record_error(problem)
+            await self._pipeline.record_error(MQTT, problem)
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:
@@ -410,17 +408,6 @@ class MqttSubscriber:
         self.messages += len(batch)
         log.debug("MQTT: %d messages, %s", len(batch), result.summary)
         return result
-
-    async def _record_error(self, problem: str) -> None:
-        try:
-            async with self._pool.connection() as conn:
-                if self._source_id is None:
-                    self._source_id = await ensure_source(conn, code=MQTT.code, kind=MQTT.kind)
-                await record_source_error(
-                    conn, source_id=self._source_id, at=utcnow(), error=problem
-                )
-        except Exception as exc:  # the database may be what is down
-            log.warning("could not record the MQTT error: %r", exc)
 
 
 def reading_json(reading: ReadingIn) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from ingest.sources.hj212.protocol import (
 )
 from ingest.sources.hj212.server import ACCEPT_BACKLOG, Hj212Server
 from schemas.common import QC
-from store.intake import rejected_readings, source_statuses
+from store.intake import rejected_readings
+from store.sources import source_statuses
 from tests.conftest import CONFIG_DIR, HJ212_NOW, ROOT
 
 NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock

@@ -11,22 +11,26 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
+from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
+from ingest import pipeline as pipeline_module
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.hj212.protocol import build_frame, build_request
 from ingest.sources.hj212.server import Hj212Server
 from schemas.readings import IntakeResult, ReadingIn, Rejection
-from store.intake import SourceStatus, source_statuses
+from store.pool import Conn
+from store.sources import SourceStatus, source_statuses
 from tests.conftest import HJ212_NOW
 from tests.e2e.test_hj212_server import Device
 
 NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock
 WAIT_S = 5.0
 SERVER_LOG = "ingest.sources.hj212.server"
+PIPELINE_LOG = "ingest.pipeline"
 
 HUANGPU_2011 = (
     "QN=20261126113000001;ST=22;CN=2011;PW=123456;MN=44010010000086;Flag=5;"
@@ -228,7 +232,12 @@ async def test_an_error_that_cannot_be_recorded_is_logged_and_the_server_goes_on
     db: AsyncConnectionPool,
     database_url: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    async def unrecordable(conn: object, **_: object) -> None:
+        raise OSError("the database is gone too")
+
+    monkeypatch.setattr(pipeline_module, "record_source_error", unrecordable)
     broken = AsyncConnectionPool(database_url, open=False, name="broken")
     server = await start_server(FailingPipeline(db), pool=broken)
     device = await Device.open(server)
@@ -238,8 +247,9 @@ async def test_an_error_that_cannot_be_recorded_is_logged_and_the_server_goes_on
     assert server_warnings(caplog) == [
         "HJ 212: could not read the stations' last hours: "
         "PoolClosed(\"the pool 'broken' is not open yet\")",
-        "could not record the HJ 212 error for /v1/sources: "
-        "PoolClosed(\"the pool 'broken' is not open yet\")",
+    ]
+    assert [r.getMessage() for r in caplog.records if r.name == PIPELINE_LOG] == [
+        "hj212: could not record the error for /v1/sources: OSError('the database is gone too')"
     ]
     await device.send_segments(HUANGPU_2011)
     assert await device.frames(1) == [HUANGPU_REPLY]
@@ -251,23 +261,29 @@ async def test_an_error_that_cannot_be_recorded_is_logged_and_the_server_goes_on
 async def test_recording_an_error_does_not_hold_up_other_connections(
     start_server: Callable[..., Awaitable[Hj212Server]],
     db: AsyncConnectionPool,
-    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as errors:
-        server = await start_server(FailingPipeline(db), pool=errors)
-        failing, other = await Device.open(server), await Device.open(server)
-        async with errors.connection():
-            # The error pool's only connection is taken: the error's write must wait for it.
-            await failing.send_segments(HUANGPU_2011)
-            await failing.silent(0.2)
-            started = asyncio.get_running_loop().time()
-            await other.send_segments(HUANGPU_LATER)
-            assert await other.frames(1) == [HUANGPU_LATER_REPLY]
-            assert asyncio.get_running_loop().time() - started < 1.0
-            assert await recorded_error(db) == (None, None)
-        await until_recorded(db, HUANGPU_NOT_STORED)
-        await failing.close()
-        await other.close()
+    written = asyncio.Event()
+    record = pipeline_module.record_source_error
+
+    async def slow(conn: Conn, **fields: Any) -> None:
+        await written.wait()  # as a write waiting for a busy database would
+        await record(conn, **fields)
+
+    monkeypatch.setattr(pipeline_module, "record_source_error", slow)
+    server = await start_server(FailingPipeline(db), pool=db)
+    failing, other = await Device.open(server), await Device.open(server)
+    await failing.send_segments(HUANGPU_2011)
+    await failing.silent(0.2)
+    started = asyncio.get_running_loop().time()
+    await other.send_segments(HUANGPU_LATER)
+    assert await other.frames(1) == [HUANGPU_LATER_REPLY]
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert await recorded_error(db) == (None, None)
+    written.set()
+    await until_recorded(db, HUANGPU_NOT_STORED)
+    await failing.close()
+    await other.close()
 
 
 def hourly(hour: int, qn_suffix: str) -> str:

@@ -11,7 +11,7 @@ from ingest.jobs import SimulatorJob, simulated_history
 from ingest.pipeline import Pipeline
 from ingest.sources.hj212.client import Hj212Fleet
 from ingest.sources.hj212.server import Hj212Server
-from store.intake import source_statuses
+from store.sources import source_statuses
 
 NOW = datetime(2026, 11, 26, 4, 0, 5, tzinfo=UTC)
 HISTORY_HOURS = 2

@@ -18,12 +18,13 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import parse_time
+from ingest import pipeline as pipeline_module
 from ingest.pipeline import Pipeline
 from ingest.sources import http_pull
 from ingest.sources.http_pull import HttpPullJob, PullReport
 from schemas.sources import JsonFeed, JsonMapping, OpenAqFeed, OpenAqSensor
-from store.intake import rejected_readings, source_statuses
-from store.sources import merge_watermark, source_watermark
+from store.intake import rejected_readings
+from store.sources import merge_watermark, source_statuses, source_watermark
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -415,7 +416,7 @@ async def test_a_window_failure_that_cannot_be_recorded_still_fails_the_run_with
         raise OSError("the database is gone too")
 
     monkeypatch.setattr(http_pull, "advance_watermark", broken)
-    monkeypatch.setattr(http_pull, "record_source_error", unrecordable)
+    monkeypatch.setattr(pipeline_module, "record_source_error", unrecordable)
     with pytest.raises(ConnectionError, match="while moving the watermark"):
         await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
     async with db.connection() as conn:
@@ -527,7 +528,7 @@ async def test_a_fetch_error_that_cannot_be_recorded_leaves_the_run_going(
     async def unrecordable(conn: object, **_: object) -> None:
         raise OSError("the database is gone")
 
-    monkeypatch.setattr(http_pull, "record_source_error", unrecordable)
+    monkeypatch.setattr(pipeline_module, "record_source_error", unrecordable)
     server.upstream.script[NO2_PATH] = [404]
     report = await _run(db, _feed(server.url, lookback_s=6 * 3600), NOW)
     message = f'sensor 102: GET {server.url}{NO2_PATH}: HTTP 404: {{"detail": "scripted 404"}}'

@@ -26,9 +26,10 @@ from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
-from store.intake import rejected_readings, source_statuses
+from store.intake import rejected_readings
 from store.listen import Listener
 from store.pool import Conn
+from store.sources import source_statuses
 
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
 NOW = datetime(2026, 11, 26, 4, tzinfo=UTC)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import overload
@@ -11,12 +13,14 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
+from ingest import pipeline as pipeline_module
 from ingest.jobs import SimulatorJob
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
-from store.intake import rejected_readings, source_statuses
+from store.intake import rejected_readings
 from store.pool import Conn
+from store.sources import source_statuses
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 PUSH = SourceRef(code="push:test", kind="push")
@@ -269,3 +273,34 @@ async def test_simulator_covers_every_station_parameter(db: AsyncConnectionPool)
     stored = await _stored(db)
     assert len({(s, p) for s, p, *_ in stored}) == pairs
     assert {period for _, _, period, *_ in stored} == {0, 3600}
+
+
+async def test_a_source_error_is_recorded_on_the_row_its_intakes_count_on(
+    db: AsyncConnectionPool,
+) -> None:
+    pipeline = _pipeline(db)
+    await pipeline.ingest([_reading()], source=PUSH)
+    await pipeline.record_error(PUSH, "x" * 2500, at=NOW - timedelta(minutes=1))
+    async with db.connection() as conn:
+        [status] = await source_statuses(conn)
+    assert (status.code, status.accepted, status.last_success_at) == ("push:test", 1, NOW)
+    assert (status.last_error, status.last_error_at) == ("x" * 2000, NOW - timedelta(minutes=1))
+
+
+async def test_recording_a_source_error_gives_up_after_its_time_bound(
+    db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def stuck(conn: Conn, **_: object) -> None:
+        await asyncio.Event().wait()  # as a write waiting for a database that never answers
+
+    monkeypatch.setattr(pipeline_module, "record_source_error", stuck)
+    monkeypatch.setattr(pipeline_module, "ERROR_RECORD_TIMEOUT_S", 0.2)
+    started = time.monotonic()
+    await _pipeline(db).record_error(PUSH, "the feed is down")
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert [r.getMessage() for r in caplog.records if r.name == "ingest.pipeline"] == [
+        "push:test: could not record the error for /v1/sources: TimeoutError()"
+    ]
+    async with db.connection() as conn:
+        [status] = await source_statuses(conn)
+    assert (status.last_error, status.last_error_at) == (None, None)

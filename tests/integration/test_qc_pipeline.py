@@ -15,9 +15,9 @@ from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
-from store.intake import source_statuses
 from store.qc import QcFlag, WindowReadings, WindowSpec, qc_audit_entries, reflag_suspect
 from store.readings import revisions_of
+from store.sources import source_statuses
 from tests.conftest import worker_loop
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)

@@ -32,7 +32,7 @@ def _pipeline(pool: AsyncConnectionPool) -> Pipeline:
 
 def _loop(pool: AsyncConnectionPool, *, batch: int = 5000, water_min_samples: int = 1) -> AlertLoop:
     """A worker's loop: its history QC re-flags are revisions the rollups must follow."""
-    judge = HistoryQc(_pipeline(pool).catalogue, clock=lambda: NOW).judge
+    judge = HistoryQc(_pipeline(pool), clock=lambda: NOW).judge
     return AlertLoop(pool, batch=batch, water_min_samples=water_min_samples, judge=judge)
 
 

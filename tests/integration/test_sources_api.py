@@ -18,8 +18,8 @@ from core.timeutil import CST, utcnow
 from ingest.leader import ElectedScheduler
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
-from store.intake import ensure_source, record_source_error
 from store.keys import create_key
+from store.sources import ensure_source, record_source_error
 from tests.conftest import worker_loop
 
 T0 = datetime(2026, 11, 25, 0, tzinfo=CST)

@@ -50,7 +50,6 @@ from ingest.sources.hj212.protocol import (
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.catalogue import StationRef
-from store.intake import ensure_source, record_source_error
 from store.pool import unreachable
 from store.readings import last_hourly
 
@@ -74,8 +73,6 @@ _REQUEST_ANSWERS: Final = frozenset({"9011", "9012"})
 GAP_REQUEST_ATTEMPTS: Final = 3
 # Commit failures written to the source row at most this often (the stats count them all).
 ERROR_RECORD_INTERVAL_S: Final = 1.0
-# The longest a failure's write may take (pool wait included) before it is given up.
-ERROR_RECORD_TIMEOUT_S: Final = 5.0
 # The longest the start may wait for the stations' last stored hours; without them it goes on.
 RECALL_TIMEOUT_S: Final = 5.0
 _ST_OF_MEDIUM: Final = {"air": "22", "water": "21"}
@@ -403,8 +400,9 @@ class _GroupCommit:
 class Hj212Server:
     """Listens for HJ 212 uploads and stores them through the pipeline as source `hj212`.
 
-    `pool` is where commit failures are recorded for /v1/sources (without one they are only
-    logged and counted); a gap request unanswered for `gap_request_timeout_s` is sent again.
+    `pool` is where the start reads the stations' last stored hours (without one, gaps count
+    from the first hourly upload); a gap request unanswered for `gap_request_timeout_s` is sent
+    again. Commit failures are recorded on the source row through the pipeline.
     """
 
     def __init__(
@@ -447,7 +445,6 @@ class Hj212Server:
         self._connections: set[_Connection] = set()
         # Newest hourly (CN 2061) period start per station id, to see gaps in hourly data.
         self._last_hour: dict[int, datetime] = {}
-        self._source_id: int | None = None
         self._error_task: asyncio.Task[None] | None = None
         self._error_recorded_at = float("-inf")
 
@@ -776,32 +773,17 @@ class Hj212Server:
     def _record_error(self, problem: str) -> None:
         """Show a commit failure on the source row, at most once a second, off the reply path.
 
-        The write has its own task and short connection, so no connection's replies wait for it;
-        while one is under way or for a second after it, later failures reach only the stats.
+        The write has its own task, so no connection's replies wait for it; while one is under
+        way or for a second after it, later failures reach only the stats.
         """
-        if self._pool is None:
-            return
         now = asyncio.get_running_loop().time()
         busy = self._error_task is not None and not self._error_task.done()
         if busy or now - self._error_recorded_at < ERROR_RECORD_INTERVAL_S:
             return
         self._error_recorded_at = now
         self._error_task = asyncio.create_task(
-            self._write_error(self._pool, problem, self._clock()), name="hj212-error"
+            self._pipeline.record_error(SOURCE, problem, at=self._clock()), name="hj212-error"
         )
-
-    async def _write_error(self, pool: AsyncConnectionPool, problem: str, at: datetime) -> None:
-        try:
-            async with (
-                asyncio.timeout(ERROR_RECORD_TIMEOUT_S),
-                pool.connection() as conn,
-                conn.transaction(),
-            ):
-                if self._source_id is None:
-                    self._source_id = await ensure_source(conn, code=SOURCE.code, kind=SOURCE.kind)
-                await record_source_error(conn, source_id=self._source_id, at=at, error=problem)
-        except Exception as exc:  # the database may be what failed the commit
-            log.warning("could not record the HJ 212 error for /v1/sources: %r", exc)
 
     def _unknown_mn(self, connection: _Connection, frame: Frame, packet: Packet) -> _Entry | None:
         # No station, so no CRC setting: any variant the frame carries is accepted, since
