@@ -32,6 +32,7 @@ from alerts.rollups import (
     is_water,
 )
 from alerts.windows import HOUR_S, HOURS_PER_DAY
+from core.retry import RESTART, keep_running, log_failure
 from core.timeutil import CST, cst_day_start, utcnow
 from store.coordination import READINGS_CHANNEL
 from store.listen import Listener, Wakeup
@@ -297,19 +298,15 @@ class AlertLoop:
             await listener.listening(READINGS_CHANNEL)
             self.listening.set()
             try:
-                delay = 0.0
-                while True:
-                    rounds = self.rounds
-                    try:
-                        await self._process_when_woken(wakeup)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        # After a working spell the backoff starts over; a loop that keeps
-                        # failing (a round that cannot commit) waits longer each time.
-                        delay = 0.5 if self.rounds > rounds else min(max(delay * 2, 0.5), 30.0)
-                        log.exception("alert loop failed; retrying in %.1f s", delay)
-                        await wakeup.reconnect(delay)
+                # After a round that worked the backoff starts over; a loop that keeps failing
+                # (a round that cannot commit) waits longer each time.
+                await keep_running(
+                    lambda: self._process_when_woken(wakeup),
+                    backoff=RESTART,
+                    failed=log_failure(log, "alert loop"),
+                    progress=lambda: self.rounds,
+                    sleep=wakeup.reconnect,
+                )
             finally:
                 self.listening.clear()
 

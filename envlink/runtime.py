@@ -21,9 +21,10 @@ from uvicorn.supervisors import Multiprocess
 from alerts.loop import AlertLoop
 from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
-from alerts.notify.dispatcher import Backoff, Dispatcher
+from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
+from core.retry import Backoff
 from core.settings import Settings
 from ingest.history import HistoryQc
 from ingest.jobs import SimulatorJob, create_partitions_ahead, simulated_history

@@ -43,6 +43,7 @@ from alerts.notify.message import (
     alert_links,
 )
 from core.errors import InvalidInput, NotFound
+from core.retry import RESTART, Backoff, keep_running, log_failure
 from core.timeutil import CST, utcnow
 from schemas.alerts import AlertEventKind, AlertState
 from schemas.notifications import Language, NotificationKind
@@ -63,6 +64,9 @@ from store.pool import Conn
 
 log = logging.getLogger(__name__)
 
+# A failed delivery's next attempt (ENVLINK_NOTIFY_RETRY_BASE_S / _MAX_S set the worker's).
+REDELIVERY = Backoff(base_s=5.0, max_s=300.0)
+
 # Subscription channel -> the channel (channels.build_channels) that delivers it.
 CHANNEL_FOR: dict[str, str] = {
     "webhook": "webhook",
@@ -80,23 +84,6 @@ CITY_NAMES: dict[str, tuple[str, str]] = {
 def notification_key(notification_id: int) -> str:
     """The idempotency key of a notification: the same on every attempt and re-send."""
     return f"ntf-{notification_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits between half and all of base·2^(n-1).
-
-    Half the wait is fixed and half random ("equal jitter"), so notifications that failed
-    together (a receiver down) come back spread out, and none comes back too soon.
-    """
-
-    base_s: float = 5.0
-    max_s: float = 300.0
-
-    def delay_s(self, attempt: int, jitter: float) -> float:
-        """The wait after failed attempt number `attempt` (1, 2, …); jitter in [0, 1)."""
-        ceiling = min(self.max_s, self.base_s * 2.0 ** min(max(attempt - 1, 0), 60))
-        return ceiling / 2 + jitter * ceiling / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +257,7 @@ class Dispatcher:
         # An attempt must end well inside its lease, or a second dispatcher could take the
         # notification while the first is still sending it.
         self._attempt_limit_s = lease_s * 0.8
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or REDELIVERY
         self._poll_s = poll_s
         self._clock = clock
         self._jitter = jitter
@@ -298,16 +285,12 @@ class Dispatcher:
             await listener.listening(OUTBOX_CHANNEL)
             self.listening.set()
             try:
-                delay = 0.0
-                while True:
-                    try:
-                        await self._deliver_when_woken(wakeup)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        delay = min(max(delay * 2, 0.5), 30.0)
-                        log.exception("dispatcher failed; retrying in %.1f s", delay)
-                        await wakeup.reconnect(delay)
+                await keep_running(
+                    lambda: self._deliver_when_woken(wakeup),
+                    backoff=RESTART,
+                    failed=log_failure(log, "dispatcher"),
+                    sleep=wakeup.reconnect,
+                )
             finally:
                 self.listening.clear()
                 # Attempts under way finish and are recorded; only a hard stop leaves a claim.

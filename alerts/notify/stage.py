@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts.notify import router
 from alerts.notify.router import Outgoing
+from core.retry import RESTART, keep_running, log_failure
 from core.timeutil import utcnow
 from store.alerts import AlertNow, acks_of, alerts_now
 from store.coordination import ALERT_EVENTS_CHANNEL
@@ -104,16 +105,12 @@ class NotificationStage:
             await listener.listening(ALERT_EVENTS_CHANNEL)
             self.listening.set()
             try:
-                delay = 0.0
-                while True:
-                    try:
-                        await self._process_when_woken(wakeup)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        delay = min(max(delay * 2, 0.5), 30.0)
-                        log.exception("notification stage failed; retrying in %.1f s", delay)
-                        await wakeup.reconnect(delay)
+                await keep_running(
+                    lambda: self._process_when_woken(wakeup),
+                    backoff=RESTART,
+                    failed=log_failure(log, "notification stage"),
+                    sleep=wakeup.reconnect,
+                )
             finally:
                 self.listening.clear()
 

@@ -13,10 +13,10 @@ window time there; the horizon is min(now - settle_s, the sensor's latest period
 The watermark advances in the same transaction as the window's readings (the pipeline's `then`),
 so a window is either stored and behind the watermark or neither: a crash or a failed write never
 leaves a stored window to be fetched again, nor a watermark past a window that was not stored.
-Errors (after retries with exponential backoff on timeouts, connection errors and 5xx; none on
-4xx) are logged and recorded on the source, and that series' watermark stays where it was; a
-window that cannot be stored is recorded too, and fails the run. An item that cannot be mapped
-or that the pipeline rejects is quarantined as the measurement's JSON as received.
+Errors (after retries with exponential backoff and jitter on timeouts, connection errors and
+5xx; none on 4xx) are logged and recorded on the source, and that series' watermark stays where
+it was; a window that cannot be stored is recorded too, and fails the run. An item that cannot
+be mapped or that the pipeline rejects is quarantined as the measurement's JSON as received.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import InvalidInput
+from core.retry import Backoff, retry
 from core.timeutil import PERIODS_S, parse_time, utcnow
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
@@ -59,6 +60,10 @@ class PullError(Exception):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class _Transient(Exception):
+    """One request failed in a way the next may not: a timeout, a connection error, a 5xx."""
 
 
 @dataclass(frozen=True)
@@ -471,41 +476,51 @@ class HttpPullJob:
     ) -> tuple[object, bytes]:
         """The answer's JSON document and its body as received."""
         attempts = self.feed.retries + 1
-        for attempt in range(attempts):
+        tried = 0
+
+        async def attempt() -> tuple[object, bytes]:
+            nonlocal tried
+            tried += 1
             report.requests += 1
             try:
                 response = await self._client.get(url, params=params)
             except httpx.TimeoutException:
-                problem = f"timed out after {self.feed.timeout_s:g} s"
+                raise _Transient(f"timed out after {self.feed.timeout_s:g} s") from None
             except httpx.TransportError as exc:
-                problem = f"connection failed: {exc!r}"
-            else:
-                if response.status_code >= 500:
-                    problem = f"HTTP {response.status_code}"
-                elif response.status_code >= 400:
-                    raise PullError(
-                        f"GET {url}: HTTP {response.status_code}: {response.text[:300]}",
-                        retryable=False,
-                    )
-                else:
-                    try:
-                        return parse_json(response.content), response.content
-                    except orjson.JSONDecodeError as exc:
-                        raise PullError(f"GET {url}: not JSON: {exc}", retryable=False) from None
-            if attempt + 1 == attempts:
-                break
-            delay = min(self.feed.backoff_max_s, self.feed.backoff_s * 2**attempt)
+                raise _Transient(f"connection failed: {exc!r}") from None
+            if response.status_code >= 500:
+                raise _Transient(f"HTTP {response.status_code}")
+            if response.status_code >= 400:
+                raise PullError(
+                    f"GET {url}: HTTP {response.status_code}: {response.text[:300]}",
+                    retryable=False,
+                )
+            try:
+                return parse_json(response.content), response.content
+            except orjson.JSONDecodeError as exc:
+                raise PullError(f"GET {url}: not JSON: {exc}", retryable=False) from None
+
+        async def failed(exc: Exception, delay: float) -> None:
             log.warning(
                 "%s: GET %s: %s; retry %d of %d in %.2f s",
                 self.source.code,
                 url,
-                problem,
-                attempt + 1,
+                exc,
+                tried,
                 self.feed.retries,
                 delay,
             )
-            await asyncio.sleep(delay)
-        raise PullError(f"GET {url}: {problem} ({attempts} attempts)", retryable=True)
+
+        try:
+            return await retry(
+                attempt,
+                attempts=attempts,
+                backoff=Backoff(self.feed.backoff_s, self.feed.backoff_max_s),
+                retryable=lambda exc: isinstance(exc, _Transient),
+                failed=failed,
+            )
+        except _Transient as exc:
+            raise PullError(f"GET {url}: {exc} ({attempts} attempts)", retryable=True) from None
 
     async def _fail(self, report: PullReport, problem: str) -> None:
         report.errors.append(problem)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import socket
 import time as monotonic
 from collections import defaultdict
@@ -32,6 +31,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import InvalidInput
+from core.retry import Backoff, keep_running
 from core.settings import Settings
 from core.timeutil import PERIODS_S, parse_time, rfc3339
 from ingest.flags import qc_of_flag
@@ -291,35 +291,29 @@ class MqttSubscriber:
 
     async def run(self) -> None:
         """Stay subscribed until cancelled, reconnecting with bounded exponential backoff."""
-        failures = 0
-        while True:
-            batches, started = self.batches, monotonic.monotonic()
-            try:
-                await self._session()
-            except _StoreFailed as exc:
-                # E.g. a database outage: the batch is not acknowledged, and dropping the
-                # connection makes the broker deliver it again.
-                log.error("MQTT batch could not be stored", exc_info=exc.__cause__)
-                problem = f"storing an MQTT batch failed: {exc.__cause__!r}"
-            except aiomqtt.MqttError as exc:
-                problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc}"
-            except (OSError, TimeoutError) as exc:
-                problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc!r}"
-            finally:
-                self.connected.clear()
-            # Back off from the start again only after a session that worked: one that stored a
-            # batch or stayed up a while. A batch that cannot be stored keeps backing off.
-            healthy = self.batches > batches or (
-                monotonic.monotonic() - started > self._options.reconnect_max_s
-            )
-            failures = 1 if healthy else failures + 1
-            delay = min(
-                self._options.reconnect_max_s, self._options.reconnect_min_s * 2 ** (failures - 1)
-            )
-            delay *= random.uniform(0.8, 1.0)  # spread reconnects of many workers
-            log.warning("%s; reconnecting in %.2f s", problem, delay)
-            await self._pipeline.record_error(MQTT, problem)
-            await asyncio.sleep(delay)
+        # Back off from the start again only after a session that worked: one that stored a
+        # batch or stayed up a while. A batch that cannot be stored keeps backing off.
+        backoff = Backoff(self._options.reconnect_min_s, self._options.reconnect_max_s, jitter=0.2)
+        await keep_running(
+            self._session,
+            backoff=backoff,
+            failed=self._failed,
+            progress=lambda: self.batches,
+            retry_on=(_StoreFailed, aiomqtt.MqttError, OSError, TimeoutError),
+        )
+
+    async def _failed(self, exc: Exception, delay: float) -> None:
+        if isinstance(exc, _StoreFailed):
+            # E.g. a database outage: the batch is not acknowledged, and dropping the
+            # connection makes the broker deliver it again.
+            log.error("MQTT batch could not be stored", exc_info=exc.__cause__)
+            problem = f"storing an MQTT batch failed: {exc.__cause__!r}"
+        elif isinstance(exc, aiomqtt.MqttError):
+            problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc}"
+        else:
+            problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc!r}"
+        log.warning("%s; reconnecting in %.2f s", problem, delay)
+        await self._pipeline.record_error(MQTT, problem)
 
     async def _session(self) -> None:
         client = aiomqtt.Client(
@@ -338,26 +332,29 @@ class MqttSubscriber:
             paho.manual_ack_set(True)
         else:
             log.warning("paho-mqtt without manual acks: QoS 1 messages are acked on receipt")
-        async with client:
-            await client.subscribe(self.subscription, qos=1)
-            self.connections += 1
-            self.connected.set()
-            log.info(
-                "MQTT: subscribed to %s on %s:%d as %s",
-                self.subscription,
-                self._broker.host,
-                self._broker.port,
-                self._broker.client_id,
-            )
-            while True:
-                batch = await self._next_batch(client)
-                try:
-                    await self.store(batch)
-                except Exception as exc:
-                    raise _StoreFailed from exc
-                if manual:
-                    for message in batch:
-                        paho.ack(message.mid, message.qos)
+        try:
+            async with client:
+                await client.subscribe(self.subscription, qos=1)
+                self.connections += 1
+                self.connected.set()
+                log.info(
+                    "MQTT: subscribed to %s on %s:%d as %s",
+                    self.subscription,
+                    self._broker.host,
+                    self._broker.port,
+                    self._broker.client_id,
+                )
+                while True:
+                    batch = await self._next_batch(client)
+                    try:
+                        await self.store(batch)
+                    except Exception as exc:
+                        raise _StoreFailed from exc
+                    if manual:
+                        for message in batch:
+                            paho.ack(message.mid, message.qos)
+        finally:
+            self.connected.clear()
 
     async def _next_batch(self, client: aiomqtt.Client) -> list[aiomqtt.Message]:
         # Never cancel a pending __anext__: aiomqtt could drop a message it had just dequeued.

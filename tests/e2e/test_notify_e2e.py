@@ -33,9 +33,10 @@ from alerts.loop import AlertLoop
 from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
 from alerts.notify.channels.webhook import verify_signature
-from alerts.notify.dispatcher import Backoff, Dispatcher
+from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
+from core.retry import Backoff
 from core.settings import Settings
 from core.timeutil import utcnow
 from ingest.pipeline import Pipeline, SourceRef
@@ -56,7 +57,8 @@ import asyncio, sys
 from psycopg_pool import AsyncConnectionPool
 from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
-from alerts.notify.dispatcher import Backoff, Dispatcher
+from alerts.notify.dispatcher import Dispatcher
+from core.retry import Backoff
 from core.settings import Settings
 from store.listen import Listener
 

@@ -25,8 +25,9 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
 from alerts.notify.channels.webhook import verify_signature
-from alerts.notify.dispatcher import Backoff, Dispatcher
+from alerts.notify.dispatcher import Dispatcher
 from api.app import create_app
+from core.retry import Backoff
 from core.settings import Settings
 from store.outbox import NewItem, NewNotification, insert_notifications
 from tests.conftest import ROOT

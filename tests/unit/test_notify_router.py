@@ -16,7 +16,8 @@ import pytest
 
 from alerts.notify import router
 from alerts.notify.channels.base import DeliveryResult
-from alerts.notify.dispatcher import Backoff, next_step
+from alerts.notify.dispatcher import next_step
+from core.retry import Backoff
 from store.alerts import AlertNow
 from store.silences import SilenceRow
 from store.stage import NotificationGroup, RoutedEvent
