@@ -63,8 +63,9 @@ from bench._common import (  # noqa: E402
     spread,
 )
 from ingest.history import HistoryQc  # noqa: E402
-from ingest.jobs import SimulatorJob, create_partitions_ahead  # noqa: E402
+from ingest.jobs import create_partitions_ahead  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
+from ingest.sources.simulator import SimulatorJob  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.rules import load_rules  # noqa: E402
 from store.catalogue import seed_catalogue, station_refs  # noqa: E402
@@ -152,7 +153,7 @@ async def simulate(job: SimulatorJob, interval_s: float, delivered: list[int]) -
     """Tick the simulator every interval until cancelled, counting the readings it delivered."""
     while True:
         started = time.perf_counter()
-        result = await job.tick()
+        result = await job.run()
         delivered.append(sum(result.summary.values()))
         await asyncio.sleep(max(interval_s - (time.perf_counter() - started), 0.0))
 
@@ -238,7 +239,7 @@ async def run(alerts: int, load: Load) -> bool:
                     stack.push_async_callback(listener.stop)
                     tasks.append(asyncio.create_task(loop.run(listener), name="alert-loop"))
                     await asyncio.wait_for(loop.listening.wait(), 15)
-                    first = sum((await job.tick()).summary.values())
+                    first = sum((await job.run()).summary.values())
                     tasks.append(
                         asyncio.create_task(
                             simulate(job, load.simulator_interval_s, load.delivered), name="sim"

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,14 +27,16 @@ from api.app import create_app
 from core.retry import Backoff
 from core.settings import Settings
 from ingest.history import HistoryQc
-from ingest.jobs import SimulatorJob, create_partitions_ahead, simulated_history
+from ingest.jobs import create_partitions_ahead
 from ingest.leader import ElectedScheduler, worker_name
 from ingest.pipeline import Pipeline
+from ingest.sources.base import Source, SourceHealth
 from ingest.sources.csv_folder import CsvFolder
 from ingest.sources.hj212.client import Hj212Fleet
 from ingest.sources.hj212.server import Hj212Server
 from ingest.sources.http_pull import HttpPullJob
 from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
+from ingest.sources.simulator import SimulatorJob, simulated_history
 from schemas.catalogue import load_catalogue
 from schemas.notifications import load_subscriptions
 from schemas.rules import load_rules
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # On SIGTERM, requests under way get this long to finish; open event streams are then closed.
 GRACEFUL_SHUTDOWN_S = 5
+# How long a stopped source's run() may take to return before it is cancelled.
+SOURCE_STOP_S = 5.0
 
 
 @contextlib.contextmanager
@@ -100,18 +104,18 @@ async def run_seed_subscriptions(url: str, settings: Settings) -> SubscriptionSe
 
 @dataclass
 class Worker:
-    """Ingest and alert jobs under one APScheduler in this process."""
+    """Sources, the alert loop and notifications in this process; scheduled work while it leads."""
 
     pool: AsyncConnectionPool
     listener: Listener
     settings: Settings
     simulate: bool
     name: str = field(default_factory=worker_name)  # as leader: host:pid
-    tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
-    pulls: list[HttpPullJob] = field(default_factory=list, init=False)
-    hj212: Hj212Server | None = field(default=None, init=False)
-    hj212_fleet: Hj212Fleet | None = field(default=None, init=False)
+    tasks: list[asyncio.Task[object]] = field(default_factory=list, init=False)
+    sources: list[Source] = field(default_factory=list, init=False)
     notify_client: httpx.AsyncClient | None = field(default=None, init=False)
+    # The task of each source that runs until stopped, by source code.
+    _runs: dict[str, asyncio.Task[object]] = field(default_factory=dict, init=False)
 
     async def start(self) -> None:
         self.pipeline = Pipeline(self.pool, earliest=self.settings.earliest_reading_date)
@@ -127,75 +131,8 @@ class Worker:
         self.scheduler.add_job(
             create_partitions_ahead, "interval", hours=6, args=[self.pool], id="partitions"
         )
-        if self.settings.csv_dir is not None:
-            csv_folder = CsvFolder(self.pipeline, self.pool, self.settings.csv_dir)
-            self.scheduler.add_job(
-                csv_folder.poll,
-                "interval",
-                seconds=self.settings.csv_poll_s,
-                id="csv_folder",
-                coalesce=True,
-                max_instances=1,
-            )
-        sources = load_sources(
-            self.settings.sources_path, required=self.settings.sources_file is not None
-        )
-        broker = Broker.from_settings(self.settings)
-        if broker is not None:
-            subscriber = MqttSubscriber(self.pipeline, self.pool, broker, sources.mqtt)
-            self.tasks.append(asyncio.create_task(subscriber.run(), name="mqtt"))
-        for feed in sources.http_feeds:
-            if feed.enabled:
-                pull = HttpPullJob(self.pipeline, self.pool, feed)
-                self.pulls.append(pull)
-                self.scheduler.add_job(
-                    pull.run,
-                    "interval",
-                    seconds=feed.interval_s,
-                    id=pull.source.code,
-                    coalesce=True,
-                    max_instances=1,
-                    next_run_time=datetime.now(UTC),
-                )
-        if self.settings.hj212_enabled:
-            self.hj212 = Hj212Server(
-                self.pipeline,
-                pool=self.pool,
-                host=self.settings.hj212_host,
-                port=self.settings.hj212_port,
-                idle_timeout_s=self.settings.hj212_idle_timeout_s,
-                batch_window_s=self.settings.hj212_batch_window_ms / 1000,
-            )
-            await self.hj212.start()
-        if self.simulate:
-            if self.hj212 is not None:
-                # The simulated stations dial in like real ones (a wildcard address is local).
-                host = self.settings.hj212_host
-                host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-                self.hj212_fleet = Hj212Fleet(host, self.hj212.port, history=simulated_history)
-            publisher = None
-            if broker is not None and sources.mqtt.simulator_stations:
-                publisher = MqttPublisher(
-                    self.pool, broker, stations=sources.mqtt.simulator_stations
-                )
-                # A first-ever subscription only receives what is published after it exists.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(subscriber.connected.wait(), timeout=5)
-            job = SimulatorJob(
-                self.pipeline,
-                interval_s=self.settings.simulator_interval_s,
-                mqtt=publisher,
-                hj212=self.hj212_fleet,
-            )
-            self.scheduler.add_job(
-                job.tick,
-                "interval",
-                seconds=self.settings.simulator_interval_s,
-                id="simulator",
-                coalesce=True,
-                max_instances=1,
-                next_run_time=datetime.now(UTC),
-            )
+        async for source in self._configured_sources():
+            await self._start_source(source)
         if self.settings.alert_loop_enabled:
             # Every worker, leader or not, runs an alert loop unless told not to: they share the
             # dirty-window queue, and each judges the history of what it claims before its
@@ -215,6 +152,80 @@ class Worker:
             self.name,
             "on" if self.simulate else "off",
         )
+
+    async def _configured_sources(self) -> AsyncIterator[Source]:
+        """The sources the settings ask for, in start order, each made once those before run.
+
+        The simulator comes last: its devices dial the HJ 212 server's port (known once it
+        listens), and its MQTT stations publish to the subscription.
+        """
+        settings = self.settings
+        sources = load_sources(settings.sources_path, required=settings.sources_file is not None)
+        hj212 = None
+        if settings.hj212_enabled:
+            hj212 = Hj212Server(
+                self.pipeline,
+                pool=self.pool,
+                host=settings.hj212_host,
+                port=settings.hj212_port,
+                idle_timeout_s=settings.hj212_idle_timeout_s,
+                batch_window_s=settings.hj212_batch_window_ms / 1000,
+            )
+            yield hj212
+        broker = Broker.from_settings(settings)
+        subscriber = None
+        if broker is not None:
+            subscriber = MqttSubscriber(self.pipeline, self.pool, broker, sources.mqtt)
+            yield subscriber
+        for feed in sources.http_feeds:
+            if feed.enabled:
+                yield HttpPullJob(self.pipeline, self.pool, feed)
+        if settings.csv_dir is not None:
+            yield CsvFolder(self.pipeline, settings.csv_dir, interval_s=settings.csv_poll_s)
+        if self.simulate:
+            fleet = None
+            if hj212 is not None:
+                # The simulated stations dial in like real ones (a wildcard address is local).
+                host = settings.hj212_host
+                host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+                fleet = Hj212Fleet(host, hj212.port, history=simulated_history)
+            publisher = None
+            if broker is not None and subscriber is not None and sources.mqtt.simulator_stations:
+                publisher = MqttPublisher(
+                    self.pool, broker, stations=sources.mqtt.simulator_stations
+                )
+                # A first-ever subscription only receives what is published after it exists.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscriber.connected.wait(), timeout=5)
+            yield SimulatorJob(
+                self.pipeline,
+                interval_s=settings.simulator_interval_s,
+                mqtt=publisher,
+                hj212=fleet,
+            )
+
+    async def _start_source(self, source: Source) -> None:
+        """Start a source and run it: in a task of its own, or by the elected scheduler."""
+        await source.start()
+        self.sources.append(source)
+        if source.interval_s is None:
+            task = asyncio.create_task(source.run(), name=source.ref.code)
+            self.tasks.append(task)
+            self._runs[source.ref.code] = task
+        else:
+            self.scheduler.add_job(
+                source.run,
+                "interval",
+                seconds=source.interval_s,
+                id=source.ref.code,
+                coalesce=True,
+                max_instances=1,
+                next_run_time=datetime.now(UTC),
+            )
+
+    def health(self) -> list[SourceHealth]:
+        """Each started source's account of itself, in start order."""
+        return [source.health() for source in self.sources]
 
     def _start_notifications(self) -> None:
         """Every worker runs a notification stage and a dispatcher; the database shares work."""
@@ -240,17 +251,21 @@ class Worker:
 
     async def stop(self) -> None:
         await self.elected.stop()
+        # In reverse: the simulator stops feeding before the server and subscription it feeds.
+        for source in reversed(self.sources):
+            try:
+                await source.stop()
+                run = self._runs.get(source.ref.code)
+                if run is not None:
+                    await asyncio.wait([run], timeout=SOURCE_STOP_S)
+            except Exception:
+                log.exception("stopping source %s failed", source.ref.code)
+        # A source's run() ends with its stop; the loops, and a source that did not, end here.
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.notify_client is not None:
             await self.notify_client.aclose()
-        for pull in self.pulls:
-            await pull.close()
-        if self.hj212_fleet is not None:
-            await self.hj212_fleet.close()
-        if self.hj212 is not None:
-            await self.hj212.stop()
 
 
 def tune_gc() -> None:

@@ -33,12 +33,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from psycopg_pool import AsyncConnectionPool
-
 from core.errors import InvalidInput, TimeOutOfRange
 from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, SourceRef
+from ingest.sources.base import SourceHealth
 from schemas.common import QC
 from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
 
@@ -327,32 +326,51 @@ def _failure_line(reason: str) -> int | None:
 class CsvFolder:
     """Polls a drop folder: imports stable `*.csv` files, then files them with their report."""
 
+    ref = CSV_SOURCE
+
     def __init__(
         self,
         pipeline: Pipeline,
-        pool: AsyncConnectionPool,
         directory: Path,
         *,
+        interval_s: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._pipeline = pipeline
-        self._pool = pool
         self.directory = directory
         self.processed = directory / "processed"
         self.failed = directory / "failed"
+        self.interval_s = interval_s
         self._clock = clock
         self._seen: dict[Path, tuple[int, int]] = {}
+        self._running = False
+        self._problem: tuple[str, datetime] | None = None
+        self._counters = {"polls": 0, "imported": 0, "failed": 0}
 
-    async def poll(self) -> list[FileReport]:
+    async def start(self) -> None:
+        """Nothing to prepare: each poll makes the folders it needs."""
+        self._running = True
+
+    async def stop(self) -> None:
+        """Nothing to release: a file being imported when the worker stops is imported again."""
+        self._running = False
+
+    def health(self) -> SourceHealth:
+        problem, at = self._problem or (None, None)
+        return SourceHealth(CSV_SOURCE.code, self._running, problem, at, dict(self._counters))
+
+    async def run(self) -> list[FileReport]:
         """Import every file unchanged since the previous poll; remember the others."""
+        self._counters["polls"] += 1
         ready = await asyncio.to_thread(self._stable_files)
         reports = []
         for path in ready:
             try:
                 reports.append(await self.process(path))
-            except Exception:
+            except Exception as exc:
                 # The file stays where it is and is tried again at the next poll.
                 log.exception("csv: importing %s failed; it will be retried", path.name)
+                self._problem = f"{path.name}: {type(exc).__name__}: {exc}", self._clock()
                 continue
             self._seen.pop(path, None)
         return reports
@@ -363,11 +381,13 @@ class CsvFolder:
         await asyncio.to_thread(self._file_away, path, report)
         if report.failure:
             log.warning("csv: %s moved to failed/: %s", path.name, report.failure)
-            await self._pipeline.record_error(
-                CSV_SOURCE, f"{path.name}: {report.failure}", at=self._clock()
-            )
+            self._counters["failed"] += 1
+            problem, at = f"{path.name}: {report.failure}", self._clock()
+            self._problem = problem, at
+            await self._pipeline.record_error(CSV_SOURCE, problem, at=at)
         else:
             log.info("csv: %s imported (%s), moved to processed/", path.name, report.summary)
+            self._counters["imported"] += 1
         return report
 
     def _stable_files(self) -> list[Path]:

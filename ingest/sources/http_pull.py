@@ -38,6 +38,7 @@ from core.retry import Backoff, retry
 from core.timeutil import PERIODS_S, parse_time, utcnow
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
+from ingest.sources.base import SourceHealth
 from ingest.sources.mqtt import finite_number, reading_from_json
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
@@ -250,7 +251,8 @@ class HttpPullJob:
         self._pipeline = pipeline
         self._pool = pool
         self.feed = feed
-        self.source = SourceRef(code=f"http:{feed.code}", kind="http")
+        self.ref = SourceRef(code=f"http:{feed.code}", kind="http")
+        self.interval_s = feed.interval_s
         self._clock = clock
         headers = {"Accept": "application/json", **feed.headers}
         if feed.api_key_env is not None:
@@ -265,47 +267,68 @@ class HttpPullJob:
             timeout=httpx.Timeout(feed.timeout_s), headers=headers, follow_redirects=True
         )
         self._lock = asyncio.Lock()
+        self._running = False
+        self._problem: tuple[str, datetime] | None = None
+        self._counters = {"runs": 0, "windows": 0, "requests": 0, "errors": 0}
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        """The HTTP client is made with the job; nothing else to prepare."""
+        self._running = True
+
+    async def stop(self) -> None:
         """Close the HTTP connections."""
+        self._running = False
         await self._client.aclose()
+
+    def health(self) -> SourceHealth:
+        problem, at = self._problem or (None, None)
+        return SourceHealth(self.ref.code, self._running, problem, at, dict(self._counters))
 
     async def run(self) -> PullReport:
         """Fetch and store every window due for every series of the feed."""
         async with self._lock:  # a slow run and the next tick must not fetch the same window
             report = PullReport(self.feed.code)
-            source_id = await self._pipeline.source_id(self.source)
-            async with self._pool.connection() as conn:
-                marks = await source_watermark(conn, source_id=source_id)
-            now = self._clock().astimezone(UTC).replace(microsecond=0)
-            horizon = now - timedelta(seconds=self.feed.settle_s)
-            if isinstance(self.feed, OpenAqFeed):
-                latest = await self._openaq_latest(report)
-                for sensor in self.feed.sensors:
-                    upstream = latest.get(sensor.sensor)
-                    await self._catch_up(
-                        report,
-                        f"sensor {sensor.sensor}",
-                        marks,
-                        now,
-                        horizon if upstream is None else min(horizon, upstream),
-                        self._openaq_fetcher(sensor, report),
-                    )
-            else:
-                await self._catch_up(
-                    report, "feed", marks, now, horizon, self._json_fetcher(self.feed, report)
-                )
-            if report.windows:
-                log.info(
-                    "%s: %d windows, %d accepted, %d duplicate, %d rejected%s",
-                    self.source.code,
-                    len(report.windows),
-                    report.total("accepted"),
-                    report.total("duplicate"),
-                    report.total("rejected"),
-                    f", {len(report.errors)} errors" if report.errors else "",
-                )
+            try:
+                await self._run(report)
+            finally:
+                self._counters["runs"] += 1
+                self._counters["windows"] += len(report.windows)
+                self._counters["requests"] += report.requests
+                self._counters["errors"] += len(report.errors)
             return report
+
+    async def _run(self, report: PullReport) -> None:
+        source_id = await self._pipeline.source_id(self.ref)
+        async with self._pool.connection() as conn:
+            marks = await source_watermark(conn, source_id=source_id)
+        now = self._clock().astimezone(UTC).replace(microsecond=0)
+        horizon = now - timedelta(seconds=self.feed.settle_s)
+        if isinstance(self.feed, OpenAqFeed):
+            latest = await self._openaq_latest(report)
+            for sensor in self.feed.sensors:
+                upstream = latest.get(sensor.sensor)
+                await self._catch_up(
+                    report,
+                    f"sensor {sensor.sensor}",
+                    marks,
+                    now,
+                    horizon if upstream is None else min(horizon, upstream),
+                    self._openaq_fetcher(sensor, report),
+                )
+        else:
+            await self._catch_up(
+                report, "feed", marks, now, horizon, self._json_fetcher(self.feed, report)
+            )
+        if report.windows:
+            log.info(
+                "%s: %d windows, %d accepted, %d duplicate, %d rejected%s",
+                self.ref.code,
+                len(report.windows),
+                report.total("accepted"),
+                report.total("duplicate"),
+                report.total("rejected"),
+                f", {len(report.errors)} errors" if report.errors else "",
+            )
 
     async def _catch_up(
         self,
@@ -336,10 +359,10 @@ class HttpPullJob:
                 await self._fail(report, f"{series}: {exc}")
                 return
             quarantine_as_received(items, received)
-            advance = _WatermarkStep(await self._pipeline.source_id(self.source), series, end)
+            advance = _WatermarkStep(await self._pipeline.source_id(self.ref), series, end)
             try:
                 result = await self._pipeline.ingest(
-                    items, source=self.source, raw=received, then=advance
+                    items, source=self.ref, raw=received, then=advance
                 )
             except Exception as exc:
                 # Nothing of the window is stored and its watermark stays: the next run fetches
@@ -353,7 +376,7 @@ class HttpPullJob:
             # Another worker may have moved it further meanwhile: continue from there.
             assert advance.moved_to is not None, "the pipeline committed without its `then`"
             start = advance.moved_to
-        log.info("%s: %s is still behind; the next run continues", self.source.code, series)
+        log.info("%s: %s is still behind; the next run continues", self.ref.code, series)
 
     def _openaq_fetcher(self, sensor: OpenAqSensor, report: PullReport) -> WindowFetch:
         feed = self.feed
@@ -503,7 +526,7 @@ class HttpPullJob:
         async def failed(exc: Exception, delay: float) -> None:
             log.warning(
                 "%s: GET %s: %s; retry %d of %d in %.2f s",
-                self.source.code,
+                self.ref.code,
                 url,
                 exc,
                 tried,
@@ -524,12 +547,17 @@ class HttpPullJob:
 
     async def _fail(self, report: PullReport, problem: str) -> None:
         report.errors.append(problem)
-        log.warning("%s: %s", self.source.code, problem)
-        await self._pipeline.record_error(self.source, problem, at=self._clock())
+        log.warning("%s: %s", self.ref.code, problem)
+        await self._record(problem)
 
     async def _record_unstored(self, problem: str) -> None:
-        log.error("%s: %s", self.source.code, problem)
-        await self._pipeline.record_error(self.source, problem, at=self._clock())
+        log.error("%s: %s", self.ref.code, problem)
+        await self._record(problem)
+
+    async def _record(self, problem: str) -> None:
+        at = self._clock()
+        self._problem = problem, at
+        await self._pipeline.record_error(self.ref, problem, at=at)
 
 
 def _rejection(where: str, reason: str, sensor: OpenAqSensor | None, raw: object) -> Rejection:

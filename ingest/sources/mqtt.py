@@ -24,6 +24,7 @@ import time as monotonic
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiomqtt
@@ -33,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import InvalidInput
 from core.retry import Backoff, keep_running
 from core.settings import Settings
-from core.timeutil import PERIODS_S, parse_time, rfc3339
+from core.timeutil import PERIODS_S, parse_time, rfc3339, utcnow
 from ingest.flags import qc_of_flag
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.received import (
@@ -43,6 +44,7 @@ from ingest.received import (
     parse_json,
     received_text,
 )
+from ingest.sources.base import SourceHealth
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
@@ -265,6 +267,9 @@ class StationCities:
 class MqttSubscriber:
     """Subscribes with QoS 1, batches close messages into one intake, acks once stored."""
 
+    ref = MQTT
+    interval_s = None
+
     def __init__(
         self,
         pipeline: Pipeline,
@@ -278,6 +283,8 @@ class MqttSubscriber:
         self._options = options or MqttOptions()
         self._cities = StationCities(pool)
         self.connected = asyncio.Event()
+        self._runner: asyncio.Task[object] | None = None
+        self._problem: tuple[str, datetime] | None = None
         self.connections = 0
         self.batches = 0
         self.messages = 0
@@ -289,8 +296,12 @@ class MqttSubscriber:
         group = self._broker.shared_group
         return topics if group is None else f"$share/{group}/{topics}"
 
+    async def start(self) -> None:
+        """Nothing to prepare: run() connects, and reconnects, by itself."""
+
     async def run(self) -> None:
-        """Stay subscribed until cancelled, reconnecting with bounded exponential backoff."""
+        """Stay subscribed until stopped, reconnecting with bounded exponential backoff."""
+        self._runner = asyncio.current_task()
         # Back off from the start again only after a session that worked: one that stored a
         # batch or stayed up a while. A batch that cannot be stored keeps backing off.
         backoff = Backoff(self._options.reconnect_min_s, self._options.reconnect_max_s, jitter=0.2)
@@ -313,7 +324,29 @@ class MqttSubscriber:
         else:
             problem = f"MQTT broker {self._broker.host}:{self._broker.port}: {exc!r}"
         log.warning("%s; reconnecting in %.2f s", problem, delay)
+        self._problem = problem, utcnow()
         await self._pipeline.record_error(MQTT, problem)
+
+    async def stop(self) -> None:
+        """Leave the broker; a batch not yet stored is not acknowledged, so it is sent again."""
+        runner, self._runner = self._runner, None
+        if runner is not None and not runner.done():
+            runner.cancel()
+            await asyncio.wait([runner])
+
+    def health(self) -> SourceHealth:
+        problem, at = self._problem or (None, None)
+        return SourceHealth(
+            MQTT.code,
+            running=self.connected.is_set(),
+            last_error=problem,
+            last_error_at=at,
+            counters={
+                "connections": self.connections,
+                "batches": self.batches,
+                "messages": self.messages,
+            },
+        )
 
     async def _session(self) -> None:
         client = aiomqtt.Client(

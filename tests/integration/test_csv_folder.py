@@ -41,13 +41,13 @@ LAB = (
 
 def _folder(pool: AsyncConnectionPool, directory: Path) -> CsvFolder:
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: NOW)
-    return CsvFolder(pipeline, pool, directory, clock=lambda: NOW)
+    return CsvFolder(pipeline, directory, clock=lambda: NOW)
 
 
 async def _two_polls(folder: CsvFolder) -> list[FileReport]:
     """The first poll only notes the files; the second reads the ones that did not change."""
-    assert await folder.poll() == []
-    return await folder.poll()
+    assert await folder.run() == []
+    return await folder.run()
 
 
 def _tree(directory: Path, *, deep: bool = True) -> list[str]:
@@ -314,17 +314,17 @@ async def test_a_file_still_being_written_is_not_read(
     (tmp_path / "upload.csv.part").write_text(LAB, encoding="utf-8")
     (tmp_path / "~$growing.csv").write_text("lock", encoding="utf-8")
     (tmp_path / ".~lock.growing.csv#").write_text("lock", encoding="utf-8")
-    assert await folder.poll() == []
+    assert await folder.run() == []
     with path.open("a", encoding="utf-8") as grow:
         grow.write("".join(lines[3:]))
-    assert await folder.poll() == []
+    assert await folder.run() == []
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
-    assert await folder.poll() == []
-    reports = await folder.poll()
+    assert await folder.run() == []
+    reports = await folder.run()
     assert [(r.name, r.summary) for r in reports] == [
         ("growing.csv", {"accepted": 5, "duplicate": 0, "revised": 0, "rejected": 6})
     ]
-    assert await folder.poll() == []
+    assert await folder.run() == []
     assert _tree(tmp_path, deep=False) == [
         ".~lock.growing.csv#",
         "failed",

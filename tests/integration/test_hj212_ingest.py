@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime
 
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.jobs import SimulatorJob, simulated_history
 from ingest.pipeline import Pipeline
 from ingest.sources.hj212.client import Hj212Fleet
 from ingest.sources.hj212.server import Hj212Server
+from ingest.sources.simulator import SimulatorJob, simulated_history
 from store.sources import source_statuses
 
 NOW = datetime(2026, 11, 26, 4, 0, 5, tzinfo=UTC)
@@ -36,8 +36,8 @@ async def test_simulator_delivers_over_hj212_exactly_what_it_would_deliver_direc
         job = SimulatorJob(
             pipeline, interval_s=10, history_hours=HISTORY_HOURS, clock=lambda: NOW, hj212=fleet
         )
-        first = await job.tick()
-        again = await job.tick()
+        first = await job.run()
+        again = await job.run()
     finally:
         await fleet.close()
         await server.stop()
@@ -71,10 +71,10 @@ async def test_simulator_delivers_over_hj212_exactly_what_it_would_deliver_direc
         "hj212": (coded * rounds, coded, 0, 0),
         "simulator": (uncoded * rounds, uncoded, 0, 0),
     }
-    # The same tick delivered straight through the pipeline meets only duplicates: same keys,
+    # The same round delivered straight through the pipeline meets only duplicates: same keys,
     # same values (units converted alike), same QC — nothing was lost or bent on the wire.
     direct = SimulatorJob(pipeline, interval_s=10, history_hours=HISTORY_HOURS, clock=lambda: NOW)
-    replay = await direct.tick()
+    replay = await direct.run()
     assert replay.summary == {
         "accepted": 0,
         "duplicate": len(catalogue.station_parameters) * rounds,
@@ -92,7 +92,7 @@ async def test_simulator_delivers_directly_when_the_hj212_server_is_down(
     pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW)
     fleet = Hj212Fleet("127.0.0.1", closed_port, history=simulated_history)
     job = SimulatorJob(pipeline, interval_s=10, history_hours=0, clock=lambda: NOW, hj212=fleet)
-    result = await job.tick()
+    result = await job.run()
     await fleet.close()
     pairs = len((await pipeline.catalogue()).station_parameters)
     assert result.summary == {"accepted": pairs, "duplicate": 0, "revised": 0, "rejected": 0}

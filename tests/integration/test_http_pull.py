@@ -221,10 +221,11 @@ async def _run(pool: AsyncConnectionPool, feed: OpenAqFeed | JsonFeed, at: datet
     """One run of a fresh job object, as after a restart."""
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: at)
     job = HttpPullJob(pipeline, pool, feed, clock=lambda: at)
+    await job.start()
     try:
         return await job.run()
     finally:
-        await job.close()
+        await job.stop()
 
 
 async def _stored(pool: AsyncConnectionPool, parameter: str) -> list[tuple[datetime, float, int]]:

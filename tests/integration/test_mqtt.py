@@ -21,9 +21,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.settings import Settings
 from envlink.runtime import Worker
-from ingest.jobs import SimulatorJob
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
+from ingest.sources.simulator import SimulatorJob
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
 from store.intake import rejected_readings
@@ -434,7 +434,7 @@ async def test_the_simulator_publishes_its_mqtt_stations_through_the_broker(
             clock=lambda: NOW,
             mqtt=publisher,
         )
-        direct = await job.tick()
+        direct = await job.run()
         await run.stored_messages(1)
     catalogue = await run.pipeline.catalogue()
     humen = len(catalogue.parameters_of(catalogue.stations["dg-w-humen"]))

@@ -14,8 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
 from ingest import pipeline as pipeline_module
-from ingest.jobs import SimulatorJob
 from ingest.pipeline import Pipeline, SourceRef
+from ingest.sources.simulator import SimulatorJob
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.intake import rejected_readings
@@ -264,8 +264,8 @@ async def test_period_times_are_floored_and_counts_add_up(db: AsyncConnectionPoo
 async def test_simulator_covers_every_station_parameter(db: AsyncConnectionPool) -> None:
     pipeline = _pipeline(db)
     job = SimulatorJob(pipeline, interval_s=10, history_hours=2, clock=lambda: NOW)
-    first = await job.tick()
-    again = await job.tick()
+    first = await job.run()
+    again = await job.run()
     catalogue = await pipeline.catalogue()
     pairs = len(catalogue.station_parameters)
     assert first.summary == {"accepted": pairs * 3, "duplicate": 0, "revised": 0, "rejected": 0}

@@ -19,7 +19,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
@@ -30,6 +30,7 @@ from core.timeutil import utcnow
 from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
 from ingest.qc import MAX_AHEAD
 from ingest.received import received_text
+from ingest.sources.base import SourceHealth
 from ingest.sources.hj212.protocol import (
     CRC_MODES,
     DATA_CNS,
@@ -405,6 +406,9 @@ class Hj212Server:
     again. Commit failures are recorded on the source row through the pipeline.
     """
 
+    ref: Final = SOURCE
+    interval_s: Final = None
+
     def __init__(
         self,
         pipeline: Pipeline,
@@ -447,6 +451,7 @@ class Hj212Server:
         self._last_hour: dict[int, datetime] = {}
         self._error_task: asyncio.Task[None] | None = None
         self._error_recorded_at = float("-inf")
+        self._stopped = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -476,6 +481,23 @@ class Hj212Server:
             ) from exc
         self._commit_task = asyncio.create_task(self._commit.run(), name="hj212-commit")
         log.info("HJ 212 server on %s:%d", self._host, self.port)
+
+    async def run(self) -> None:
+        """Serve (in the tasks start() began) until stopped."""
+        await self._stopped.wait()
+
+    def health(self) -> SourceHealth:
+        stats = self.stats
+        return SourceHealth(
+            SOURCE.code,
+            running=self._server is not None and self._server.is_serving(),
+            last_error=stats.last_error,
+            last_error_at=stats.last_error_at,
+            counters={
+                "open_connections": self.connections,
+                **{name: value for name, value in asdict(stats).items() if isinstance(value, int)},
+            },
+        )
 
     async def _recall_last_hours(self) -> None:
         """Remember each station's newest stored hour (within the last `gap_max_hours`).
@@ -512,6 +534,7 @@ class Hj212Server:
                 task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        self._stopped.set()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # The connection's task is ours rather than asyncio.start_server's: Python 3.11 logs a
