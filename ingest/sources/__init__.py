@@ -1,1 +1,1 @@
-"""One module per upload or feed protocol, each producing the same ReadingIn batches."""
+"""One module per way readings arrive, each a `Source` (base.py) giving the pipeline ReadingIn."""
