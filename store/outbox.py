@@ -14,7 +14,13 @@ from uuid import UUID
 
 from psycopg.rows import class_row
 
+from store.coordination import OUTBOX_CHANNEL
 from store.pool import Conn
+
+
+async def notify_outbox(conn: Conn) -> None:
+    """Wake the dispatchers; delivered when the transaction commits."""
+    await conn.execute("SELECT pg_notify(%s, '')", [OUTBOX_CHANNEL])
 
 
 @dataclass(frozen=True, slots=True)

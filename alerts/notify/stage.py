@@ -30,8 +30,13 @@ from core.timeutil import utcnow
 from store.alerts import AlertNow, acks_of, alerts_now
 from store.coordination import ALERT_EVENTS_CHANNEL
 from store.listen import Listener, Wakeup
-from store.notifications import notify_outbox
-from store.outbox import NewItem, NewNotification, insert_notifications, told_alerts
+from store.outbox import (
+    NewItem,
+    NewNotification,
+    insert_notifications,
+    notify_outbox,
+    told_alerts,
+)
 from store.pool import Conn
 from store.silences import silences_in_force
 from store.stage import (
