@@ -615,46 +615,35 @@ async def parameters_by_code(conn: Conn, codes: Sequence[str]) -> dict[str, Para
         return {p.code: p for p in await cur.fetchall()}
 
 
-@dataclass(frozen=True, slots=True)
-class LatestHourly:
-    """The newest hourly rollup of a parameter within its sampling cadence before an hour."""
-
-    parameter_id: int
-    hour: datetime
-    value: float | None
-    origin: str
-
-
-# Per parameter, the newest hour with a value in (hour - interval, hour]; failing that the newest
-# hour without one, so "insufficient data" is told apart from "nothing received".
-_LATEST_HOURLY = """
-SELECT w.parameter_id, h.hour, h.value, h.origin
-FROM unnest(%(parameter)b::int2[], %(interval)b::int[]) AS w(parameter_id, interval_s)
+# Per parameter, its hourly rollups in (hour - window, hour]: the hours a sample may take its
+# value from (alerts/assessment/water.py decides which). One short index range scan each.
+_HOURLY_WITHIN = """
+SELECT %(station)s::int AS station_id, w.parameter_id, h.hour, h.value, h.samples, h.coverage_s,
+       h.min, h.max, h.origin, h.computed_at
+FROM unnest(%(parameter)b::int2[], %(window)b::int[]) AS w(parameter_id, window_s)
 CROSS JOIN LATERAL (
-    SELECT hour, value, origin FROM reading_hourly
+    SELECT hour, value, samples, coverage_s, min, max, origin, computed_at FROM reading_hourly
     WHERE station_id = %(station)s AND parameter_id = w.parameter_id
-      AND hour <= %(hour)s AND hour > %(hour)s - make_interval(secs => w.interval_s)
-    ORDER BY value IS NULL, hour DESC
-    LIMIT 1
+      AND hour <= %(hour)s AND hour > %(hour)s - make_interval(secs => w.window_s)
 ) h
-ORDER BY w.parameter_id
+ORDER BY w.parameter_id, h.hour
 """
 
 
-async def latest_hourly_within(
-    conn: Conn, *, station_id: int, hour: datetime, cadences: Sequence[tuple[int, int]]
-) -> list[LatestHourly]:
-    """For each (parameter id, interval_s), its newest hourly rollup no older than its interval."""
-    if not cadences:
+async def hourly_rollups_within(
+    conn: Conn, *, station_id: int, hour: datetime, windows: Sequence[tuple[int, int]]
+) -> list[HourlyRollupRow]:
+    """For each (parameter id, window_s), its hourly rollups in (hour - window_s, hour]."""
+    if not windows:
         return []
-    async with conn.cursor(row_factory=class_row(LatestHourly)) as cur:
+    async with conn.cursor(row_factory=class_row(HourlyRollupRow)) as cur:
         await cur.execute(
-            _LATEST_HOURLY.encode(),
+            _HOURLY_WITHIN.encode(),
             {
                 "station": station_id,
                 "hour": hour,
-                "parameter": [p for p, _ in cadences],
-                "interval": [max(i, 3600) for _, i in cadences],
+                "parameter": [p for p, _ in windows],
+                "window": [w for _, w in windows],
             },
         )
         return await cur.fetchall()
