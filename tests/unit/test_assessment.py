@@ -32,24 +32,38 @@ from core.timeutil import CST
 NAN = np.nan
 
 
+def _cst(year: int, month: int, day: int, hour: int) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=CST)
+
+
 @pytest.mark.parametrize(
     ("period", "at", "start", "end"),
     [
-        (HOUR, datetime(2026, 3, 1, 8, 0, tzinfo=CST), (2026, 3, 1, 8), (2026, 3, 1, 9)),
-        (HOUR, datetime(2026, 3, 1, 8, 59, 59, tzinfo=CST), (2026, 3, 1, 8), (2026, 3, 1, 9)),
+        (HOUR, datetime(2026, 3, 1, 8, 0, tzinfo=CST), _cst(2026, 3, 1, 8), _cst(2026, 3, 1, 9)),
+        (
+            HOUR,
+            datetime(2026, 3, 1, 8, 59, 59, tzinfo=CST),
+            _cst(2026, 3, 1, 8),
+            _cst(2026, 3, 1, 9),
+        ),
         # 00:30Z is 08:30 in Asia/Shanghai.
-        (HOUR, datetime(2026, 3, 1, 0, 30, tzinfo=UTC), (2026, 3, 1, 8), (2026, 3, 1, 9)),
-        (HOUR, date(2026, 3, 1), (2026, 3, 1, 0), (2026, 3, 1, 1)),
-        (DAY, date(2026, 2, 28), (2026, 2, 28, 0), (2026, 3, 1, 0)),
+        (HOUR, datetime(2026, 3, 1, 0, 30, tzinfo=UTC), _cst(2026, 3, 1, 8), _cst(2026, 3, 1, 9)),
+        (HOUR, date(2026, 3, 1), _cst(2026, 3, 1, 0), _cst(2026, 3, 1, 1)),
+        (DAY, date(2026, 2, 28), _cst(2026, 2, 28, 0), _cst(2026, 3, 1, 0)),
         # 16:00Z on 28 February is 00:00 on 1 March in Asia/Shanghai: the natural day is 1 March.
-        (DAY, datetime(2026, 2, 28, 16, tzinfo=UTC), (2026, 3, 1, 0), (2026, 3, 2, 0)),
-        (DAY, datetime(2026, 12, 31, 23, 59, tzinfo=CST), (2026, 12, 31, 0), (2027, 1, 1, 0)),
+        (DAY, datetime(2026, 2, 28, 16, tzinfo=UTC), _cst(2026, 3, 1, 0), _cst(2026, 3, 2, 0)),
+        (
+            DAY,
+            datetime(2026, 12, 31, 23, 59, tzinfo=CST),
+            _cst(2026, 12, 31, 0),
+            _cst(2027, 1, 1, 0),
+        ),
     ],
 )
 def test_a_period_is_named_by_its_start_on_the_shanghai_calendar(
-    period: Period, at: datetime | date, start: tuple[int, ...], end: tuple[int, ...]
+    period: Period, at: datetime | date, start: datetime, end: datetime
 ) -> None:
-    assert period.bounds(at) == (datetime(*start, tzinfo=CST), datetime(*end, tzinfo=CST))
+    assert period.bounds(at) == (start, end)
 
 
 def test_period_starts_run_from_the_first_to_the_last_period() -> None:

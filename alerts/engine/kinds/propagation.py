@@ -1,0 +1,184 @@
+"""Propagation rules: a water breach pre-alerts the stations downstream, until it ends.
+
+Not woken by data: a propagation rule follows the tracks other rules (`from_rules`) just
+wrote. A source alert firing at or above `min_severity` raises (or moves) a pre-alert at each
+station the river graph (alerts/propagation.py) carries it to within `max_eta_s`, addressed to
+that station's agency; its end ends them. One pre-alert per downstream station follows the
+loudest source, and the source it names is the one whose end ends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from alerts.engine.catalogue import Catalogue
+from alerts.engine.jobs import Subject, Written
+from alerts.propagation import Arrival, RiverStation, arrivals
+from alerts.rules import Alert, Event, Track
+from core.timeutil import CST
+from schemas.alerts import AlertEventKind, AlertState
+from schemas.rules import Propagation as Spec
+from schemas.rules import RuleDefinition, Severity, severity_rank
+
+
+@dataclass
+class PreAlert:
+    """A downstream station's pre-alert: its track, who it is addressed to, and its source."""
+
+    track: Track
+    addressed_to: list[int]
+    parameter_id: int | None
+    source_alert_id: int
+
+
+def _spec(rule: RuleDefinition) -> Spec:
+    assert rule.propagation is not None
+    return rule.propagation
+
+
+class Propagation:
+    """A propagation rule follows the written tracks of the rules it names."""
+
+    kind: ClassVar[str] = "propagation"
+
+    def follows(
+        self, rule: RuleDefinition, written: Sequence[Written]
+    ) -> tuple[list[tuple[Written, Severity]], dict[int, AlertState]]:
+        """The source tracks that raise or move pre-alerts (with the pre-alert's severity), and
+        the source alerts whose pre-alerts end (with how: resolved or retracted)."""
+        spec = _spec(rule)
+        wanted: list[tuple[Written, Severity]] = []
+        ended: dict[int, AlertState] = {}
+        for item in written:
+            if item.rule.id not in spec.from_rules or item.subject[1] is None:
+                continue
+            alert = item.track.alert
+            assert alert.id is not None
+            kinds = {e.kind for e in item.track.events}
+            mapped = spec.pre_alert_severity.get(alert.severity)
+            loud_enough = severity_rank(alert.severity) >= severity_rank(spec.min_severity)
+            if alert.state == "firing" and loud_enough and mapped is not None:
+                if kinds & {"firing", "escalated", "deescalated"}:
+                    wanted.append((item, mapped))
+            elif alert.state in ("resolved", "retracted") or kinds & {"deescalated"}:
+                ended[alert.id] = "retracted" if alert.state == "retracted" else "resolved"
+        return wanted, ended
+
+    def arrivals(
+        self,
+        rule: RuleDefinition,
+        catalogue: Catalogue,
+        wanted: Sequence[tuple[Written, Severity]],
+    ) -> list[tuple[Written, Severity, Arrival]]:
+        """Where each source's breach arrives within the rule's horizon."""
+        river = [
+            RiverStation(s.id, s.code, s.agency_id, s.reach_code, s.river_km)
+            for s in catalogue.stations.values()
+            if s.medium == "water" and s.reach_code is not None and s.river_km is not None
+        ]
+        by_id = {s.id: s for s in river}
+        plans = []
+        for item, severity in wanted:
+            source = by_id.get(item.subject[1] or 0)
+            if source is None:
+                continue
+            for arrival in arrivals(
+                source, catalogue.reaches, river, max_eta_s=_spec(rule).max_eta_s
+            ):
+                plans.append((item, severity, arrival))
+        return plans
+
+    def raise_pre_alerts(
+        self,
+        rule: RuleDefinition,
+        catalogue: Catalogue,
+        plans: Sequence[tuple[Written, Severity, Arrival]],
+        known: Mapping[Subject, PreAlert],
+        now: datetime,
+    ) -> dict[Subject, PreAlert]:
+        """The open pre-alerts (`known`) after the plans: new ones, escalated, deescalated."""
+        pre_alerts = dict(known)
+        for item, severity, arrival in plans:
+            source_alert = item.track.alert
+            assert source_alert.id is not None
+            subject: Subject = (rule.id, arrival.station.id, None)
+            details = _details(rule, catalogue, item, arrival)
+            found = pre_alerts.get(subject)
+            if found is None:
+                alert = Alert(
+                    id=None,
+                    state="firing",
+                    severity=severity,
+                    value=source_alert.value,
+                    opened_at=now,
+                    pending_since=None,
+                    trigger_time=source_alert.trigger_time,
+                    trigger_period_s=source_alert.trigger_period_s,
+                    last_point_at=source_alert.trigger_time,
+                    fired_at=now,
+                    details=details,
+                )
+                event = Event("firing", "firing", severity, alert.value, details)
+                pre_alerts[subject] = PreAlert(
+                    Track(alert, [event], is_new=True),
+                    [arrival.station.agency_id],
+                    item.parameter_id,
+                    source_alert.id,
+                )
+                continue
+            pure = found.track.alert
+            if severity_rank(severity) == severity_rank(pure.severity):
+                continue
+            held = found.source_alert_id != source_alert.id
+            if held and severity_rank(severity) < severity_rank(pure.severity):
+                continue  # another source keeps it at a higher level
+            kind: AlertEventKind = (
+                "escalated"
+                if severity_rank(severity) > severity_rank(pure.severity)
+                else "deescalated"
+            )
+            pure.severity = severity
+            pure.details.update(details)
+            found.track.events.append(Event(kind, pure.state, severity, pure.value, details))
+            found.track.changed = True
+            found.source_alert_id = source_alert.id
+        return pre_alerts
+
+    def end_pre_alert(
+        self, alert: Alert, final: AlertState, source_alert_id: int, now: datetime
+    ) -> Track:
+        """A pre-alert ending with its source: resolved or retracted as the source was."""
+        alert.state = final
+        if final == "retracted":
+            alert.retracted_at = now
+        else:
+            alert.resolved_at = now
+        details = {"source_alert_id": source_alert_id, "reason": f"the source alert was {final}"}
+        kind: AlertEventKind = "retracted" if final == "retracted" else "resolved"
+        return Track(
+            alert, [Event(kind, final, alert.severity, alert.value, details)], is_new=False
+        )
+
+
+def _details(
+    rule: RuleDefinition, catalogue: Catalogue, item: Written, arrival: Arrival
+) -> dict[str, Any]:
+    source_alert = item.track.alert
+    source_station = catalogue.stations[item.subject[1] or 0]
+    return {
+        "source_alert_id": source_alert.id,
+        "source_rule": item.rule.id,
+        "source_station": source_station.code,
+        "source_severity": source_alert.severity,
+        "distance_km": round(arrival.distance_km, 3),
+        "eta_s": round(arrival.eta_s),
+        "expected_at": (source_alert.trigger_time + timedelta(seconds=arrival.eta_s))
+        .astimezone(CST)
+        .isoformat(),
+        "direction": arrival.direction,
+        "path": list(arrival.path),
+        "basis": _spec(rule).basis,
+    }
