@@ -13,7 +13,8 @@ Statistics (and the kinds that may use them):
   with the standards' validity minimums (threshold; aqi uses `mean_1h` for the real-time AQI and
   `day_mean` for the daily AQI);
 - `water_day`: the day's mean of valid water samples (threshold, water_class);
-- `water_sample`: the class of a station's latest sample of every item (water_class).
+- `water_sample`: the class of each hour's sample, every item's newest valid hourly value
+  within its reporting interval (water_class; alerts/assessment/water.py).
 Staleness and propagation have no statistic: staleness measures silence in multiples of each
 parameter's reporting interval, propagation reacts to other rules' breaches.
 """

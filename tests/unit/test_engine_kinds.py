@@ -27,12 +27,12 @@ NOW = datetime(2026, 11, 20, 12, tzinfo=CST)
 HOUR = timedelta(hours=1)
 PARAMETERS = {
     "so2": 1, "no2": 2, "co": 3, "o3": 4, "pm10": 5, "pm25": 6, "do": 10, "nh3n": 11, "tp": 12,
-    "codmn": 13, "conductivity": 14, "water_temp": 15, "cu": 16,
+    "codmn": 13, "conductivity": 14, "water_temp": 15, "phenol": 16,
 }  # fmt: skip
 AIR = ("so2", "no2", "co", "o3", "pm10", "pm25")
 # Water items: hourly DO and conductivity, 4-hourly nutrients, a monthly lab item.
 WATER = {"do": 3600, "conductivity": 3600, "water_temp": 3600, "nh3n": 14400, "tp": 14400,
-         "codmn": 14400, "cu": 2592000}  # fmt: skip
+         "codmn": 14400, "phenol": 2592000}  # fmt: skip
 
 
 def _air(station_id: int, code: str, city: str, background: bool) -> EngineStation:
@@ -326,6 +326,45 @@ def test_water_day_points_class_the_days_means_against_the_target() -> None:
     assert found[0].details["limiting"] == [
         {"item": "nh3n", "class": 3, "value": 0.75, "exceedance": 0.5}
     ]
+
+
+def test_water_sample_points_take_what_stands_in_each_hour_with_data() -> None:
+    rule = _rule(
+        "water_sample",
+        kind="water_class",
+        parameter=None,
+        unit=None,
+        statistic="water_sample",
+        ladders=CLASS_LADDER,
+    )
+    # NH3-N (4-hourly) at 08:00 only (class III); DO hourly (class II), none at 10:00; the
+    # monthly volatile phenol of last week (class III) still stands.
+    data = Data(
+        hourly={
+            (4, 11): {T0: 0.75},
+            (4, 10): _hourly(6.2, 6.6, None, 6.7, 6.8),
+            (4, 16): {T0 - timedelta(days=7): 0.004},
+        }
+    )
+    job, catalogue = _job(rule, 4)
+    found = job.kind.points(job, catalogue, data)
+    # A point per hour with data; NH3-N stands at 08:00-11:00 and is missing at 12:00.
+    assert [
+        (p.time, p.value, p.details["class"], [i["item"] for i in p.details["limiting"]])
+        for p in found
+    ] == [
+        (T0, 1.0, "III", ["phenol", "nh3n"]),
+        (T0 + HOUR, 1.0, "III", ["phenol", "nh3n"]),
+        (T0 + 3 * HOUR, 1.0, "III", ["phenol", "nh3n"]),
+        (T0 + 4 * HOUR, 1.0, "III", ["phenol"]),
+    ]
+    assert {p.span_s for p in found} == {3600}
+    assert job.reach == timedelta(hours=720)  # the monthly phenol's interval
+    needs = {(n.parameter_id, n.since) for n in job.kind.needs(job, catalogue)}
+    assert (10, T0) in needs  # DO: its own hour
+    assert (11, T0 - 3 * HOUR) in needs  # NH3-N: up to three hours before
+    assert (16, T0 - 719 * HOUR) in needs  # phenol: up to a month before
+    assert {n.source for n in job.kind.needs(job, catalogue)} == {"hourly"}
 
 
 def test_staleness_points_measure_silence_in_reporting_intervals() -> None:
