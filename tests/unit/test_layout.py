@@ -20,6 +20,18 @@ ALLOWED = {
     "envlink": {"core", "schemas", "store", "ingest", "alerts", "api", "envlink"},
 }
 SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE)\b")
+# Pure rooms (docs/architecture.md): no database, nothing asynchronous, and only these of our
+# modules (and what they hold) imported. The kinds may name store's row types, never call it.
+PURE = {
+    "alerts/assessment": {
+        "core", "schemas", "alerts.standards", "alerts.windows", "alerts.assessment",
+    },
+    "alerts/engine/kinds": {
+        "core", "schemas", "store.alerts", "alerts.assessment", "alerts.standards",
+        "alerts.windows", "alerts.rules", "alerts.propagation", "alerts.engine.catalogue",
+        "alerts.engine.jobs", "alerts.engine.kinds",
+    },
+}  # fmt: skip
 
 
 def _modules(package: str) -> list[tuple[str, ast.Module]]:
@@ -47,6 +59,21 @@ def test_imports_run_one_way(package: str) -> None:
         for target in _imports(tree):
             top = target.split(".")[0]
             if top in ALLOWED and top not in ALLOWED[package]:
+                wrong.append(f"{name} imports {target}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("room", sorted(PURE))
+def test_pure_rooms_read_no_database(room: str) -> None:
+    allowed = PURE[room]
+    wrong = []
+    for name, tree in _modules(room):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.AsyncFunctionDef | ast.Await):
+                wrong.append(f"{name}:{node.lineno} is asynchronous")
+        for target in _imports(tree):
+            ours = target.split(".")[0] in ALLOWED
+            if ours and not any(target == a or target.startswith(a + ".") for a in allowed):
                 wrong.append(f"{name} imports {target}")
     assert wrong == []
 
