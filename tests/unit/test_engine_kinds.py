@@ -308,6 +308,36 @@ def test_city_aqi_points_average_the_concentrations_then_index() -> None:
     assert found[1].details["aqi_edition"] == "HJ 633-2026"
 
 
+def test_daily_aqi_points_take_the_day_means_and_the_o3_daily_maximum() -> None:
+    rule = _rule(
+        "aqi_day",
+        kind="aqi",
+        parameter=None,
+        unit=None,
+        statistic="day_mean",
+        ladders=RULES["aqi_city"].definition.model_dump()["ladders"],
+    )
+    day = T0.replace(hour=0)
+    o3 = [150.0 if 12 <= h < 20 else 60.0 for h in range(24)]
+    data = Data(
+        daily={(1, 6): {date(2026, 11, 20): 80.0, date(2026, 11, 21): 30.0}},
+        hourly={(1, 4): _hourly(*o3, first=day)},
+    )
+    job, catalogue = _job(rule, 1)
+    found = job.kind.points(job, catalogue, data)
+    # 20 November: PM2.5 80 -> IAQI 119, O3 daily max 8-hour 150 -> 92 (HJ 633-2026). 21
+    # November: PM2.5 30 alone -> 43, not published without the other pollutants.
+    assert [(p.time, p.value, p.details["sub_indices"].get("o3_8h_max")) for p in found] == [
+        (day, 119.0, 92),
+        (day + timedelta(days=1), None, None),
+    ]
+    assert list(job.kind.needs(job, catalogue)) == [
+        *(Need("daily", 1, PARAMETERS[c], T0) for c in ("so2", "no2", "co", "o3")),
+        Need("hourly", 1, PARAMETERS["o3"], day),
+        *(Need("daily", 1, PARAMETERS[c], T0) for c in ("pm10", "pm25")),
+    ]
+
+
 def test_water_day_points_class_the_days_means_against_the_target() -> None:
     data = Data(
         daily={

@@ -164,9 +164,8 @@ def _daily(job: Job, ids: Mapping[str, int | None], data: Data) -> list[Point]:
             means[code] = Observed.of([daily.get(day, np.nan) for day in days])
         o3 = data.hourly.get((station_id, ids["o3"] or -1), {})
         o3_hours = [hourly_grid(o3, start, HOURS_PER_DAY) for start in starts]
-        per_station.append(
-            daily_inputs(means, Observed.of(np.concatenate([np.empty(0), *o3_hours])))
-        )
+        o3_days = np.concatenate(o3_hours) if o3_hours else np.empty(0)
+        per_station.append(daily_inputs(means, Observed.of(o3_days)))
     city, _ = city_inputs(per_station)
     points = []
     for index, start in enumerate(starts):
