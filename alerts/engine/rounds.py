@@ -16,6 +16,7 @@ from alerts.engine.catalogue import Catalogue, load
 from alerts.engine.decide import decide
 from alerts.engine.fetch import fetch
 from alerts.engine.jobs import Subject, Written, lock_key
+from alerts.engine.kinds import STALENESS
 from alerts.engine.persist import store, written
 from alerts.engine.plan import LOOKBACK, Touched, plan, widen
 from alerts.engine.propagation import propagate
@@ -42,7 +43,7 @@ async def evaluate(conn: Conn, *, touched: list[Touched], now: datetime) -> None
     events = await _evaluate(conn, catalogue, touched, now)
     stations = sorted({t.station_id for t in touched})
     stale = [
-        row for row in await open_alerts(conn, kinds=["staleness"]) if row.station_id in stations
+        row for row in await open_alerts(conn, kinds=[STALENESS.kind]) if row.station_id in stations
     ]
     if stale:
         events += await staleness(
