@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
-from ingest.pipeline import Pipeline, Source
+from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import RuleDefinition
 from store.keys import create_key
@@ -48,7 +48,7 @@ async def _send(pool: AsyncConnectionPool, items: list[ReadingIn], at: datetime)
     """Ingest as of `at`, then one alert-loop pass: history QC, rollups, the engine."""
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: at)
     batch: list[ReadingIn | Rejection] = list(items)
-    result = await pipeline.ingest(batch, source=Source("test", "test"))
+    result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
     assert result.count("accepted") == len(items), result.rejections
     await worker_loop(pool, pipeline, clock=lambda: at).drain()
 
