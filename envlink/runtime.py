@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # On SIGTERM, requests under way get this long to finish; open event streams are then closed.
 GRACEFUL_SHUTDOWN_S = 5
+# How long an API process may take to start (and to answer its supervisor) before it is restarted.
+WORKER_START_S = 60
 # How long a stopped source's run() may take to return before it is cancelled.
 SOURCE_STOP_S = 5.0
 
@@ -369,6 +371,10 @@ def serve_api_processes(
         workers=workers,
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # uvicorn restarts a process that has not answered its supervisor within this long; on
+        # a busy machine importing the app alone takes longer than uvicorn's 5 s, and a process
+        # restarted before it is up never serves at all.
+        timeout_worker_healthcheck=WORKER_START_S,
     )
     supervisor = Multiprocess(config, sockets=[api_socket])
     log.info(
