@@ -73,3 +73,9 @@ class DatabaseUnavailable(EnvLinkError, ConnectionError):
     """PostgreSQL cannot be reached or started."""
 
     code = "database_unavailable"
+
+
+class TimescaleDbUnavailable(EnvLinkError, RuntimeError):
+    """TimescaleDB is asked for (ENVLINK_TIMESCALEDB, --to-timescaledb) but cannot be used."""
+
+    code = "timescaledb_unavailable"

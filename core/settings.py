@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import SettingsError
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+TimescaleMode = Literal["auto", "required", "off"]
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,16 @@ class Settings(BaseSettings):
     pool_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         default=5.0,
         description="How long an API request waits for a connection before a 503 overloaded",
+    )
+    timescaledb: TimescaleMode = Field(
+        default="auto",
+        description="TimescaleDB: auto (when the server preloads it), required or off",
+    )
+    timescaledb_chunk_days: Annotated[int, Field(ge=1, le=366)] = Field(
+        default=7, description="Time span of one chunk of the `reading` hypertable"
+    )
+    timescaledb_compress_after_days: Annotated[int, Field(ge=1, le=36600)] = Field(
+        default=30, description="Chunks of readings older than this are compressed"
     )
     earliest_reading_date: date = Field(
         default=date(2000, 1, 1), description="Readings before this date are rejected"

@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
 from envlink.runtime import (
+    check_timescaledb,
     database,
     run_migrations,
     run_seed,
@@ -27,7 +29,9 @@ from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
 from schemas.common import ROLES
 from store.keys import ApiKey, create_key, list_keys, revoke_key
+from store.migrate import Migration, migrate_to_timescaledb
 from store.pool import connect, open_pool
+from store.timescale import TimescaleOptions, reading_layout
 
 DEMO_AGENCY = "joint_office"
 
@@ -39,7 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Settings come from ENVLINK_* environment variables (see README.md).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("migrate", help="apply database migrations")
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "--to-timescaledb",
+        action="store_true",
+        help="also move readings kept in monthly partitions onto a TimescaleDB hypertable"
+        " (the server must preload TimescaleDB; writers of readings wait while it runs)",
+    )
     commands.add_parser("seed", help="load config/*.yaml (stations, parameters, rivers)")
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -145,12 +155,12 @@ def _run_with(
     args: argparse.Namespace, settings: Settings, api_socket: socket.socket | None
 ) -> int:
     with database(settings) as url:
+        if args.command == "migrate" and args.to_timescaledb:
+            return asyncio.run(_to_timescaledb(url, settings))
         if args.command in ("migrate", "demo"):
-            applied = asyncio.run(run_migrations(url))
-            print(
-                f"migrations: {len(applied)} applied"
-                + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied)
-            )
+            applied, layout = asyncio.run(run_migrations(url, settings))
+            _print_applied(applied)
+            print(layout)
         if args.command in ("seed", "demo"):
             report, rules = asyncio.run(run_seed(url, settings))
             subscriptions = asyncio.run(run_seed_subscriptions(url, settings))
@@ -159,6 +169,8 @@ def _run_with(
             return asyncio.run(_keys(url, args))
         if args.command == "import-csv":
             return asyncio.run(_import_csv(url, settings, args.files))
+        if args.command in ("api", "worker", "serve"):
+            asyncio.run(check_timescaledb(url, settings))
         if args.command == "demo":
             _, plain = asyncio.run(_create_key(url, DEMO_AGENCY, list(ROLES), "demo", None))
             print(f"EnvLink demo: {_api_url(settings)}/docs")
@@ -181,6 +193,58 @@ def _run_with(
                 )
             )
     return 0
+
+
+def _print_applied(applied: Sequence[Migration]) -> None:
+    print(
+        f"migrations: {len(applied)} applied"
+        + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied)
+    )
+
+
+class _ProgressBar:
+    """A one-line progress bar on standard error, redrawn in place."""
+
+    def __init__(self, label: str, width: int = 30) -> None:
+        self.label, self.width, self.started = label, width, time.monotonic()
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        filled = round(share * self.width)
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%}"
+            f" {done:,}/{total:,} rows, {elapsed:.0f} s"
+        )
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+
+
+async def _to_timescaledb(url: str, settings: Settings) -> int:
+    """`envlink migrate --to-timescaledb`: migrations, then the readings onto a hypertable."""
+    conn = await connect(url)
+    bar = _ProgressBar("moving readings")
+    try:
+        try:
+            applied, report = await migrate_to_timescaledb(
+                conn, timescaledb=TimescaleOptions.from_settings(settings), progress=bar
+            )
+        finally:
+            bar.close()
+        _print_applied(applied)
+        if report.already:
+            print("reading is a TimescaleDB hypertable already: nothing to move")
+        else:
+            print(f"moved {report.moved:,} readings onto a TimescaleDB hypertable (counts checked)")
+        print((await reading_layout(conn)).describe())
+        return 0
+    finally:
+        await conn.close()
 
 
 async def _create_key(

@@ -48,6 +48,7 @@ from store.migrate import Migration, migrate
 from store.pool import connect, open_pool
 from store.rules import RuleSeedReport, seed_rules
 from store.subscriptions import SubscriptionSeedReport, seed_subscriptions
+from store.timescale import TimescaleOptions, reading_layout, require_hypertable
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,23 @@ def database(settings: Settings) -> Iterator[str]:
         server.stop()
 
 
-async def run_migrations(url: str) -> list[Migration]:
+async def run_migrations(url: str, settings: Settings) -> tuple[list[Migration], str]:
+    """Apply the migrations; those applied now and how `reading` is stored, in words."""
     conn = await connect(url)
     try:
-        return await migrate(conn)
+        applied = await migrate(conn, timescaledb=TimescaleOptions.from_settings(settings))
+        return applied, (await reading_layout(conn)).describe()
+    finally:
+        await conn.close()
+
+
+async def check_timescaledb(url: str, settings: Settings) -> None:
+    """Refuse to serve without a hypertable when ENVLINK_TIMESCALEDB=required."""
+    if settings.timescaledb != "required":
+        return
+    conn = await connect(url)
+    try:
+        await require_hypertable(conn)
     finally:
         await conn.close()
 

@@ -1,18 +1,40 @@
-"""Numbered, forward-only SQL migrations, applied under an advisory lock and recorded."""
+"""Numbered, forward-only SQL migrations, applied under an advisory lock and recorded.
+
+There is one migration history, the same SQL on plain PostgreSQL and on TimescaleDB: the
+servers differ only in how `reading` is stored, and that is not a migration step but a layout
+that migrate() brings about after the SQL steps (store/timescale.py: a hypertable where
+TimescaleDB is used, else monthly partitions), because its parameters are settings and an
+existing database changes layout only when asked (`envlink migrate --to-timescaledb`). A step
+that alters `reading` must therefore work on both layouts (ALTER TABLE on a hypertable reaches
+its chunks); CI runs the suite on both.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
 from store.coordination import MIGRATION_LOCK
 from store.pool import Conn
+from store.timescale import (
+    MoveReport,
+    Progress,
+    TimescaleOptions,
+    adopt,
+    enable,
+    move_to_timescaledb,
+    prepare_move,
+)
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# ENVLINK_TIMESCALEDB's defaults (auto), for callers without Settings (tests, benchmarks).
+DEFAULTS = TimescaleOptions()
 
 
 @dataclass(frozen=True)
@@ -36,32 +58,62 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: Conn) -> list[Migration]:
-    """Apply the migrations not yet applied; returns those applied now. Needs autocommit."""
+async def migrate(conn: Conn, *, timescaledb: TimescaleOptions = DEFAULTS) -> list[Migration]:
+    """Apply the migrations not yet applied and lay `reading` out; returns those applied now.
+
+    Needs autocommit.
+    """
+    async with _migration_lock(conn):
+        uses_timescaledb = await enable(conn, timescaledb.mode)
+        done = await _apply(conn)
+        if uses_timescaledb:
+            await adopt(conn, timescaledb)
+        return done
+
+
+async def migrate_to_timescaledb(
+    conn: Conn, *, timescaledb: TimescaleOptions, progress: Progress | None = None
+) -> tuple[list[Migration], MoveReport]:
+    """Apply the migrations, then move a partitioned `reading` and its rows onto TimescaleDB.
+
+    Needs autocommit.
+    """
+    async with _migration_lock(conn):
+        await prepare_move(conn, timescaledb)
+        done = await _apply(conn)
+        return done, await move_to_timescaledb(conn, timescaledb, progress)
+
+
+@asynccontextmanager
+async def _migration_lock(conn: Conn) -> AsyncIterator[None]:
     await conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migration ("
-            " version int PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        cur = await conn.execute("SELECT version FROM schema_migration")
-        applied = {row[0] for row in await cur.fetchall()}
-        done = []
-        for migration in available_migrations():
-            if migration.version in applied:
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO schema_migration (version, name) VALUES (%s, %s)",
-                    [migration.version, migration.name],
-                )
-            log.info("applied migration %04d_%s", migration.version, migration.name)
-            done.append(migration)
-        return done
+        yield
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+
+
+async def _apply(conn: Conn) -> list[Migration]:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migration ("
+        " version int PRIMARY KEY, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    cur = await conn.execute("SELECT version FROM schema_migration")
+    applied = {row[0] for row in await cur.fetchall()}
+    done = []
+    for migration in available_migrations():
+        if migration.version in applied:
+            continue
+        async with conn.transaction():
+            await conn.execute(migration.sql.encode())
+            await conn.execute(
+                "INSERT INTO schema_migration (version, name) VALUES (%s, %s)",
+                [migration.version, migration.name],
+            )
+        log.info("applied migration %04d_%s", migration.version, migration.name)
+        done.append(migration)
+    return done
 
 
 async def applied_versions(conn: Conn) -> list[int]:

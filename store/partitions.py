@@ -1,4 +1,8 @@
-"""Monthly range partitions of `reading`, created ahead of time and on demand for backfills."""
+"""Monthly range partitions of `reading`, created ahead of time and on demand for backfills.
+
+On TimescaleDB `reading` is a hypertable that makes its chunks by itself (store/timescale.py):
+there is nothing to create and creating partitions does nothing.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ async def create_partitions(conn: Conn, months: Iterable[tuple[int, int]]) -> li
     Run it in a short transaction of its own: creating a partition locks the parent table,
     so doing it inside a long ingest transaction would stall every other writer.
     """
+    if not await is_partitioned(conn):
+        return []
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", [PARTITION_LOCK])
     created = []
     for year, month in await missing_partitions(conn, months):
@@ -62,10 +68,17 @@ async def create_partitions(conn: Conn, months: Iterable[tuple[int, int]]) -> li
     return created
 
 
+async def is_partitioned(conn: Conn) -> bool:
+    """Whether `reading` is partitioned (plain PostgreSQL) rather than a hypertable."""
+    cur = await conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = 'reading'::regclass")
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def list_partitions(conn: Conn) -> list[str]:
-    """Names of the partitions of `reading`, in order."""
+    """Names of the partitions of `reading`, in order (none on a hypertable)."""
     cur = await conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'reading'::regclass ORDER BY c.relname"
+        " WHERE i.inhparent = 'reading'::regclass AND c.relispartition ORDER BY c.relname"
     )
     return [row[0] for row in await cur.fetchall()]

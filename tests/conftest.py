@@ -1,7 +1,9 @@
 """Shared fixtures: one real PostgreSQL database per test session, clean tables per test.
 
 ENVLINK_TEST_DATABASE_URL points at a server (a fresh database is created on it and dropped at
-the end); without it the embedded server is started in a temporary directory.
+the end); without it the embedded server is started in a temporary directory. Where the server
+preloads TimescaleDB (a `start-cluster` server), migrate() installs it in each database and
+`reading` is a hypertable: the same tests then run against TimescaleDB.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import inspect
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from subprocess import PIPE, CompletedProcess
 
 import psycopg
 import pytest
@@ -33,6 +38,7 @@ from store.catalogue import seed_catalogue
 from store.embedded import start_embedded
 from store.listen import Listener
 from store.migrate import migrate
+from store.timescale import is_hypertable, server_offers_timescaledb
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -74,24 +80,91 @@ def server_url() -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def new_database(server_url: str) -> Iterator[object]:
-    """A factory of empty databases on the test server, all dropped at the end."""
+@contextmanager
+def _databases(server: str) -> Iterator[Callable[[], str]]:
+    """A factory of empty databases on `server`, all dropped at the end."""
     created: list[str] = []
 
     def make() -> str:
         name = f"envlink_test_{os.getpid()}_{secrets.token_hex(3)}"
-        with psycopg.connect(server_url, autocommit=True) as conn:
+        with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         created.append(name)
-        return _with_database(server_url, name)
+        return _with_database(server, name)
 
     yield make
-    with psycopg.connect(server_url, autocommit=True) as conn:
+    with psycopg.connect(server, autocommit=True) as conn:
         for name in created:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="session")
+def new_database(server_url: str) -> Iterator[object]:
+    """A factory of empty databases on the test server, all dropped at the end."""
+    with _databases(server_url) as make:
+        yield make
+
+
+async def _offers_timescaledb(server: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+        return await server_offers_timescaledb(conn)
+
+
+@pytest.fixture(scope="session")
+async def timescaledb_database(server_url: str) -> AsyncIterator[Callable[[], str]]:
+    """Empty databases on a server that preloads TimescaleDB, for tests that need one.
+
+    The test server when it does; else a private `start-cluster` server (the shared build in
+    ../shared/timescaledb), or the tests that need one are skipped with the reason.
+    """
+    if await _offers_timescaledb(server_url):
+        with _databases(server_url) as make:
+            yield make
+        return
+    scripts = ROOT.parent / "shared" / "timescaledb"
+    data_dir = Path(tempfile.mkdtemp(prefix="envlink-timescaledb-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = await _script(scripts / "start-cluster", data_dir, port)
+    try:
+        if started.returncode != 0:
+            pytest.skip(f"no TimescaleDB server: start-cluster says {started.stderr!r}")
+        with _databases(started.stdout) as make:
+            yield make
+    finally:
+        if started.returncode == 0:
+            await _script(scripts / "stop-cluster", data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _script(path: Path, *args: object) -> CompletedProcess[str]:
+    """Run a shell script; its exit status and its outputs, stripped."""
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(path), *map(str, args), stdout=PIPE, stderr=PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return CompletedProcess(path, process.returncode, out.decode().strip(), err.decode().strip())
+
+
+@pytest.fixture(scope="session")
+async def plain_database(server_url: str) -> AsyncIterator[Callable[[], str]]:
+    """Empty databases on a server without TimescaleDB: the test server, else an embedded one."""
+    if not await _offers_timescaledb(server_url):
+        with _databases(server_url) as make:
+            yield make
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="envlink-plain-"))
+    server = start_embedded(data_dir, database="postgres")
+    try:
+        with _databases(server.url) as make:
+            yield make
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +176,13 @@ async def database_url(new_database: object) -> str:
         async with conn.transaction():
             await seed_catalogue(conn, load_catalogue(CONFIG_DIR))
     return url
+
+
+@pytest.fixture(scope="session")
+async def timescaledb(database_url: str) -> bool:
+    """Whether the session's database keeps readings in a TimescaleDB hypertable."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        return await is_hypertable(conn)
 
 
 @pytest.fixture(scope="session")

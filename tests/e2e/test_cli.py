@@ -31,12 +31,18 @@ def cli_env(new_database: Callable[[], str]) -> dict[str, str]:
     return {"ENVLINK_DATABASE_URL": new_database(), "ENVLINK_CONFIG_DIR": str(CONFIG_DIR)}
 
 
-def test_migrate_seed_and_keys(cli_env: dict[str, str]) -> None:
+def test_migrate_seed_and_keys(cli_env: dict[str, str], timescaledb: bool) -> None:
     first = _envlink("migrate", env=cli_env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("migrations: ")
     again = _envlink("migrate", env=cli_env)
-    assert again.stdout == "migrations: 0 applied\n"
+    applied, layout = again.stdout.splitlines()
+    assert applied == "migrations: 0 applied"
+    if timescaledb:
+        assert layout.startswith("reading: hypertable (TimescaleDB 2.")
+        assert layout.endswith("; chunks of 7 days, compressed after 30 days)")
+    else:
+        assert layout == "reading: monthly partitions (plain PostgreSQL)"
 
     seeded = _envlink("seed", env=cli_env)
     assert seeded.returncode == 0, seeded.stderr
@@ -113,3 +119,114 @@ def test_an_api_port_in_use_stops_start_up_naming_the_setting(
     )
     assert result.stdout == ""
     assert not (tmp_path / "data").exists()  # nothing was started, not even the demo's database
+
+
+def _with_readings(url: str, rows: int) -> None:
+    """Readings straight into a plain-layout `reading`: `rows` hourly ones from May 2026."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for month in range(5, 9):
+            conn.execute(
+                f"CREATE TABLE reading_p2026{month:02d} PARTITION OF reading"
+                f" FOR VALUES FROM ('2026-{month:02d}-01') TO ('2026-{month + 1:02d}-01')"
+            )
+        conn.execute(
+            "INSERT INTO reading SELECT 1, 1, 3600, '2026-05-01'::timestamptz"
+            " + n * interval '1 hour', n, 0, 1, now() FROM generate_series(0, %s - 1) n",
+            [rows],
+        )
+
+
+def test_migrate_to_timescaledb_moves_readings_with_a_progress_bar(
+    timescaledb_database: Callable[[], str],
+) -> None:
+    env = {"ENVLINK_DATABASE_URL": timescaledb_database(), "ENVLINK_CONFIG_DIR": str(CONFIG_DIR)}
+    plain = _envlink("migrate", env={**env, "ENVLINK_TIMESCALEDB": "off"})
+    assert plain.stdout.splitlines()[-1] == "reading: monthly partitions (plain PostgreSQL)"
+    _with_readings(env["ENVLINK_DATABASE_URL"], 2000)
+
+    # Left alone by a plain migrate, refused under required.
+    auto = _envlink("migrate", env=env)
+    assert auto.returncode == 0, auto.stderr
+    assert auto.stdout.splitlines()[-1].startswith("reading: monthly partitions (plain ")
+    assert "`envlink migrate --to-timescaledb` moves them" in auto.stderr
+    required = _envlink("migrate", env={**env, "ENVLINK_TIMESCALEDB": "required"})
+    assert required.returncode == 2
+    assert required.stderr == (
+        "envlink: ENVLINK_TIMESCALEDB=required, but reading holds rows in monthly partitions;"
+        " `envlink migrate --to-timescaledb` moves them onto a TimescaleDB hypertable\n"
+    )
+
+    moved = _envlink("migrate", "--to-timescaledb", env=env)
+    assert moved.returncode == 0, moved.stderr
+    applied, report, layout = moved.stdout.splitlines()
+    assert (applied, report) == (
+        "migrations: 0 applied",
+        "moved 2,000 readings onto a TimescaleDB hypertable (counts checked)",
+    )
+    assert layout.endswith("; chunks of 7 days, compressed after 30 days)")
+    # One redraw before the copy and one per partition (May: 744 rows, June: 720, July: 536,
+    # August: none), each after a carriage return (a newline to a text-mode reader).
+    bar = [line for line in moved.stderr.splitlines() if line.startswith("moving readings [")]
+    assert [line.split("] ")[1].split(" rows")[0] for line in bar] == [
+        "  0% 0/2,000",
+        " 37% 744/2,000",
+        " 73% 1,464/2,000",
+        "100% 2,000/2,000",
+        "100% 2,000/2,000",
+    ]
+    assert moved.stderr.endswith(" s\n")
+    with psycopg.connect(env["ENVLINK_DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT count(*), sum(value) FROM reading").fetchone() == (
+            2000,
+            sum(range(2000)),
+        )
+    again = _envlink("migrate", "--to-timescaledb", env=env)
+    assert again.stdout.splitlines()[1] == (
+        "reading is a TimescaleDB hypertable already: nothing to move"
+    )
+
+
+def test_migrate_to_timescaledb_refuses_a_server_without_it(
+    plain_database: Callable[[], str],
+) -> None:
+    env = {"ENVLINK_DATABASE_URL": plain_database(), "ENVLINK_CONFIG_DIR": str(CONFIG_DIR)}
+    refused = _envlink("migrate", "--to-timescaledb", env=env)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        "envlink: this PostgreSQL server does not offer TimescaleDB (it must be installed and in"
+        " shared_preload_libraries); nothing was changed\n"
+    )
+    with psycopg.connect(env["ENVLINK_DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT to_regclass('schema_migration')").fetchone() == (None,)
+    off = _envlink("migrate", "--to-timescaledb", env={**env, "ENVLINK_TIMESCALEDB": "off"})
+    assert (off.returncode, off.stderr) == (
+        2,
+        "envlink: ENVLINK_TIMESCALEDB=off: unset it (auto) or set it to required to move onto"
+        " TimescaleDB; nothing was changed\n",
+    )
+
+
+def test_required_timescaledb_refuses_to_start_without_it(
+    plain_database: Callable[[], str],
+) -> None:
+    env = {"ENVLINK_DATABASE_URL": plain_database(), "ENVLINK_CONFIG_DIR": str(CONFIG_DIR)}
+    migrated = _envlink("migrate", env=env)
+    assert migrated.stdout.splitlines()[-1] == "reading: monthly partitions (plain PostgreSQL)"
+    required = {**env, "ENVLINK_TIMESCALEDB": "required"}
+    refused = _envlink("migrate", env=required)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        "envlink: ENVLINK_TIMESCALEDB=required, but this PostgreSQL server does not offer"
+        " TimescaleDB (it must be installed and in shared_preload_libraries); use a server that"
+        " preloads it, or set ENVLINK_TIMESCALEDB=auto\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = _envlink("api", env={**required, "ENVLINK_API_PORT": str(port)})
+    assert (api.returncode, api.stderr.splitlines()[-1]) == (
+        2,
+        "envlink: ENVLINK_TIMESCALEDB=required, but readings are not in a TimescaleDB"
+        " hypertable: run `envlink migrate` (a new database, on a server that preloads"
+        " TimescaleDB) or `envlink migrate --to-timescaledb` (one that holds readings)",
+    )

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import SettingsError
 from core.settings import load_settings
+from store.timescale import TimescaleOptions
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,6 +46,8 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
             "Value error, must be a postgresql:// URL or a libpq key=value string",
         ),
         ("ENVLINK_LOG_LEVEL", "LOUD", "Value error, must be one of DEBUG, INFO, WARNING, ERROR"),
+        ("ENVLINK_TIMESCALEDB", "yes", "Input should be 'auto', 'required' or 'off'"),
+        ("ENVLINK_TIMESCALEDB_CHUNK_DAYS", "0", "Input should be greater than or equal to 1"),
         (
             "ENVLINK_EARLIEST_READING_DATE",
             "yesterday",
@@ -64,3 +67,20 @@ def test_bad_values_name_the_variable(
 def test_empty_database_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVLINK_DATABASE_URL", "")
     assert load_settings().database_url is None
+
+
+def test_timescaledb_is_automatic_and_raw_readings_are_kept_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ENVLINK_TIMESCALEDB", raising=False)
+    settings = load_settings()
+    assert settings.timescaledb == "auto"
+    assert (settings.timescaledb_chunk_days, settings.timescaledb_compress_after_days) == (7, 30)
+
+
+def test_migrations_default_to_the_timescaledb_settings_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("", "_CHUNK_DAYS", "_COMPRESS_AFTER_DAYS"):
+        monkeypatch.delenv(f"ENVLINK_TIMESCALEDB{name}", raising=False)
+    assert TimescaleOptions.from_settings(load_settings()) == TimescaleOptions()
