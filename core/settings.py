@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     timescaledb_compress_after_days: Annotated[int, Field(ge=1, le=36600)] = Field(
         default=30, description="Chunks of readings older than this are compressed"
     )
+    raw_retention_days: Annotated[int, Field(ge=1, le=36600)] | None = Field(
+        default=None, description="Real-time and minute readings older than this are deleted"
+    )
     earliest_reading_date: date = Field(
         default=date(2000, 1, 1), description="Readings before this date are rejected"
     )
@@ -168,6 +171,11 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
+
+    @field_validator("raw_retention_days", mode="before")
+    @classmethod
+    def _blank_keeps_everything(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
 
     @field_validator("mqtt_host", "mqtt_username", "mqtt_client_id", "smtp_host", "smtp_username")
     @classmethod

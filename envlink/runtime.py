@@ -27,7 +27,7 @@ from api.app import create_app
 from core.retry import Backoff
 from core.settings import Settings
 from ingest.history import HistoryQc
-from ingest.jobs import create_partitions_ahead
+from ingest.jobs import create_partitions_ahead, delete_old_raw_readings
 from ingest.leader import ElectedScheduler, worker_name
 from ingest.pipeline import Pipeline
 from ingest.sources.base import Source, SourceHealth
@@ -147,6 +147,18 @@ class Worker:
         self.scheduler.add_job(
             create_partitions_ahead, "interval", hours=6, args=[self.pool], id="partitions"
         )
+        if self.settings.raw_retention_days is not None:
+            self.scheduler.add_job(
+                delete_old_raw_readings,
+                "interval",
+                hours=24,
+                args=[self.pool],
+                kwargs={"days": self.settings.raw_retention_days},
+                id="raw_retention",
+                coalesce=True,
+                max_instances=1,
+                next_run_time=datetime.now(UTC),
+            )
         async for source in self._configured_sources():
             await self._start_source(source)
         if self.settings.alert_loop_enabled:

@@ -6,6 +6,7 @@ there is nothing to create and creating partitions does nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -13,6 +14,8 @@ from psycopg import sql
 
 from store.coordination import PARTITION_LOCK
 from store.pool import Conn
+
+_NAME = re.compile(r"^reading_p(\d{4})(\d{2})$")
 
 
 def month_of(moment: datetime) -> tuple[int, int]:
@@ -82,3 +85,9 @@ async def list_partitions(conn: Conn) -> list[str]:
         " WHERE i.inhparent = 'reading'::regclass AND c.relispartition ORDER BY c.relname"
     )
     return [row[0] for row in await cur.fetchall()]
+
+
+async def partition_ranges(conn: Conn) -> list[tuple[datetime, datetime]]:
+    """[start, end) of each partition of `reading`, in order."""
+    months = [_NAME.match(name) for name in await list_partitions(conn)]
+    return [_bounds(int(m[1]), int(m[2])) for m in months if m]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -129,6 +129,16 @@ async def require_hypertable(conn: Conn) -> None:
             " run `envlink migrate` (a new database, on a server that preloads TimescaleDB) or"
             " `envlink migrate --to-timescaledb` (one that holds readings)"
         )
+
+
+async def chunk_ranges(conn: Conn) -> list[tuple[datetime, datetime]]:
+    """[start, end) of each chunk of the `reading` hypertable, in order."""
+    cur = await conn.execute(
+        "SELECT range_start, range_end FROM timescaledb_information.chunks"
+        " WHERE hypertable_schema = current_schema() AND hypertable_name = 'reading'"
+        " ORDER BY range_start"
+    )
+    return [(start, end) for start, end in await cur.fetchall()]
 
 
 async def reading_layout(conn: Conn) -> ReadingLayout:

@@ -283,3 +283,25 @@ async def test_scheduled_sources_run_only_on_the_worker_that_leads(
     finally:
         await first.stop()
         await second.stop()
+
+
+@pytest.mark.parametrize("days", [None, 90])
+async def test_raw_retention_is_scheduled_only_when_set(
+    db: AsyncConnectionPool, listener: Listener, settings: Settings, days: int | None
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "hj212_enabled": False,
+            "mqtt_host": None,
+            "alert_loop_enabled": False,
+            "notify_enabled": False,
+            "raw_retention_days": days,
+        }
+    )
+    worker = Worker(db, listener, configured, simulate=False)
+    try:
+        await worker.start()
+        job = worker.scheduler.get_job("raw_retention")
+        assert (job.kwargs if job else None) == (None if days is None else {"days": days})
+    finally:
+        await worker.stop()

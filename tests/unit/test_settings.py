@@ -48,6 +48,7 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ("ENVLINK_LOG_LEVEL", "LOUD", "Value error, must be one of DEBUG, INFO, WARNING, ERROR"),
         ("ENVLINK_TIMESCALEDB", "yes", "Input should be 'auto', 'required' or 'off'"),
         ("ENVLINK_TIMESCALEDB_CHUNK_DAYS", "0", "Input should be greater than or equal to 1"),
+        ("ENVLINK_RAW_RETENTION_DAYS", "0", "Input should be greater than or equal to 1"),
         (
             "ENVLINK_EARLIEST_READING_DATE",
             "yesterday",
@@ -73,8 +74,9 @@ def test_timescaledb_is_automatic_and_raw_readings_are_kept_by_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("ENVLINK_TIMESCALEDB", raising=False)
+    monkeypatch.setenv("ENVLINK_RAW_RETENTION_DAYS", " ")
     settings = load_settings()
-    assert settings.timescaledb == "auto"
+    assert (settings.timescaledb, settings.raw_retention_days) == ("auto", None)
     assert (settings.timescaledb_chunk_days, settings.timescaledb_compress_after_days) == (7, 30)
 
 
