@@ -15,7 +15,9 @@ def test_compose_runs_envlink_commands_against_the_database() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"db", "migrate", "api", "ingest", "worker"}
-    assert services["db"]["image"].startswith("timescale/timescaledb:")
+    # The TimescaleDB release and PostgreSQL major CI tests; EnvLink refuses to run without it.
+    assert services["db"]["image"] == "timescale/timescaledb:2.28.3-pg15"
+    assert services["migrate"]["environment"]["ENVLINK_TIMESCALEDB"] == "required"
     commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in ("api", "ingest", "worker"):
         service = services[name]
@@ -23,6 +25,7 @@ def test_compose_runs_envlink_commands_against_the_database() -> None:
         assert service["environment"]["ENVLINK_DATABASE_URL"].startswith("postgresql://envlink:")
         assert "@db:5432/envlink" in service["environment"]["ENVLINK_DATABASE_URL"]
         assert service["depends_on"]["db"] == {"condition": "service_healthy"}
+        assert service["environment"]["ENVLINK_TIMESCALEDB"] == "required"
     assert services["migrate"]["entrypoint"][-1] == "envlink migrate && envlink seed"
     # The process answering the stations leaves QC, rollups and alerts to the other workers.
     assert services["ingest"]["environment"]["ENVLINK_ALERT_LOOP_ENABLED"] == "false"
