@@ -50,13 +50,15 @@ class ScratchDatabase:
 
 
 @asynccontextmanager
-async def fresh_database(name: str = "envlink_bench") -> AsyncIterator[ScratchDatabase]:
+async def fresh_database(
+    name: str = "envlink_bench", *, server: str | None = None
+) -> AsyncIterator[ScratchDatabase]:
     """A new database, dropped (or its embedded server stopped) afterwards.
 
-    On the server of ENVLINK_DATABASE_URL when set (a database `<name>_<pid>_<hex>` of its own),
-    else on an embedded server in a temporary directory.
+    On `server` or else the server of ENVLINK_DATABASE_URL when set (a database
+    `<name>_<pid>_<hex>` of its own), else on an embedded server in a temporary directory.
     """
-    server_url = os.environ.get("ENVLINK_DATABASE_URL")
+    server_url = server or os.environ.get("ENVLINK_DATABASE_URL")
     if not server_url:
         prefix = name.replace("_", "-") + "-"
         with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
@@ -81,6 +83,31 @@ async def fresh_database(name: str = "envlink_bench") -> AsyncIterator[ScratchDa
             await admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
             )
+
+
+@asynccontextmanager
+async def timescaledb_server() -> AsyncIterator[str]:
+    """A throwaway PostgreSQL 15 server that preloads TimescaleDB (../shared/timescaledb); its URL.
+
+    Started with `start-cluster` in a temporary directory on a free port, stopped and removed
+    afterwards. The build must be installed first (`bash ../shared/timescaledb/install`).
+    """
+    scripts = ROOT.parent / "shared" / "timescaledb"
+    with tempfile.TemporaryDirectory(prefix="envlink-bench-timescaledb-") as data_dir:
+        started = await asyncio.create_subprocess_exec(
+            "bash", str(scripts / "start-cluster"), data_dir, str(free_port()),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        url, _ = await started.communicate()
+        if started.returncode != 0:
+            raise RuntimeError("start-cluster failed (its message is above)")
+        try:
+            yield url.decode().strip()
+        finally:
+            stopped = await asyncio.create_subprocess_exec(
+                "bash", str(scripts / "stop-cluster"), data_dir
+            )
+            await stopped.wait()
 
 
 async def server_version(conn: Conn) -> str:

@@ -6,10 +6,13 @@ empty `reading`, then as a full replay of the same rows — and divides each rat
 raw binary COPY of those rows into an empty, identically keyed and partitioned table measured in
 the same run. Every figure is the wall time of the call including its commit.
 
-    .venv/bin/python bench/ingest.py [--rows N] [--runs R]
+    .venv/bin/python bench/ingest.py [--rows N] [--runs R] [--timescaledb]
 
-The database is a fresh one: on the server of ENVLINK_DATABASE_URL when set (a database of its
-own, dropped at the end), else on an embedded server started in a temporary directory.
+The database is a fresh one: with --timescaledb on a throwaway TimescaleDB server (the shared
+build's start-cluster), else on the server of ENVLINK_DATABASE_URL when set (a database of its
+own, dropped at the end), else on an embedded server started in a temporary directory. Where the
+server preloads TimescaleDB, `reading` is a hypertable and so is the raw COPY's table (same
+chunk span, no compression).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import fresh_database, server_version  # noqa: E402
+from bench._common import fresh_database, server_version, timescaledb_server  # noqa: E402
 from schemas.catalogue import Catalogue, StationParameterDef, load_catalogue  # noqa: E402
 from schemas.common import QC  # noqa: E402
 from store.catalogue import parameter_refs, seed_catalogue, station_refs  # noqa: E402
@@ -42,6 +45,7 @@ from store.partitions import create_partitions, month_of  # noqa: E402
 from store.pool import Conn  # noqa: E402
 from store.readings import ReadingRow, WriteResult, write_readings  # noqa: E402
 from store.sources import ensure_source  # noqa: E402
+from store.timescale import is_hypertable, reading_layout  # noqa: E402
 
 STATIONS = 200
 # Each synthetic station's hourly parameters: the six AQI pollutants and four weather ones.
@@ -104,7 +108,23 @@ def make_rows(
 
 
 async def create_baseline(conn: Conn, months: set[tuple[int, int]]) -> None:
-    """An empty copy of `reading`: same columns, checks, primary key and monthly partitions."""
+    """An empty copy of `reading`: same columns, checks, primary key and partitions or chunks."""
+    if await is_hypertable(conn):
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE reading INCLUDING ALL)").format(sql.Identifier(BASELINE))
+        )
+        await conn.execute(
+            "SELECT create_hypertable(%s::regclass, by_range('time', (SELECT time_interval"
+            " FROM timescaledb_information.dimensions WHERE hypertable_name = 'reading')),"
+            " create_default_indexes => false)",
+            [BASELINE],
+        )
+        # Compression would rewrite chunks while runs are timed; the write path is measured.
+        await conn.execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_compression'"
+        )
+        return
     await conn.execute(
         sql.SQL("CREATE TABLE {} (LIKE reading INCLUDING ALL) PARTITION BY RANGE (time)").format(
             sql.Identifier(BASELINE)
@@ -228,18 +248,19 @@ async def measure(conn: Conn, setup: Setup, figures: dict[str, Figures]) -> None
     figures["replay"].seconds.append(took)
 
 
-async def run(rows_wanted: int, runs: int) -> None:
-    """Measure `runs` times on a fresh database and print the figures."""
+async def run(rows_wanted: int, runs: int, server: str | None) -> None:
+    """Measure `runs` times on a fresh database (on `server` if given) and print the figures."""
     async with (
-        fresh_database() as database,
+        fresh_database(server=server) as database,
         await psycopg.AsyncConnection.connect(database.url, autocommit=True) as conn,
     ):
         setup = await prepare(conn, rows_wanted)
         print(f"server: {await server_version(conn)}")
+        print((await reading_layout(conn)).describe())
         print(
             f"rows: {len(setup.rows):,} ({STATIONS} stations × {len(PARAMETERS)} parameters,"
             f" hourly values every {STEP.total_seconds() / 3600:g} h,"
-            f" {len(setup.months)} monthly partitions); runs: {runs}",
+            f" in {len(setup.months)} month{'s' if len(setup.months) != 1 else ''}); runs: {runs}",
             flush=True,
         )
         figures = {name: Figures([]) for name in ("raw COPY", "fresh", "replay")}
@@ -277,14 +298,28 @@ def report(total: int, figures: dict[str, Figures]) -> None:
         )
 
 
+async def measure_on(rows_wanted: int, runs: int, *, timescaledb: bool) -> None:
+    """Run on a throwaway TimescaleDB server if asked, else as run() chooses."""
+    if not timescaledb:
+        await run(rows_wanted, runs, None)
+        return
+    async with timescaledb_server() as server:
+        await run(rows_wanted, runs, server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="readings per run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each measurement")
+    parser.add_argument(
+        "--timescaledb",
+        action="store_true",
+        help="on a throwaway TimescaleDB server (bash ../shared/timescaledb/install first)",
+    )
     args = parser.parse_args()
     if args.rows < 1 or args.runs < 1:
         parser.error("--rows and --runs must be at least 1")
-    asyncio.run(run(args.rows, args.runs))
+    asyncio.run(measure_on(args.rows, args.runs, timescaledb=args.timescaledb))
 
 
 if __name__ == "__main__":
