@@ -44,6 +44,37 @@ class ReadingOut(BaseModel):
     qc: QC
 
 
+Interval = Literal["raw", "1h", "1d"]
+# The period of the rollups each interval reads (raw reads the stored readings).
+INTERVAL_PERIOD_S: dict[Interval, int] = {"1h": 3600, "1d": 86400}
+
+
+class RollupOut(BaseModel):
+    """An hourly or daily value from the rollups (GET /v1/readings?interval=1h|1d)."""
+
+    time: datetime = Field(
+        description="The start of the hour, or of the natural day (00:00 Asia/Shanghai)"
+    )
+    period_s: int = Field(description="3600 (an hour) or 86400 (a day)")
+    period_end: datetime = Field(description=PERIOD_END_HELP)
+    value: float | None = Field(
+        description=VALUE_HELP + "; null when too little valid data (the standards' minimums)"
+    )
+    unit: str
+    count: int = Field(
+        description="Valid samples of the hour; valid hourly values (air, weather) or valid"
+        " samples (water) of the day"
+    )
+    coverage: float | None = Field(
+        description="Share of the period the value stands on, 0 to 1 (3 decimals): valid"
+        " sampling time / 1 h; for a day count / 24 (air, weather) or count / the samples the"
+        " station's interval gives a day (water); 1 for a station's own reported mean"
+    )
+    origin: Literal["reported", "computed"] = Field(
+        description="reported: the station's own mean; computed: EnvLink's from finer data"
+    )
+
+
 class LatestOut(BaseModel):
     station: str
     parameter: str

@@ -647,3 +647,78 @@ async def hourly_rollups_within(
             },
         )
         return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class RollupPoint:
+    """An hourly or daily rollup of one series as the API shows it; `time` starts its period.
+
+    `coverage` is the share of the period the value stands on: for an hour, its valid sampling
+    time over 3600 s; for a day, its valid hourly values over 24 (air, weather) or its valid
+    samples over those the station's interval gives a day (water, lab); 1 for a station's own
+    reported mean; null where the station no longer lists the parameter (no interval).
+    """
+
+    time: datetime
+    value: float | None
+    count: int
+    coverage: float | None
+    origin: str
+    unit: str
+    decimals: int | None
+
+
+_HOURLY_SERIES = """
+SELECT h.hour AS time, h.value, h.samples AS count, (h.coverage_s / 3600.0)::float8 AS coverage,
+       h.origin, p.unit, p.decimals
+FROM reading_hourly h JOIN parameter p ON p.id = h.parameter_id
+WHERE h.station_id = %(station)s AND h.parameter_id = %(parameter)s
+  AND (%(start)s::timestamptz IS NULL OR h.hour >= %(start)s)
+  AND (%(end)s::timestamptz IS NULL OR h.hour < %(end)s)
+  AND (%(after)s::timestamptz IS NULL OR h.hour > %(after)s)
+ORDER BY h.hour LIMIT %(limit)s
+"""
+# The groups are alerts.rollups.WATER_GROUPS: their day counts samples, the others hours.
+_DAILY_SERIES = """
+SELECT d.start AS time, d.value, d.hours AS count,
+       CASE WHEN d.origin = 'reported' THEN 1.0
+            WHEN p.grp IN ('water', 'lab') THEN least(1.0, d.hours * sp.interval_s / 86400.0)
+            ELSE least(1.0, d.hours / 24.0) END::float8 AS coverage,
+       d.origin, p.unit, p.decimals
+FROM (SELECT *, day::timestamp AT TIME ZONE 'Asia/Shanghai' AS start FROM reading_daily
+      WHERE station_id = %(station)s AND parameter_id = %(parameter)s) d
+JOIN parameter p ON p.id = d.parameter_id
+LEFT JOIN station_parameter sp ON sp.station_id = d.station_id AND sp.parameter_id = d.parameter_id
+WHERE (%(start)s::timestamptz IS NULL OR d.start >= %(start)s)
+  AND (%(end)s::timestamptz IS NULL OR d.start < %(end)s)
+  AND (%(after)s::timestamptz IS NULL OR d.start > %(after)s)
+ORDER BY d.day LIMIT %(limit)s
+"""
+
+
+async def rollup_series(
+    conn: Conn,
+    *,
+    station_id: int,
+    parameter_id: int,
+    period_s: int,
+    start: datetime | None,
+    end: datetime | None,
+    after: datetime | None,
+    limit: int,
+) -> list[RollupPoint]:
+    """Hourly (period_s 3600) or daily (86400) rollups starting in [start, end), after `after`."""
+    query = {3600: _HOURLY_SERIES, 86400: _DAILY_SERIES}[period_s]
+    async with conn.cursor(row_factory=class_row(RollupPoint)) as cur:
+        await cur.execute(
+            query.encode(),
+            {
+                "station": station_id,
+                "parameter": parameter_id,
+                "start": start,
+                "end": end,
+                "after": after,
+                "limit": limit,
+            },
+        )
+        return await cur.fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -13,9 +14,11 @@ from core.errors import InvalidInput
 from core.rounding import round_half_even
 from core.timeutil import PERIODS_S, as_aware, parse_time, period_end
 from schemas.common import Area, City, Instant, Medium, Page, Text
-from schemas.readings import LatestOut, ReadingOut
+from schemas.readings import INTERVAL_PERIOD_S, Interval, LatestOut, ReadingOut, RollupOut
 from store.catalogue import series_ids
+from store.pool import Conn
 from store.readings import latest_readings, readings_page
+from store.rollups import rollup_series
 
 router = APIRouter(prefix="/v1", tags=["readings"])
 
@@ -29,20 +32,41 @@ async def readings(
     parameter: Text,
     start: Instant | None = None,
     end: Instant | None = None,
+    interval: Annotated[
+        Interval,
+        Query(
+            description="raw: the stored readings; 1h, 1d: the hourly and daily rollups, with"
+            " count and coverage (period_s applies to raw only)"
+        ),
+    ] = "raw",
     period_s: Annotated[
         int | None, Query(ge=0, le=86400, description="0 (instant), 60, 3600 or 86400")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Text | None = None,
-) -> Page[ReadingOut]:
+) -> Page[ReadingOut] | Page[RollupOut]:
     """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
     if period_s is not None and period_s not in PERIODS_S:
         raise InvalidInput(f"period_s must be one of 0, 60, 3600, 86400, not {period_s}")
+    if period_s is not None and interval != "raw":
+        raise InvalidInput(f"period_s applies to interval=raw only, not interval={interval}")
     station_id, parameter_id = await series_ids(conn, station=station, parameter=parameter)
     start = as_aware(start) if start else None
     end = as_aware(end) if end else None
     if start and end and end <= start:
         raise InvalidInput("end must be after start (the range is half-open [start, end))")
+    if interval != "raw":
+        return await _rollups(
+            conn,
+            station_id=station_id,
+            parameter_id=parameter_id,
+            period_s=INTERVAL_PERIOD_S[interval],
+            start=start,
+            end=end,
+            limit=limit,
+            cursor=cursor,
+            zone=zone,
+        )
     after = None
     if cursor:
         position = decode_cursor(cursor, keys={"time": str, "period_s": int})
@@ -75,6 +99,58 @@ async def readings(
         for r, value in zip(rows, values, strict=True)
     ]
     return Page[ReadingOut](items=items, next_cursor=next_cursor)
+
+
+# Coverage is a share: three decimals tell 23 of 24 hours (0.958) from a whole day.
+COVERAGE_DECIMALS = 3
+
+
+async def _rollups(
+    conn: Conn,
+    *,
+    station_id: int,
+    parameter_id: int,
+    period_s: int,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    cursor: str | None,
+    zone: tzinfo,
+) -> Page[RollupOut]:
+    """One page of a series' hourly or daily rollups, keyset-paginated by period start."""
+    after = None
+    if cursor:
+        after = parse_time(decode_cursor(cursor, keys={"time": str})["time"], field="cursor")
+    rows = await rollup_series(
+        conn,
+        station_id=station_id,
+        parameter_id=parameter_id,
+        period_s=period_s,
+        start=start,
+        end=end,
+        after=after,
+        limit=limit + 1,
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor({"time": rows[-1].time.isoformat()})
+    values = round_half_even([r.value for r in rows], rows[0].decimals if rows else None)
+    coverages = round_half_even([r.coverage for r in rows], COVERAGE_DECIMALS)
+    items = [
+        RollupOut(
+            time=r.time.astimezone(zone),
+            period_s=period_s,
+            period_end=period_end(r.time, period_s).astimezone(zone),
+            value=value,
+            unit=r.unit,
+            count=r.count,
+            coverage=coverage,
+            origin=r.origin,
+        )
+        for r, value, coverage in zip(rows, values, coverages, strict=True)
+    ]
+    return Page[RollupOut](items=items, next_cursor=next_cursor)
 
 
 @router.get("/latest")

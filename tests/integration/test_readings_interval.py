@@ -1,0 +1,224 @@
+"""GET /v1/readings?interval=1h|1d: the hourly and daily rollups of ingested readings, with count,
+coverage, origin and period_end, rounded as the raw readings are, paginated, in either zone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from api.app import create_app
+from core.settings import Settings
+from core.timeutil import CST
+from ingest.pipeline import Pipeline, SourceRef
+from schemas.readings import ReadingIn, Rejection
+from store.keys import create_key
+from tests.conftest import worker_loop
+
+NOW = datetime(2026, 11, 23, 0, tzinfo=CST)
+DAY1 = datetime(2026, 11, 20, 0, tzinfo=CST)
+DAY2 = DAY1 + timedelta(days=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with db.connection() as conn:
+        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
+    transport = httpx.ASGITransport(app=create_app(settings, pool=db))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
+    ) as client:
+        yield client
+
+
+def _pm25(time: datetime, value: float, period_s: int) -> ReadingIn:
+    return ReadingIn(
+        station="gz-a-huangpu",
+        parameter="pm25",
+        time=time,
+        value=value,
+        unit="ug/m3",
+        period_s=period_s,  # type: ignore[arg-type]
+    )
+
+
+async def _store(pool: AsyncConnectionPool, items: list[ReadingIn]) -> None:
+    """Ingest, then let the alert loop bring the rollups up to date."""
+    pipeline = Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: NOW.astimezone(UTC))
+    batch: list[ReadingIn | Rejection] = list(items)
+    result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
+    assert result.count("accepted") == len(items), result.rejections
+    await worker_loop(pool, pipeline, clock=lambda: NOW.astimezone(UTC)).drain()
+
+
+@pytest.fixture
+async def series(db: AsyncConnectionPool) -> None:
+    """PM2.5 at Huangpu: day 1 with two valid hours and one short one, day 2 with 21 hours."""
+    minutes = [_pm25(DAY1 + i * MINUTE, 10.0 if i % 2 else 15.0, 60) for i in range(50)]
+    short = [_pm25(DAY1 + HOUR + i * MINUTE, 10.0 if i % 2 else 15.0, 60) for i in range(30)]
+    reported = [_pm25(DAY1 + 2 * HOUR, 20.5, 3600)]
+    day2 = [_pm25(DAY2 + h * HOUR, 30.0 + h % 2, 3600) for h in range(21)]
+    nh3n = [
+        ReadingIn(
+            station="dg-w-humen",
+            parameter="nh3n",
+            time=DAY2 + h * HOUR,
+            value=value,
+            unit="mg/L",
+        )
+        for h, value in ((0, 0.1), (4, 0.2), (8, 0.3))
+    ]
+    await _store(db, minutes + short + reported + day2 + nh3n)
+
+
+async def _get(client: httpx.AsyncClient, **params: str | int) -> dict[str, Any]:
+    response = await client.get("/v1/readings", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_hourly_rollups_with_count_coverage_and_pages(
+    client: httpx.AsyncClient, series: None
+) -> None:
+    query = {"station": "gz-a-huangpu", "parameter": "pm25", "interval": "1h"}
+    first = await _get(client, **query, end=DAY2.isoformat(), limit=2)
+    assert first["items"] == [
+        {
+            "time": "2026-11-20T00:00:00+08:00",
+            "period_s": 3600,
+            "period_end": "2026-11-20T01:00:00+08:00",
+            "value": 12.0,  # the mean 12.5, half to even
+            "unit": "ug/m3",
+            "count": 50,
+            "coverage": 0.833,
+            "origin": "computed",
+        },
+        {
+            "time": "2026-11-20T01:00:00+08:00",
+            "period_s": 3600,
+            "period_end": "2026-11-20T02:00:00+08:00",
+            "value": None,  # 30 minutes: under the 45 an hourly mean needs
+            "unit": "ug/m3",
+            "count": 30,
+            "coverage": 0.5,
+            "origin": "computed",
+        },
+    ]
+    second = await _get(
+        client, **query, end=DAY2.isoformat(), limit=2, cursor=first["next_cursor"], tz="UTC"
+    )
+    assert second == {
+        "items": [
+            {
+                "time": "2026-11-19T18:00:00Z",
+                "period_s": 3600,
+                "period_end": "2026-11-19T19:00:00Z",
+                "value": 20.0,
+                "unit": "ug/m3",
+                "count": 1,
+                "coverage": 1.0,
+                "origin": "reported",
+            }
+        ],
+        "next_cursor": None,
+    }
+    later = await _get(client, **query, start=(DAY2 + 19 * HOUR).isoformat())
+    assert [(i["time"], i["value"]) for i in later["items"]] == [
+        ("2026-11-21T19:00:00+08:00", 31.0),
+        ("2026-11-21T20:00:00+08:00", 30.0),
+    ]
+
+
+async def test_daily_rollups_by_natural_day(client: httpx.AsyncClient, series: None) -> None:
+    air = await _get(client, station="gz-a-huangpu", parameter="pm25", interval="1d")
+    assert air == {
+        "items": [
+            {
+                "time": "2026-11-20T00:00:00+08:00",
+                "period_s": 86400,
+                "period_end": "2026-11-21T00:00:00+08:00",
+                "value": None,  # two valid hours: a day needs 20
+                "unit": "ug/m3",
+                "count": 2,
+                "coverage": 0.083,
+                "origin": "computed",
+            },
+            {
+                "time": "2026-11-21T00:00:00+08:00",
+                "period_s": 86400,
+                "period_end": "2026-11-22T00:00:00+08:00",
+                "value": 30.0,  # 11 hours of 30 and 10 of 31: 30.476
+                "unit": "ug/m3",
+                "count": 21,
+                "coverage": 0.875,
+                "origin": "computed",
+            },
+        ],
+        "next_cursor": None,
+    }
+    utc = await _get(
+        client,
+        station="gz-a-huangpu",
+        parameter="pm25",
+        interval="1d",
+        start=DAY2.isoformat(),
+        tz="UTC",
+    )
+    assert [(i["time"], i["period_end"]) for i in utc["items"]] == [
+        ("2026-11-20T16:00:00Z", "2026-11-21T16:00:00Z")
+    ]
+    water = await _get(client, station="dg-w-humen", parameter="nh3n", interval="1d")
+    # Three 4-hourly samples of the six the station's interval gives a day.
+    assert [(i["value"], i["count"], i["coverage"]) for i in water["items"]] == [(0.2, 3, 0.5)]
+
+
+async def test_raw_stays_the_default(client: httpx.AsyncClient, series: None) -> None:
+    raw = await _get(
+        client,
+        station="gz-a-huangpu",
+        parameter="pm25",
+        start=(DAY1 + 2 * HOUR).isoformat(),
+        end=(DAY1 + 3 * HOUR).isoformat(),
+    )
+    assert raw["items"] == [
+        {
+            "time": "2026-11-20T02:00:00+08:00",
+            "period_s": 3600,
+            "period_end": "2026-11-20T03:00:00+08:00",
+            "value": 20.0,
+            "unit": "ug/m3",
+            "qc": "valid",
+        }
+    ]
+
+
+async def test_bad_interval_queries_are_4xx(client: httpx.AsyncClient, series: None) -> None:
+    base = {"station": "gz-a-huangpu", "parameter": "pm25"}
+    raw_cursor = (await _get(client, **base, limit=1))["next_cursor"]
+    cases = [
+        (
+            base | {"interval": "1h", "period_s": "3600"},
+            400,
+            "period_s applies to interval=raw only, not interval=1h",
+        ),
+        (
+            base | {"interval": "1d", "cursor": raw_cursor},
+            400,
+            "cursor: not a cursor this API issued",
+        ),
+        (
+            base | {"interval": "5m"},
+            422,
+            "interval: Input should be 'raw', '1h' or '1d'",
+        ),
+    ]
+    for params, status, message in cases:
+        response = await client.get("/v1/readings", params=params)
+        assert (response.status_code, response.json()["error"]["message"]) == (status, message)
