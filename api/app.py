@@ -16,6 +16,7 @@ from api.routers import (
     catalogue,
     health,
     ingest,
+    keys,
     notifications,
     quality,
     readings,
@@ -93,6 +94,7 @@ def create_app(
     app.include_router(notifications.router)
     app.include_router(alerts.router)
     app.include_router(rules.router)
+    app.include_router(keys.router)
     return app
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from api.routers.keys import audited
 from core.errors import EnvLinkError, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
@@ -28,7 +29,8 @@ from envlink.runtime import (
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
 from schemas.common import ROLES
-from store.keys import ApiKey, create_key, list_keys, revoke_key
+from store.audit import record_audit
+from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 from store.migrate import Migration, migrate_to_timescaledb
 from store.pool import connect, open_pool
 from store.timescale import TimescaleOptions, reading_layout
@@ -253,9 +255,15 @@ async def _create_key(
     conn = await connect(url)
     try:
         expires_at = parse_time(expires, field="--expires") if expires else None
-        return await create_key(
-            conn, agency=agency, roles=roles, label=label, expires_at=expires_at
-        )
+        async with conn.transaction():
+            key, plain = await create_key(
+                conn, agency=agency, roles=roles, label=label, expires_at=expires_at
+            )
+            await record_audit(
+                conn, key_id=None, agency=None, action="key.create", target=f"key:{key.id}",
+                after=audited(key),
+            )  # fmt: skip
+        return key, plain
     finally:
         await conn.close()
 
@@ -286,7 +294,14 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
                     f"\t{key.label or ''}"
                 )
         else:
-            key = await revoke_key(conn, args.id)
+            async with conn.transaction():
+                before = await get_key(conn, args.id)
+                key = await revoke_key(conn, args.id)
+                if before.revoked_at is None:
+                    await record_audit(
+                        conn, key_id=None, agency=None, action="key.revoke",
+                        target=f"key:{key.id}", before=audited(before), after=audited(key),
+                    )  # fmt: skip
             print(f"revoked key {key.id} ({key.prefix}) of {key.agency}")
         return 0
     finally:

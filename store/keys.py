@@ -61,11 +61,11 @@ async def create_key(
     return await get_key(conn, int(created[0])), plain
 
 
-_SELECT = (
+_COLUMNS = (
     "SELECT k.id, k.prefix, a.code AS agency, a.city AS agency_city, k.roles, k.label,"
     " k.created_at, k.expires_at, k.revoked_at, k.last_used_at"
-    " FROM api_key k JOIN agency a ON a.id = k.agency_id"
 )
+_SELECT = _COLUMNS + " FROM api_key k JOIN agency a ON a.id = k.agency_id"
 
 
 async def get_key(conn: Conn, key_id: int) -> ApiKey:
@@ -77,9 +77,16 @@ async def get_key(conn: Conn, key_id: int) -> ApiKey:
     return found
 
 
-async def list_keys(conn: Conn) -> list[ApiKey]:
+async def list_keys(
+    conn: Conn, *, agency: str | None = None, after_id: int = 0, limit: int | None = None
+) -> list[ApiKey]:
+    """Keys by id (of one agency if given), those after `after_id`, at most `limit`."""
     async with conn.cursor(row_factory=class_row(ApiKey)) as cur:
-        await cur.execute(_SELECT + " ORDER BY k.id")
+        await cur.execute(
+            _SELECT + " WHERE (%(agency)s::text IS NULL OR a.code = %(agency)s)"
+            " AND k.id > %(after)s ORDER BY k.id LIMIT %(limit)s",
+            {"agency": agency, "after": after_id, "limit": limit},
+        )
         return await cur.fetchall()
 
 
@@ -98,12 +105,48 @@ async def revoke_key(conn: Conn, key_id: int) -> ApiKey:
     return await get_key(conn, key_id)
 
 
+_LIVE = " AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())"
+
+
 async def authenticate(conn: Conn, plain: str) -> ApiKey | None:
-    """The live key matching `plain`, or None if it is unknown, revoked or expired."""
+    """The live key matching `plain`, or None if it is unknown, revoked or expired.
+
+    A key found is marked used now. Keys served from an API process's cache are not looked up,
+    so `last_used_at` is as recent as the cache's lifetime (KeyCache ttl_s) allows.
+    """
     async with conn.cursor(row_factory=class_row(ApiKey)) as cur:
         await cur.execute(
-            _SELECT + " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
-            " AND (k.expires_at IS NULL OR k.expires_at > now())",
+            "WITH used AS (UPDATE api_key k SET last_used_at = now()"
+            " WHERE k.key_hash = %s"
+            + _LIVE
+            + " RETURNING k.*) "
+            + _COLUMNS
+            + " FROM used k JOIN agency a ON a.id = k.agency_id",
+            [hash_key(plain)],
+        )
+        return await cur.fetchone()
+
+
+STREAM_TOKEN_PREFIX = "elt_"
+
+
+async def create_stream_token(conn: Conn, *, key_id: int, expires_at: datetime) -> str:
+    """A new stream token of key `key_id`, valid until `expires_at`; tokens expired are dropped."""
+    await conn.execute("DELETE FROM stream_token WHERE expires_at < now()")
+    plain = f"{STREAM_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+    await conn.execute(
+        "INSERT INTO stream_token (token_hash, key_id, expires_at) VALUES (%s, %s, %s)",
+        [hash_key(plain), key_id, expires_at],
+    )
+    return plain
+
+
+async def authenticate_stream_token(conn: Conn, plain: str) -> ApiKey | None:
+    """The live key a live stream token belongs to, or None (unknown, expired, key dead)."""
+    async with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+        await cur.execute(
+            _SELECT + " JOIN stream_token t ON t.key_id = k.id"
+            " WHERE t.token_hash = %s AND t.expires_at > now()" + _LIVE,
             [hash_key(plain)],
         )
         return await cur.fetchone()

@@ -53,7 +53,7 @@ MUTABLE_TABLES += ("alert_event", "alert_ack", "alert", "maintenance_window")
 MUTABLE_TABLES += ("rule_version", "rule")
 MUTABLE_TABLES += ("subscription", "silence", "notification_cursor", "notification_cursor_gap")
 MUTABLE_TABLES += ("notification_group", "notification_group_member", "notification")
-MUTABLE_TABLES += ("notification_item", "delivery_attempt")
+MUTABLE_TABLES += ("notification_item", "delivery_attempt", "audit_log", "stream_token")
 
 
 def _with_database(url: str, name: str) -> str:

@@ -68,6 +68,15 @@ def test_migrate_seed_and_keys(cli_env: dict[str, str], timescaledb: bool) -> No
     revoked = _envlink("keys", "revoke", "1", env=cli_env)
     assert revoked.returncode == 0
     assert "\trevoked\t" in _envlink("keys", "list", env=cli_env).stdout
+    with psycopg.connect(cli_env["ENVLINK_DATABASE_URL"]) as conn:
+        audit = conn.execute(
+            "SELECT key_id, agency, action, target, before->>'state', after->>'state'"
+            " FROM audit_log ORDER BY id"
+        ).fetchall()
+    assert audit == [
+        (None, None, "key.create", "key:1", None, "active"),
+        (None, None, "key.revoke", "key:1", "active", "revoked"),
+    ]
 
 
 def test_keys_create_names_an_unknown_agency(cli_env: dict[str, str]) -> None:
