@@ -21,6 +21,8 @@ from envlink.cli import _parser
 from store.keys import create_key
 from tests.conftest import CONFIG_DIR, ROOT
 
+pytestmark = pytest.mark.slow
+
 WORKERS = 2
 
 

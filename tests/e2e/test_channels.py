@@ -59,6 +59,8 @@ from alerts.notify.render import full_subject, render_text
 from core.settings import Settings
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 CAP_SCHEMA = xmlschema.XMLSchema(ROOT / "schemas" / "cap" / "CAP-v1.2.xsd")
 SECRET = "whsec-0123456789"
 NOW_S = 1_795_665_605.0  # 2026-11-26 04:00:05 UTC: the channels' fixed clock

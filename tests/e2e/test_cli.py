@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import CONFIG_DIR, ROOT
 
+pytestmark = pytest.mark.slow
+
 
 def _envlink(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

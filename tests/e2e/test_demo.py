@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from schemas.catalogue import load_catalogue
 from tests.conftest import CONFIG_DIR, ROOT
+
+pytestmark = pytest.mark.slow
 
 DEADLINE_S = 120
 

@@ -38,6 +38,8 @@ from store.intake import rejected_readings
 from store.sources import source_statuses
 from tests.conftest import CONFIG_DIR, HJ212_NOW, ROOT
 
+pytestmark = pytest.mark.slow
+
 NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock
 WAIT_S = 5.0
 

@@ -62,6 +62,8 @@ from core.retry import Backoff
 from core.settings import Settings
 from store.listen import Listener
 
+pytestmark = pytest.mark.slow
+
 async def main(url: str) -> None:
     async with AsyncConnectionPool(url, min_size=1, max_size=4) as pool:
         listener = Listener(url, name="doomed")
