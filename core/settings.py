@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     hj212_idle_timeout_s: Annotated[float, Field(gt=0, le=86400)] = Field(
         default=600.0, description="Close an HJ 212 connection silent this long"
     )
+    hj212_max_connections: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        default=None,
+        description="Most HJ 212 connections open at once; unset: sized to the open-files limit",
+    )
     hj212_batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         default=5.0, description="HJ 212 frames arriving within this window share one commit"
     )
@@ -172,7 +176,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
 
-    @field_validator("raw_retention_days", mode="before")
+    @field_validator("raw_retention_days", "hj212_max_connections", mode="before")
     @classmethod
     def _blank_keeps_everything(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip() == "" else value

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,7 @@ from alerts.notify.channels.base import http_client
 from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
+from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
 from ingest.history import HistoryQc
@@ -58,6 +60,34 @@ GRACEFUL_SHUTDOWN_S = 5
 WORKER_START_S = 60
 # How long a stopped source's run() may take to return before it is cancelled.
 SOURCE_STOP_S = 5.0
+# Descriptors kept for everything but HJ 212 connections (database pools and listener, API
+# clients, files, the embedded server's pipes) when the cap is sized to the open-files limit.
+OPEN_FILES_RESERVE = 256
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's open-files limit to its hard limit; the limit now in force.
+
+    Each HJ 212 station holds a descriptor for as long as it is connected, and the soft limit
+    (often 1024) is far below what a server facing thousands of stations needs.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= soft:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+        return soft
+    return hard
+
+
+def hj212_connection_cap(settings: Settings, open_files: int) -> int:
+    """ENVLINK_HJ212_MAX_CONNECTIONS, else what the open-files limit leaves after the rest."""
+    if settings.hj212_max_connections is not None:
+        return settings.hj212_max_connections
+    reserve = OPEN_FILES_RESERVE + settings.api_pool_max_size + settings.worker_pool_max_size
+    return max(open_files - reserve, 1)
 
 
 @contextlib.contextmanager
@@ -126,6 +156,7 @@ class Worker:
     listener: Listener
     settings: Settings
     simulate: bool
+    open_files: int = 1024  # the process's open-files limit, which sizes the HJ 212 cap
     name: str = field(default_factory=worker_name)  # as leader: host:pid
     tasks: list[asyncio.Task[object]] = field(default_factory=list, init=False)
     sources: list[Source] = field(default_factory=list, init=False)
@@ -197,6 +228,7 @@ class Worker:
                 host=settings.hj212_host,
                 port=settings.hj212_port,
                 idle_timeout_s=settings.hj212_idle_timeout_s,
+                max_connections=hj212_connection_cap(settings, self.open_files),
                 batch_window_s=settings.hj212_batch_window_ms / 1000,
             )
             yield hj212
@@ -330,6 +362,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    quiet_accept_errors(loop)
+    open_files = raise_open_files_limit()
     async with contextlib.AsyncExitStack() as opened:
         listener = Listener(url, name="api" if api and not worker else "worker")
         api_pool = worker_pool = None
@@ -360,7 +394,9 @@ async def serve(
         opened.push_async_callback(listener.stop)
         tune_gc()
         if worker_pool is not None:
-            running_worker = Worker(worker_pool, listener, settings, simulate=simulate)
+            running_worker = Worker(
+                worker_pool, listener, settings, simulate=simulate, open_files=open_files
+            )
             opened.push_async_callback(running_worker.stop)
             await running_worker.start()
         if app is not None:
@@ -369,6 +405,7 @@ async def serve(
                 host=settings.api_host,
                 port=settings.api_port,
                 log_level="warning",
+                log_config=None,  # uvicorn's lines through our handler: escaped like the rest
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
             server = uvicorn.Server(config)
@@ -396,6 +433,7 @@ def serve_api_processes(
         port=settings.api_port,
         workers=workers,
         log_level="warning",
+        log_config=None,  # uvicorn's lines through our handler: escaped like the rest
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         # uvicorn restarts a process that has not answered its supervisor within this long; on
         # a busy machine importing the app alone takes longer than uvicorn's 5 s, and a process

@@ -26,6 +26,7 @@ from typing import Final, Literal
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import SettingsError
+from core.logging import EveryInterval
 from core.timeutil import utcnow
 from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
 from ingest.qc import MAX_AHEAD
@@ -74,6 +75,8 @@ _REQUEST_ANSWERS: Final = frozenset({"9011", "9012"})
 GAP_REQUEST_ATTEMPTS: Final = 3
 # Commit failures written to the source row at most this often (the stats count them all).
 ERROR_RECORD_INTERVAL_S: Final = 1.0
+# Connections refused over the cap are logged at most this often (an attacker can open thousands).
+REFUSED_LOG_INTERVAL_S: Final = 10.0
 # The longest the start may wait for the stations' last stored hours; without them it goes on.
 RECALL_TIMEOUT_S: Final = 5.0
 _ST_OF_MEDIUM: Final = {"air": "22", "water": "21"}
@@ -85,6 +88,7 @@ class Hj212Stats:
     """What the server has seen since it started (a later /v1/sources may show it)."""
 
     connections: int = 0
+    refused: int = 0
     idle_closed: int = 0
     bytes_received: int = 0
     frames: int = 0
@@ -403,7 +407,9 @@ class Hj212Server:
 
     `pool` is where the start reads the stations' last stored hours (without one, gaps count
     from the first hourly upload); a gap request unanswered for `gap_request_timeout_s` is sent
-    again. Commit failures are recorded on the source row through the pipeline.
+    again. Commit failures are recorded on the source row through the pipeline. At most
+    `max_connections` are open at once: one more is closed as soon as it is accepted, so that
+    the stations already connected keep the descriptors and database connections they need.
     """
 
     ref: Final = SOURCE
@@ -417,6 +423,7 @@ class Hj212Server:
         host: str = "127.0.0.1",
         port: int = 9212,
         idle_timeout_s: float = 600.0,
+        max_connections: int = 10_000,
         batch_window_s: float = 0.005,
         batch_max_readings: int = 5000,
         commits_in_flight: int = 2,
@@ -429,6 +436,8 @@ class Hj212Server:
         self._host = host
         self._port = port
         self._idle_timeout_s = idle_timeout_s
+        self._max_connections = max_connections
+        self._log_refused = EveryInterval(log, REFUSED_LOG_INTERVAL_S)
         self._gap_max_hours = gap_max_hours
         self._gap_request_timeout_s = gap_request_timeout_s
         self._clock = clock
@@ -480,7 +489,12 @@ class Hj212Server:
                 "(or ENVLINK_HJ212_ENABLED=false)"
             ) from exc
         self._commit_task = asyncio.create_task(self._commit.run(), name="hj212-commit")
-        log.info("HJ 212 server on %s:%d", self._host, self.port)
+        log.info(
+            "HJ 212 server on %s:%d (at most %d connections)",
+            self._host,
+            self.port,
+            self._max_connections,
+        )
 
     async def run(self) -> None:
         """Serve (in the tasks start() began) until stopped."""
@@ -537,11 +551,29 @@ class Hj212Server:
         self._stopped.set()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Counted by handler, not by _connections: a handler's task has not started yet when
+        # the next connection of a burst is accepted.
+        if len(self._handlers) >= self._max_connections:
+            self._refuse(writer)
+            return
         # The connection's task is ours rather than asyncio.start_server's: Python 3.11 logs a
         # spurious error for every such task cancelled at interpreter shutdown.
         task = asyncio.create_task(self._handle(reader, writer), name="hj212-connection")
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Close a connection over the cap at once, without reading from it."""
+        self.stats.refused += 1
+        writer.transport.abort()
+        peer = writer.get_extra_info("peername")
+        self._log_refused(
+            logging.WARNING,
+            "HJ 212 connection from %s refused: %d open, the most allowed"
+            " (ENVLINK_HJ212_MAX_CONNECTIONS)",
+            f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer,
+            self._max_connections,
+        )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = _Connection(writer)
