@@ -13,6 +13,7 @@ from api.deps import ApiDatabase
 from api.errors import install_error_handlers
 from api.routers import (
     alerts,
+    audit,
     catalogue,
     health,
     ingest,
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(rules.router)
     app.include_router(keys.router)
+    app.include_router(audit.router)
     return app
 
 

@@ -115,7 +115,7 @@ class Pipeline:
         *,
         source: SourceRef,
         raw: Sequence[str | None] | None = None,
-        then: Callable[[Conn], Awaitable[None]] | None = None,
+        then: Callable[[Conn, IntakeResult], Awaitable[None]] | None = None,
     ) -> IntakeResult:
         """Check and store a batch; a Rejection in `items` is an item its source could not parse.
 
@@ -123,9 +123,9 @@ class Pipeline:
         the source's counters, so a crash loses nothing that was reported as stored. `raw[i]` is
         item i as the source received it, which is what a rejected item is quarantined with
         (looked up only for rejected items; None, or no `raw`, keeps the reading as JSON).
-        `then` runs in the same transaction after the writes, for source state that must commit
-        with the readings or not at all (a pull's watermark). The alert loop then judges the
-        touched series' history (ingest.history) off this path.
+        `then` runs in the same transaction after the writes, with the batch's result, for what
+        must commit with the readings or not at all (a pull's watermark, a push's audit entry).
+        The alert loop then judges the touched series' history (ingest.history) off this path.
         """
         if raw is not None and len(raw) != len(items):
             raise ValueError(f"raw has {len(raw)} texts for {len(items)} items; pass one per item")
@@ -194,7 +194,7 @@ class Pipeline:
                     await mark_dirty(conn, changed)
                     await notify_readings(conn)
                 if then is not None:
-                    await then(conn)
+                    await then(conn, result)
         if rejections:
             log.info(
                 "%s: %d of %d items rejected, first: %s",

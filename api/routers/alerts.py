@@ -42,6 +42,7 @@ from store.alerts import (
     maintenance_windows,
     station_owner,
 )
+from store.audit import record_audit
 from store.catalogue import parameter_decimals
 from store.keys import ApiKey
 from store.pool import Conn
@@ -209,15 +210,17 @@ async def ack(
     body: AckIn | None = None,
 ) -> AckResult:
     """Acknowledge an alert for the key's agency (once per agency; it stops repeats to it)."""
+    comment = body.comment if body else None
     async with conn.transaction():
         created = await acknowledge(
-            conn,
-            alert_id=alert_id,
-            agency=key.agency,
-            key_id=key.id,
-            at=utcnow(),
-            comment=body.comment if body else None,
-        )
+            conn, alert_id=alert_id, agency=key.agency, key_id=key.id, at=utcnow(),
+            comment=comment,
+        )  # fmt: skip
+        if created:
+            await record_audit(
+                conn, key_id=key.id, agency=key.agency, action="alert.ack",
+                target=f"alert:{alert_id}", after={"agency": key.agency, "comment": comment},
+            )  # fmt: skip
     return in_zone(AckResult(created=created, alert=await _detail(conn, alert_id)), zone)
 
 
@@ -262,6 +265,10 @@ async def create_maintenance(
             created_by=f"{key.agency}:key{key.id}",
             at=utcnow(),
         )
+        await record_audit(
+            conn, key_id=key.id, agency=key.agency, action="maintenance.create",
+            target=f"maintenance:{window.id}", after=_window_out(window).model_dump(mode="json"),
+        )  # fmt: skip
     return in_zone(_window_out(window), zone)
 
 

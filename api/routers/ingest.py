@@ -31,8 +31,10 @@ from schemas.push import (
     push_body_schema,
     validate_item,
 )
-from schemas.readings import ReadingIn, Rejection
+from schemas.readings import IntakeResult, ReadingIn, Rejection
+from store.audit import record_audit
 from store.keys import ApiKey
+from store.pool import Conn
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -76,9 +78,17 @@ async def push_readings(
     received = ReceivedJson()
     received.add(body, range(len(items)), path=("readings",))
     quarantine_as_received(items, received)
-    result = await pipeline.ingest(
-        items, source=SourceRef(f"push:{key.agency}", "push"), raw=received
-    )
+    source = SourceRef(f"push:{key.agency}", "push")
+
+    async def audit(conn: Conn, result: IntakeResult) -> None:
+        stations = sorted({item.station for item in items if isinstance(item, ReadingIn)})
+        after = {"received": len(items), **result.summary, "stations": stations}
+        await record_audit(
+            conn, key_id=key.id, agency=key.agency, action="readings.push",
+            target=f"source:{source.code}", after=after,
+        )  # fmt: skip
+
+    result = await pipeline.ingest(items, source=source, raw=received, then=audit)
     reasons = {rejection.index: rejection.reason for rejection in result.rejections}
     return PushResult(
         received=len(items),

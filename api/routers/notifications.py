@@ -48,6 +48,7 @@ from schemas.notifications import (
 )
 from store.alerts import StreamEvent, stream_events
 from store.alerts import last_event_id as newest_event_id
+from store.audit import record_audit
 from store.coordination import ALERT_EVENTS_CHANNEL
 from store.keys import ApiKey
 from store.listen import Wakeup
@@ -187,6 +188,34 @@ async def notifications(
     return in_zone(Page[NotificationOut](items=items, next_cursor=next_cursor), zone)
 
 
+def _audited(row: SubscriptionRow | SilenceRow | None) -> dict[str, Any] | None:
+    """A subscription or silence as the audit log keeps it: no secrets, robot keys as ***."""
+    if row is None:
+        return None
+    if isinstance(row, SilenceRow):
+        return _silence_out(row).model_dump(mode="json")
+    shown = _subscription_out(row).model_dump(mode="json")
+    shown["target"] = redact(row.target)
+    if shown["escalation"] is not None and row.escalation_target is not None:
+        shown["escalation"]["target"] = redact(row.escalation_target)
+    return shown
+
+
+async def _audit(
+    conn: Conn,
+    key: ApiKey,
+    action: str,
+    target: str,
+    *,
+    before: SubscriptionRow | SilenceRow | None = None,
+    after: SubscriptionRow | SilenceRow | None = None,
+) -> None:
+    await record_audit(
+        conn, key_id=key.id, agency=key.agency, action=action, target=target,
+        before=_audited(before), after=_audited(after),
+    )  # fmt: skip
+
+
 def _subscription_out(row: SubscriptionRow) -> SubscriptionOut:
     escalation = None
     if row.escalation_target is not None:
@@ -256,6 +285,7 @@ async def add_subscription(
     """Subscribe your agency to alerts through a channel."""
     async with conn.transaction():
         row = await create_subscription(conn, agency=key.agency, spec=body, via="api", at=utcnow())
+        await _audit(conn, key, "subscription.create", f"subscription:{row.id}", after=row)
     return in_zone(_subscription_out(row), zone)
 
 
@@ -287,6 +317,9 @@ async def change_subscription(
             )
             body = body.model_copy(update={"escalation": kept})
         row = await replace_subscription(conn, subscription_id, spec=body, via="api", at=utcnow())
+        await _audit(
+            conn, key, "subscription.change", f"subscription:{row.id}", before=existing, after=row
+        )
     return in_zone(_subscription_out(row), zone)
 
 
@@ -296,8 +329,11 @@ async def remove_subscription(
 ) -> dict[str, int]:
     """Delete a subscription; its undelivered notifications are cancelled."""
     async with conn.transaction():
-        await _own_subscription(conn, key, subscription_id)
+        existing = await _own_subscription(conn, key, subscription_id)
         cancelled = await delete_subscription(conn, subscription_id, at=utcnow())
+        await _audit(
+            conn, key, "subscription.delete", f"subscription:{subscription_id}", before=existing
+        )
     return {"deleted": subscription_id, "cancelled_notifications": cancelled}
 
 
@@ -359,6 +395,7 @@ async def add_silence(
             comment=body.comment,
             at=now,
         )
+        await _audit(conn, key, "silence.create", f"silence:{row.id}", after=row)
     return in_zone(_silence_out(row), zone)
 
 
@@ -381,8 +418,9 @@ async def end_silence(
 ) -> SilenceOut:
     """End a silence now; it is kept, with the time it was ended."""
     async with conn.transaction():
-        await _own_silence(conn, key, silence_id)
+        existing = await _own_silence(conn, key, silence_id)
         row = await expire_silence(conn, silence_id, at=utcnow())
+        await _audit(conn, key, "silence.end", f"silence:{silence_id}", before=existing, after=row)
     return in_zone(_silence_out(row), zone)
 
 

@@ -12,6 +12,7 @@ from core.errors import InvalidInput
 from core.timeutil import utcnow
 from schemas.common import ErrorOut, Page, Text
 from schemas.rules import RuleOut, RuleUpdate
+from store.audit import record_audit
 from store.keys import ApiKey
 from store.rules import StoredRule, check_rule, current_rules, get_rule, rule_versions, write_rule
 
@@ -78,7 +79,8 @@ async def put_rule(
         )
     async with conn.transaction():
         await check_rule(conn, body.definition)
-        stored, _ = await write_rule(
+        before = await current_rules(conn, rule_id=rule_id)
+        stored, changed = await write_rule(
             conn,
             body.definition,
             via="api",
@@ -86,4 +88,11 @@ async def put_rule(
             at=utcnow(),
             comment=body.comment,
         )
+        if changed:
+            await record_audit(
+                conn, key_id=key.id, agency=key.agency, action="rule.change",
+                target=f"rule:{rule_id}",
+                before=_rule_out(before[0]).model_dump(mode="json") if before else None,
+                after=_rule_out(stored).model_dump(mode="json"),
+            )  # fmt: skip
     return in_zone(_rule_out(stored), zone)

@@ -41,7 +41,7 @@ from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_r
 from ingest.sources.base import SourceHealth
 from ingest.sources.mqtt import finite_number, reading_from_json
 from schemas.common import QC
-from schemas.readings import ReadingIn, Rejection
+from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import JsonFeed, OpenAqFeed, OpenAqSensor
 from store.pool import Conn
 from store.sources import advance_watermark, source_watermark
@@ -106,7 +106,7 @@ class _WatermarkStep:
     end: datetime
     moved_to: datetime | None = None
 
-    async def __call__(self, conn: Conn) -> None:
+    async def __call__(self, conn: Conn, result: IntakeResult) -> None:
         self.moved_to = await advance_watermark(
             conn, source_id=self.source_id, key=self.series, at=self.end
         )

@@ -65,7 +65,7 @@ class CountingPipeline(Pipeline):
         *,
         source: SourceRef,
         raw: Sequence[str | None] | None = None,
-        then: Callable[[Conn], Awaitable[None]] | None = None,
+        then: Callable[[Conn, IntakeResult], Awaitable[None]] | None = None,
     ) -> IntakeResult:
         self.calls += 1
         if self.fail_first and self.calls == 1:

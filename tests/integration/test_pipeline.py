@@ -17,7 +17,7 @@ from ingest import pipeline as pipeline_module
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.simulator import SimulatorJob
 from schemas.common import QC
-from schemas.readings import ReadingIn, Rejection
+from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.intake import rejected_readings
 from store.pool import Conn
 from store.sources import source_statuses
@@ -190,7 +190,7 @@ async def test_then_runs_in_the_batch_transaction_and_its_failure_stores_nothing
 ) -> None:
     seen: list[tuple[int, int]] = []
 
-    async def then(conn: Conn) -> None:
+    async def then(conn: Conn, result: IntakeResult) -> None:
         # The batch's writes are visible here and not yet to anyone else: not committed.
         cur = await conn.execute("SELECT count(*) FROM reading")
         inside = await cur.fetchone()
@@ -206,7 +206,7 @@ async def test_then_runs_in_the_batch_transaction_and_its_failure_stores_nothing
     assert seen == [(1, 0)]
     assert len(await _stored(db)) == 1
 
-    async def failing(conn: Conn) -> None:
+    async def failing(conn: Conn, result: IntakeResult) -> None:
         raise ConnectionError("lost the connection")
 
     later = [_reading(time=datetime(2026, 11, 26, 11, tzinfo=CST)), _reading(unit="furlongs")]
