@@ -48,6 +48,8 @@ from tests.integration.test_dispatcher import Receiver, Reply, _outbox, receivin
 from tests.integration.test_engine import T0, _air, _query, _rule, _rules
 from tests.integration.test_outbox import World, _key, _subscribe
 
+pytestmark = pytest.mark.slow
+
 WAIT_S = 20.0
 SECRET = "whsec-e2e"
 
@@ -61,8 +63,6 @@ from alerts.notify.dispatcher import Dispatcher
 from core.retry import Backoff
 from core.settings import Settings
 from store.listen import Listener
-
-pytestmark = pytest.mark.slow
 
 async def main(url: str) -> None:
     async with AsyncConnectionPool(url, min_size=1, max_size=4) as pool:
