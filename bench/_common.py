@@ -51,9 +51,11 @@ class ScratchDatabase:
 
 @asynccontextmanager
 async def fresh_database(
-    name: str = "envlink_bench", *, server: str | None = None
+    name: str = "envlink_bench", *, server: str | None = None, keep: bool = False
 ) -> AsyncIterator[ScratchDatabase]:
-    """A new database, dropped (or its embedded server stopped) afterwards.
+    """A new database, dropped (or its embedded server stopped) afterwards unless `keep`.
+
+    `keep` applies to a database on a server; an embedded server goes with its directory.
 
     On `server` or else the server of ENVLINK_DATABASE_URL when set (a database
     `<name>_<pid>_<hex>` of its own), else on an embedded server in a temporary directory.
@@ -79,10 +81,13 @@ async def fresh_database(
         )
         yield ScratchDatabase(url, None)
     finally:
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-            await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-            )
+        if not keep:
+            async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+                await admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
 
 
 @asynccontextmanager

@@ -1,0 +1,167 @@
+"""The bare endpoints bench/api.py holds EnvLink's API against: the same SQL, nothing else.
+
+A plain Starlette app, served like `envlink api --workers N` (uvicorn, one pool per process):
+each endpoint takes one pooled connection, runs the statements EnvLink's store functions run for
+that endpoint (the same text, the same parameters, the same number of round trips) and returns
+the rows as they come, serialised by orjson. No key check, no validation models, no rounding
+or time zones, no AQI arithmetic: what is left between a request and its rows is the least any
+API could do, and EnvLink's figures are read as a share of it.
+
+    ENVLINK_BENCH_DATABASE_URL=... uvicorn bench.bare_api:create --factory --workers 2
+
+Query parameters are taken as given (a missing one is a 500): the benchmark sends valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from store.catalogue import _STATION_OUT
+from store.readings import _LATEST
+
+# As EnvLink's pool per API process (ENVLINK_API_POOL_MAX_SIZE's default).
+POOL_SIZE = 10
+AQI_POLLUTANTS = ["so2", "no2", "co", "o3", "pm10", "pm25"]
+
+# store.catalogue.series_ids and store.readings.readings_page.
+_SERIES_IDS = (
+    "SELECT (SELECT id FROM station WHERE code = %s), (SELECT id FROM parameter WHERE code = %s)"
+)
+_READINGS_PAGE = (
+    "SELECT r.time, r.period_s, r.value, p.unit, p.decimals, r.qc FROM reading r"
+    " JOIN parameter p ON p.id = r.parameter_id"
+    " WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
+    " AND (%(start)s::timestamptz IS NULL OR r.time >= %(start)s)"
+    " AND (%(end)s::timestamptz IS NULL OR r.time < %(end)s)"
+    " AND (%(period)s::int IS NULL OR r.period_s = %(period)s)"
+    " AND (%(after_time)s::timestamptz IS NULL"
+    "      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
+    " ORDER BY r.time, r.period_s LIMIT %(limit)s"
+)
+# store.rollups.city_air_stations, parameters_by_code and hourly_rollups, and
+# store.catalogue.parameter_decimals: what /v1/aqi?city= reads.
+_CITY_AIR_STATIONS = (
+    "SELECT id, code, city, medium, background, water_standard, water_body, target_class"
+    " FROM station WHERE city = %s AND medium = 'air' AND background IS NOT TRUE ORDER BY code"
+)
+_PARAMETERS_BY_CODE = "SELECT id, code, unit FROM parameter WHERE code = ANY(%s)"
+_HOURLY_ROLLUPS = (
+    "SELECT station_id, parameter_id, hour, value, samples, coverage_s, min, max, origin,"
+    " computed_at FROM reading_hourly"
+    " WHERE station_id = ANY(%(stations)s) AND parameter_id = ANY(%(parameters)s)"
+    " AND hour >= %(start)s AND hour < %(end)s"
+    " ORDER BY station_id, parameter_id, hour"
+)
+_PARAMETER_DECIMALS = "SELECT code, decimals FROM parameter"
+
+
+def _json(content: object) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+async def _rows(request: Request, query: str, params: Any) -> list[dict[str, Any]]:
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query.encode(), params)
+        return await cur.fetchall()
+
+
+def _optional(query: Mapping[str, str], name: str) -> str | None:
+    return query.get(name) or None
+
+
+async def latest(request: Request) -> Response:
+    query = request.query_params
+    params = {name: _optional(query, name) for name in ("city", "area", "medium")}
+    return _json({"items": await _rows(request, _LATEST, params)})
+
+
+async def stations(request: Request) -> Response:
+    query = request.query_params
+    params: dict[str, object] = {
+        name: _optional(query, name) for name in ("city", "area", "medium")
+    }
+    params |= {"code": None, "after": None, "limit": 1000}
+    return _json({"items": await _rows(request, _STATION_OUT, params)})
+
+
+async def readings(request: Request) -> Response:
+    query = request.query_params
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SERIES_IDS.encode(), [query["station"], query["parameter"]])
+        found = await cur.fetchone()
+        assert found is not None
+        limit = int(query.get("limit", 1000))
+        async with conn.cursor(row_factory=dict_row) as rows:
+            await rows.execute(
+                _READINGS_PAGE.encode(),
+                {
+                    "station": found[0],
+                    "parameter": found[1],
+                    "start": datetime.fromisoformat(query["start"]) if "start" in query else None,
+                    "end": datetime.fromisoformat(query["end"]) if "end" in query else None,
+                    "period": int(query["period_s"]) if "period_s" in query else None,
+                    "after_time": None,
+                    "after_period": None,
+                    "limit": limit + 1,
+                },
+            )
+            items = await rows.fetchall()
+    return _json({"items": items[:limit]})
+
+
+async def aqi(request: Request) -> Response:
+    pool: AsyncConnectionPool = request.app.state.pool
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_CITY_AIR_STATIONS.encode(), [request.query_params["city"]])
+        stations = await cur.fetchall()
+        await cur.execute(_PARAMETERS_BY_CODE.encode(), [AQI_POLLUTANTS])
+        parameters = await cur.fetchall()
+        await cur.execute(
+            _HOURLY_ROLLUPS.encode(),
+            {
+                "stations": [s["id"] for s in stations],
+                "parameters": [p["id"] for p in parameters],
+                "start": hour - timedelta(hours=23),
+                "end": hour + timedelta(hours=1),
+            },
+        )
+        hourly = await cur.fetchall()
+        await cur.execute(_PARAMETER_DECIMALS.encode())
+        decimals = await cur.fetchall()
+    return _json({"stations": stations, "hourly": hourly, "decimals": decimals})
+
+
+def create() -> Starlette:
+    """The bare app of one process, on the database of ENVLINK_BENCH_DATABASE_URL."""
+    url = os.environ["ENVLINK_BENCH_DATABASE_URL"]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False) as pool:
+            await pool.wait()
+            app.state.pool = pool
+            yield
+
+    routes = [
+        Route("/v1/latest", latest),
+        Route("/v1/stations", stations),
+        Route("/v1/readings", readings),
+        Route("/v1/aqi", aqi),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
