@@ -24,6 +24,7 @@ bench/_load.py in a process of its own (far slower than wrk: install wrk to comp
     .venv/bin/python bench/api.py --quick                    # 200k readings, 2 s runs
     .venv/bin/python bench/api.py --readings 5000000 --database-url URL --keep
     .venv/bin/python bench/api.py --loaded URL_OF_THE_KEPT_DATABASE   # measure again, no load
+    .venv/bin/python bench/api.py --database-url URL --keep --load-only     # load only
 
 --database-url names a server: the bench creates a database `envlink_bench_api_<pid>_<hex>`
 there and drops it at the end unless --keep (then it prints its URL for --loaded).
@@ -583,6 +584,8 @@ async def loaded_and_measured(args: argparse.Namespace) -> bool:
         if args.keep:
             print(f"database (kept): {database.url}")
         await load(database.url, args.readings, args.jobs)
+        if args.load_only:
+            return True
         targets, key = await scenario(database.url)
         return report(targets, measure(database.url, targets, key, seconds, warm_s))
 
@@ -597,6 +600,7 @@ def main() -> None:
         "--keep", action="store_true", help="keep the database (with --database-url)"
     )
     parser.add_argument("--loaded", metavar="URL", help="measure this database a --keep run loaded")
+    parser.add_argument("--load-only", action="store_true", help="load, then stop (with --keep)")
     parser.add_argument("--seconds", type=int, default=8, help="seconds per timed run")
     parser.add_argument("--jobs", type=int, default=2, help="connections loading in parallel")
     parser.add_argument("--quick", action="store_true", help="a short smoke run: 200k, 2 s runs")
@@ -607,6 +611,8 @@ def main() -> None:
         parser.error("--readings, --jobs and --seconds must be positive")
     if args.keep and not args.database_url:
         parser.error("--keep needs --database-url (an embedded server goes with its directory)")
+    if args.load_only and not args.keep:
+        parser.error("--load-only needs --keep (else the loaded database is dropped at once)")
     sys.exit(0 if asyncio.run(loaded_and_measured(args)) else 1)
 
 
