@@ -12,7 +12,6 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
 
 from schemas.common import QC
 from store.pool import Conn
@@ -509,7 +508,7 @@ async def readings_page(
     limit: int,
 ) -> list[StoredReading]:
     """Readings of one series in [start, end), by (time, period_s), after a keyset position."""
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor() as cur:
         await cur.execute(
             "SELECT r.time, r.period_s, r.value, p.unit, p.decimals, r.qc FROM reading r"
             " JOIN parameter p ON p.id = r.parameter_id"
@@ -532,7 +531,10 @@ async def readings_page(
             },
         )
         rows = await cur.fetchall()
-    return [StoredReading(**{**row, "qc": QC.from_code(row["qc"])}) for row in rows]
+    # Positional, from plain tuples: a page may hold 10,000 rows.
+    return [
+        StoredReading(t, p, v, unit, places, QC.from_code(qc)) for t, p, v, unit, places, qc in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,10 +573,11 @@ async def latest_readings(
     conn: Conn, *, city: str | None, area: str | None, medium: str | None
 ) -> list[LatestReading]:
     """The latest reading (by period end) of every station × parameter that has one."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_LATEST.encode(), {"city": city, "area": area, "medium": medium})
-        rows = await cur.fetchall()
-    return [LatestReading(**{**row, "qc": QC.from_code(row["qc"])}) for row in rows]
+    cur = await conn.execute(_LATEST.encode(), {"city": city, "area": area, "medium": medium})
+    return [
+        LatestReading(station, parameter, t, p, v, unit, places, QC.from_code(qc), age)
+        for station, parameter, t, p, v, unit, places, qc, age in await cur.fetchall()
+    ]
 
 
 async def revisions_of(

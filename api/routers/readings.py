@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import ConnDep, KeyDep
-from api.output import ZoneDep
+from api.output import ZoneDep, json_response
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput
 from core.rounding import round_half_even
@@ -17,13 +18,59 @@ from schemas.common import Area, City, Instant, Medium, Page, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval, LatestOut, ReadingOut, RollupOut
 from store.catalogue import series_ids
 from store.pool import Conn
-from store.readings import latest_readings, readings_page
+from store.readings import LatestReading, StoredReading, latest_readings, readings_page
 from store.rollups import rollup_series
 
 router = APIRouter(prefix="/v1", tags=["readings"])
 
+# Raw readings and the latest readings are written as dicts (api.output.json_response): a model
+# per item cost several times the query. The dicts hold ReadingOut's and LatestOut's fields in
+# their order.
 
-@router.get("/readings")
+
+def _period_end(time: datetime, period_s: int, zone: tzinfo) -> datetime | None:
+    """The end of an aggregated reading's period in `zone`; None for an instant."""
+    return period_end(time, period_s).astimezone(zone) if period_s else None
+
+
+def reading_items(
+    rows: Sequence[StoredReading], values: Sequence[float | None], zone: tzinfo
+) -> list[dict[str, Any]]:
+    """ReadingOut items as dicts, with the published `values`."""
+    return [
+        {
+            "time": r.time.astimezone(zone),
+            "period_s": r.period_s,
+            "period_end": _period_end(r.time, r.period_s, zone),
+            "value": value,
+            "unit": r.unit,
+            "qc": r.qc,
+        }
+        for r, value in zip(rows, values, strict=True)
+    ]
+
+
+def latest_items(
+    rows: Sequence[LatestReading], values: Sequence[float | None], zone: tzinfo
+) -> list[dict[str, Any]]:
+    """LatestOut items as dicts, with the published `values`."""
+    return [
+        {
+            "station": r.station,
+            "parameter": r.parameter,
+            "time": r.time.astimezone(zone),
+            "period_s": r.period_s,
+            "period_end": _period_end(r.time, r.period_s, zone),
+            "value": value,
+            "unit": r.unit,
+            "qc": r.qc,
+            "age_s": r.age_s,
+        }
+        for r, value in zip(rows, values, strict=True)
+    ]
+
+
+@router.get("/readings", response_model=Page[ReadingOut] | Page[RollupOut])
 async def readings(
     conn: ConnDep,
     key: KeyDep,
@@ -44,7 +91,7 @@ async def readings(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Text | None = None,
-) -> Page[ReadingOut] | Page[RollupOut]:
+) -> Response | Page[RollupOut]:
     """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
     if period_s is not None and period_s not in PERIODS_S:
         raise InvalidInput(f"period_s must be one of 0, 60, 3600, 86400, not {period_s}")
@@ -87,18 +134,7 @@ async def readings(
         last = rows[-1]
         next_cursor = encode_cursor({"time": last.time.isoformat(), "period_s": last.period_s})
     values = round_half_even([r.value for r in rows], rows[0].decimals if rows else None)
-    items = [
-        ReadingOut(
-            time=r.time.astimezone(zone),
-            period_s=r.period_s,
-            period_end=period_end(r.time, r.period_s).astimezone(zone) if r.period_s else None,
-            value=value,
-            unit=r.unit,
-            qc=r.qc,
-        )
-        for r, value in zip(rows, values, strict=True)
-    ]
-    return Page[ReadingOut](items=items, next_cursor=next_cursor)
+    return json_response({"items": reading_items(rows, values, zone), "next_cursor": next_cursor})
 
 
 # Coverage is a share: three decimals tell 23 of 24 hours (0.958) from a whole day.
@@ -153,7 +189,7 @@ async def _rollups(
     return Page[RollupOut](items=items, next_cursor=next_cursor)
 
 
-@router.get("/latest")
+@router.get("/latest", response_model=Page[LatestOut])
 async def latest(
     conn: ConnDep,
     key: KeyDep,
@@ -161,22 +197,8 @@ async def latest(
     area: Area | None = None,
     city: City | None = None,
     medium: Medium | None = None,
-) -> Page[LatestOut]:
+) -> Response:
     """The latest reading (by period end) of every station × parameter, with its age."""
     rows = await latest_readings(conn, city=city, area=area, medium=medium)
     values = round_half_even([r.value for r in rows], [r.decimals for r in rows])
-    items = [
-        LatestOut(
-            station=r.station,
-            parameter=r.parameter,
-            time=r.time.astimezone(zone),
-            period_s=r.period_s,
-            period_end=period_end(r.time, r.period_s).astimezone(zone) if r.period_s else None,
-            value=value,
-            unit=r.unit,
-            qc=r.qc,
-            age_s=r.age_s,
-        )
-        for r, value in zip(rows, values, strict=True)
-    ]
-    return Page[LatestOut](items=items)
+    return json_response({"items": latest_items(rows, values, zone), "next_cursor": None})

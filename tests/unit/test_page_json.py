@@ -1,0 +1,60 @@
+"""/v1/readings and /v1/latest write their items as dicts: byte for byte what the models write."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+
+import pytest
+from pydantic import TypeAdapter
+
+from api.output import ZONES, json_response
+from api.routers.readings import latest_items, reading_items
+from schemas.common import QC, Page
+from schemas.readings import LatestOut, ReadingOut
+from store.readings import LatestReading, StoredReading
+
+# Whole seconds and microseconds; a summer of 1988, when China kept daylight saving (+09:00).
+TIMES = [
+    datetime(2026, 3, 1, 0, 0, tzinfo=UTC),
+    datetime(2026, 3, 1, 1, 2, 3, 500_000, tzinfo=UTC),
+    datetime(1988, 7, 1, 12, 0, 0, 123, tzinfo=UTC),
+]
+# Float noise, tiny and huge values, a negative zero, a missing value.
+VALUES: list[float | None] = [1009.8220000000001, 1e-05, 3.0e20, -0.0, 12.0, None]
+PERIODS = [0, 60, 3600, 86400]
+
+
+def _stored() -> list[StoredReading]:
+    return [
+        StoredReading(time, period_s, value, "ug/m3", 1, QC.SUSPECT if value == 12.0 else QC.VALID)
+        for time in TIMES
+        for period_s in PERIODS
+        for value in VALUES
+    ]
+
+
+@pytest.mark.parametrize("zone_name", sorted(ZONES))
+def test_reading_items_are_written_as_the_readings_page_model_writes_them(zone_name: str) -> None:
+    zone: tzinfo = ZONES[zone_name]
+    rows = _stored()
+    values = [r.value for r in rows]
+    content = {"items": reading_items(rows, values, zone), "next_cursor": "abc"}
+    page = Page[ReadingOut].model_validate(content, strict=True)
+    expected = TypeAdapter(Page[ReadingOut]).dump_json(page, by_alias=True)
+    assert json_response(content).body == expected
+    assert len(page.items) == len(TIMES) * len(PERIODS) * len(VALUES)
+
+
+@pytest.mark.parametrize("zone_name", sorted(ZONES))
+def test_latest_items_are_written_as_the_latest_page_model_writes_them(zone_name: str) -> None:
+    zone: tzinfo = ZONES[zone_name]
+    rows = [
+        LatestReading("gz-a-1", "pm25", r.time, r.period_s, r.value, r.unit, 1, r.qc, 3600)
+        for r in _stored()
+    ]
+    values = [r.value for r in rows]
+    content = {"items": latest_items(rows, values, zone), "next_cursor": None}
+    page = Page[LatestOut].model_validate(content, strict=True)
+    expected = TypeAdapter(Page[LatestOut]).dump_json(page, by_alias=True)
+    assert json_response(content).body == expected
+    assert page.items[0].age_s == 3600
