@@ -77,6 +77,8 @@ GAP_REQUEST_ATTEMPTS: Final = 3
 ERROR_RECORD_INTERVAL_S: Final = 1.0
 # Connections refused over the cap are logged at most this often (an attacker can open thousands).
 REFUSED_LOG_INTERVAL_S: Final = 10.0
+# How soon a connection waiting for the catalogue (the database away) asks for it again.
+CATALOGUE_RETRY_S: Final = 0.5
 # The longest the start may wait for the stations' last stored hours; without them it goes on.
 RECALL_TIMEOUT_S: Final = 5.0
 _ST_OF_MEDIUM: Final = {"air": "22", "water": "21"}
@@ -438,6 +440,7 @@ class Hj212Server:
         self._idle_timeout_s = idle_timeout_s
         self._max_connections = max_connections
         self._log_refused = EveryInterval(log, REFUSED_LOG_INTERVAL_S)
+        self._log_waiting = EveryInterval(log, REFUSED_LOG_INTERVAL_S)
         self._gap_max_hours = gap_max_hours
         self._gap_request_timeout_s = gap_request_timeout_s
         self._clock = clock
@@ -593,7 +596,9 @@ class Hj212Server:
                 if not data:
                     break
                 self.stats.bytes_received += len(data)
-                catalogue = await self._pipeline.catalogue()
+                catalogue = await self._catalogue(connection)
+                if catalogue is None:
+                    break
                 for event in connection.decoder.feed(data):
                     if isinstance(event, Garbage):
                         self.stats.garbage_bytes += len(event.raw)
@@ -629,6 +634,28 @@ class Hj212Server:
                 connection.label,
                 why or "closed by the device",
             )
+
+    async def _catalogue(self, connection: _Connection) -> IngestCatalogue | None:
+        """The pipeline's catalogue, waited for while the database is out of reach.
+
+        Meanwhile nothing more is read from the device (TCP flow control holds its frames), and
+        its connection stays open: a database outage is no reason to cut every station off.
+        None once the connection is closed (shutdown).
+        """
+        while not connection.closed:
+            try:
+                return await self._pipeline.catalogue()
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                self._log_waiting(
+                    logging.WARNING,
+                    "HJ 212: frames wait, the station catalogue cannot be read: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(CATALOGUE_RETRY_S)
+        return None
 
     def _on_frame(
         self, connection: _Connection, frame: Frame, catalogue: IngestCatalogue
