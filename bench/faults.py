@@ -9,7 +9,7 @@ a shared one). When the fleet has sent for the given time it re-sends until ever
 acknowledged, and the database is checked:
 
     sent          readings the fleet generated (each once, whatever the resends)
-    resent        packets written again (not acknowledged in time, or the connection lost)
+    resent        packets written again (not answered within 5 s, or the connection lost)
     acknowledged  readings the platform answered 9014 for
     stored        readings in the database
     duplicates    readings stored more than once (a resend stored as a revision)
@@ -55,7 +55,8 @@ from store.catalogue import seed_catalogue  # noqa: E402
 from store.embedded import start_embedded  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 
-REPLY_TIMEOUT_S = 3.0  # a data logger sends a packet again when no answer came in this time
+REPLY_TIMEOUT_S = 5.0  # a data logger sends a packet again when no answer came in this time
+WINDOW = 10  # packets a data logger has waiting for an answer at most
 PARAMETER_OF = {code: parameter for code, parameter, _ in POLLUTANTS}
 
 
@@ -139,23 +140,28 @@ class Station:
     async def run(
         self, base: datetime, send_until: float, drain_until: float, every_s: float
     ) -> None:
-        """Send a new packet every `every_s` until send_until, then only resend until drained."""
+        """Take a reading every `every_s` until send_until; send until all are acknowledged.
+
+        Like a data logger, the station keeps what it could not deliver and has at most WINDOW
+        packets waiting for an answer at a time, oldest first.
+        """
         next_new = time.monotonic() + every_s * (self.index % 10) / 10
         while True:
             now = time.monotonic()
             if now >= drain_until or (now >= send_until and not self.waiting):
                 break
+            if now >= next_new and now < send_until:
+                self.waiting[base + timedelta(seconds=self.generated)] = 0.0  # not sent yet
+                self.generated += 1
+                next_new += every_s
             client = await self.connected()
             if client is None:
                 await asyncio.sleep(0.2)
                 continue
-            for data_time, sent in sorted(self.waiting.items()):
-                if now - sent >= REPLY_TIMEOUT_S:
-                    self.send(client, data_time, base)
-            if now >= next_new and now < send_until:
-                self.send(client, base + timedelta(seconds=self.generated), base)
-                self.generated += 1
-                next_new += every_s
+            in_flight = sum(now - sent < REPLY_TIMEOUT_S for sent in self.waiting.values())
+            due = [t for t, sent in sorted(self.waiting.items()) if now - sent >= REPLY_TIMEOUT_S]
+            for data_time in due[: max(0, WINDOW - in_flight)]:
+                self.send(client, data_time, base)
             await asyncio.sleep(max(0.0, min(next_new - time.monotonic(), 0.1)))
         if self.client is not None:
             await self.client.close()
@@ -178,7 +184,7 @@ class WorkerProcess:
 
     async def start(self, timeout_s: float = 60.0) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
                 [sys.executable, "-m", "envlink.cli", "worker"],
                 env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip

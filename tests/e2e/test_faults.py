@@ -1,4 +1,4 @@
-"""Faults survived in the middle of HJ 212 ingest, in a bounded form (bench/faults.py is the full one).
+"""Faults survived in the middle of HJ 212 ingest, bounded (bench/faults.py runs them for longer).
 
 A fleet of data loggers that re-send what was not acknowledged uploads to a real `envlink worker`
 process; the worker is SIGKILLed and started again, or its private PostgreSQL is stopped and
