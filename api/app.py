@@ -15,6 +15,7 @@ from api.routers import (
     alerts,
     audit,
     catalogue,
+    export,
     health,
     ingest,
     keys,
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(readings.router)
+    app.include_router(export.router)
     app.include_router(ingest.router)
     app.include_router(sources.router)
     app.include_router(quality.router)

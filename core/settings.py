@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     water_daily_min_samples: Annotated[int, Field(ge=1, le=1440)] = Field(
         default=1, description="Valid samples a water parameter's daily mean needs"
     )
+    export_max_days: Annotated[int, Field(ge=1, le=36600)] = Field(
+        default=366, description="Longest period one export (API or CLI) may span"
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -1,4 +1,4 @@
-"""The `envlink` command: migrate, seed, keys, api, worker, serve, demo."""
+"""The `envlink` command: migrate, seed, keys, api, worker, serve, demo, import-csv, export."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
+from typing import get_args
 
 from api.routers.keys import audited
 from core.errors import EnvLinkError, SettingsError
@@ -28,8 +30,10 @@ from envlink.runtime import (
 )
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
-from schemas.common import ROLES
+from schemas.common import ROLES, Area, City
+from schemas.readings import INTERVAL_PERIOD_S, Interval
 from store.audit import record_audit
+from store.export import export_batches, export_count, plan_export
 from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 from store.migrate import Migration, migrate_to_timescaledb
 from store.pool import connect, open_pool
@@ -89,6 +93,22 @@ def _parser() -> argparse.ArgumentParser:
         help="import laboratory CSV files once and print a report per row (files stay in place)",
     )
     import_csv.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    export = commands.add_parser(
+        "export",
+        help="readings of a period as CSV or NDJSON (as GET /v1/export), with a progress bar",
+    )
+    export.add_argument("--start", required=True, help="RFC 3339 (no offset = Asia/Shanghai)")
+    export.add_argument("--end", required=True, help="end of the half-open range [start, end)")
+    export.add_argument("--format", choices=("csv", "ndjson"), default="csv")
+    export.add_argument("--station", action="append", help="station code; repeat for several")
+    export.add_argument("--parameter", action="append", help="parameter code; repeat for several")
+    export.add_argument("--area", choices=get_args(Area))
+    export.add_argument("--city", choices=get_args(City))
+    export.add_argument("--interval", choices=get_args(Interval), default="raw")
+    export.add_argument("--tz", choices=("Asia/Shanghai", "UTC"), default="Asia/Shanghai")
+    export.add_argument(
+        "--output", "-o", type=Path, help="file to write (default: standard output)"
+    )
     return parser
 
 
@@ -171,6 +191,8 @@ def _run_with(
             return asyncio.run(_keys(url, args))
         if args.command == "import-csv":
             return asyncio.run(_import_csv(url, settings, args.files))
+        if args.command == "export":
+            return asyncio.run(_export(url, settings, args))
         if args.command in ("api", "worker", "serve"):
             asyncio.run(check_timescaledb(url, settings))
         if args.command == "demo":
@@ -324,6 +346,51 @@ async def _import_csv(url: str, settings: Settings, files: list[Path]) -> int:
     finally:
         await pool.close()
     return 1 if failed else 0
+
+
+async def _export(url: str, settings: Settings, args: argparse.Namespace) -> int:
+    """`envlink export`: the file to --output (written whole, or not at all) or standard output."""
+    conn = await connect(url)
+    try:
+        plan = await plan_export(
+            conn,
+            stations=args.station,
+            parameters=args.parameter,
+            area=args.area,
+            city=args.city,
+            start=parse_time(args.start, field="--start"),
+            end=parse_time(args.end, field="--end"),
+            period_s=INTERVAL_PERIOD_S.get(args.interval),
+            format=args.format,
+            utc=args.tz == "UTC",
+            max_days=settings.export_max_days,
+        )
+        total = await export_count(conn, plan)
+        output: Path | None = args.output
+        partial = output.with_name(output.name + ".part") if output else None
+        bar = _ProgressBar("exporting")
+        done = 0
+        try:
+            with partial.open("wb") if partial else nullcontext(sys.stdout.buffer) as out:
+                out.write(plan.preamble())
+                bar(done, total)
+                async for batch in export_batches(conn, plan):
+                    out.write(batch)
+                    done += batch.count(b"\n")
+                    bar(done, total)
+        except BaseException:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+        if partial is not None and output is not None:
+            partial.replace(output)
+        where = f" to {output}" if output else ""
+        print(f"exported {done:,} rows{where}", file=sys.stderr)
+        return 0
+    finally:
+        await conn.close()
 
 
 def _print_report(path: Path, report: FileReport) -> None:
