@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
@@ -17,6 +18,8 @@ from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from tests.conftest import CONFIG_DIR, ROOT
+
+pytestmark = pytest.mark.slow
 
 DAY = datetime(2026, 11, 1, tzinfo=CST)
 

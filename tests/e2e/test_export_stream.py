@@ -23,6 +23,8 @@ from store.keys import create_key
 from store.partitions import create_partitions, is_partitioned
 from tests.conftest import CONFIG_DIR, ROOT
 
+pytestmark = pytest.mark.slow
+
 FIRST_HOUR = datetime(2026, 6, 1, tzinfo=UTC)
 HOURS = 1000
 SERIES = 200  # station × parameter pairs of the catalogue: 200 × 1000 = 200 k readings
