@@ -61,12 +61,18 @@ async def write_readings(
     reading_latest is kept up to date with them. The caller owns the transaction (so the two
     commit together) and must have created the partitions the rows fall in.
     """
+    # Rows are written in key order, so two transactions with rows in common (a device sending
+    # a packet again while the first send is still being stored) take their locks in the same
+    # order and wait for each other instead of deadlocking.
+    micros = _micros([row.time for row in rows])  # names a time without an offset
+    order = sorted(range(len(rows)), key=lambda i: (*rows[i][:3], micros[i]))
+    ordered = [rows[position] for position in order]
     result = WriteResult(total=len(rows))
     # Per chunk, each series' newest stored row: what reading_latest may have to take.
     newest: list[_Newest] = []
     merging = False
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start : start + CHUNK]
         if not merging:
             try:
                 async with conn.transaction():
@@ -75,7 +81,9 @@ async def write_readings(
             except psycopg.errors.UniqueViolation:
                 merging = True
         newest.append(await _merge(conn, chunk, start, source_id, received_at, result))
-    await _keep_latest(conn, [rows[position] for position in _newest_of_all(newest)])
+    await _keep_latest(conn, [ordered[position] for position in _newest_of_all(newest)])
+    result.duplicates = {order[position] for position in result.duplicates}
+    result.revisions = {order[position] for position in result.revisions}
     return result
 
 

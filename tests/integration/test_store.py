@@ -404,6 +404,29 @@ async def test_a_key_written_meanwhile_by_another_transaction_is_sorted_after_it
         assert history == [(6.5, QC.VALID)]
 
 
+async def test_batches_with_rows_in_common_wait_for_each_other_and_never_deadlock(
+    db: AsyncConnectionPool,
+) -> None:
+    sid, pid = await _ids(db, "gz-a-huangpu", "pm25")
+    first = ReadingRow(sid, pid, 0, T0, 20.0, 0)
+    second = ReadingRow(sid, pid, 0, T0 + timedelta(seconds=10), 21.0, 0)
+    async with db.connection() as conn, conn.transaction():
+        await create_partitions(conn, {month_of(T0)})
+    async with db.connection() as other, db.connection() as mine:
+        await other.execute("BEGIN")
+        await write_readings(other, [first], source_id=3, received_at=NOW)
+        # Ours lists `second` first (a device's resend in another order), yet must wait for
+        # `first` before it takes `second`: the other transaction then writes `second` freely.
+        writing = asyncio.create_task(_write_on(mine, [second, first], 3))
+        await _wait_until_blocked(db, mine.info.backend_pid)
+        await write_readings(other, [second], source_id=3, received_at=NOW)
+        await other.execute("COMMIT")
+        result = await asyncio.wait_for(writing, 10)
+    assert (result.accepted, result.duplicates, result.revisions) == (0, {0, 1}, set())
+    stored = await _stored(db)
+    assert (stored[_key(first)], stored[_key(second)]) == ((20.0, 0, 3), (21.0, 0, 3))
+
+
 async def test_a_value_revised_meanwhile_is_kept_before_ours_replaces_it(
     db: AsyncConnectionPool,
 ) -> None:
