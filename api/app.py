@@ -11,6 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.deps import ApiDatabase
 from api.errors import install_error_handlers
+from api.middleware import RateLimitHeaders
+from api.ratelimit import RateLimits
 from api.routers import (
     alerts,
     audit,
@@ -86,6 +88,7 @@ def create_app(
     if pool is not None:
         _attach(app, pool, settings, listener)
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(readings.router)
@@ -106,7 +109,11 @@ def _attach(
     app: FastAPI, pool: AsyncConnectionPool, settings: Settings, listener: Listener | None
 ) -> None:
     """Give the routers the pool and the ingest pipeline (pushed readings go through it)."""
-    app.state.database = ApiDatabase(pool, timeout_s=settings.pool_timeout_s)
+    app.state.database = ApiDatabase(
+        pool,
+        timeout_s=settings.pool_timeout_s,
+        rate_limits=RateLimits(settings) if settings.rate_limits == "on" else None,
+    )
     if listener is not None:
         app.state.database.listen(listener)
     app.state.pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)

@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from psycopg_pool import AsyncConnectionPool
 
-from core.errors import DatabaseUnavailable, Forbidden, Unauthenticated
+from api.ratelimit import RateLimits, Verdict
+from core.errors import DatabaseUnavailable, Forbidden, RateLimited, Unauthenticated
 from core.settings import Settings
 from core.timeutil import utcnow
 from ingest.pipeline import Pipeline
@@ -40,6 +42,7 @@ class ApiDatabase:
     timeout_s: float
     listener: Listener | None = None
     keys: KeyCache = field(default_factory=KeyCache)
+    rate_limits: RateLimits | None = None  # None: ENVLINK_RATE_LIMITS=off
 
     def listen(self, listener: Listener) -> None:
         """Use `listener` for the key cache's revocations and to know when the database is away."""
@@ -160,24 +163,65 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str:
 
 
 async def current_key(
+    request: Request,
     held: RequestConnectionDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
-    """The caller's live API key, from the key cache or checked on the request's connection."""
+    """The caller's live API key, within its rate limit.
+
+    The key comes from the key cache or is checked on the request's connection; its tokens from
+    this process's share of its bucket or, when that is spent, from the bucket on the same
+    connection. An address that presented too many bad keys is refused before any check.
+    """
     plain = presented_key(authorization, x_api_key)
     key_hash = hash_key(plain)
+    limits = held.database.rate_limits
     cache = held.database.key_cache
-    if cache is not None and (cached := cache.get(key_hash, now=utcnow())) is not None:
-        return cached
-    generation = cache.generation if cache is not None else 0
-    async with held.briefly() as conn:
-        key = await authenticate(conn, plain)
+    key = cache.get(key_hash, now=utcnow()) if cache is not None else None
     if key is None:
-        raise Unauthenticated("the API key is unknown, revoked or expired")
-    if cache is not None:
-        cache.put(key_hash, key, generation=generation)
+        address = request.client.host if request.client else "unknown"
+        if limits is not None and (refused := limits.refused_address(address)) is not None:
+            raise _refusal(refused, "too many unknown keys from this address")
+        generation = cache.generation if cache is not None else 0
+        async with held.briefly() as conn:
+            key = await authenticate(conn, plain)
+            if key is None:
+                if limits is not None:
+                    verdict = await limits.count_failure(address, conn)
+                    if not verdict.allowed:
+                        raise _refusal(verdict, "too many unknown keys from this address")
+                raise Unauthenticated("the API key is unknown, revoked or expired")
+            if cache is not None:
+                cache.put(key_hash, key, generation=generation)
+            if limits is not None:
+                await _admit(request, limits, key, partial(_ready, conn))
+    elif limits is not None:
+        # The handler takes the request's connection next in most cases: take it for both.
+        await _admit(request, limits, key, held.get)
     return key
+
+
+async def _ready(conn: Conn) -> Conn:
+    return conn
+
+
+async def _admit(
+    request: Request, limits: RateLimits, key: ApiKey, conn: Callable[[], Awaitable[Conn]]
+) -> None:
+    verdict = await limits.admit_key(key, conn)
+    request.state.rate_limit = verdict
+    if not verdict.allowed:
+        raise _refusal(verdict, f"this API key's limit is {verdict.limit.per_minute} a minute")
+
+
+def _refusal(verdict: Verdict, why: str) -> RateLimited:
+    return RateLimited(
+        f"{why}; try again in {verdict.reset_s} s",
+        limit=verdict.limit.per_minute,
+        remaining=verdict.remaining,
+        reset_s=verdict.reset_s,
+    )
 
 
 KeyDep = Annotated[ApiKey, Depends(current_key)]

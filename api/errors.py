@@ -19,6 +19,7 @@ from core.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
 )
 
@@ -53,6 +54,14 @@ def database_unavailable(message: str = DATABASE_AWAY) -> JSONResponse:
     return error_response(503, DatabaseUnavailable.code, message, retry_after_s=UNAVAILABLE_RETRY_S)
 
 
+def rate_limited(exc: RateLimited) -> JSONResponse:
+    response = error_response(429, exc.code, str(exc), retry_after_s=exc.reset_s)
+    response.headers["RateLimit-Limit"] = str(exc.limit)
+    response.headers["RateLimit-Remaining"] = str(exc.remaining)
+    response.headers["RateLimit-Reset"] = str(exc.reset_s)
+    return response
+
+
 def _database_known_away(request: Request) -> bool:
     database: ApiDatabase | None = getattr(request.app.state, "database", None)
     return database is not None and database.listener is not None and database.listener.down
@@ -65,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: EnvLinkError) -> JSONResponse:
         if isinstance(exc, DatabaseUnavailable):
             return database_unavailable(str(exc))
+        if isinstance(exc, RateLimited):
+            return rate_limited(exc)
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
         return error_response(status, exc.code, str(exc))
 

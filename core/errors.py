@@ -69,6 +69,18 @@ class Forbidden(EnvLinkError, PermissionError):
     code = "forbidden"
 
 
+class RateLimited(EnvLinkError):
+    """The key, or the client address after failed authentications, has used up its requests."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, limit: int, remaining: int, reset_s: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s
+
+
 class DatabaseUnavailable(EnvLinkError, ConnectionError):
     """PostgreSQL cannot be reached or started."""
 

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         default=5.0,
         description="How long an API request waits for a connection before a 503 overloaded",
     )
+    rate_limits: Literal["on", "off"] = Field(
+        default="on", description="Limit requests per API key and failed keys per client address"
+    )
+    rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=600, description="Requests a minute per API key, unless the key sets its own"
+    )
+    rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=100, description="Requests an API key may make at once after a quiet spell"
+    )
+    rate_limit_failed_auth_per_minute: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=20, description="Unknown, revoked or expired keys a minute per client address"
+    )
     timescaledb: TimescaleMode = Field(
         default="auto",
         description="TimescaleDB: auto (when the server preloads it), required or off",

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "--role", action="append", required=True, choices=ROLES, help="repeat for several roles"
     )
     create.add_argument("--label", help="a note to recognise the key by")
+    create.add_argument(
+        "--rate-limit",
+        type=_positive,
+        metavar="N",
+        help="requests a minute for this key (default: ENVLINK_RATE_LIMIT_PER_MINUTE)",
+    )
     expiry = create.add_mutually_exclusive_group()
     expiry.add_argument("--expires", help="expiry time, RFC 3339 (no offset = Asia/Shanghai)")
     expiry.add_argument("--expires-in-days", type=float, help="expiry in days from now")
@@ -272,14 +278,24 @@ async def _to_timescaledb(url: str, settings: Settings) -> int:
 
 
 async def _create_key(
-    url: str, agency: str, roles: list[str], label: str | None, expires: str | None
+    url: str,
+    agency: str,
+    roles: list[str],
+    label: str | None,
+    expires: str | None,
+    rate_limit: int | None = None,
 ) -> tuple[ApiKey, str]:
     conn = await connect(url)
     try:
         expires_at = parse_time(expires, field="--expires") if expires else None
         async with conn.transaction():
             key, plain = await create_key(
-                conn, agency=agency, roles=roles, label=label, expires_at=expires_at
+                conn,
+                agency=agency,
+                roles=roles,
+                label=label,
+                expires_at=expires_at,
+                rate_limit=rate_limit,
             )
             await record_audit(
                 conn, key_id=None, agency=None, action="key.create", target=f"key:{key.id}",
@@ -295,10 +311,13 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
         expires = args.expires
         if args.expires_in_days is not None:
             expires = (utcnow() + timedelta(days=args.expires_in_days)).isoformat()
-        key, plain = await _create_key(url, args.agency, args.role, args.label, expires)
+        key, plain = await _create_key(
+            url, args.agency, args.role, args.label, expires, args.rate_limit
+        )
         print(
             f"created key {key.id} ({key.prefix}) for {key.agency}: roles {', '.join(key.roles)}"
             + (f", expires {rfc3339(key.expires_at)}" if key.expires_at else "")
+            + (f", {key.rate_limit} requests a minute" if key.rate_limit else "")
         )
         print(plain)
         return 0
@@ -313,7 +332,7 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
                 )
                 print(
                     f"{key.id}\t{key.prefix}\t{key.agency}\t{','.join(key.roles)}\t{state}"
-                    f"\t{key.label or ''}"
+                    f"\t{_rate(key)}\t{key.label or ''}"
                 )
         else:
             async with conn.transaction():
@@ -328,6 +347,10 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
         return 0
     finally:
         await conn.close()
+
+
+def _rate(key: ApiKey) -> str:
+    return f"{key.rate_limit}/min" if key.rate_limit is not None else "default rate"
 
 
 async def _import_csv(url: str, settings: Settings, files: list[Path]) -> int:

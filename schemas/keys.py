@@ -26,6 +26,12 @@ class KeyIn(BaseModel):
     expires_at: Instant | None = Field(
         default=None, description="When the key stops working; none = never (no offset = +08:00)"
     )
+    rate_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Requests a minute for this key; none = the server's default",
+    )
 
 
 class KeyOut(BaseModel):
@@ -43,6 +49,9 @@ class KeyOut(BaseModel):
     last_used_at: datetime | None = Field(
         description="Last time the key was checked against the database; API processes cache"
         " a checked key for up to 30 s, so uses within that time are not counted again"
+    )
+    rate_limit: int | None = Field(
+        default=None, description="Requests a minute for this key; none = the server's default"
     )
 
 

@@ -34,6 +34,7 @@ class ApiKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    rate_limit: int | None = None  # requests a minute; None: ENVLINK_RATE_LIMIT_PER_MINUTE
 
 
 async def create_key(
@@ -43,6 +44,7 @@ async def create_key(
     roles: list[str],
     label: str | None = None,
     expires_at: datetime | None = None,
+    rate_limit: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns its record and the plain key, which is not kept anywhere."""
     cur = await conn.execute("SELECT id FROM agency WHERE code = %s", [agency])
@@ -52,9 +54,9 @@ async def create_key(
     prefix = secrets.token_hex(4)
     plain = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     cur = await conn.execute(
-        "INSERT INTO api_key (agency_id, prefix, key_hash, roles, label, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        [row[0], prefix, hash_key(plain), sorted(set(roles)), label, expires_at],
+        "INSERT INTO api_key (agency_id, prefix, key_hash, roles, label, expires_at, rate_limit)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        [row[0], prefix, hash_key(plain), sorted(set(roles)), label, expires_at, rate_limit],
     )
     created = await cur.fetchone()
     assert created is not None
@@ -63,7 +65,7 @@ async def create_key(
 
 _COLUMNS = (
     "SELECT k.id, k.prefix, a.code AS agency, a.city AS agency_city, k.roles, k.label,"
-    " k.created_at, k.expires_at, k.revoked_at, k.last_used_at"
+    " k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.rate_limit"
 )
 _SELECT = _COLUMNS + " FROM api_key k JOIN agency a ON a.id = k.agency_id"
 

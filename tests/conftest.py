@@ -54,6 +54,7 @@ MUTABLE_TABLES += ("rule_version", "rule")
 MUTABLE_TABLES += ("subscription", "silence", "notification_cursor", "notification_cursor_gap")
 MUTABLE_TABLES += ("notification_group", "notification_group_member", "notification")
 MUTABLE_TABLES += ("notification_item", "delivery_attempt", "audit_log", "stream_token")
+MUTABLE_TABLES += ("rate_bucket",)
 
 
 def _with_database(url: str, name: str) -> str:
@@ -214,7 +215,9 @@ async def listener(database_url: str) -> AsyncIterator[Listener]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, config_dir=CONFIG_DIR)
+    """The session database's settings. Rate limits off: tests fire hundreds of requests with
+    one key; tests/integration/test_rate_limits.py turns them on."""
+    return Settings(database_url=database_url, config_dir=CONFIG_DIR, rate_limits="off")
 
 
 def worker_loop(

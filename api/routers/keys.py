@@ -49,6 +49,7 @@ def key_out(key: ApiKey) -> KeyOut:
             "expires_at": key.expires_at,
             "revoked_at": key.revoked_at,
             "last_used_at": key.last_used_at,
+            "rate_limit": key.rate_limit,
         }
     )
 
@@ -91,7 +92,7 @@ async def add_key(conn: ConnDep, admin: AdminKey, zone: ZoneDep, body: KeyIn) ->
         try:
             key, plain = await create_key(
                 conn, agency=body.agency, roles=list(body.roles), label=body.label,
-                expires_at=expires_at,
+                expires_at=expires_at, rate_limit=body.rate_limit,
             )  # fmt: skip
         except AgencyNotFound:
             raise InvalidInput(

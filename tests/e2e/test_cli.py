@@ -66,10 +66,17 @@ def test_migrate_seed_and_keys(cli_env: dict[str, str], timescaledb: bool) -> No
     assert stored[0][1] == ["reader", "writer"]
 
     listed = _envlink("keys", "list", env=cli_env)
-    assert listed.stdout.split("\t")[2:5] == ["dg_eeb", "reader,writer", "active"]
+    assert listed.stdout.split("\t")[2:6] == ["dg_eeb", "reader,writer", "active", "default rate"]
+    limited = _envlink(
+        "keys", "create", "--agency", "gz_eeb", "--role", "reader", "--rate-limit", "120",
+        env=cli_env,
+    )  # fmt: skip
+    assert limited.stdout.splitlines()[0].endswith(": roles reader, 120 requests a minute")
+    listed = _envlink("keys", "list", env=cli_env).stdout.splitlines()
+    assert listed[1].split("\t")[2:6] == ["gz_eeb", "reader", "active", "120/min"]
     revoked = _envlink("keys", "revoke", "1", env=cli_env)
     assert revoked.returncode == 0
-    assert "\trevoked\t" in _envlink("keys", "list", env=cli_env).stdout
+    assert "\trevoked\t" in _envlink("keys", "list", env=cli_env).stdout.splitlines()[0]
     with psycopg.connect(cli_env["ENVLINK_DATABASE_URL"]) as conn:
         audit = conn.execute(
             "SELECT key_id, agency, action, target, before->>'state', after->>'state'"
@@ -77,6 +84,7 @@ def test_migrate_seed_and_keys(cli_env: dict[str, str], timescaledb: bool) -> No
         ).fetchall()
     assert audit == [
         (None, None, "key.create", "key:1", None, "active"),
+        (None, None, "key.create", "key:2", None, "active"),
         (None, None, "key.revoke", "key:1", "active", "revoked"),
     ]
 

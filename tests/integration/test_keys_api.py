@@ -35,6 +35,7 @@ async def test_a_created_key_is_shown_once_and_works(
 ) -> None:
     admin = await _headers(db, "gz_eeb", "admin")  # key 1
     body = {"agency": "gz_eeb", "roles": ["writer", "reader"], "label": "partner push"}
+    body["rate_limit"] = 1200
     created = await client.post("/v1/keys", json=body, headers=admin)
     assert created.status_code == 201, created.text
     answer = created.json()
@@ -44,7 +45,7 @@ async def test_a_created_key_is_shown_once_and_works(
     assert answer == {
         "id": 2, "prefix": answer["prefix"], "agency": "gz_eeb", "roles": ["reader", "writer"],
         "label": "partner push", "state": "active", "expires_at": None, "revoked_at": None,
-        "last_used_at": None,
+        "last_used_at": None, "rate_limit": 1200,
     }  # fmt: skip
     async with db.connection() as conn:
         cur = await conn.execute("SELECT key_hash FROM api_key WHERE id = 2")
@@ -54,9 +55,9 @@ async def test_a_created_key_is_shown_once_and_works(
     listed = await client.get("/v1/keys", params={"tz": "UTC"}, headers=admin)
     assert listed.status_code == 200
     items = listed.json()["items"]
-    assert [(k["id"], k["agency"], "key" in k) for k in items] == [
-        (1, "gz_eeb", False),
-        (2, "gz_eeb", False),
+    assert [(k["id"], k["agency"], "key" in k, k["rate_limit"]) for k in items] == [
+        (1, "gz_eeb", False, None),
+        (2, "gz_eeb", False, 1200),
     ]
     assert items[1]["last_used_at"] is not None and items[1]["last_used_at"].endswith("Z")
     assert plain not in listed.text
@@ -116,6 +117,8 @@ async def test_the_joint_office_admin_manages_every_agency(
         ({"agency": "gz_eeb", "roles": ["reader"], "expires_at": "2020-01-01T00:00:00"}, 400,
          "expires_at: 2020-01-01T00:00:00+08:00 has passed"),
         ({"agency": "gz_eeb", "roles": ["reader"], "extra": 1}, 422, "extra: Extra inputs"),
+        ({"agency": "gz_eeb", "roles": ["reader"], "rate_limit": 0}, 422,
+         "rate_limit: Input should be greater than or equal to 1"),
     ],
 )  # fmt: skip
 async def test_bad_key_requests_name_the_field(
