@@ -528,7 +528,8 @@ def measure(
                 calm = generator(base + target.path, LATENCY_CONNECTIONS, seconds, headers)
                 results[target.label][name] = Measured(busy, calm)
                 print(
-                    f"  {target.label} {name}: {busy.rate:,.0f} req/s at"
+                    f"  {target.label} {name} (load {os.getloadavg()[0]:.1f}):"
+                    f" {busy.rate:,.0f} req/s at"
                     f" {THROUGHPUT_CONNECTIONS}; p50 {calm.p50_s * 1000:.1f} ms,"
                     f" p99 {calm.p99_s * 1000:.1f} ms at {LATENCY_CONNECTIONS}"
                     + (
@@ -550,11 +551,11 @@ def report(targets: Sequence[Target], results: dict[str, dict[str, Measured]]) -
     met = True
     for target in targets:
         ours, bare = results[target.label]["EnvLink"], results[target.label]["bare"]
-        ratio = ours.throughput.rate / bare.throughput.rate
+        ratio = ours.throughput.rate / bare.throughput.rate if bare.throughput.rate else math.nan
         failed = ours.throughput.failed + ours.latency.failed
         problems = []
-        if ratio < RATIO_TARGET:
-            problems.append(f"ratio < {RATIO_TARGET}")
+        if not ratio >= RATIO_TARGET:
+            problems.append(f"ratio < {RATIO_TARGET}" if ratio == ratio else "no bare figure")
         if ours.latency.p99_s >= target.p99_target_s:
             problems.append("p99 over target")
         if failed:
@@ -577,7 +578,10 @@ async def loaded_and_measured(args: argparse.Namespace) -> bool:
     generator = (
         "wrk" if shutil.which("wrk") else "bench/_load.py (install wrk: apt-get install wrk)"
     )
-    print(f"cores: {os.cpu_count()}; load generator: {generator}; {seconds:g} s per run")
+    print(
+        f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f};"
+        f" load generator: {generator}; {seconds:g} s per run"
+    )
     if args.loaded:
         targets, key = await scenario(args.loaded)
         return report(targets, measure(args.loaded, targets, key, seconds, warm_s))
