@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from psycopg.rows import class_row
+from psycopg.rows import args_row, class_row
 
 from core.errors import StationNotFound
 from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
@@ -449,6 +449,9 @@ async def clear_rollups(conn: Conn) -> None:
     await conn.execute("DELETE FROM reading_daily")
 
 
+# The rollup rows are built positionally (args_row): /v1/aqi?city= reads a thousand of them per
+# request, and building each from keywords (class_row) cost a tenth of its time. The queries
+# select the fields in the dataclasses' order.
 @dataclass(frozen=True, slots=True)
 class HourlyRollupRow:
     """A stored hourly rollup as the API and the engine read it."""
@@ -474,7 +477,7 @@ async def hourly_rollups(
     end: datetime,
 ) -> list[HourlyRollupRow]:
     """Hourly rollups of these stations × parameters with hour in [start, end), by hour."""
-    async with conn.cursor(row_factory=class_row(HourlyRollupRow)) as cur:
+    async with conn.cursor(row_factory=args_row(HourlyRollupRow)) as cur:
         await cur.execute(
             "SELECT station_id, parameter_id, hour, value, samples, coverage_s, min, max, origin,"
             " computed_at FROM reading_hourly"
@@ -515,7 +518,7 @@ async def daily_rollups(
     last: date,
 ) -> list[DailyRollupRow]:
     """Daily rollups of these stations × parameters for the days first..last, by day."""
-    async with conn.cursor(row_factory=class_row(DailyRollupRow)) as cur:
+    async with conn.cursor(row_factory=args_row(DailyRollupRow)) as cur:
         await cur.execute(
             "SELECT station_id, parameter_id, day, value, hours, min, max, origin, computed_at"
             " FROM reading_daily"
@@ -636,7 +639,7 @@ async def hourly_rollups_within(
     """For each (parameter id, window_s), its hourly rollups in (hour - window_s, hour]."""
     if not windows:
         return []
-    async with conn.cursor(row_factory=class_row(HourlyRollupRow)) as cur:
+    async with conn.cursor(row_factory=args_row(HourlyRollupRow)) as cur:
         await cur.execute(
             _HOURLY_WITHIN.encode(),
             {
