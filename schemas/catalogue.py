@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +40,10 @@ class ParameterDef(Strict):
         return self
 
 
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
 class ReachDef(Strict):
     """A reach of the river graph; `downstream` names the reaches the water flows into."""
 
@@ -51,6 +55,10 @@ class ReachDef(Strict):
     velocity_m_s: float = Field(gt=0)
     tidal: bool = False
     tidal_factor: float | None = Field(default=None, ge=0, le=1)
+    approximate: bool = Field(description="The path is drawn roughly, not surveyed")
+    path: list[tuple[Longitude, Latitude]] = Field(
+        min_length=2, description="[longitude, latitude] points (WGS-84), upstream to downstream"
+    )
 
 
 class AgencyDef(Strict):

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 
 from core.errors import ParameterNotFound, StationNotFound
 from schemas.catalogue import Catalogue, ParameterOut, StationOut, StationParameterOut
@@ -72,17 +73,20 @@ WHERE (parameter.name, parameter.name_zh, parameter.grp, parameter.unit, paramet
 RETURNING xmax = 0
 """
 _REACH = """
-INSERT INTO reach (code, name, name_zh, downstream, length_km, velocity_m_s, tidal, tidal_factor)
+INSERT INTO reach (code, name, name_zh, downstream, length_km, velocity_m_s, tidal, tidal_factor,
+                   path, approximate)
 VALUES (%(code)s, %(name)s, %(name_zh)s, %(downstream)s, %(length_km)s, %(velocity_m_s)s,
-        %(tidal)s, %(tidal_factor)s)
+        %(tidal)s, %(tidal_factor)s, %(path)s, %(approximate)s)
 ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh,
     downstream = EXCLUDED.downstream, length_km = EXCLUDED.length_km,
     velocity_m_s = EXCLUDED.velocity_m_s, tidal = EXCLUDED.tidal,
-    tidal_factor = EXCLUDED.tidal_factor
+    tidal_factor = EXCLUDED.tidal_factor, path = EXCLUDED.path,
+    approximate = EXCLUDED.approximate
 WHERE (reach.name, reach.name_zh, reach.downstream, reach.length_km, reach.velocity_m_s,
-       reach.tidal, reach.tidal_factor)
+       reach.tidal, reach.tidal_factor, reach.path, reach.approximate)
       IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.downstream, EXCLUDED.length_km,
-       EXCLUDED.velocity_m_s, EXCLUDED.tidal, EXCLUDED.tidal_factor)
+       EXCLUDED.velocity_m_s, EXCLUDED.tidal, EXCLUDED.tidal_factor, EXCLUDED.path,
+       EXCLUDED.approximate)
 RETURNING xmax = 0
 """
 _STATION_COLUMNS = (
@@ -138,7 +142,8 @@ async def seed_catalogue(conn: Conn, catalogue: Catalogue) -> SeedReport:
     await _upsert(
         conn, "parameter", _PARAMETER, [p.model_dump() for p in catalogue.parameters], report
     )
-    await _upsert(conn, "reach", _REACH, [r.model_dump() for r in catalogue.reaches], report)
+    reaches = [{**r.model_dump(), "path": Jsonb(r.path)} for r in catalogue.reaches]
+    await _upsert(conn, "reach", _REACH, reaches, report)
     stations = []
     for station in catalogue.stations:
         row = station.model_dump(exclude={"hj212", "parameters", "parameter_set"})

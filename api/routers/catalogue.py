@@ -1,30 +1,121 @@
-"""Stations and parameters of the joint catalogue."""
+"""Stations (JSON or GeoJSON), river reaches (GeoJSON) and parameters of the joint catalogue."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import ConnDep, KeyDep
 from schemas.catalogue import ParameterOut, StationOut
-from schemas.common import Area, City, Medium, Page, Text
+from schemas.common import Area, City, ErrorOut, Medium, Page, Text
+from schemas.geojson import (
+    GEOJSON_MEDIA_TYPE,
+    LineStringGeometry,
+    ReachCollection,
+    ReachFeature,
+    ReachProperties,
+    ReachStationOut,
+    parse_bbox,
+    station_collection,
+)
 from store.catalogue import get_station, list_parameters, list_stations
+from store.rivers import reaches_with_stations
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 
 
-@router.get("/stations")
+class GeoJsonResponse(JSONResponse):
+    media_type = GEOJSON_MEDIA_TYPE
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema with its definitions written in place, for a response's content
+    (its own "#/$defs/..." would point into the OpenAPI document, not into it)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+@router.get(
+    "/stations",
+    response_model=Page[StationOut],
+    responses={
+        200: {
+            "description": "JSON, or GeoJSON points (format=geojson or Accept:"
+            " application/geo+json)",
+            "content": {
+                GEOJSON_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/StationCollection"}}
+            },
+        },
+        400: {"model": ErrorOut, "description": "A malformed bbox"},
+    },
+)
 async def stations(
     conn: ConnDep,
     key: KeyDep,
     city: City | None = None,
     area: Area | None = None,
     medium: Medium | None = None,
-) -> Page[StationOut]:
-    """Stations of both cities, filtered by city, area and medium."""
+    bbox: Annotated[
+        Text | None,
+        Query(
+            description="minLon,minLat,maxLon,maxLat (WGS-84): only stations inside, edges included"
+        ),
+    ] = None,
+    output_format: Annotated[
+        Literal["json", "geojson"] | None,
+        Query(alias="format", description="geojson: a FeatureCollection of points"),
+    ] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Page[StationOut] | Response:
+    """Stations of both cities, filtered by city, area, medium and bounding box."""
+    box = parse_bbox(bbox) if bbox is not None else None
     items = await list_stations(conn, city=city, area=area, medium=medium)
+    if box is not None:
+        items = [s for s in items if box.holds(s.lon, s.lat)]
+    if output_format == "geojson" or (
+        output_format is None and GEOJSON_MEDIA_TYPE in (accept or "")
+    ):
+        return GeoJsonResponse(station_collection(items).model_dump(mode="json"))
     return Page[StationOut](items=items)
+
+
+@router.get("/rivers", response_class=GeoJsonResponse)
+async def rivers(conn: ConnDep, key: KeyDep) -> ReachCollection:
+    """The river reaches as GeoJSON line strings, each with its stations' river km."""
+    features = [
+        ReachFeature(
+            id=row.code,
+            geometry=LineStringGeometry(coordinates=[(lon, lat) for lon, lat in row.path])
+            if row.path
+            else None,
+            properties=ReachProperties(
+                code=row.code,
+                name=row.name,
+                name_zh=row.name_zh,
+                downstream=row.downstream,
+                length_km=row.length_km,
+                approximate=row.approximate,
+                stations=[ReachStationOut(**station) for station in row.stations],
+            ),
+        )
+        for row in await reaches_with_stations(conn)
+    ]
+    return ReachCollection(features=features)
 
 
 @router.get("/stations/{code}")
