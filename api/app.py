@@ -27,6 +27,7 @@ from api.routers import (
     rules,
     sources,
 )
+from api.stream import AlertFeed
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.pipeline import Pipeline
@@ -72,6 +73,7 @@ def create_app(
                 database.listen(own_listener)
                 await own_listener.start()
                 opened.push_async_callback(own_listener.stop)
+            opened.push_async_callback(app.state.feed.stop)
             yield
 
     # /docs and /redoc load their scripts from EnvLink itself (a pinned package), never from a
@@ -116,4 +118,5 @@ def _attach(
     )
     if listener is not None:
         app.state.database.listen(listener)
+    app.state.feed = AlertFeed(app.state.database)
     app.state.pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)

@@ -17,7 +17,7 @@ from functools import partial
 from types import TracebackType
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from psycopg_pool import AsyncConnectionPool
 
 from api.ratelimit import RateLimits, Verdict
@@ -27,7 +27,7 @@ from core.timeutil import utcnow
 from ingest.pipeline import Pipeline
 from schemas.common import Role
 from store.coordination import KEYS_CHANNEL
-from store.keys import ApiKey, KeyCache, authenticate, hash_key
+from store.keys import ApiKey, KeyCache, authenticate, authenticate_stream_token, hash_key
 from store.listen import Listener
 from store.pool import Conn
 
@@ -225,6 +225,28 @@ def _refusal(verdict: Verdict, why: str) -> RateLimited:
 
 
 KeyDep = Annotated[ApiKey, Depends(current_key)]
+
+
+async def stream_key(
+    held: RequestConnectionDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+    token: Annotated[
+        str | None,
+        Query(description="A stream token (POST /v1/stream-tokens), for clients without headers"),
+    ] = None,
+) -> ApiKey:
+    """The caller's live key, from a key header or else from a stream token (`?token=`)."""
+    if token is None or authorization or x_api_key:
+        return await current_key(held, authorization, x_api_key)
+    async with held.briefly() as conn:
+        key = await authenticate_stream_token(conn, token)
+    if key is None:
+        raise Unauthenticated(
+            "the stream token is unknown or expired, or its key was revoked;"
+            " get a new one from POST /v1/stream-tokens"
+        )
+    return key
 
 
 def require_role(role: Role) -> Callable[[ApiKey], Awaitable[ApiKey]]:

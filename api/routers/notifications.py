@@ -3,34 +3,34 @@
 Subscriptions are managed by their agency's admins; silences by its responders or admins, and
 they mute messages to that agency only. Secrets are write-only and robot keys in target URLs are
 shown as ***. GET /v1/alerts/stream is a Server-Sent Events stream of alert events as they are
-committed; each event's SSE id is its alert_event id, so a client reconnecting with
-Last-Event-ID resumes exactly after the last event it received.
+committed (fanned out by the process's AlertFeed, api/stream.py); each event's SSE id is its
+alert_event id, so a client reconnecting with Last-Event-ID resumes exactly after the last event
+it received.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from contextlib import nullcontext
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from alerts.notify.dispatcher import notification_key
-from api.deps import ApiDatabase, ConnDep, DatabaseDep, KeyDep, require_role
+from api.deps import ConnDep, KeyDep, require_role, stream_key
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import BIGINT_MAX, PathId
+from api.stream import AlertFeed, StreamEnded
 from core.errors import Forbidden, InvalidInput
 from core.timeutil import as_aware, rfc3339, utcnow
 from schemas.common import Area, City, ErrorOut, Page, Text
+from schemas.keys import StreamTokenOut
 from schemas.notifications import (
     AttemptOut,
     DeliveryOut,
@@ -46,12 +46,9 @@ from schemas.notifications import (
     SubscriptionIn,
     SubscriptionOut,
 )
-from store.alerts import StreamEvent, stream_events
-from store.alerts import last_event_id as newest_event_id
+from store.alerts import StreamEvent
 from store.audit import record_audit
-from store.coordination import ALERT_EVENTS_CHANNEL
-from store.keys import ApiKey
-from store.listen import Wakeup
+from store.keys import ApiKey, create_stream_token
 from store.outbox import NotificationRow, attempts_of, list_notifications, notification_items
 from store.pool import Conn, unreachable
 from store.silences import SilenceRow, create_silence, expire_silence, get_silence, list_silences
@@ -70,10 +67,7 @@ router = APIRouter(prefix="/v1", tags=["notifications"])
 AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
 # Comment lines keep proxies from closing an idle stream.
 KEEPALIVE_S = 15.0
-# How long the stream holds back events behind a missing id: event ids are taken from a
-# sequence before commit, so a lower id may still be committing (or was rolled back).
-GAP_HOLD_S = 2.0
-STREAM_BATCH = 500
+STREAM_TOKEN_LIFETIME = timedelta(minutes=10)
 
 
 async def responder_or_admin(key: KeyDep) -> ApiKey:
@@ -443,15 +437,26 @@ def _stream_out(event: StreamEvent) -> StreamEventOut:
     )
 
 
+def get_feed(request: Request) -> AlertFeed:
+    feed: AlertFeed = request.app.state.feed
+    return feed
+
+
+StreamKey = Annotated[ApiKey, Depends(stream_key)]
+
+
 @router.get(
     "/alerts/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        400: {"model": ErrorOut, "description": "Last-Event-ID is not an alert event id"},
+        401: {"model": ErrorOut, "description": "No valid key or stream token"},
+    },
 )
 async def alert_stream(
-    conn: ConnDep,
-    database: DatabaseDep,
-    key: KeyDep,
+    feed: Annotated[AlertFeed, Depends(get_feed)],
+    key: StreamKey,
     zone: ZoneDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     city: City | None = None,
@@ -461,7 +466,9 @@ async def alert_stream(
     """Alert events as they happen (Server-Sent Events); reconnect with Last-Event-ID to resume.
 
     Without Last-Event-ID the stream starts with the next event. Each message is
-    `id: <alert_event id>`, `event: alert_event`, `data: <JSON>`.
+    `id: <alert_event id>`, `event: alert_event`, `data: <JSON>`. Browsers, whose EventSource
+    cannot send a key, pass `?token=` from POST /v1/stream-tokens instead. The stream ends when
+    its key is revoked.
     """
     after: int | None = None
     if last_event_id is not None and last_event_id.strip():
@@ -470,8 +477,6 @@ async def alert_stream(
         if not (text.isascii() and text.isdigit()) or int(text) > BIGINT_MAX:
             raise InvalidInput(f"Last-Event-ID {last_event_id!r} is not an alert event id")
         after = int(text)
-    if after is None:
-        after = await newest_event_id(conn)
 
     def wanted(event: StreamEvent) -> bool:
         return (
@@ -481,55 +486,70 @@ async def alert_stream(
         )
 
     return StreamingResponse(
-        _events(database, after, wanted, zone),
+        _events(feed, key.id, after, wanted, zone),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(
-    database: ApiDatabase, after: int, wanted: Callable[[StreamEvent], bool], zone: tzinfo
-) -> AsyncIterator[bytes]:
-    """The SSE body: events in id order, holding back behind a lower id still being committed.
+def _message(event: StreamEvent, zone: tzinfo) -> bytes:
+    data = orjson.dumps(in_zone(_stream_out(event), zone).model_dump(mode="json"))
+    return b"id: %d\nevent: alert_event\ndata: %s\n\n" % (event.id, data)
 
-    Woken by the process's Listener (a NOTIFY with every committed event, or a reconnect); each
-    read borrows a pooled connection for a moment, so an open stream holds none.
-    """
-    gap_since: float | None = None
-    wakeup = Wakeup()
-    listener = database.listener
-    with listener.subscribed(ALERT_EVENTS_CHANNEL, wakeup) if listener else nullcontext():
-        if listener is not None and listener.connected:
-            await listener.listening(ALERT_EVENTS_CHANNEL)
+
+async def _events(
+    feed: AlertFeed,
+    key_id: int,
+    after: int | None,
+    wanted: Callable[[StreamEvent], bool],
+    zone: tzinfo,
+) -> AsyncIterator[bytes]:
+    """The SSE body: what was missed since `after` (if given), then the feed's events."""
+    subscriber = feed.subscribe(key_id)
+    try:
         yield b"retry: 2000\n\n"
+        await subscriber.placed.wait()
+        floor = subscriber.floor
+        if after is not None and floor is not None:
+            # Catch up to where the feed was when this stream joined, on a connection of its own.
+            while after < floor:
+                batch = [event for event in await feed.events_after(after) if event.id <= floor]
+                if not batch:
+                    break
+                for event in batch:
+                    after = event.id
+                    if wanted(event):
+                        yield _message(event, zone)
         while True:
-            held = False
-            try:
-                database.check_up()
-                async with database.pool.connection(timeout=database.timeout_s) as conn:
-                    batch = await stream_events(conn, after_id=after, limit=STREAM_BATCH)
-            except Exception as exc:
-                if not unreachable(exc):
-                    raise
-                # Ended cleanly: the client's EventSource comes back after `retry` and resumes
-                # from its Last-Event-ID, so nothing is missed.
-                log.warning("alert stream ended, no database connection: %s", exc)
-                return
-            for event in batch:
-                if event.id > after + 1:
-                    gap_since = gap_since if gap_since is not None else time.monotonic()
-                    if time.monotonic() - gap_since < GAP_HOLD_S:
-                        held = True
-                        break
-                gap_since = None
-                after = event.id
-                if wanted(event):
-                    data = orjson.dumps(in_zone(_stream_out(event), zone).model_dump(mode="json"))
-                    yield b"id: %d\nevent: alert_event\ndata: %s\n\n" % (event.id, data)
-            if held:
-                await asyncio.sleep(0.1)
-                continue
-            if len(batch) == STREAM_BATCH:
-                continue
-            if not await wakeup.wait(KEEPALIVE_S):
+            events = await subscriber.take(KEEPALIVE_S)
+            if not events:
                 yield b": keepalive\n\n"
+            for event in events:
+                if (after is None or event.id > after) and wanted(event):
+                    yield _message(event, zone)
+    except StreamEnded:
+        return
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        log.warning("alert stream ended, no database connection: %s", exc)
+    finally:
+        feed.unsubscribe(subscriber)
+
+
+@router.post(
+    "/stream-tokens",
+    status_code=status.HTTP_201_CREATED,
+    responses={401: {"model": ErrorOut, "description": "No valid API key"}},
+)
+async def stream_token(conn: ConnDep, key: KeyDep, zone: ZoneDep) -> StreamTokenOut:
+    """A token for `GET /v1/alerts/stream?token=…`, for browsers (EventSource sends no headers).
+
+    Valid 10 minutes (never past its key's expiry), reconnects included; it dies with its key.
+    """
+    expires_at = utcnow() + STREAM_TOKEN_LIFETIME
+    if key.expires_at is not None:
+        expires_at = min(expires_at, key.expires_at)
+    async with conn.transaction():
+        token = await create_stream_token(conn, key_id=key.id, expires_at=expires_at)
+    return in_zone(StreamTokenOut(token=token, expires_at=expires_at), zone)
