@@ -25,7 +25,7 @@ from core.errors import DatabaseUnavailable, Forbidden, RateLimited, Unauthentic
 from core.settings import Settings
 from core.timeutil import utcnow
 from ingest.pipeline import Pipeline
-from schemas.common import Role
+from schemas.common import Role, Text
 from store.coordination import KEYS_CHANNEL
 from store.keys import ApiKey, KeyCache, authenticate, authenticate_stream_token, hash_key
 from store.listen import Listener
@@ -232,7 +232,7 @@ async def stream_key(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
     token: Annotated[
-        str | None,
+        Text | None,
         Query(description="A stream token (POST /v1/stream-tokens), for clients without headers"),
     ] = None,
 ) -> ApiKey:
