@@ -34,6 +34,7 @@ VALID = {
     "alert_id": "1",
     "subscription_id": "1",
     "silence_id": "1",
+    "key_id": "1",
 }
 TEXT_HOSTILE = "a\x00b"
 TEXT_PROBLEM = "must not contain NUL (U+0000), found at character 2"
