@@ -18,10 +18,17 @@ acknowledged, and the database is checked:
 Nothing acknowledged may be lost and nothing stored twice; with the drain complete every reading
 sent is stored. tests/e2e/test_faults.py runs both in a bounded form.
 
+`mixed-load` runs everything at once: 200 stations over HJ 212 (every tenth sending NO2 far above
+its limit), 64 clients reading the API (`envlink api`), alerts firing and notifying a webhook
+receiver on loopback; it checks that no request failed, every reading was stored once, each
+notification arrived once, nothing was logged as an error, and each process's memory after
+warm-up stayed within 20 % to the end.
+
     .venv/bin/python bench/faults.py kill-worker [--stations 50] [--seconds 60]
     .venv/bin/python bench/faults.py restart-database [--stations 50] [--seconds 60] [--down 10]
+    .venv/bin/python bench/faults.py mixed-load [--stations 200] [--seconds 600] [--connections 64]
 
-`kill-worker` makes its database on the server of ENVLINK_DATABASE_URL when set (dropped at the
+`kill-worker` and `mixed-load` make their database on the server of ENVLINK_DATABASE_URL when set (dropped at the
 end), else on an embedded server in a temporary directory.
 """
 
@@ -37,11 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
+import psutil  # type: ignore[import-untyped]
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +61,19 @@ from bench._common import fresh_database  # noqa: E402
 from bench.hj212 import POLLUTANTS, bench_catalogue, items_of, mn_of  # noqa: E402
 from ingest.sources.hj212.client import Hj212Client, Values  # noqa: E402
 from ingest.sources.hj212.protocol import Packet  # noqa: E402
+from schemas.notifications import SubscriptionIn  # noqa: E402
+from schemas.rules import load_rules  # noqa: E402
 from store.catalogue import seed_catalogue  # noqa: E402
 from store.embedded import start_embedded  # noqa: E402
+from store.keys import create_key  # noqa: E402
 from store.migrate import migrate  # noqa: E402
+from store.rules import seed_rules  # noqa: E402
+from store.subscriptions import create_subscription  # noqa: E402
 
 REPLY_TIMEOUT_S = 5.0  # a data logger sends a packet again when no answer came in this time
 WINDOW = 10  # packets a data logger has waiting for an answer at most
 PARAMETER_OF = {code: parameter for code, parameter, _ in POLLUTANTS}
+NO2 = "a21004"
 
 
 @dataclass
@@ -89,6 +105,7 @@ class Station:
     index: int
     codes: list[str]
     port: int
+    hot: bool = False  # sends NO2 far above its 1-hour limit, so alerts fire and notify
     client: Hj212Client | None = None
     waiting: dict[datetime, float] = field(default_factory=dict)  # data time -> last sent
     acknowledged: set[datetime] = field(default_factory=set)
@@ -102,7 +119,10 @@ class Station:
         return mn_of(self.index)
 
     def values(self, step: int) -> Values:
-        return {code: (float(10 + (step + n) % 50), "N") for n, code in enumerate(self.codes)}
+        values = {code: (float(10 + (step + n) % 50), "N") for n, code in enumerate(self.codes)}
+        if self.hot:
+            values[NO2] = (float(400 + step % 50), "N")
+        return values
 
     def on_reply(self, qn: str, packet: Packet, arrived: float) -> None:
         data_time = self._time_of_qn.pop(qn, None)
@@ -167,35 +187,49 @@ class Station:
             await self.client.close()
 
 
-class WorkerProcess:
-    """`envlink worker` serving HJ 212 on `port`, its log in `log_path`."""
+class EnvlinkProcess:
+    """`envlink worker` (HJ 212 on `port`) or `envlink api` (HTTP on `port`), logging to a file."""
 
-    def __init__(self, database_url: str, port: int, log_path: Path) -> None:
+    def __init__(self, command: str, database_url: str, port: int, log_path: Path) -> None:
+        self.command = command
         self.env = {
             **os.environ,
             "ENVLINK_DATABASE_URL": database_url,
             "ENVLINK_CONFIG_DIR": str(ROOT / "config"),
-            "ENVLINK_HJ212_PORT": str(port),
             "ENVLINK_MQTT_HOST": "",
+            "ENVLINK_HJ212_PORT" if command == "worker" else "ENVLINK_API_PORT": str(port),
         }
         self.port = port
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
+        """Start the process and wait until it listens on its port."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
-                [sys.executable, "-m", "envlink.cli", "worker"],
+                [sys.executable, "-m", "envlink.cli", self.command],
                 env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.command} exited: {self.log_path.read_text()[-2000:]}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
                 return
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"the worker did not listen on {self.port} in {timeout_s:.0f} s")
+        raise RuntimeError(f"{self.command} did not listen on {self.port} in {timeout_s:.0f} s")
+
+    @property
+    def rss(self) -> int:
+        """Resident memory in bytes."""
+        assert self.process is not None
+        rss: int = psutil.Process(self.process.pid).memory_info().rss
+        return rss
+
+    def errors(self) -> list[str]:
+        """The log's ERROR and CRITICAL lines."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if " ERROR " in line or " CRITICAL " in line]
 
     def kill(self) -> None:
         assert self.process is not None
@@ -203,7 +237,7 @@ class WorkerProcess:
         self.process.wait()
 
     async def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM, and the exit status (the worker is killed if it does not stop in time)."""
+        """SIGTERM, and the exit status (the process is killed if it does not stop in time)."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -283,18 +317,27 @@ async def ingest_through(
     fault: Callable[[], Awaitable[None]],
     *,
     database_url: str,
-    worker: WorkerProcess,
+    worker: EnvlinkProcess,
     stations: int,
     seconds: float,
     fault_after_s: float,
     every_s: float = 0.5,
     drain_s: float = 60.0,
+    hot_every: int = 0,
 ) -> Counts:
-    """Run the fleet against the worker for `seconds`, with `fault` injected after fault_after_s."""
+    """Run the fleet against the worker for `seconds`, with `fault` injected after fault_after_s.
+
+    With hot_every n, every n-th station sends NO2 far above its limit.
+    """
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-    port = worker.port
     fleet = [
-        Station(i, [c for c, _, _ in POLLUTANTS[: items_of(i)]], port) for i in range(stations)
+        Station(
+            i,
+            [code for code, _, _ in POLLUTANTS[: items_of(i)]],
+            worker.port,
+            hot=hot_every > 0 and i % hot_every == 0,
+        )
+        for i in range(stations)
     ]
     started = time.monotonic()
     send_until, drain_until = started + seconds, started + seconds + drain_s
@@ -309,7 +352,7 @@ async def ingest_through(
 async def kill_worker(database_url: str, *, stations: int, seconds: float, log_dir: Path) -> Counts:
     """SIGKILL the worker in the middle of ingest and start it again."""
     await prepare(database_url, stations)
-    worker = WorkerProcess(database_url, free_port(), log_dir / "worker.log")
+    worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log")
     await worker.start()
 
     async def fault() -> None:
@@ -337,7 +380,7 @@ async def restart_database(
     server = await asyncio.to_thread(start_embedded, data_dir)
     database_url = server.url
     await prepare(database_url, stations)
-    worker = WorkerProcess(database_url, free_port(), log_dir / "worker.log")
+    worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log")
     await worker.start()
 
     async def fault() -> None:
@@ -363,31 +406,239 @@ async def restart_database(
         await asyncio.to_thread(server.stop)
 
 
+class Receiver:
+    """A webhook endpoint on loopback: answers 200 and counts deliveries per Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self.deliveries: Counter[str] = Counter()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hook"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                headers = dict(
+                    (name.strip().lower(), value.strip())
+                    for name, _, value in (line.partition(":") for line in head.split("\r\n")[1:])
+                )
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                self.deliveries[headers.get("idempotency-key", "")] += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@dataclass
+class Mixed:
+    """What a mixed-load run did: ingest counts, API answers, alerts, deliveries, memory."""
+
+    ingest: Counts
+    api_answers: Counter[int]
+    api_p99_ms: float
+    alerts: int
+    notifications: int
+    deliveries: int
+    delivered_twice: int
+    rss_mb: dict[str, tuple[float, float]]  # process -> (after warm-up, at the end)
+    errors: dict[str, list[str]]  # process -> its log's ERROR lines
+
+    def lines(self) -> list[str]:
+        answers = ", ".join(f"{n} × {status}" for status, n in sorted(self.api_answers.items()))
+        memory = ", ".join(
+            f"{name} {start:.0f} → {end:.0f} MB ({(end / start - 1) * 100:+.0f} %)"
+            for name, (start, end) in self.rss_mb.items()
+        )
+        return [
+            f"ingest: {self.ingest.line()}",
+            f"api: {answers}; p99 {self.api_p99_ms:.0f} ms",
+            f"alerts {self.alerts}, notifications {self.notifications}, webhook deliveries "
+            f"{self.deliveries} ({self.delivered_twice} keys delivered more than once)",
+            f"RSS: {memory}",
+            "errors logged: "
+            + ", ".join(f"{name} {len(lines)}" for name, lines in self.errors.items()),
+        ]
+
+
+API_PATHS = (
+    "/v1/latest",
+    "/v1/latest?area=dongjiang",
+    "/v1/stations",
+    "/v1/alerts?status=active",
+    "/v1/aqi?city=guangzhou",
+)
+
+
+async def read_api(
+    base_url: str, key: str, connections: int, seconds: float
+) -> list[tuple[int, float]]:
+    """`connections` clients reading the API in a loop for `seconds`: (status, ms) per request."""
+    answers: list[tuple[int, float]] = []
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, limits=limits, timeout=30
+    ) as http:
+        end = time.monotonic() + seconds
+
+        async def client(index: int) -> None:
+            turn = index
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                try:
+                    status = (await http.get(API_PATHS[turn % len(API_PATHS)])).status_code
+                except httpx.HTTPError:
+                    status = 0
+                answers.append((status, (time.perf_counter() - started) * 1000))
+                turn += 1
+
+        await asyncio.gather(*(client(i) for i in range(connections)))
+    return answers
+
+
+async def mixed_load(
+    database_url: str, *, stations: int, seconds: float, connections: int, log_dir: Path
+) -> Mixed:
+    """HJ 212 stations, API readers and alerts notifying a webhook, all at once for `seconds`."""
+    await prepare(database_url, stations)
+    receiver = Receiver()
+    hook = await receiver.start()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await seed_rules(
+            conn, load_rules(ROOT / "config" / "thresholds.yaml"), at=datetime.now(UTC)
+        )
+        spec = SubscriptionIn(code="bench-hook", channel="webhook", target=hook, group_wait_s=0)
+        await create_subscription(
+            conn, agency="joint_office", spec=spec, via="api", at=datetime.now(UTC)
+        )
+        _, key = await create_key(conn, agency="joint_office", roles=["reader"], rate_limit=10**7)
+    worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log")
+    api = EnvlinkProcess("api", database_url, free_port(), log_dir / "api.log")
+    await asyncio.gather(worker.start(), api.start())
+    answers: list[tuple[int, float]] = []
+    rss: dict[str, list[int]] = {"worker": [], "api": []}
+
+    async def load() -> None:
+        warm_up = min(10.0, seconds / 6)
+        reading = asyncio.create_task(
+            read_api(f"http://127.0.0.1:{api.port}", key, connections, seconds)
+        )
+        await asyncio.sleep(warm_up)
+        rss["worker"].append(worker.rss)
+        rss["api"].append(api.rss)
+        answers.extend(await reading)
+        rss["worker"].append(worker.rss)
+        rss["api"].append(api.rss)
+
+    try:
+        counts = await ingest_through(
+            load,
+            database_url=database_url,
+            worker=worker,
+            stations=stations,
+            seconds=seconds,
+            fault_after_s=0.0,
+            every_s=2.0,
+            hot_every=10,
+        )
+        await asyncio.sleep(5)  # the last notifications' delivery
+    finally:
+        await asyncio.gather(worker.stop(), api.stop())
+        await receiver.stop()
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        alerts, notifications = await (
+            await conn.execute(
+                "SELECT (SELECT count(*) FROM alert), (SELECT count(*) FROM notification)"
+            )
+        ).fetchone() or (0, 0)
+    latencies = sorted(ms for _, ms in answers)
+    return Mixed(
+        ingest=counts,
+        api_answers=Counter(status for status, _ in answers),
+        api_p99_ms=latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+        alerts=int(alerts),
+        notifications=int(notifications),
+        deliveries=receiver.deliveries.total(),
+        delivered_twice=sum(n > 1 for n in receiver.deliveries.values()),
+        rss_mb={name: (v[0] / 2**20, v[-1] / 2**20) for name, v in rss.items()},
+        errors={"worker": worker.errors(), "api": api.errors()},
+    )
+
+
+def mixed_verdict(mixed: Mixed) -> list[str]:
+    """What went wrong in a mixed-load run (nothing, when it held)."""
+    ingest, problems = mixed.ingest, []
+    if (ingest.lost, ingest.duplicates, ingest.stored) != (0, 0, ingest.sent):
+        problems.append("readings lost, stored twice or never stored")
+    if set(mixed.api_answers) != {200}:
+        problems.append(f"API answers other than 200: {dict(mixed.api_answers)}")
+    if mixed.alerts == 0 or mixed.deliveries == 0 or mixed.delivered_twice:
+        problems.append("alerts did not fire and reach the webhook exactly once each")
+    for name, (start, end) in mixed.rss_mb.items():
+        if abs(end / start - 1) > 0.2:
+            problems.append(f"{name} RSS moved more than 20 % after warm-up")
+    for name, lines in mixed.errors.items():
+        problems += [f"{name}: {line}" for line in lines[:5]]
+    return problems
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("fault", choices=["kill-worker", "restart-database"])
-    parser.add_argument("--stations", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("fault", choices=["kill-worker", "restart-database", "mixed-load"])
+    parser.add_argument("--stations", type=int, help="50, or 200 for mixed-load")
+    parser.add_argument("--seconds", type=float, help="60, or 600 for mixed-load")
     parser.add_argument("--down", type=float, default=10.0, help="seconds the database is away")
+    parser.add_argument("--connections", type=int, default=64, help="API readers (mixed-load)")
     args = parser.parse_args()
+    mixed = args.fault == "mixed-load"
+    stations = args.stations or (200 if mixed else 50)
+    seconds = args.seconds or (600.0 if mixed else 60.0)
     with tempfile.TemporaryDirectory(prefix="envlink-faults-") as folder:
-        if args.fault == "kill-worker":
-            async with fresh_database("envlink_faults") as database:
-                counts = await kill_worker(
-                    database.url, stations=args.stations, seconds=args.seconds, log_dir=Path(folder)
-                )
-        else:
+        log_dir = Path(folder)
+        if args.fault == "restart-database":
             counts = await restart_database(
-                Path(folder) / "db",
-                stations=args.stations,
-                seconds=args.seconds,
+                log_dir / "db",
+                stations=stations,
+                seconds=seconds,
                 down_s=args.down,
-                log_dir=Path(folder),
+                log_dir=log_dir,
             )
-    print(f"{args.fault}: {args.stations} stations, {args.seconds:.0f} s: {counts.line()}")
-    ok = counts.lost == 0 and counts.duplicates == 0 and counts.stored == counts.sent
-    print("PASS" if ok else "FAIL: acknowledged readings lost, stored twice or never stored")
-    sys.exit(0 if ok else 1)
+        else:
+            async with fresh_database("envlink_faults") as database:
+                if mixed:
+                    report = await mixed_load(
+                        database.url,
+                        stations=stations,
+                        seconds=seconds,
+                        connections=args.connections,
+                        log_dir=log_dir,
+                    )
+                else:
+                    counts = await kill_worker(
+                        database.url, stations=stations, seconds=seconds, log_dir=log_dir
+                    )
+    print(f"{args.fault}: {stations} stations, {seconds:.0f} s")
+    if mixed:
+        print("\n".join(report.lines()))
+        problems = mixed_verdict(report)
+    else:
+        print(counts.line())
+        problems = []
+        if (counts.lost, counts.duplicates, counts.stored) != (0, 0, counts.sent):
+            problems.append("acknowledged readings lost, stored twice or never stored")
+    print("PASS" if not problems else "FAIL:\n  " + "\n  ".join(problems))
+    sys.exit(1 if problems else 0)
 
 
 if __name__ == "__main__":
