@@ -28,8 +28,8 @@ warm-up stayed within 20 % to the end.
     .venv/bin/python bench/faults.py restart-database [--stations 50] [--seconds 60] [--down 10]
     .venv/bin/python bench/faults.py mixed-load [--stations 200] [--seconds 600] [--connections 64]
 
-`kill-worker` and `mixed-load` make their database on the server of ENVLINK_DATABASE_URL when set (dropped at the
-end), else on an embedded server in a temporary directory.
+`kill-worker` and `mixed-load` make their database on the server of ENVLINK_DATABASE_URL when
+set (dropped at the end), else on an embedded server in a temporary directory.
 """
 
 from __future__ import annotations
