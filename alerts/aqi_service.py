@@ -54,6 +54,7 @@ from store.rollups import (
     HourlyRollupRow,
     ParameterUnit,
     QualityStation,
+    StationParameter,
     city_air_stations,
     daily_rollups,
     hourly_rollups,
@@ -240,13 +241,25 @@ async def station_aqi(conn: Conn, *, station: str, kind: AqiKind, at: datetime |
             f"station {ref.code} is a {ref.medium} station; the AQI needs an air station"
             " (ask /v1/water-quality for water stations)"
         )
+    return (await stations_aqi(conn, [ref], kind=kind, at=at))[ref.id]
+
+
+async def stations_aqi(
+    conn: Conn, stations: Sequence[QualityStation], *, kind: AqiKind, at: datetime | date
+) -> dict[int, AqiOut]:
+    """Each of these air stations' AQI for one period (as station_aqi), from one read, by id."""
+    if not stations:
+        return {}
     period = PERIODS[kind]
     start, end = period.bounds(at)
-    read, parameters = await _air_read(conn, [ref.id], period, start)
-    inputs = read.inputs[ref.id]
-    result = aqi(period, values_at(inputs, -1), start)
-    where = _Where(kind, start, end, ref.code)
-    return _report(result, inputs, read.origins[ref.id], parameters, None, where)
+    read, parameters = await _air_read(conn, [ref.id for ref in stations], period, start)
+    reports = {}
+    for ref in stations:
+        inputs = read.inputs[ref.id]
+        result = aqi(period, values_at(inputs, -1), start)
+        where = _Where(kind, start, end, ref.code)
+        reports[ref.id] = _report(result, inputs, read.origins[ref.id], parameters, None, where)
+    return reports
 
 
 async def city_aqi(conn: Conn, *, city: City, kind: AqiKind, at: datetime | date) -> AqiOut:
@@ -264,6 +277,13 @@ async def city_aqi(conn: Conn, *, city: City, kind: AqiKind, at: datetime | date
     return _report(result, inputs, {}, parameters, counts, where)
 
 
+def water_site(ref: QualityStation) -> WaterSite | None:
+    """The station's water body and target, when it is a water station with both configured."""
+    if ref.medium != "water" or ref.water_standard is None or ref.target_class is None:
+        return None
+    return WaterSite(ref.water_standard, ref.water_body or "river", ref.target_class)
+
+
 def _water_site(ref: QualityStation) -> WaterSite:
     if ref.medium != "water":
         raise InvalidInput(
@@ -272,7 +292,9 @@ def _water_site(ref: QualityStation) -> WaterSite:
         )
     if ref.water_standard is None or ref.target_class is None:
         raise InvalidInput(f"station {ref.code} has no water standard and target class configured")
-    return WaterSite(ref.water_standard, ref.water_body or "river", ref.target_class)
+    site = water_site(ref)
+    assert site is not None
+    return site
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,54 +307,64 @@ class _Item:
     time: datetime | None
 
 
+# Per station id, what it measures: (parameter id, code, reporting interval in seconds).
+_Measured = Mapping[int, Sequence[tuple[int, str, int]]]
+
+
 async def _sample_items(
-    conn: Conn, station_id: int, hour: datetime, measured: Sequence[tuple[int, str, int]]
-) -> dict[str, _Item]:
-    """Each parameter's value in the hour's sample: what stands of its hourly rollups."""
-    spans = {pid: sample_hours(interval_s) for pid, _, interval_s in measured}
+    conn: Conn, hour: datetime, measured: _Measured
+) -> dict[int, dict[str, _Item]]:
+    """Per station, each parameter's value in the hour's sample: what stands of its rollups."""
+    spans = {
+        (sid, pid): sample_hours(interval_s)
+        for sid, entries in measured.items()
+        for pid, _, interval_s in entries
+    }
     rows = await hourly_rollups_within(
         conn,
-        station_id=station_id,
         hour=hour,
-        windows=[(pid, hours * HOUR_S) for pid, hours in spans.items()],
+        windows=[(sid, pid, hours * HOUR_S) for (sid, pid), hours in spans.items()],
     )
-    by_parameter: dict[int, list[HourlyRollupRow]] = {}
+    by_series: dict[tuple[int, int], list[HourlyRollupRow]] = {}
     for row in rows:
-        by_parameter.setdefault(row.parameter_id, []).append(row)
-    items: dict[str, _Item] = {}
-    for pid, code, _ in measured:
-        first = hour - timedelta(hours=spans[pid] - 1)
-        hourly, by_slot = _grid(by_parameter.get(pid, []), first, spans[pid])
-        stands = standing(hourly.values, hourly.received, hours=spans[pid])
-        source = by_slot.get(int(stands.source[-1]))
-        value = float(stands.values[-1]) if np.isfinite(stands.values[-1]) else None
-        items[code] = _Item(
-            value,
-            stands.status(-1),
-            source.origin if source is not None and value is not None else None,
-            source.hour.astimezone(CST) if source is not None else None,
-        )
+        by_series.setdefault((row.station_id, row.parameter_id), []).append(row)
+    items: dict[int, dict[str, _Item]] = {}
+    for sid, entries in measured.items():
+        items[sid] = {}
+        for pid, code, _ in entries:
+            span = spans[(sid, pid)]
+            first = hour - timedelta(hours=span - 1)
+            hourly, by_slot = _grid(by_series.get((sid, pid), []), first, span)
+            stands = standing(hourly.values, hourly.received, hours=span)
+            source = by_slot.get(int(stands.source[-1]))
+            value = float(stands.values[-1]) if np.isfinite(stands.values[-1]) else None
+            items[sid][code] = _Item(
+                value,
+                stands.status(-1),
+                source.origin if source is not None and value is not None else None,
+                source.hour.astimezone(CST) if source is not None else None,
+            )
     return items
 
 
-async def _day_items(
-    conn: Conn, station_id: int, day: date, measured: Sequence[tuple[int, str, int]]
-) -> dict[str, _Item]:
-    """Each parameter's natural-day mean."""
+async def _day_items(conn: Conn, day: date, measured: _Measured) -> dict[int, dict[str, _Item]]:
+    """Per station, each parameter's natural-day mean."""
     rows = await daily_rollups(
         conn,
-        station_ids=[station_id],
-        parameter_ids=[pid for pid, _, _ in measured],
+        station_ids=list(measured),
+        parameter_ids=sorted({pid for entries in measured.values() for pid, _, _ in entries}),
         first=day,
         last=day,
     )
-    by_id = {row.parameter_id: row for row in rows}
-    items: dict[str, _Item] = {}
-    for pid, code, _ in measured:
-        daily = by_id.get(pid)
-        value = None if daily is None else daily.value
-        origin = daily.origin if daily is not None and value is not None else None
-        items[code] = _Item(value, status_of(value, daily is not None), origin, None)
+    by_series = {(row.station_id, row.parameter_id): row for row in rows}
+    items: dict[int, dict[str, _Item]] = {}
+    for sid, entries in measured.items():
+        items[sid] = {}
+        for pid, code, _ in entries:
+            daily = by_series.get((sid, pid))
+            value = None if daily is None else daily.value
+            origin = daily.origin if daily is not None and value is not None else None
+            items[sid][code] = _Item(value, status_of(value, daily is not None), origin, None)
     return items
 
 
@@ -345,15 +377,45 @@ async def water_quality(
     nutrients still stand at 11:00, alerts/assessment/water.py); a day takes the daily means.
     """
     ref = await quality_station(conn, station)
-    site = _water_site(ref)
+    _water_site(ref)
+    return (await stations_water_quality(conn, [ref], kind=kind, at=at))[ref.id]
+
+
+async def stations_water_quality(
+    conn: Conn, stations: Sequence[QualityStation], *, kind: WaterKind, at: datetime | date
+) -> dict[int, WaterQualityOut]:
+    """Each station's class for one sample or day (as water_quality), from one read, by id.
+
+    Stations that cannot be judged (not water, no standard or target class) are left out.
+    """
+    sites = {ref.id: (ref, site) for ref in stations if (site := water_site(ref)) is not None}
+    if not sites:
+        return {}
     period = PERIODS[kind]
     start, end = period.bounds(at)
-    parameters = await station_parameters(conn, ref.id)
-    measured = [(p.id, p.code, p.interval_s) for p in parameters]
+    parameters = await station_parameters(conn, list(sites))
+    measured = {
+        sid: [(p.id, p.code, p.interval_s) for p in parameters.get(sid, [])] for sid in sites
+    }
     if period is HOUR:
-        items = await _sample_items(conn, ref.id, start, measured)
+        items = await _sample_items(conn, start, measured)
     else:
-        items = await _day_items(conn, ref.id, start.date(), measured)
+        items = await _day_items(conn, start.date(), measured)
+    return {
+        sid: _water_report(ref, site, kind, start, end, parameters.get(sid, []), items[sid])
+        for sid, (ref, site) in sites.items()
+    }
+
+
+def _water_report(
+    ref: QualityStation,
+    site: WaterSite,
+    kind: WaterKind,
+    start: datetime,
+    end: datetime,
+    parameters: Sequence[StationParameter],
+    items: Mapping[str, _Item],
+) -> WaterQualityOut:
     values = {code: item.value for code, item in items.items() if item.value is not None}
     assessment = water_class(site, values)
     insufficient = [code for code, item in items.items() if item.status == "insufficient_data"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 Direction = Literal["downstream", "tidal_upstream"]
@@ -48,6 +49,35 @@ class Arrival:
     eta_s: float
     direction: Direction
     path: tuple[str, ...]
+
+    def expected_at(self, start: datetime) -> datetime:
+        """When a breach that began at `start` at the source arrives here."""
+        return start + timedelta(seconds=self.eta_s)
+
+
+def flow_order(downstream: Mapping[str, Sequence[str]]) -> list[str]:
+    """Reach codes in flow order: every reach before the reaches it flows into.
+
+    Sources come first by code; a reach that splits hands on its branches in the order it lists
+    them. Reaches of a malformed graph's loop, which have no such order, come last by code.
+    """
+    upstream_count = dict.fromkeys(downstream, 0)
+    for below in downstream.values():
+        for code in below:
+            if code in upstream_count:
+                upstream_count[code] += 1
+    ready = sorted(code for code, count in upstream_count.items() if count == 0)
+    order: list[str] = []
+    while ready:
+        code = ready.pop(0)
+        order.append(code)
+        for below in downstream[code]:
+            if below in upstream_count:
+                upstream_count[below] -= 1
+                if upstream_count[below] == 0:
+                    ready.append(below)
+    placed = set(order)
+    return order + sorted(code for code in downstream if code not in placed)
 
 
 def arrivals(

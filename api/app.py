@@ -25,6 +25,7 @@ from api.routers import (
     quality,
     readings,
     rules,
+    situation,
     sources,
 )
 from api.stream import AlertFeed
@@ -104,6 +105,7 @@ def create_app(
     app.include_router(rules.router)
     app.include_router(keys.router)
     app.include_router(audit.router)
+    app.include_router(situation.router)
     return app
 
 

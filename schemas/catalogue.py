@@ -29,6 +29,7 @@ class ParameterDef(Strict):
     group: ParameterGroup
     unit: str
     decimals: int = Field(ge=0, le=9)
+    noise: float = Field(ge=0, description="A 3-hour change within ± this is steady")
     hj212: str | None = None
     valid_min: float
     valid_max: float
@@ -174,6 +175,9 @@ class ParameterOut(BaseModel):
     unit: str
     decimals: int | None = Field(
         description="Decimal places values are published with (rounded half to even)"
+    )
+    noise: float | None = Field(
+        description="A 3-hour change within ± this is `steady` in /v1/situation's trends"
     )
     hj212: str | None
     valid_min: float

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from psycopg.rows import class_row, dict_row
@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from core.errors import ParameterNotFound, StationNotFound
 from schemas.catalogue import Catalogue, ParameterOut, StationOut, StationParameterOut
+from schemas.common import Area, City, Medium
 from store.pool import Conn
 
 
@@ -59,17 +60,19 @@ WHERE (agency.name, agency.name_zh, agency.city)
 RETURNING xmax = 0
 """
 _PARAMETER = """
-INSERT INTO parameter (code, name, name_zh, grp, unit, decimals, hj212_code, valid_min, valid_max)
-VALUES (%(code)s, %(name)s, %(name_zh)s, %(group)s, %(unit)s, %(decimals)s, %(hj212)s,
+INSERT INTO parameter (code, name, name_zh, grp, unit, decimals, noise, hj212_code, valid_min,
+                       valid_max)
+VALUES (%(code)s, %(name)s, %(name_zh)s, %(group)s, %(unit)s, %(decimals)s, %(noise)s, %(hj212)s,
         %(valid_min)s, %(valid_max)s)
 ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh,
     grp = EXCLUDED.grp, unit = EXCLUDED.unit, decimals = EXCLUDED.decimals,
-    hj212_code = EXCLUDED.hj212_code, valid_min = EXCLUDED.valid_min,
+    noise = EXCLUDED.noise, hj212_code = EXCLUDED.hj212_code, valid_min = EXCLUDED.valid_min,
     valid_max = EXCLUDED.valid_max
 WHERE (parameter.name, parameter.name_zh, parameter.grp, parameter.unit, parameter.decimals,
-       parameter.hj212_code, parameter.valid_min, parameter.valid_max)
+       parameter.noise, parameter.hj212_code, parameter.valid_min, parameter.valid_max)
       IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.grp, EXCLUDED.unit,
-       EXCLUDED.decimals, EXCLUDED.hj212_code, EXCLUDED.valid_min, EXCLUDED.valid_max)
+       EXCLUDED.decimals, EXCLUDED.noise, EXCLUDED.hj212_code, EXCLUDED.valid_min,
+       EXCLUDED.valid_max)
 RETURNING xmax = 0
 """
 _REACH = """
@@ -263,6 +266,60 @@ async def list_stations(
     return await _stations(conn, {**params, "limit": limit})
 
 
+@dataclass(frozen=True, slots=True)
+class PlacedStation:
+    """A station with its names, its place on the river and what its assessment needs."""
+
+    id: int
+    code: str
+    name: str
+    name_zh: str
+    city: City
+    area: Area
+    medium: Medium
+    background: bool | None
+    reach: str | None
+    river_km: float | None
+    water_standard: str | None
+    water_body: str | None
+    target_class: int | None
+
+
+async def placed_stations(
+    conn: Conn,
+    *,
+    area: str | None = None,
+    city: str | None = None,
+    codes: Sequence[str] | None = None,
+) -> list[PlacedStation]:
+    """The stations of an area, a city or a list of codes (each filter None: any), by code."""
+    async with conn.cursor(row_factory=class_row(PlacedStation)) as cur:
+        await cur.execute(
+            "SELECT id, code, name, name_zh, city, area, medium, background,"
+            " reach_code AS reach, river_km, water_standard, water_body, target_class"
+            " FROM station WHERE (%(area)s::text IS NULL OR area = %(area)s)"
+            " AND (%(city)s::text IS NULL OR city = %(city)s)"
+            " AND (%(codes)s::text[] IS NULL OR code = ANY(%(codes)s)) ORDER BY code",
+            {"area": area, "city": city, "codes": list(codes) if codes is not None else None},
+        )
+        return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class NamedReach:
+    code: str
+    name: str
+    name_zh: str
+    downstream: list[str]
+
+
+async def named_reaches(conn: Conn) -> list[NamedReach]:
+    """The river graph's reaches with their names, by code."""
+    async with conn.cursor(row_factory=class_row(NamedReach)) as cur:
+        await cur.execute("SELECT code, name, name_zh, downstream FROM reach ORDER BY code")
+        return await cur.fetchall()
+
+
 async def get_station(conn: Conn, code: str) -> StationOut:
     """One station by code, or StationNotFound."""
     rows = await _stations(
@@ -288,7 +345,7 @@ async def list_parameters(conn: Conn) -> list[ParameterOut]:
     """The parameter registry, by code."""
     async with conn.cursor(row_factory=class_row(ParameterOut)) as cur:
         await cur.execute(
-            "SELECT code, name, name_zh, grp AS group, unit, decimals, hj212_code AS hj212,"
+            "SELECT code, name, name_zh, grp AS group, unit, decimals, noise, hj212_code AS hj212,"
             " valid_min, valid_max FROM parameter ORDER BY code"
         )
         return await cur.fetchall()

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.rows import class_row
 
 from schemas.common import QC
 from store.pool import Conn
@@ -547,6 +548,8 @@ async def readings_page(
 
 @dataclass(frozen=True, slots=True)
 class LatestReading:
+    station_id: int
+    parameter_id: int
     station: str
     parameter: str
     time: datetime
@@ -562,10 +565,10 @@ class LatestReading:
 # by period end wins (an instant before a period of the same end).
 _LATEST = """
 SELECT DISTINCT ON (s.code, p.code)
-       s.code AS station, p.code AS parameter, l.time, l.period_s, l.value, p.unit, p.decimals,
-       l.qc,
-       floor(extract(epoch FROM now() - (l.time + make_interval(secs => l.period_s))))::int
-           AS age_s
+       l.station_id, l.parameter_id, s.code AS station, p.code AS parameter, l.time, l.period_s,
+       l.value, p.unit, p.decimals, l.qc,
+       floor(extract(epoch FROM coalesce(%(now)s::timestamptz, now())
+                                - (l.time + make_interval(secs => l.period_s))))::int AS age_s
 FROM reading_latest l
 JOIN station_parameter sp ON sp.station_id = l.station_id AND sp.parameter_id = l.parameter_id
 JOIN station s ON s.id = l.station_id
@@ -573,19 +576,88 @@ JOIN parameter p ON p.id = l.parameter_id
 WHERE (%(city)s::text IS NULL OR s.city = %(city)s)
   AND (%(area)s::text IS NULL OR s.area = %(area)s)
   AND (%(medium)s::text IS NULL OR s.medium = %(medium)s)
+  AND (%(stations)s::int[] IS NULL OR l.station_id = ANY(%(stations)s))
 ORDER BY s.code, p.code, l.time + make_interval(secs => l.period_s) DESC, l.period_s
 """
 
 
 async def latest_readings(
-    conn: Conn, *, city: str | None, area: str | None, medium: str | None
+    conn: Conn,
+    *,
+    city: str | None,
+    area: str | None,
+    medium: str | None,
+    station_ids: Sequence[int] | None = None,
+    now: datetime | None = None,
 ) -> list[LatestReading]:
-    """The latest reading (by period end) of every station × parameter that has one."""
-    cur = await conn.execute(_LATEST.encode(), {"city": city, "area": area, "medium": medium})
+    """The latest reading (by period end) of every station × parameter that has one, with its
+    age at `now` (the transaction's start if None)."""
+    params = {
+        "city": city,
+        "area": area,
+        "medium": medium,
+        "stations": list(station_ids) if station_ids is not None else None,
+        "now": now,
+    }
+    cur = await conn.execute(_LATEST.encode(), params)
     return [
-        LatestReading(station, parameter, t, p, v, unit, places, QC.from_code(qc), age)
-        for station, parameter, t, p, v, unit, places, qc, age in await cur.fetchall()
+        LatestReading(sid, pid, station, parameter, t, p, v, unit, places, QC.from_code(qc), age)
+        for sid, pid, station, parameter, t, p, v, unit, places, qc, age in await cur.fetchall()
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoints:
+    """A series' valid values in its trend window: period ends (epoch seconds) and values."""
+
+    station_id: int
+    parameter_id: int
+    noise: float | None
+    ends: list[float]
+    values: list[float]
+
+
+# Per series, the valid values of one period in (newest - window, newest]: one index range scan
+# each. Only valid and below-detection values say where a series is going (DESIGN §9).
+_TREND_POINTS = """
+SELECT w.station_id, w.parameter_id, p.noise,
+       coalesce(array_agg(extract(epoch FROM r.time)::float8 + w.period_s ORDER BY r.time)
+                FILTER (WHERE r.time IS NOT NULL), '{}') AS ends,
+       coalesce(array_agg(r.value ORDER BY r.time) FILTER (WHERE r.time IS NOT NULL), '{}')
+           AS values
+FROM unnest(%(station)s::int[], %(parameter)s::int2[], %(period)s::int[],
+            %(newest)s::timestamptz[]) AS w(station_id, parameter_id, period_s, newest)
+JOIN parameter p ON p.id = w.parameter_id
+LEFT JOIN LATERAL (
+    SELECT time, value FROM reading
+    WHERE station_id = w.station_id AND parameter_id = w.parameter_id AND period_s = w.period_s
+      AND time > w.newest - make_interval(secs => %(window)s) AND time <= w.newest
+      AND qc = ANY(%(qc)s) AND value IS NOT NULL
+) r ON true
+GROUP BY w.station_id, w.parameter_id, p.noise
+"""
+
+
+async def trend_points(
+    conn: Conn, series: Sequence[tuple[int, int, int, datetime]], *, window_s: float
+) -> list[TrendPoints]:
+    """For each (station id, parameter id, period_s, newest time), the valid values of that
+    period with time in (newest - window_s, newest], oldest first, and the parameter's noise."""
+    if not series:
+        return []
+    async with conn.cursor(row_factory=class_row(TrendPoints), binary=True) as cur:
+        await cur.execute(
+            _TREND_POINTS.encode(),
+            {
+                "station": [s[0] for s in series],
+                "parameter": [s[1] for s in series],
+                "period": [s[2] for s in series],
+                "newest": [s[3] for s in series],
+                "window": window_s,
+                "qc": [QC.VALID.code, QC.BELOW_DETECTION.code],
+            },
+        )
+        return await cur.fetchall()
 
 
 async def revisions_of(

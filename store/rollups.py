@@ -589,15 +589,20 @@ class StationParameter:
     interval_s: int
 
 
-async def station_parameters(conn: Conn, station_id: int) -> list[StationParameter]:
-    """The parameters one station measures, by parameter id."""
-    async with conn.cursor(row_factory=class_row(StationParameter)) as cur:
-        await cur.execute(
-            "SELECT p.id, p.code, p.unit, p.grp, sp.interval_s FROM station_parameter sp"
-            " JOIN parameter p ON p.id = sp.parameter_id WHERE sp.station_id = %s ORDER BY p.id",
-            [station_id],
-        )
-        return await cur.fetchall()
+async def station_parameters(
+    conn: Conn, station_ids: Sequence[int]
+) -> dict[int, list[StationParameter]]:
+    """The parameters each of these stations measures, by parameter id (none: not listed)."""
+    cur = await conn.execute(
+        "SELECT sp.station_id, p.id, p.code, p.unit, p.grp, sp.interval_s"
+        " FROM station_parameter sp JOIN parameter p ON p.id = sp.parameter_id"
+        " WHERE sp.station_id = ANY(%s) ORDER BY sp.station_id, p.id",
+        [list(station_ids)],
+    )
+    measured: dict[int, list[StationParameter]] = {}
+    for station_id, *row in await cur.fetchall():
+        measured.setdefault(station_id, []).append(StationParameter(*row))
+    return measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,35 +623,37 @@ async def parameters_by_code(conn: Conn, codes: Sequence[str]) -> dict[str, Para
         return {p.code: p for p in await cur.fetchall()}
 
 
-# Per parameter, its hourly rollups in (hour - window, hour]: the hours a sample may take its
+# Per series, its hourly rollups in (hour - window, hour]: the hours a sample may take its
 # value from (alerts/assessment/water.py decides which). One short index range scan each.
 _HOURLY_WITHIN = """
-SELECT %(station)s::int AS station_id, w.parameter_id, h.hour, h.value, h.samples, h.coverage_s,
+SELECT w.station_id, w.parameter_id, h.hour, h.value, h.samples, h.coverage_s,
        h.min, h.max, h.origin, h.computed_at
-FROM unnest(%(parameter)b::int2[], %(window)b::int[]) AS w(parameter_id, window_s)
+FROM unnest(%(station)b::int[], %(parameter)b::int2[], %(window)b::int[])
+     AS w(station_id, parameter_id, window_s)
 CROSS JOIN LATERAL (
     SELECT hour, value, samples, coverage_s, min, max, origin, computed_at FROM reading_hourly
-    WHERE station_id = %(station)s AND parameter_id = w.parameter_id
+    WHERE station_id = w.station_id AND parameter_id = w.parameter_id
       AND hour <= %(hour)s AND hour > %(hour)s - make_interval(secs => w.window_s)
 ) h
-ORDER BY w.parameter_id, h.hour
+ORDER BY w.station_id, w.parameter_id, h.hour
 """
 
 
 async def hourly_rollups_within(
-    conn: Conn, *, station_id: int, hour: datetime, windows: Sequence[tuple[int, int]]
+    conn: Conn, *, hour: datetime, windows: Sequence[tuple[int, int, int]]
 ) -> list[HourlyRollupRow]:
-    """For each (parameter id, window_s), its hourly rollups in (hour - window_s, hour]."""
+    """For each (station id, parameter id, window_s), its hourly rollups in (hour - window_s,
+    hour]."""
     if not windows:
         return []
     async with conn.cursor(row_factory=args_row(HourlyRollupRow)) as cur:
         await cur.execute(
             _HOURLY_WITHIN.encode(),
             {
-                "station": station_id,
                 "hour": hour,
-                "parameter": [p for p, _ in windows],
-                "window": [w for _, w in windows],
+                "station": [s for s, _, _ in windows],
+                "parameter": [p for _, p, _ in windows],
+                "window": [w for _, _, w in windows],
             },
         )
         return await cur.fetchall()

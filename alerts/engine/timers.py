@@ -26,7 +26,7 @@ from store.alerts import (
 from store.pool import Conn
 
 
-async def _in_maintenance(conn: Conn, now: datetime, station_ids: Sequence[int] | None) -> set[int]:
+async def in_maintenance(conn: Conn, now: datetime, station_ids: Sequence[int] | None) -> set[int]:
     """The stations (of these, or all) in a maintenance window now."""
     return {
         w.station_id
@@ -46,7 +46,7 @@ async def promote_pending(conn: Conn, catalogue: Catalogue, now: datetime) -> in
             due.append(row)
     if not due:
         return 0
-    busy = await _in_maintenance(conn, now, sorted({r.station_id for r in due if r.station_id}))
+    busy = await in_maintenance(conn, now, sorted({r.station_id for r in due if r.station_id}))
     subjects: list[Subject] = [
         (r.rule_id, r.station_id, r.city) for r in due if r.station_id not in busy
     ]
@@ -75,7 +75,7 @@ async def staleness(
     rules = [r for r in catalogue.rules.values() if r.definition.kind == STALENESS.kind]
     if not rules:
         return 0
-    busy = await _in_maintenance(conn, now, station_ids)
+    busy = await in_maintenance(conn, now, station_ids)
     events = 0
     for rule in rules:
         silences = await series_silence(

@@ -67,7 +67,8 @@ def _published(
     return round_value(value, decimals), shown
 
 
-def _alert_out(row: AlertListing, decimals: Mapping[str, int | None]) -> AlertOut:
+def alert_out(row: AlertListing, decimals: Mapping[str, int | None]) -> AlertOut:
+    """An alert as /v1/alerts shows it, values at their parameter's published decimals."""
     value, details = _published(row.value, row.details, decimals.get(row.parameter or ""))
     return AlertOut.model_validate(
         {
@@ -99,7 +100,7 @@ def _alert_out(row: AlertListing, decimals: Mapping[str, int | None]) -> AlertOu
 
 async def _detail(conn: Conn, alert_id: int) -> AlertDetailOut:
     decimals = await parameter_decimals(conn)
-    alert = _alert_out(await get_alert(conn, alert_id), decimals)
+    alert = alert_out(await get_alert(conn, alert_id), decimals)
     events = await alert_events(conn, alert_id=alert_id, limit=10_000)
     acks = await alert_acks(conn, alert_id)
     places = decimals.get(alert.parameter or "")
@@ -163,7 +164,7 @@ async def alerts(
         rows = rows[:limit]
         next_cursor = encode_cursor({"id": rows[-1].id})
     decimals = await parameter_decimals(conn)
-    items = [_alert_out(row, decimals) for row in rows]
+    items = [alert_out(row, decimals) for row in rows]
     return in_zone(Page[AlertOut](items=items, next_cursor=next_cursor), zone)
 
 

@@ -56,7 +56,7 @@ def _yesterday() -> date:
 EXCEEDANCE_DECIMALS = 2
 
 
-def _published_aqi(result: AqiOut, decimals: Mapping[str, int | None]) -> AqiOut:
+def published_aqi(result: AqiOut, decimals: Mapping[str, int | None]) -> AqiOut:
     """Concentrations at their parameters' published decimals."""
     inputs = [
         item.model_copy(
@@ -67,9 +67,7 @@ def _published_aqi(result: AqiOut, decimals: Mapping[str, int | None]) -> AqiOut
     return result.model_copy(update={"inputs": inputs})
 
 
-def _published_water(
-    result: WaterQualityOut, decimals: Mapping[str, int | None]
-) -> WaterQualityOut:
+def published_water(result: WaterQualityOut, decimals: Mapping[str, int | None]) -> WaterQualityOut:
     """Values at their parameters' published decimals, exceedance multiples at two."""
     items = [
         item.model_copy(update={"value": round_value(item.value, decimals.get(item.parameter))})
@@ -108,7 +106,7 @@ async def aqi(
     else:
         assert city is not None
         result = await city_aqi(conn, city=city, kind=kind, at=moment)
-    return in_zone(_published_aqi(result, await parameter_decimals(conn)), zone)
+    return in_zone(published_aqi(result, await parameter_decimals(conn)), zone)
 
 
 @router.get("/water-quality")
@@ -129,4 +127,4 @@ async def water_quality_of(
     if moment is None:
         moment = _last_complete_hour() if kind == "sample" else _yesterday()
     result = await water_quality(conn, station=station, kind=kind, at=moment)
-    return in_zone(_published_water(result, await parameter_decimals(conn)), zone)
+    return in_zone(published_water(result, await parameter_decimals(conn)), zone)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 from alerts.engine.catalogue import Catalogue
@@ -74,22 +74,26 @@ class Propagation:
         wanted: Sequence[tuple[Written, Severity]],
     ) -> list[tuple[Written, Severity, Arrival]]:
         """Where each source's breach arrives within the rule's horizon."""
+        return [
+            (item, severity, arrival)
+            for item, severity in wanted
+            for arrival in self.downstream(rule, catalogue, item.subject[1] or 0)
+        ]
+
+    def downstream(
+        self, rule: RuleDefinition, catalogue: Catalogue, station_id: int
+    ) -> list[Arrival]:
+        """Where a breach at a station arrives within the rule's horizon, earliest first
+        (none for a station off the river)."""
         river = [
             RiverStation(s.id, s.code, s.agency_id, s.reach_code, s.river_km)
             for s in catalogue.stations.values()
             if s.medium == "water" and s.reach_code is not None and s.river_km is not None
         ]
-        by_id = {s.id: s for s in river}
-        plans = []
-        for item, severity in wanted:
-            source = by_id.get(item.subject[1] or 0)
-            if source is None:
-                continue
-            for arrival in arrivals(
-                source, catalogue.reaches, river, max_eta_s=_spec(rule).max_eta_s
-            ):
-                plans.append((item, severity, arrival))
-        return plans
+        source = next((s for s in river if s.id == station_id), None)
+        if source is None:
+            return []
+        return arrivals(source, catalogue.reaches, river, max_eta_s=_spec(rule).max_eta_s)
 
     def raise_pre_alerts(
         self,
@@ -175,9 +179,7 @@ def _details(
         "source_severity": source_alert.severity,
         "distance_km": round(arrival.distance_km, 3),
         "eta_s": round(arrival.eta_s),
-        "expected_at": (source_alert.trigger_time + timedelta(seconds=arrival.eta_s))
-        .astimezone(CST)
-        .isoformat(),
+        "expected_at": arrival.expected_at(source_alert.trigger_time).astimezone(CST).isoformat(),
         "direction": arrival.direction,
         "path": list(arrival.path),
         "basis": _spec(rule).basis,

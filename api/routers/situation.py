@@ -1,0 +1,164 @@
+"""The situation in one call: an area's, a city's or some stations' state, alerts and arrivals."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
+
+from alerts.situation import Selection, Situation, StationNow, situation
+from api.deps import ConnDep, KeyDep
+from api.output import ZoneDep, in_zone
+from api.routers.alerts import alert_out
+from api.routers.quality import published_aqi, published_water
+from core.rounding import round_half_even, round_value
+from core.timeutil import period_end, utcnow
+from schemas.common import Area, City, ErrorOut, Text
+from schemas.situation import (
+    ArrivalOut,
+    ReachOut,
+    SeriesOut,
+    SituationOut,
+    SituationStationOut,
+    TrendOut,
+)
+from store.catalogue import parameter_decimals
+
+router = APIRouter(prefix="/v1", tags=["situation"])
+
+MAX_STATIONS = 100
+# A slope per hour is published two places finer than its parameter's values.
+_SLOPE_EXTRA_DECIMALS = 2
+_ONE_OF = "give exactly one of area, city or station"
+
+
+def _invalid(message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query",), "msg": message, "type": "value_error"}])
+
+
+def _selection(area: Area | None, city: City | None, station: str | None) -> Selection:
+    """The one selection asked for; 422 (invalid_request) naming the fields otherwise."""
+    given = [
+        name for name, value in (("area", area), ("city", city), ("station", station)) if value
+    ]
+    if len(given) != 1:
+        got = " and ".join(given) if given else "none"
+        raise _invalid(f"{_ONE_OF} (got {got})")
+    if station is None:
+        return Selection(area=area, city=city)
+    codes = [code.strip() for code in station.split(",")]
+    if any(not code for code in codes):
+        raise _invalid("station: an empty station code in the list (codes are comma-separated)")
+    unique = tuple(dict.fromkeys(codes))
+    if len(unique) > MAX_STATIONS:
+        raise _invalid(f"station: at most {MAX_STATIONS} station codes, not {len(unique)}")
+    return Selection(stations=unique)
+
+
+@router.get(
+    "/situation",
+    responses={
+        404: {"model": ErrorOut, "description": "A station code names no station"},
+        422: {
+            "model": ErrorOut,
+            "description": "Not exactly one of area, city or station; an unknown area or city;"
+            f" an empty code or more than {MAX_STATIONS} codes in station",
+        },
+    },
+)
+async def situation_now(
+    conn: ConnDep,
+    key: KeyDep,
+    zone: ZoneDep,
+    area: Annotated[Area | None, Query(description="One of area, city or station")] = None,
+    city: Annotated[City | None, Query(description="One of area, city or station")] = None,
+    station: Annotated[
+        Text | None,
+        Query(
+            max_length=4000,
+            description=f"One of area, city or station: up to {MAX_STATIONS} station codes,"
+            " comma-separated",
+        ),
+    ] = None,
+) -> SituationOut:
+    """The situation now, in one call: every station's state, latest values with their 3-hour
+    trends, AQI or water class of the last complete hour; the open alerts; when open water
+    alerts' breaches arrive downstream."""
+    selection = _selection(area, city, station)
+    found = await situation(conn, selection, now=utcnow())
+    decimals = await parameter_decimals(conn)
+    return in_zone(_situation_out(selection, found, decimals), zone)
+
+
+def _situation_out(
+    selection: Selection, found: Situation, decimals: dict[str, int | None]
+) -> SituationOut:
+    return SituationOut(
+        area=selection.area,
+        city=selection.city,
+        stations_asked=list(selection.stations) if selection.stations is not None else None,
+        generated_at=found.generated_at,
+        hour=found.hour,
+        reaches=[
+            ReachOut(code=r.code, name=r.name, name_zh=r.name_zh, downstream=r.downstream)
+            for r in found.reaches
+        ],
+        stations=[_station_out(s, decimals) for s in found.stations],
+        alerts=[alert_out(a, decimals) for a in found.alerts],
+        arrivals=[
+            ArrivalOut(
+                alert_id=a.alert_id,
+                from_station=a.from_station,
+                station=a.station,
+                eta=a.eta,
+                hours=round(a.eta_s / 3600, 2),
+                distance_km=round(a.distance_km, 3),
+                direction=a.direction,
+            )
+            for a in found.arrivals
+        ],
+    )
+
+
+def _station_out(now: StationNow, decimals: dict[str, int | None]) -> SituationStationOut:
+    readings = [s.reading for s in now.series]
+    values = round_half_even([r.value for r in readings], [r.decimals for r in readings])
+    series = []
+    for entry, value in zip(now.series, values, strict=True):
+        reading, trend = entry.reading, entry.trend
+        places = reading.decimals
+        slope_places = None if places is None else places + _SLOPE_EXTRA_DECIMALS
+        series.append(
+            SeriesOut(
+                parameter=reading.parameter,
+                time=reading.time,
+                period_s=reading.period_s,
+                period_end=period_end(reading.time, reading.period_s) if reading.period_s else None,
+                value=value,
+                unit=reading.unit,
+                qc=reading.qc,
+                age_s=reading.age_s,
+                trend=TrendOut(
+                    slope_per_hour=round_value(trend.slope_per_hour, slope_places),
+                    direction=trend.direction,
+                    points=trend.points,
+                ),
+            )
+        )
+    station = now.station
+    return SituationStationOut(
+        code=station.code,
+        name=station.name,
+        name_zh=station.name_zh,
+        medium=station.medium,
+        city=station.city,
+        reach=station.reach,
+        river_km=station.river_km,
+        state=now.state,
+        aqi=published_aqi(now.aqi, decimals) if now.aqi is not None else None,
+        water_class=published_water(now.water_class, decimals)
+        if now.water_class is not None
+        else None,
+        series=series,
+    )
