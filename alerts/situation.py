@@ -23,7 +23,7 @@ from alerts.engine.timers import in_maintenance
 from alerts.propagation import Direction, flow_order
 from alerts.rollups import hour_start
 from alerts.rules import breaches
-from alerts.trend import TREND_WINDOW, Trend, trend
+from alerts.trend import TREND_STEP, TREND_WINDOW, Trend, trend
 from core.errors import StationNotFound
 from schemas.common import Area, City
 from schemas.quality import AqiOut, WaterQualityOut
@@ -217,6 +217,7 @@ async def _trends(conn: Conn, latest: Sequence[LatestReading]) -> dict[tuple[int
         conn,
         [(r.station_id, r.parameter_id, r.period_s, r.time) for r in latest],
         window_s=TREND_WINDOW.total_seconds(),
+        step_s=TREND_STEP.total_seconds(),
     )
     return {
         (p.station_id, p.parameter_id): trend(

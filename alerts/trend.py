@@ -16,6 +16,9 @@ import numpy.typing as npt
 
 TREND_WINDOW = timedelta(hours=3)
 TREND_HOURS = TREND_WINDOW.total_seconds() / 3600
+# A series is fitted on its newest valid value of each step of the window (at most 12 points):
+# a 10-second real-time series says no more about 3 hours than that, and costs as little.
+TREND_STEP = timedelta(minutes=15)
 MIN_POINTS = 3
 
 Direction = Literal["rising", "falling", "steady", "unknown"]

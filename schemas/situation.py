@@ -24,7 +24,10 @@ class TrendOut(BaseModel):
         description="steady: the change over 3 h (slope × 3) is within ± the parameter's noise"
         " (/v1/parameters); unknown: fewer than 3 points"
     )
-    points: int = Field(description="Valid readings in the 3 hours up to the latest one")
+    points: int = Field(
+        description="Valid readings fitted: of the 3 hours up to the latest reading, the newest"
+        " of each 15 minutes"
+    )
 
 
 class SeriesOut(BaseModel):

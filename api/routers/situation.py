@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,7 +13,7 @@ from api.deps import ConnDep, KeyDep
 from api.output import ZoneDep, in_zone
 from api.routers.alerts import alert_out
 from api.routers.quality import published_aqi, published_water
-from core.rounding import round_half_even, round_value
+from core.rounding import round_half_even
 from core.timeutil import period_end, utcnow
 from schemas.common import Area, City, ErrorOut, Text
 from schemas.situation import (
@@ -88,30 +89,32 @@ async def situation_now(
     selection = _selection(area, city, station)
     found = await situation(conn, selection, now=utcnow())
     decimals = await parameter_decimals(conn)
-    return in_zone(_situation_out(selection, found, decimals), zone)
+    return _situation_out(selection, found, decimals, zone)
 
 
 def _situation_out(
-    selection: Selection, found: Situation, decimals: dict[str, int | None]
+    selection: Selection, found: Situation, decimals: dict[str, int | None], zone: tzinfo
 ) -> SituationOut:
+    """The response, times in `zone`: built there directly, as a large page is (api/output.py),
+    and only the nested results of other endpoints shifted by `in_zone`."""
     return SituationOut(
         area=selection.area,
         city=selection.city,
         stations_asked=list(selection.stations) if selection.stations is not None else None,
-        generated_at=found.generated_at,
-        hour=found.hour,
+        generated_at=found.generated_at.astimezone(zone),
+        hour=found.hour.astimezone(zone),
         reaches=[
             ReachOut(code=r.code, name=r.name, name_zh=r.name_zh, downstream=r.downstream)
             for r in found.reaches
         ],
-        stations=[_station_out(s, decimals) for s in found.stations],
-        alerts=[alert_out(a, decimals) for a in found.alerts],
+        stations=[_station_out(s, decimals, zone) for s in found.stations],
+        alerts=[in_zone(alert_out(a, decimals), zone) for a in found.alerts],
         arrivals=[
             ArrivalOut(
                 alert_id=a.alert_id,
                 from_station=a.from_station,
                 station=a.station,
-                eta=a.eta,
+                eta=a.eta.astimezone(zone),
                 hours=round(a.eta_s / 3600, 2),
                 distance_km=round(a.distance_km, 3),
                 direction=a.direction,
@@ -121,32 +124,37 @@ def _situation_out(
     )
 
 
-def _station_out(now: StationNow, decimals: dict[str, int | None]) -> SituationStationOut:
+def _station_out(
+    now: StationNow, decimals: dict[str, int | None], zone: tzinfo
+) -> SituationStationOut:
     readings = [s.reading for s in now.series]
-    values = round_half_even([r.value for r in readings], [r.decimals for r in readings])
-    series = []
-    for entry, value in zip(now.series, values, strict=True):
-        reading, trend = entry.reading, entry.trend
-        places = reading.decimals
-        slope_places = None if places is None else places + _SLOPE_EXTRA_DECIMALS
-        series.append(
-            SeriesOut(
-                parameter=reading.parameter,
-                time=reading.time,
-                period_s=reading.period_s,
-                period_end=period_end(reading.time, reading.period_s) if reading.period_s else None,
-                value=value,
-                unit=reading.unit,
-                qc=reading.qc,
-                age_s=reading.age_s,
-                trend=TrendOut(
-                    slope_per_hour=round_value(trend.slope_per_hour, slope_places),
-                    direction=trend.direction,
-                    points=trend.points,
-                ),
-            )
+    places = [r.decimals for r in readings]
+    values = round_half_even([r.value for r in readings], places)
+    slopes = round_half_even(
+        [s.trend.slope_per_hour for s in now.series],
+        [None if p is None else p + _SLOPE_EXTRA_DECIMALS for p in places],
+    )
+    series = [
+        SeriesOut(
+            parameter=reading.parameter,
+            time=reading.time.astimezone(zone),
+            period_s=reading.period_s,
+            period_end=period_end(reading.time, reading.period_s).astimezone(zone)
+            if reading.period_s
+            else None,
+            value=value,
+            unit=reading.unit,
+            qc=reading.qc,
+            age_s=reading.age_s,
+            trend=TrendOut(
+                slope_per_hour=slope, direction=entry.trend.direction, points=entry.trend.points
+            ),
         )
+        for entry, reading, value, slope in zip(now.series, readings, values, slopes, strict=True)
+    ]
     station = now.station
+    aqi = in_zone(published_aqi(now.aqi, decimals), zone) if now.aqi is not None else None
+    water = now.water_class
     return SituationStationOut(
         code=station.code,
         name=station.name,
@@ -156,9 +164,7 @@ def _station_out(now: StationNow, decimals: dict[str, int | None]) -> SituationS
         reach=station.reach,
         river_km=station.river_km,
         state=now.state,
-        aqi=published_aqi(now.aqi, decimals) if now.aqi is not None else None,
-        water_class=published_water(now.water_class, decimals)
-        if now.water_class is not None
-        else None,
+        aqi=aqi,
+        water_class=in_zone(published_water(water, decimals), zone) if water is not None else None,
         series=series,
     )

@@ -28,8 +28,16 @@ from tests.conftest import CONFIG_DIR, worker_loop
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=CST)
 HOUR = timedelta(hours=1)
+FIVE_MINUTES = timedelta(minutes=5)
 FEED = SourceRef(code="test", kind="test")
-UNITS = {"do": "mg/L", "ph": "1", "nh3n": "mg/L", "co": "mg/m3", "water_temp": "degC"}
+UNITS = {
+    "turbidity": "NTU",
+    "do": "mg/L",
+    "ph": "1",
+    "nh3n": "mg/L",
+    "co": "mg/m3",
+    "water_temp": "degC",
+}
 DONGJIANG_WATER = [
     "dg-w-shilong", "dg-w-zhongtang", "gz-w-xintang", "gz-w-dadun", "dg-w-shijie",
     "dg-w-wanjiang",
@@ -128,6 +136,7 @@ async def _station_id(conn: Any, code: str) -> int:
 
 async def test_latest_values_and_their_three_hour_trends(rules: AsyncConnectionPool) -> None:
     now = T0 + 3 * HOUR + timedelta(minutes=20)
+    end = T0 + 3 * HOUR
     await _store(
         rules,
         [
@@ -139,13 +148,25 @@ async def test_latest_values_and_their_three_hour_trends(rules: AsyncConnectionP
             *[_reading("dg-w-shilong", "water_temp", T0 + i * HOUR, 20.0) for i in (1, 2)],
             # The 05:00 DO mean is outside the 3 hours up to the 10:00 one: not a point.
             _reading("dg-w-shilong", "do", T0 - 3 * HOUR, 1.0),
+            # Real-time turbidity every 5 minutes for 3 hours, rising 2 NTU an hour: the newest
+            # of each 15 minutes up to the 11:00 reading is fitted, 12 points.
+            *[
+                _reading(
+                    "dg-w-shilong", "turbidity", end - i * FIVE_MINUTES, 20 - i / 6, period_s=0
+                )
+                for i in range(37)
+            ],
         ],
         now=now,
     )
     found = await _situation(rules, now, stations=("dg-w-shilong",))
     [station] = found.stations
     series = {s.reading.parameter: s for s in station.series}
-    assert sorted(series) == ["do", "ph", "water_temp"]
+    assert sorted(series) == ["do", "ph", "turbidity", "water_temp"]
+    turbidity = series["turbidity"]
+    assert (turbidity.reading.time, turbidity.reading.period_s) == (end, 0)
+    assert (turbidity.trend.direction, turbidity.trend.points) == ("rising", 12)
+    assert turbidity.trend.slope_per_hour == pytest.approx(2.0, abs=1e-9)
     do = series["do"]
     assert (do.reading.time, do.reading.period_s, do.reading.value) == (T0 + 2 * HOUR, 3600, 7.0)
     assert do.reading.age_s == 20 * 60  # from the period's end, 11:00, to 11:20

@@ -8,14 +8,14 @@ import pytest
 
 from alerts.propagation import flow_order
 from alerts.situation import LATE_INTERVALS, in_flow_order, station_state
-from alerts.trend import MIN_POINTS, TREND_HOURS, trend
+from alerts.trend import MIN_POINTS, TREND_HOURS, TREND_STEP, trend
 from store.catalogue import NamedReach, PlacedStation
 
 # --- trend -----------------------------------------------------------------------------------
 
 
 def test_trend_window_is_three_hours_and_needs_three_points() -> None:
-    assert (TREND_HOURS, MIN_POINTS) == (3.0, 3)
+    assert (TREND_HOURS, MIN_POINTS, TREND_STEP.total_seconds()) == (3.0, 3, 900.0)
 
 
 def test_two_points_are_unknown_three_are_a_trend() -> None:
