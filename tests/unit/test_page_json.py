@@ -49,7 +49,7 @@ def test_reading_items_are_written_as_the_readings_page_model_writes_them(zone_n
 def test_latest_items_are_written_as_the_latest_page_model_writes_them(zone_name: str) -> None:
     zone: tzinfo = ZONES[zone_name]
     rows = [
-        LatestReading("gz-a-1", "pm25", r.time, r.period_s, r.value, r.unit, 1, r.qc, 3600)
+        LatestReading(1, 1, "gz-a-1", "pm25", r.time, r.period_s, r.value, r.unit, 1, r.qc, 3600)
         for r in _stored()
     ]
     values = [r.value for r in rows]
