@@ -228,6 +228,7 @@ KeyDep = Annotated[ApiKey, Depends(current_key)]
 
 
 async def stream_key(
+    request: Request,
     held: RequestConnectionDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
@@ -236,16 +237,22 @@ async def stream_key(
         Query(description="A stream token (POST /v1/stream-tokens), for clients without headers"),
     ] = None,
 ) -> ApiKey:
-    """The caller's live key, from a key header or else from a stream token (`?token=`)."""
+    """The caller's live key, from a key header or else from a stream token (`?token=`).
+
+    A stream opened with a token counts against its key's rate limit as one with the key does.
+    """
     if token is None or authorization or x_api_key:
-        return await current_key(held, authorization, x_api_key)
+        return await current_key(request, held, authorization, x_api_key)
+    limits = held.database.rate_limits
     async with held.briefly() as conn:
         key = await authenticate_stream_token(conn, token)
-    if key is None:
-        raise Unauthenticated(
-            "the stream token is unknown or expired, or its key was revoked;"
-            " get a new one from POST /v1/stream-tokens"
-        )
+        if key is None:
+            raise Unauthenticated(
+                "the stream token is unknown or expired, or its key was revoked;"
+                " get a new one from POST /v1/stream-tokens"
+            )
+        if limits is not None:
+            await _admit(request, limits, key, partial(_ready, conn))
     return key
 
 
