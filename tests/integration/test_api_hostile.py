@@ -35,6 +35,8 @@ VALID = {
     "subscription_id": "1",
     "silence_id": "1",
     "key_id": "1",
+    "start": "2026-11-01T00:00:00+08:00",
+    "end": "2026-11-02T00:00:00+08:00",
 }
 TEXT_HOSTILE = "a\x00b"
 TEXT_PROBLEM = "must not contain NUL (U+0000), found at character 2"
