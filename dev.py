@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -50,6 +51,25 @@ def ensure_environment() -> Path:
     return python
 
 
+def run_to_its_end(command: list[str | Path]) -> int:
+    """Run `command`, passing it Ctrl-C and SIGTERM once and waiting for it to finish.
+
+    subprocess.call would kill it a quarter of a second after Ctrl-C, while the demo's
+    embedded PostgreSQL is still stopping (and leave that server behind). The child runs in a
+    process group of its own, so a Ctrl-C reaches it once, from here, not twice (a second
+    one means "stop at once" to the API server).
+    """
+    child = subprocess.Popen(command, process_group=0)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    status = child.wait()
+    return 130 if status == -signal.SIGINT else status
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if command not in ("demo", "test", "lint"):
@@ -58,7 +78,7 @@ def main(argv: list[str]) -> int:
     python = ensure_environment()
     os.chdir(ROOT)
     if command == "demo":
-        return subprocess.call([BIN / "envlink", "demo", *rest])
+        return run_to_its_end([BIN / "envlink", "demo", *rest])
     if command == "test":
         return subprocess.call([python, "-m", "pytest", *rest])
     status = subprocess.call([BIN / "ruff", "check", "."])

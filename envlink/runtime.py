@@ -410,10 +410,31 @@ async def serve(
             )
             server = uvicorn.Server(config)
             log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
-            # uvicorn takes SIGINT/SIGTERM over while it serves and hands them back after.
-            await server.serve(sockets=None if api_socket is None else [api_socket])
+            await _serve_until_stopped(server, api_socket, stop)
         else:
             await stop.wait()
+
+
+async def _serve_until_stopped(
+    server: uvicorn.Server, api_socket: socket.socket | None, stop: asyncio.Event
+) -> None:
+    """Serve until a stop signal, including one that came during start-up.
+
+    uvicorn takes SIGINT/SIGTERM over while it serves and hands them back after; one that
+    arrived before (while the pools opened, the worker started) is in `stop`, and ends the
+    server as soon as it starts.
+    """
+    serving = asyncio.create_task(
+        server.serve(sockets=None if api_socket is None else [api_socket])
+    )
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait((serving, stopped), return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            server.should_exit = True
+        await serving
+    finally:
+        stopped.cancel()
 
 
 def serve_api_processes(

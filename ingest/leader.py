@@ -44,6 +44,24 @@ Callback = Callable[[], Awaitable[None]]
 _LOST = (psycopg.Error, OSError, TimeoutError, DatabaseUnavailable)
 
 
+class CancelledJobs(logging.Filter):
+    """APScheduler logs a job cancelled at stand-down (shutdown, leadership lost) as a job that
+    raised, traceback and all; it is no error, so it becomes one line at INFO.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.msg = 'Job "%s" cancelled as the scheduler stood down'
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_CANCELLED_JOBS = CancelledJobs()
+# Where APScheduler 3 logs what a job raised.
+_JOB_ERRORS_LOG = "apscheduler.executors.default"
+
+
 def worker_name() -> str:
     """This process as a leader is named: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -256,6 +274,7 @@ class ElectedScheduler:
             timezone=UTC, job_defaults={"coalesce": True, "misfire_grace_time": None}
         )
         self.status = JobStatusRecorder(pool, owner=owner)
+        logging.getLogger(_JOB_ERRORS_LOG).addFilter(_CANCELLED_JOBS)  # once: filters are a set
         self.election = LeaderElection(
             pool.conninfo,
             owner=owner,

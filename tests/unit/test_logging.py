@@ -17,6 +17,7 @@ from core.logging import (
     escape_control,
     quiet_accept_errors,
 )
+from ingest.leader import CancelledJobs
 
 
 @pytest.mark.parametrize(
@@ -119,3 +120,24 @@ def test_accept_errors_are_logged_once_per_interval_and_others_as_before(
         ),
         ("asyncio", "ERROR", "something else"),
     ]
+
+
+def test_a_job_cancelled_at_stand_down_is_one_line_at_info(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, text = logged
+    logger.addFilter(CancelledJobs())
+    try:
+        raise asyncio.CancelledError
+    except asyncio.CancelledError:
+        logger.exception('Job "%s" raised an exception', "SimulatorJob.run")
+    try:
+        raise ValueError("a real failure")
+    except ValueError:
+        logger.exception('Job "%s" raised an exception', "HttpPullJob.run")
+    lines = text.getvalue().splitlines()
+    assert lines[0] == (
+        'INFO test.one_line: Job "SimulatorJob.run" cancelled as the scheduler stood down'
+    )
+    assert lines[1] == 'ERROR test.one_line: Job "HttpPullJob.run" raised an exception'
+    assert lines[-1] == "  ValueError: a real failure"
