@@ -8,10 +8,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp
 
 from api.deps import ApiDatabase
 from api.errors import install_error_handlers
-from api.middleware import RateLimitHeaders
+from api.metrics import ApiMetrics
+from api.middleware import RateLimitHeaders, RequestIds, RequestMetrics
 from api.ratelimit import RateLimits
 from api.routers import (
     alerts,
@@ -75,6 +77,7 @@ def create_app(
                 await own_listener.start()
                 opened.push_async_callback(own_listener.stop)
             opened.push_async_callback(app.state.feed.stop)
+            opened.callback(app.state.metrics.close)
             yield
 
     # /docs and /redoc load their scripts from EnvLink itself (a pinned package), never from a
@@ -88,10 +91,12 @@ def create_app(
         swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.metrics = ApiMetrics()
     if pool is not None:
         _attach(app, pool, settings, listener)
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
+    _outermost(app)
     app.include_router(health.router)
     app.include_router(catalogue.router)
     app.include_router(readings.router)
@@ -107,6 +112,19 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(situation.router)
     return app
+
+
+def _outermost(app: FastAPI) -> None:
+    """Put request ids and metrics outside even Starlette's error handling, so that an answer
+    of 500 also carries its X-Request-ID and is counted, and the error's log line names the
+    request. (add_middleware puts middleware inside it; FastAPIOffline cannot be subclassed.)
+    """
+    build = app.build_middleware_stack
+
+    def build_with_ours() -> ASGIApp:
+        return RequestIds(RequestMetrics(build()))
+
+    app.build_middleware_stack = build_with_ours  # type: ignore[method-assign]
 
 
 def _attach(

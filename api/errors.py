@@ -17,6 +17,7 @@ from core.errors import (
     EnvLinkError,
     Forbidden,
     InvalidInput,
+    MigrationsPending,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -31,6 +32,7 @@ _STATUS: list[tuple[type[EnvLinkError], int]] = [
     (NotFound, 404),
     (PayloadTooLarge, 413),
     (InvalidInput, 400),
+    (MigrationsPending, 503),
 ]
 
 

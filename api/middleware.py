@@ -1,11 +1,17 @@
-"""ASGI middleware: response headers that come from what the request's dependencies decided."""
+"""ASGI middleware: request ids, request metrics, rate-limit headers."""
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import ApiMetrics
 from api.ratelimit import Verdict, headers
+from core.logging import request_id
 
 
 class RateLimitHeaders:
@@ -27,3 +33,69 @@ class RateLimitHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# An X-Request-ID a client gives is kept if it is 1 to 128 of these characters; any other is
+# replaced by a new id (it goes into log lines and a response header: nothing may break them).
+_GIVEN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(given: str | None) -> str:
+    """The id of a request: the one the client gave if it is safe, else a new random one."""
+    if given is not None and _GIVEN_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class RequestIds:
+    """Give each request an id (X-Request-ID), echo it in the answer and in every log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        current = request_id_from(Headers(scope=scope).get("x-request-id"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = current
+            await send(message)
+
+        token = request_id.set(current)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
+class RequestMetrics:
+    """Count and time every request by its route template and status (api/metrics.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics: ApiMetrics | None = getattr(scope["app"].state, "metrics", None)
+        if scope["type"] != "http" or metrics is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets if the app fails before it answers
+        started = time.perf_counter()
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+            database = getattr(scope["app"].state, "database", None)
+            if database is not None:
+                metrics.observe_pool(database.pool)

@@ -81,6 +81,12 @@ class RateLimited(EnvLinkError):
         self.reset_s = reset_s
 
 
+class MigrationsPending(EnvLinkError, RuntimeError):
+    """The database lacks migrations this version of EnvLink ships (`envlink migrate`)."""
+
+    code = "migrations_pending"
+
+
 class DatabaseUnavailable(EnvLinkError, ConnectionError):
     """PostgreSQL cannot be reached or started."""
 

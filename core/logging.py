@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 Clock = Callable[[], float]
@@ -33,15 +34,38 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# The id of the HTTP request being served (X-Request-ID), set by the API for the request's time.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def install_request_ids() -> None:
+    """Give every log record the current request's id (attribute `request_id`, None outside)."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "adds_request_id", False):
+        return
+
+    def make_with_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.request_id = request_id.get()
+        return record
+
+    make_with_id.adds_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_with_id)
+
+
 class OneLineFormatter(logging.Formatter):
     """Escapes control characters in the message (its arguments included): an event's message
-    is one line. A traceback after it keeps its lines, each indented, so that no text in an
-    exception's message can start a line that looks like an event of its own.
+    is one line, ending with ` [request <id>]` when logged while serving a request. A traceback
+    after it keeps its lines, each indented, so that no text in an exception's message can
+    start a line that looks like an event of its own.
     """
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control(record.message)
-        return super().formatMessage(record)
+        line = super().formatMessage(record)
+        if (current := getattr(record, "request_id", None)) is not None:
+            line += f" [request {escape_control(current)}]"
+        return line
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -53,6 +77,7 @@ class OneLineFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger once for a process."""
+    install_request_ids()
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter(FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)

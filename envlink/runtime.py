@@ -8,8 +8,10 @@ import gc
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from alerts.notify.channels.base import http_client
 from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
+from api.metrics import MULTIPROCESS_DIR
 from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
@@ -447,6 +450,18 @@ def serve_api_processes(
     resolved through ENVLINK_DATABASE_URL.
     """
     os.environ["ENVLINK_DATABASE_URL"] = url
+    # A fresh folder for the processes' metrics (api/metrics.py), set before they start: each
+    # imports prometheus-client, which reads it then. Removed when they have all stopped.
+    metrics_dir = tempfile.mkdtemp(prefix="envlink-metrics-")
+    os.environ[MULTIPROCESS_DIR] = metrics_dir
+    try:
+        return _supervise(settings, workers, api_socket)
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, workers: int, api_socket: socket.socket) -> int:
     config = uvicorn.Config(
         "envlink.asgi:create",
         factory=True,

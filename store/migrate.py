@@ -11,6 +11,7 @@ its chunks); CI runs the suite on both.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -120,3 +121,16 @@ async def applied_versions(conn: Conn) -> list[int]:
     """The versions recorded in schema_migration, ascending."""
     cur = await conn.execute("SELECT version FROM schema_migration ORDER BY version")
     return [row[0] for row in await cur.fetchall()]
+
+
+async def pending_migrations(conn: Conn) -> list[str]:
+    """The shipped migrations (`0033_rate_limits`) the database has not applied, in order."""
+    cur = await conn.execute("SELECT to_regclass('schema_migration') IS NOT NULL")
+    row = await cur.fetchone()
+    applied = set(await applied_versions(conn)) if row is not None and row[0] else set()
+    return [f"{v:04d}_{name}" for v, name in _shipped() if v not in applied]
+
+
+@functools.cache
+def _shipped() -> tuple[tuple[int, str], ...]:
+    return tuple((m.version, m.name) for m in available_migrations())

@@ -15,6 +15,7 @@ import httpx
 import psutil
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import AsyncConnectionPool
 
 from envlink.cli import _parser
@@ -44,6 +45,7 @@ def api(database_url: str, api_port: int) -> Iterator[subprocess.Popen[str]]:
         "ENVLINK_DATABASE_URL": database_url,
         "ENVLINK_CONFIG_DIR": str(CONFIG_DIR),
         "ENVLINK_API_PORT": str(api_port),
+        "ENVLINK_RATE_LIMITS": "off",  # one key makes up to 160 requests
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "envlink.cli", "api", "--workers", str(WORKERS)],
@@ -163,3 +165,62 @@ def test_a_worker_count_below_one_is_refused(
     assert f"argument --workers: must be a whole number of at least 1, not {workers!r}" in (
         capsys.readouterr().err
     )
+
+
+def _count(text: str, route: str, status: str) -> float:
+    """The value of envlink_http_requests_total for GET `route` and `status` in a scrape."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = {"method": "GET", "route": route, "status": status}
+            if sample.name == "envlink_http_requests_total" and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+async def test_metrics_add_up_every_process(
+    api: subprocess.Popen[str], api_port: int, database_url: str
+) -> None:
+    headers = await _key(database_url)
+    base = f"http://127.0.0.1:{api_port}"
+    deadline = time.monotonic() + 120  # a busy 2-core machine
+    while await _listeners(database_url) < WORKERS:
+        assert api.poll() is None, api.stdout.read() if api.stdout else ""
+        assert time.monotonic() < deadline, "the API processes did not all start"
+        await asyncio.sleep(0.2)
+    workers = [
+        child
+        for child in psutil.Process(api.pid).children()
+        if "multiprocessing.resource_tracker" not in " ".join(child.cmdline())
+    ]
+    metrics_dir = workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"]
+    served_by: set[int] = set()
+    sent = 0
+    while len(served_by) < WORKERS:
+        assert time.monotonic() < deadline, "one process served every request"
+        clients = [httpx.AsyncClient(base_url=base, timeout=10) for _ in range(4)]
+        try:
+            answers = await asyncio.gather(
+                *(client.get("/v1/stations", headers=headers) for client in clients)
+            )
+            assert [a.status_code for a in answers] == [200] * len(clients)
+            sent += len(clients)
+            for answer in answers:
+                _, client_port = answer.extensions["network_stream"].get_extra_info("client_addr")
+                served_by.add(_serving_pid(workers, api_port, client_port))
+        finally:
+            for client in clients:
+                await client.aclose()
+    # Whichever process answers a scrape, it counts the requests of both.
+    scrapes = []
+    for _ in range(4):
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            scrapes.append(await client.get("/metrics"))
+    assert [_count(s.text, "/v1/stations", "200") for s in scrapes] == [float(sent)] * 4
+    assert sorted(await asyncio.to_thread(os.listdir, metrics_dir)) == sorted(
+        f"{kind}_{worker.pid}.db"
+        for worker in workers
+        for kind in ("counter", "gauge_livesum", "histogram")
+    )
+    api.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(api.wait, 20) == 0
+    assert not await asyncio.to_thread(os.path.exists, metrics_dir)

@@ -62,7 +62,7 @@ async def test_a_stopped_database_is_503_at_once_and_the_api_recovers_when_it_re
             await asyncio.to_thread(server.stop)
             server = None
             stopped = time.monotonic()
-            for path in ("/healthz", "/v1/stations", "/healthz", "/v1/stations"):
+            for path in ("/healthz", "/readyz", "/v1/stations", "/healthz", "/v1/stations"):
                 answer = await client.get(path, headers=headers)
                 assert (answer.status_code, answer.json()["error"]["code"]) == (
                     503,
@@ -71,12 +71,22 @@ async def test_a_stopped_database_is_503_at_once_and_the_api_recovers_when_it_re
                 assert answer.headers["retry-after"] == "5"
                 assert time.monotonic() - stopped < 2.0, path
             assert listener.connected is False
+            # /metrics still answers, without the counts kept in the database.
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "envlink_database_up 0.0\n" in metrics.text
+            assert "envlink_readings_total" not in metrics.text
 
             server = await asyncio.to_thread(start_embedded, data_dir)
             back = time.monotonic()
             while (await client.get("/healthz")).status_code != 200:
                 assert time.monotonic() - back < 3.0, "the API did not recover within 3 s"
                 await asyncio.sleep(0.05)
+            assert (await client.get("/readyz")).json() == {
+                "status": "ready",
+                "database": "ok",
+                "migrations": "current",
+            }
             stations = await client.get("/v1/stations", headers=headers)
             assert stations.status_code == 200
             assert len(stations.json()["items"]) == 20
