@@ -345,6 +345,8 @@ class Target:
 async def scenario(url: str) -> tuple[list[Target], str]:
     """The endpoints to load, chosen from what the database holds, and a new reader key."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        # A database kept by an earlier run may predate the latest migrations.
+        await migrate(conn)
         cur = await conn.execute(
             "SELECT s.code, s.city, s.area, p.code, max(l.time) FILTER (WHERE l.period_s = 0)"
             " FROM reading_latest l JOIN station s ON s.id = l.station_id"
