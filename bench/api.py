@@ -471,6 +471,24 @@ def run_python(url: str, connections: int, seconds: int, headers: dict[str, str]
     )
 
 
+def settle(url: str, base: str, path: str, headers: dict[str, str]) -> None:
+    """Wait until the requests a run left queued are done: no query of the database active,
+    then one request answered. A 64-connection run can leave a minute of work behind on a
+    loaded machine, which the next run would otherwise pay for."""
+    deadline = time.monotonic() + START_S
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            active = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if active is not None and active[0] == 0:
+                break
+            time.sleep(0.2)
+    with suppress(httpx.HTTPError):
+        httpx.get(base + path, headers=headers, timeout=START_S)
+
+
 @dataclass
 class Measured:
     throughput: Run
@@ -526,8 +544,11 @@ def measure(
             for name, (base, headers) in servers.items():
                 if warm_s:
                     generator(base + target.path, THROUGHPUT_CONNECTIONS, warm_s, headers)
+                    settle(url, base, target.path, headers)
                 busy = generator(base + target.path, THROUGHPUT_CONNECTIONS, seconds, headers)
+                settle(url, base, target.path, headers)
                 calm = generator(base + target.path, LATENCY_CONNECTIONS, seconds, headers)
+                settle(url, base, target.path, headers)
                 results[target.label][name] = Measured(busy, calm)
                 print(
                     f"  {target.label} {name} (load {os.getloadavg()[0]:.1f}):"
