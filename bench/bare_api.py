@@ -84,7 +84,10 @@ def _optional(query: Mapping[str, str], name: str) -> str | None:
 
 async def latest(request: Request) -> Response:
     query = request.query_params
-    params = {name: _optional(query, name) for name in ("city", "area", "medium")}
+    params: dict[str, object] = {
+        name: _optional(query, name) for name in ("city", "area", "medium")
+    }
+    params |= {"stations": None, "now": None}  # as /v1/latest asks store.readings.latest_readings
     return _json({"items": await _rows(request, _LATEST, params)})
 
 
