@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     export_max_days: Annotated[int, Field(ge=1, le=36600)] = Field(
         default=366, description="Longest period one export (API or CLI) may span"
     )
+    heartbeat_file: Path | None = Field(
+        default=None,
+        description="Touched every few seconds by a running worker; unset: <data_dir>/heartbeat",
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -200,6 +204,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return None if value is None or value.strip() == "" else value.strip()
+
+    @property
+    def heartbeat_path(self) -> Path:
+        """The worker's heartbeat file: ENVLINK_HEARTBEAT_FILE, or heartbeat in the data dir."""
+        return self.heartbeat_file or self.data_dir / "heartbeat"
 
     @property
     def sources_path(self) -> Path:

@@ -19,6 +19,7 @@ from core.errors import EnvLinkError, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
+from envlink.check import LIVENESS_MAX_AGE_S, Finding, check, liveness
 from envlink.runtime import (
     check_timescaledb,
     database,
@@ -94,6 +95,23 @@ def _parser() -> argparse.ArgumentParser:
         help="embedded database, catalogue, simulator and API"
         " (on ENVLINK_API_HOST:ENVLINK_API_PORT, 127.0.0.1:8000 unless set)",
     )
+    check = commands.add_parser(
+        "check",
+        help="check settings, database, migrations, TimescaleDB, catalogue and sources;"
+        " exit 1 on a problem",
+    )
+    check.add_argument(
+        "--liveness",
+        action="store_true",
+        help="only whether a worker here touched its heartbeat lately (no database needed)",
+    )
+    check.add_argument(
+        "--max-age",
+        type=float,
+        default=LIVENESS_MAX_AGE_S,
+        metavar="S",
+        help=f"oldest heartbeat that counts as alive, in seconds (default {LIVENESS_MAX_AGE_S:g})",
+    )
     import_csv = commands.add_parser(
         "import-csv",
         help="import laboratory CSV files once and print a report per row (files stay in place)",
@@ -142,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "check" and args.liveness:
+        return _report([liveness(settings.heartbeat_path, max_age_s=args.max_age)])
     if args.command == "demo":
         settings = settings.model_copy(update={"database_url": None})
     # The API's port is taken before anything starts: a port in use stops start-up at once.
@@ -195,6 +215,8 @@ def _run_with(
             print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
         if args.command == "keys":
             return asyncio.run(_keys(url, args))
+        if args.command == "check":
+            return _report(asyncio.run(check(url, settings)))
         if args.command == "import-csv":
             return asyncio.run(_import_csv(url, settings, args.files))
         if args.command == "export":
@@ -223,6 +245,15 @@ def _run_with(
                 )
             )
     return 0
+
+
+def _report(findings: list[Finding]) -> int:
+    """Print one line per finding; 1 if any found a problem."""
+    for finding in findings:
+        print(finding.line())
+    problems = sum(not finding.ok for finding in findings)
+    print(f"{problems} problem{'s' if problems != 1 else ''}" if problems else "all ok")
+    return 1 if problems else 0
 
 
 def _print_applied(applied: Sequence[Migration]) -> None:

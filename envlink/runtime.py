@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -31,6 +32,7 @@ from api.metrics import MULTIPROCESS_DIR
 from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
+from envlink.check import HEARTBEAT_S
 from ingest.history import HistoryQc
 from ingest.jobs import create_partitions_ahead, delete_old_raw_readings
 from ingest.leader import ElectedScheduler, worker_name
@@ -331,6 +333,25 @@ class Worker:
             await self.notify_client.aclose()
 
 
+async def keep_heartbeat(path: Path) -> None:
+    """Touch `path` every HEARTBEAT_S while the event loop runs (`envlink check --liveness`).
+
+    A file, not a row: a worker whose database is away is alive (its stations stay connected)
+    and must not be restarted for it; one whose event loop is stuck is not.
+    """
+    try:
+        while True:
+            _touch(path)  # microseconds on a local disk: not worth a thread
+            await asyncio.sleep(HEARTBEAT_S)
+    except OSError as exc:
+        log.warning("cannot keep the heartbeat at %s (ENVLINK_HEARTBEAT_FILE): %s", path, exc)
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
 def tune_gc() -> None:
     """Collect garbage less often: a long-running service holds many long-lived objects.
 
@@ -402,6 +423,8 @@ async def serve(
             )
             opened.push_async_callback(running_worker.stop)
             await running_worker.start()
+            heartbeat = asyncio.create_task(keep_heartbeat(settings.heartbeat_path))
+            opened.callback(heartbeat.cancel)
         if app is not None:
             config = uvicorn.Config(
                 app,

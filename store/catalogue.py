@@ -211,6 +211,15 @@ async def station_refs(conn: Conn) -> list[StationRef]:
         return await cur.fetchall()
 
 
+async def stations_without_parameters(conn: Conn) -> list[str]:
+    """Codes of stations that measure nothing (no station_parameter row): no reading can land."""
+    cur = await conn.execute(
+        "SELECT s.code FROM station s WHERE NOT EXISTS"
+        " (SELECT 1 FROM station_parameter sp WHERE sp.station_id = s.id) ORDER BY s.code"
+    )
+    return [code for (code,) in await cur.fetchall()]
+
+
 async def parameter_refs(conn: Conn) -> list[ParameterRef]:
     """Every parameter of the registry."""
     async with conn.cursor(row_factory=class_row(ParameterRef)) as cur:

@@ -21,6 +21,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import utcnow
+from envlink.check import HEARTBEAT_S, liveness
 from ingest.sources.hj212.client import Hj212Client
 from tests.conftest import CONFIG_DIR, ROOT
 
@@ -84,6 +85,7 @@ async def test_a_stop_signal_finishes_in_flight_work_and_exits_0_within_10_s(
         "ENVLINK_HJ212_BATCH_WINDOW_MS": "1000",
         # Nothing else keeps the event loop busy, so the frame is read before the signal.
         "ENVLINK_ALERT_LOOP_ENABLED": "false",
+        "ENVLINK_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
     }
     with (tmp_path / "log").open("w+") as log:
         process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
@@ -100,6 +102,8 @@ async def test_a_stop_signal_finishes_in_flight_work_and_exits_0_within_10_s(
                 # One upload answered: the worker has started and reads what stations send.
                 first = await station.upload("2011", moment, {"a34004": (26.5, "N")})
                 assert first is not None and first.cn == "9014"
+                # A running worker keeps its heartbeat for `envlink check --liveness`.
+                assert liveness(tmp_path / "heartbeat", max_age_s=HEARTBEAT_S * 2).ok
                 upload = asyncio.create_task(
                     station.upload(
                         "2011", moment + timedelta(minutes=1), {"a34004": (27.5, "N")},
