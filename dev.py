@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """EnvLink's quick start, with nothing but Python >= 3.11 installed.
 
-    python3 dev.py demo    embedded PostgreSQL, station catalogue, simulator, API on :8000
-    python3 dev.py test    the test suite (extra arguments go to pytest)
-    python3 dev.py lint    ruff and mypy
+    python3 dev.py demo       embedded PostgreSQL, station catalogue, simulator, API on :8000
+    python3 dev.py test       the test suite (extra arguments go to pytest)
+    python3 dev.py lint       ruff and mypy
+    python3 dev.py envlink …  any `envlink` command (keys, migrate, api, …), from .venv
 
 Each creates ./.venv on first use and (re)installs EnvLink into it whenever pyproject.toml
 changes, so it also works where the system Python refuses pip installs.
@@ -72,13 +73,15 @@ def run_to_its_end(command: list[str | Path]) -> int:
 
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
-    if command not in ("demo", "test", "lint"):
+    if command not in ("demo", "test", "lint", "envlink"):
         print(__doc__)
         return 0 if command in ("help", "-h", "--help") else 2
     python = ensure_environment()
     os.chdir(ROOT)
     if command == "demo":
         return run_to_its_end([BIN / "envlink", "demo", *rest])
+    if command == "envlink":
+        return run_to_its_end([BIN / "envlink", *rest])
     if command == "test":
         return subprocess.call([python, "-m", "pytest", *rest])
     status = subprocess.call([BIN / "ruff", "check", "."])

@@ -20,6 +20,7 @@ from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
 from envlink.check import LIVENESS_MAX_AGE_S, Finding, check, liveness
+from envlink.demo import KEYS_FILE, demo_keys
 from envlink.runtime import (
     check_timescaledb,
     database,
@@ -39,8 +40,6 @@ from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 from store.migrate import Migration, migrate_to_timescaledb
 from store.pool import connect, open_pool
 from store.timescale import TimescaleOptions, reading_layout
-
-DEMO_AGENCY = "joint_office"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,9 +223,13 @@ def _run_with(
         if args.command in ("api", "worker", "serve"):
             asyncio.run(check_timescaledb(url, settings))
         if args.command == "demo":
-            _, plain = asyncio.run(_create_key(url, DEMO_AGENCY, list(ROLES), "demo", None))
+            keys = asyncio.run(demo_keys(url, settings.data_dir))
             print(f"EnvLink demo: {_api_url(settings)}/docs")
-            print(f"API key: {plain}", flush=True)
+            where = settings.data_dir / KEYS_FILE
+            print(f"API keys (kept in {where}, mode 0600, and reused at the next start):")
+            for key in keys:
+                print(f"  {key.agency} ({', '.join(key.roles)}): {key.key}")
+            sys.stdout.flush()
             asyncio.run(
                 serve(url, settings, api=True, worker=True, simulate=True, api_socket=api_socket)
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,16 +50,27 @@ def test_demo_serves_latest_for_every_station_parameter(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert demo.stdout is not None
-        key = None
+        keys: dict[str, str] = {}
         output = []
-        while key is None and time.monotonic() - started < DEADLINE_S:
+        while len(keys) < 3 and time.monotonic() - started < DEADLINE_S:
             line = demo.stdout.readline()
             assert line, "demo exited early:\n" + "".join(output)
             output.append(line)
-            if line.startswith("API key: "):
-                key = line.removeprefix("API key: ").strip()
-        assert key is not None
+            if found := re.fullmatch(r"  (\w+) \(([a-z_, ]+)\): (elk_\S+)\n", line):
+                keys[found[1]] = found[3]
+        assert sorted(keys) == ["dg_eeb", "gz_eeb", "joint_office"]
         assert f"EnvLink demo: http://127.0.0.1:{api_port}/docs\n" in output
+        key = keys["dg_eeb"]
+        # The README's push example, as written, with the demo's dg_eeb key and this port.
+        readme = (ROOT / "README.md").read_text()
+        [push] = [b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "-X POST" in b]
+        pushed = subprocess.run(
+            ["bash", "-c", push.replace("127.0.0.1:8000", f"127.0.0.1:{api_port}")],
+            env={**env, "KEY": key}, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        answer = json.loads(pushed.stdout)
+        assert (answer["received"], answer["summary"]["accepted"]) == (1, 1), answer
         # Keep reading the demo's output so a chatty log can never fill the pipe and stall it.
         threading.Thread(target=output.extend, args=(demo.stdout,), daemon=True).start()
         seen: set[tuple[str, str]] = set()
