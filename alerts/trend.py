@@ -41,18 +41,20 @@ def trend(hours: npt.ArrayLike, values: npt.ArrayLike, *, noise: float | None) -
     x = np.asarray(hours, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     kept = np.isfinite(x) & np.isfinite(y)
-    x, y = x[kept], y[kept]
-    if x.size < MIN_POINTS:
-        return Trend(None, "unknown", int(x.size))
-    dx = x - x.mean()
-    spread = float(np.dot(dx, dx))
+    if not kept.all():
+        x, y = x[kept], y[kept]
+    count = int(x.size)
+    if count < MIN_POINTS:
+        return Trend(None, "unknown", count)
+    dx = x - float(x.sum()) / count
+    spread = float(dx @ dx)
     if spread == 0.0:
-        return Trend(None, "unknown", int(x.size))  # every point at one instant: no slope
-    slope = float(np.dot(dx, y - y.mean())) / spread
+        return Trend(None, "unknown", count)  # every point at one instant: no slope
+    slope = float(dx @ (y - float(y.sum()) / count)) / spread
     change = slope * TREND_HOURS
     band = noise or 0.0
     if abs(change) <= band:
         direction: Direction = "steady"
     else:
         direction = "rising" if change > 0 else "falling"
-    return Trend(slope, direction, int(x.size))
+    return Trend(slope, direction, count)

@@ -13,7 +13,7 @@ from alerts.rollups import hour_start
 from api.deps import ConnDep, KeyDep
 from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput
-from core.rounding import round_value
+from core.rounding import round_half_even
 from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
 from schemas.common import City, Text
 from schemas.quality import AqiKind, AqiOut, WaterKind, WaterQualityOut
@@ -57,30 +57,39 @@ EXCEEDANCE_DECIMALS = 2
 
 
 def published_aqi(result: AqiOut, decimals: Mapping[str, int | None]) -> AqiOut:
-    """Concentrations at their parameters' published decimals."""
+    """Concentrations at their parameters' published decimals (one rounding pass)."""
+    concentrations = round_half_even(
+        [item.concentration for item in result.inputs],
+        [decimals.get(item.parameter) for item in result.inputs],
+    )
     inputs = [
-        item.model_copy(
-            update={"concentration": round_value(item.concentration, decimals.get(item.parameter))}
-        )
-        for item in result.inputs
+        item.model_copy(update={"concentration": concentration})
+        for item, concentration in zip(result.inputs, concentrations, strict=True)
     ]
     return result.model_copy(update={"inputs": inputs})
 
 
 def published_water(result: WaterQualityOut, decimals: Mapping[str, int | None]) -> WaterQualityOut:
-    """Values at their parameters' published decimals, exceedance multiples at two."""
+    """Values at their parameters' published decimals, exceedance multiples at two (one
+    rounding pass)."""
+    shown: list[tuple[float | None, str]] = [
+        *((item.value, item.parameter) for item in result.items),
+        *((item.value, item.parameter) for item in result.limiting),
+    ]
+    values = round_half_even([v for v, _ in shown], [decimals.get(p) for _, p in shown])
+    exceedances = round_half_even(
+        [item.exceedance for item in result.limiting], EXCEEDANCE_DECIMALS
+    )
+    count = len(result.items)
     items = [
-        item.model_copy(update={"value": round_value(item.value, decimals.get(item.parameter))})
-        for item in result.items
+        item.model_copy(update={"value": value})
+        for item, value in zip(result.items, values[:count], strict=True)
     ]
     limiting = [
-        item.model_copy(
-            update={
-                "value": round_value(item.value, decimals.get(item.parameter)),
-                "exceedance": round_value(item.exceedance, EXCEEDANCE_DECIMALS),
-            }
+        item.model_copy(update={"value": value, "exceedance": exceedance})
+        for item, value, exceedance in zip(
+            result.limiting, values[count:], exceedances, strict=True
         )
-        for item in result.limiting
     ]
     return result.model_copy(update={"items": items, "limiting": limiting})
 
