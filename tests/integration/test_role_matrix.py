@@ -1,9 +1,9 @@
 """Roles, exactly: every operation of the OpenAPI document × every role (DESIGN §9).
 
-Without a key every operation but /healthz answers 401; a key lacking the role an operation
-needs answers 403 naming that role; any other key gets the operation's documented 2xx. Each key
-holds one role. An operation added without an entry in REQUESTS fails the test, so its roles
-are decided when it is written.
+Without a key every operation but /healthz, /readyz and /metrics answers 401; a key lacking the
+role an operation needs answers 403 naming that role; any other key gets the operation's
+documented 2xx. Each key holds one role. An operation added without an entry in REQUESTS fails
+the test, so its roles are decided when it is written.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ NEEDS: dict[str, frozenset[str]] = {
         ]
     },
 }
-NO_KEY_NEEDED = {"GET /healthz"}
+NO_KEY_NEEDED = {"GET /healthz", "GET /readyz", "GET /metrics"}
 
 
 @dataclass
@@ -146,6 +146,8 @@ async def _subscription_post(world: World) -> Call:
 # How to call each operation so that a key with the role gets its 2xx.
 REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
     "GET /healthz": _static("/healthz"),
+    "GET /readyz": _static("/readyz"),
+    "GET /metrics": _static("/metrics"),
     "GET /v1/stations": _static("/v1/stations"),
     "GET /v1/rivers": _static("/v1/rivers"),
     "GET /v1/stations/{code}": _static("/v1/stations/gz-a-huangpu"),
