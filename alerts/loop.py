@@ -34,6 +34,7 @@ from alerts.rollups import (
 from alerts.windows import HOUR_S, HOURS_PER_DAY
 from core.retry import RESTART, keep_running, log_failure
 from core.timeutil import CST, cst_day_start, utcnow
+from store.catalogue import CatalogueCache, CatalogueSnapshot, read_catalogue
 from store.coordination import READINGS_CHANNEL
 from store.listen import Listener, Wakeup
 from store.pool import Conn
@@ -52,7 +53,6 @@ from store.rollups import (
     hour_readings,
     lock_series,
     reading_hours,
-    series_specs,
     try_sweep_lock,
     upsert_daily,
     upsert_hourly,
@@ -60,6 +60,7 @@ from store.rollups import (
 
 log = logging.getLogger(__name__)
 
+# Called with the round's connection and keyword arguments catalogue, now (and touched).
 Evaluate = Callable[..., Awaitable[None]]
 # Judges the claimed readings' history before their rollups (ingest.history.HistoryQc.judge);
 # returns the keys of readings it re-flagged, whose hours and days are then rolled up too.
@@ -88,28 +89,38 @@ def touched_of(keys: Sequence[DirtyKey]) -> list[Touched]:
     return [Touched(sid, pid, sorted(moments)) for (sid, pid), moments in sorted(times.items())]
 
 
+def series_spec(
+    catalogue: CatalogueSnapshot, station_id: int, parameter_id: int
+) -> tuple[int, bool]:
+    """How a series is rolled up: its sampling interval and whether it is a water series.
+
+    A series its station no longer lists is taken as hourly; one of an unknown parameter, as
+    hourly and not water.
+    """
+    series = catalogue.station_parameters.get((station_id, parameter_id))
+    if series is not None:
+        return series.interval_s, is_water(series.grp)
+    parameter = catalogue.parameters_by_id.get(parameter_id)
+    return DEFAULT_INTERVAL_S, parameter is not None and is_water(parameter.grp)
+
+
 async def refresh_rollups(
-    conn: Conn, keys: Sequence[DirtyKey], *, water_min_samples: int, now: datetime
+    conn: Conn,
+    keys: Sequence[DirtyKey],
+    *,
+    catalogue: CatalogueSnapshot,
+    water_min_samples: int,
+    now: datetime,
 ) -> None:
     """Recompute the hourly, then the daily rollups of every window the keys fall in."""
     hours, days = windows_of(keys)
     await lock_series(conn, {(k.station_id, k.parameter_id) for k in keys})
-    specs = {
-        (s.station_id, s.parameter_id): s
-        for s in await series_specs(conn, sorted({(k.station_id, k.parameter_id) for k in keys}))
-    }
-
-    def spec_of(station_id: int, parameter_id: int) -> tuple[int, bool]:
-        spec = specs.get((station_id, parameter_id))
-        if spec is None:
-            return DEFAULT_INTERVAL_S, False
-        return spec.interval_s or DEFAULT_INTERVAL_S, is_water(spec.grp)
 
     readings = await hour_readings(conn, hours)
     hourly: list[HourlyRow] = []
     empty_hours: list[HourWindow] = []
     for window, part in zip(hours, readings.of(len(hours)), strict=True):
-        interval_s, water = spec_of(window.station_id, window.parameter_id)
+        interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
         rollup = hourly_rollup(
             readings.period_s[part],
             readings.time_s[part],
@@ -163,7 +174,7 @@ async def refresh_rollups(
         if index not in held:
             empty_days.append(day)
             continue
-        _, water = spec_of(day.station_id, day.parameter_id)
+        _, water = series_spec(catalogue, day.station_id, day.parameter_id)
         grid = grids[index]
         day_rollup = daily_rollup(
             grid[0],
@@ -195,12 +206,15 @@ async def rebuild_rollups(
 ) -> int:
     """Recompute every rollup from the raw readings (a full rebuild); returns the hours seen."""
     await clear_rollups(conn)
+    catalogue = await read_catalogue(conn)
     # In series and time order, a day cut by a chunk boundary is recomputed by the later chunk,
     # which sees all of its hours.
     keys = sorted(await reading_hours(conn))
     for start in range(0, len(keys), chunk):
         part = keys[start : start + chunk]
-        await refresh_rollups(conn, part, water_min_samples=water_min_samples, now=now)
+        await refresh_rollups(
+            conn, part, catalogue=catalogue, water_min_samples=water_min_samples, now=now
+        )
     return len(windows_of(keys)[0])
 
 
@@ -226,6 +240,7 @@ class AlertLoop:
         self,
         pool: AsyncConnectionPool,
         *,
+        catalogue: CatalogueCache | None = None,
         sweep_s: float = 30.0,
         water_min_samples: int = 1,
         batch: int = 50_000,
@@ -236,6 +251,8 @@ class AlertLoop:
         rest: float = 1.0,
     ) -> None:
         self._pool = pool
+        # The process's catalogue; a loop given none keeps its own.
+        self._catalogue = catalogue or CatalogueCache(pool)
         self._sweep_s = sweep_s
         self._water_min_samples = water_min_samples
         self._batch = batch
@@ -252,16 +269,21 @@ class AlertLoop:
         """One round in one transaction: claim, roll up, evaluate, and sweep if asked."""
         report = RoundReport()
         now = self._clock()
+        catalogue = await self._catalogue.get()
         async with self._pool.connection() as conn, conn.transaction():
             report.claimed = await claim_dirty(conn, limit=self._batch)
             if report.claimed:
                 keys = [*report.claimed, *await self._judged(conn, report.claimed)]
                 await refresh_rollups(
-                    conn, keys, water_min_samples=self._water_min_samples, now=now
+                    conn,
+                    keys,
+                    catalogue=catalogue,
+                    water_min_samples=self._water_min_samples,
+                    now=now,
                 )
-                await self._evaluate(conn, touched=touched_of(keys), now=now)
+                await self._evaluate(conn, catalogue=catalogue, touched=touched_of(keys), now=now)
             if sweep and await try_sweep_lock(conn):
-                await self._sweep(conn, now=now)
+                await self._sweep(conn, catalogue=catalogue, now=now)
                 report.swept = True
         return report
 

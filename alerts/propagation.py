@@ -16,17 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from store.catalogue import ReachRef
+
 Direction = Literal["downstream", "tidal_upstream"]
-
-
-@dataclass(frozen=True, slots=True)
-class Reach:
-    code: str
-    downstream: tuple[str, ...]
-    length_km: float
-    velocity_m_s: float
-    tidal: bool
-    tidal_factor: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +74,7 @@ def flow_order(downstream: Mapping[str, Sequence[str]]) -> list[str]:
 
 def arrivals(
     source: RiverStation,
-    reaches: Mapping[str, Reach],
+    reaches: Mapping[str, ReachRef],
     stations: Sequence[RiverStation],
     *,
     max_eta_s: float | None = None,
@@ -102,7 +94,7 @@ def arrivals(
             best[arrival.station.id] = arrival
 
     def flow(
-        reach: Reach, from_km: float, distance: float, seconds: float, path: tuple[str, ...]
+        reach: ReachRef, from_km: float, distance: float, seconds: float, path: tuple[str, ...]
     ) -> None:
         for station in on_reach.get(reach.code, ()):
             if station.river_km >= from_km:
@@ -129,7 +121,7 @@ def arrivals(
             )
 
     def flood(
-        reach: Reach, from_km: float, distance: float, seconds: float, path: tuple[str, ...]
+        reach: ReachRef, from_km: float, distance: float, seconds: float, path: tuple[str, ...]
     ) -> None:
         if not reach.tidal or not reach.tidal_factor:
             return

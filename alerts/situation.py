@@ -28,7 +28,13 @@ from core.errors import StationNotFound
 from schemas.common import Area, City
 from schemas.quality import AqiOut, WaterQualityOut
 from store.alerts import AlertListing, list_alerts, series_silence
-from store.catalogue import NamedReach, PlacedStation, named_reaches, placed_stations
+from store.catalogue import (
+    CatalogueSnapshot,
+    NamedReach,
+    PlacedStation,
+    named_reaches,
+    placed_stations,
+)
 from store.pool import Conn
 from store.readings import LatestReading, latest_readings, trend_points
 from store.rollups import QualityStation
@@ -133,8 +139,13 @@ def touches(alert: AlertListing, codes: Collection[str], cities: Collection[str]
     return alert.city in cities
 
 
-async def situation(conn: Conn, selection: Selection, *, now: datetime) -> Situation:
-    """The situation of the selection at `now`; StationNotFound names unknown station codes."""
+async def situation(
+    conn: Conn, snapshot: CatalogueSnapshot, selection: Selection, *, now: datetime
+) -> Situation:
+    """The situation of the selection at `now`; StationNotFound names unknown station codes.
+
+    `snapshot` is the process's catalogue (the engine's view of stations, reaches and series).
+    """
     stations = await placed_stations(
         conn, area=selection.area, city=selection.city, codes=selection.stations
     )
@@ -143,7 +154,7 @@ async def situation(conn: Conn, selection: Selection, *, now: datetime) -> Situa
         if unknown:
             raise StationNotFound(f"station: no station with code {', '.join(unknown)}")
     reaches = await named_reaches(conn)
-    catalogue = await load(conn)
+    catalogue = await load(conn, snapshot)
     ids = [s.id for s in stations]
     latest = await latest_readings(
         conn, city=None, area=None, medium=None, station_ids=ids, now=now
@@ -247,7 +258,7 @@ async def _silences(
         limit = STALENESS.max_interval_s(rule)
         watched = [s for s in silences if s.interval_s <= limit]
         for (_, station_id, _), point in STALENESS.points(
-            rule, catalogue, watched, now, skip=skip
+            rule, catalogue.snapshot, watched, now, skip=skip
         ).items():
             if station_id is None or point.value is None:
                 continue
@@ -270,7 +281,7 @@ def _arrivals(
     if not rules:
         return []
     rule = max(rules, key=lambda r: r.propagation.max_eta_s if r.propagation else 0)
-    by_code = {s.code: s for s in catalogue.stations.values()}
+    by_code = catalogue.snapshot.stations
     estimates = []
     for alert in open_alerts:
         source = by_code.get(alert.station or "")
@@ -281,7 +292,7 @@ def _arrivals(
             or alert.trigger_time is None
         ):
             continue
-        for arrival in PROPAGATION.downstream(rule, catalogue, source.id):
+        for arrival in PROPAGATION.downstream(rule, catalogue.snapshot, source.id):
             if source.code not in codes and arrival.station.code not in codes:
                 continue
             estimates.append(

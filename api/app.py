@@ -34,6 +34,7 @@ from api.stream import AlertFeed
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.pipeline import Pipeline
+from store.catalogue import CatalogueCache
 from store.listen import Listener
 from store.pool import open_pool
 
@@ -43,11 +44,14 @@ def create_app(
     *,
     pool: AsyncConnectionPool | None = None,
     listener: Listener | None = None,
+    catalogue_cache: CatalogueCache | None = None,
 ) -> FastAPI:
     """Build the API. A pool or listener given is the caller's; what is not given the app opens.
 
     The app opens them in its lifespan, so an app served without one (httpx's ASGITransport)
     works on the given pool alone: no key cache, no fast answer while the database is away.
+    `catalogue_cache` is the process's catalogue cache, listening already; without one the app
+    keeps its own on its pool, listening on its listener.
     """
 
     @asynccontextmanager
@@ -66,7 +70,7 @@ def create_app(
                     timeout_s=settings.pool_timeout_s,
                 )
                 opened.push_async_callback(own_pool.close)
-                _attach(app, own_pool, settings, listener)
+                _attach(app, own_pool, settings, listener, catalogue_cache)
             if listener is None:
                 database: ApiDatabase = app.state.database
                 url = settings.database_url or database.pool.conninfo
@@ -74,6 +78,8 @@ def create_app(
                     raise SettingsError("the API needs a database URL to listen on")
                 own_listener = Listener(url, name="api")
                 database.listen(own_listener)
+                if catalogue_cache is None:
+                    app.state.catalogue.listen(own_listener)
                 await own_listener.start()
                 opened.push_async_callback(own_listener.stop)
             opened.push_async_callback(app.state.feed.stop)
@@ -93,7 +99,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     if pool is not None:
-        _attach(app, pool, settings, listener)
+        _attach(app, pool, settings, listener, catalogue_cache)
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     _outermost(app)
@@ -128,9 +134,13 @@ def _outermost(app: FastAPI) -> None:
 
 
 def _attach(
-    app: FastAPI, pool: AsyncConnectionPool, settings: Settings, listener: Listener | None
+    app: FastAPI,
+    pool: AsyncConnectionPool,
+    settings: Settings,
+    listener: Listener | None,
+    cache: CatalogueCache | None,
 ) -> None:
-    """Give the routers the pool and the ingest pipeline (pushed readings go through it)."""
+    """Give the routers the pool, the catalogue and the ingest pipeline (pushed readings)."""
     app.state.database = ApiDatabase(
         pool,
         timeout_s=settings.pool_timeout_s,
@@ -139,4 +149,9 @@ def _attach(
     if listener is not None:
         app.state.database.listen(listener)
     app.state.feed = AlertFeed(app.state.database)
-    app.state.pipeline = Pipeline(pool, earliest=settings.earliest_reading_date)
+    if cache is None:
+        cache = CatalogueCache(pool)
+        if listener is not None:
+            cache.listen(listener)
+    app.state.catalogue = cache
+    app.state.pipeline = Pipeline(pool, earliest=settings.earliest_reading_date, catalogue=cache)

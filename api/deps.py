@@ -26,6 +26,7 @@ from core.settings import Settings
 from core.timeutil import utcnow
 from ingest.pipeline import Pipeline
 from schemas.common import Role, Text
+from store.catalogue import CatalogueCache, CatalogueSnapshot
 from store.coordination import KEYS_CHANNEL
 from store.keys import ApiKey, KeyCache, authenticate, authenticate_stream_token, hash_key
 from store.listen import Listener
@@ -126,6 +127,11 @@ def get_pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
+def get_catalogue_cache(request: Request) -> CatalogueCache:
+    cache: CatalogueCache = request.app.state.catalogue
+    return cache
+
+
 DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
@@ -147,6 +153,16 @@ async def get_conn(held: RequestConnectionDep) -> Conn:
 
 
 ConnDep = Annotated[Conn, Depends(get_conn)]
+
+
+async def current_catalogue(
+    held: RequestConnectionDep, cache: Annotated[CatalogueCache, Depends(get_catalogue_cache)]
+) -> CatalogueSnapshot:
+    """The process's catalogue snapshot; read, if due, on the request's own connection."""
+    return await cache.get(via=held.briefly)
+
+
+CatalogueDep = Annotated[CatalogueSnapshot, Depends(current_catalogue)]
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str:

@@ -68,7 +68,7 @@ from ingest.pipeline import Pipeline  # noqa: E402
 from ingest.sources.simulator import SimulatorJob  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.rules import load_rules  # noqa: E402
-from store.catalogue import seed_catalogue, station_refs  # noqa: E402
+from store.catalogue import read_catalogue, seed_catalogue  # noqa: E402
 from store.coordination import ALERT_EVENTS_CHANNEL  # noqa: E402
 from store.listen import Listener  # noqa: E402
 from store.migrate import migrate  # noqa: E402
@@ -216,7 +216,7 @@ async def run(alerts: int, load: Load) -> bool:
                 await seed_rules(conn, load_rules(ROOT / "config" / "thresholds.yaml"), at=_now())
                 await write_rule(conn, BENCH_RULE, via="config", by="bench", at=_now())
             version = await server_version(conn)
-            every = await station_refs(conn)
+            every = (await read_catalogue(conn)).stations_by_id.values()
             stations = [(s.id, s.code) for s in every if s.medium == "air"]
         print(f"server: {version}")
         async with AsyncConnectionPool(url, min_size=4, max_size=16, open=False) as pool:
@@ -233,7 +233,7 @@ async def run(alerts: int, load: Load) -> bool:
                         history_hours=load.history_hours,
                     )
                     judge = HistoryQc(pipeline).judge  # as a worker runs it
-                    loop = AlertLoop(pool, judge=judge)
+                    loop = AlertLoop(pool, catalogue=pipeline.catalogue_cache, judge=judge)
                     listener = Listener(url, name="bench")
                     await listener.start()
                     stack.push_async_callback(listener.stop)

@@ -50,8 +50,9 @@ _READINGS_PAGE = (
     "      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
     " ORDER BY r.time, r.period_s LIMIT %(limit)s"
 )
-# store.rollups.city_air_stations, parameters_by_code and hourly_rollups, and
-# store.catalogue.parameter_decimals: what /v1/aqi?city= reads.
+# store.rollups.city_air_stations, parameters_by_code and hourly_rollups: what /v1/aqi?city=
+# reads; the parameters' decimals come from the catalogue EnvLink holds in memory
+# (store.catalogue.CatalogueCache), here read once per process at start-up.
 _CITY_AIR_STATIONS = (
     "SELECT id, code, city, medium, background, water_standard, water_body, target_class"
     " FROM station WHERE city = %s AND medium = 'air' AND background IS NOT TRUE ORDER BY code"
@@ -145,8 +146,7 @@ async def aqi(request: Request) -> Response:
             },
         )
         hourly = await cur.fetchall()
-        await cur.execute(_PARAMETER_DECIMALS.encode())
-        decimals = await cur.fetchall()
+    decimals = request.app.state.decimals
     return _json({"stations": stations, "hourly": hourly, "decimals": decimals})
 
 
@@ -159,6 +159,9 @@ def create() -> Starlette:
         async with AsyncConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False) as pool:
             await pool.wait()
             app.state.pool = pool
+            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_PARAMETER_DECIMALS.encode())
+                app.state.decimals = await cur.fetchall()
             yield
 
     routes = [

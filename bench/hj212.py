@@ -213,7 +213,7 @@ async def _alert_worker(url: str, stop: Connection) -> AlertLoopReport:
     tune_gc()
     async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
-        loop = AlertLoop(pool, judge=HistoryQc(pipeline).judge)
+        loop = AlertLoop(pool, catalogue=pipeline.catalogue_cache, judge=HistoryQc(pipeline).judge)
         listener = Listener(url, name="bench")
         await listener.start()
         running = asyncio.create_task(loop.run(listener))

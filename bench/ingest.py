@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import fresh_database, server_version, timescaledb_server  # noqa: E402
 from schemas.catalogue import Catalogue, StationParameterDef, load_catalogue  # noqa: E402
 from schemas.common import QC  # noqa: E402
-from store.catalogue import parameter_refs, seed_catalogue, station_refs  # noqa: E402
+from store.catalogue import read_catalogue, seed_catalogue  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.partitions import create_partitions, month_of  # noqa: E402
 from store.pool import Conn  # noqa: E402
@@ -205,8 +205,9 @@ async def prepare(conn: Conn, rows_wanted: int) -> Setup:
         await seed_catalogue(conn, bench_catalogue(ROOT / "config"))
         source_id = await ensure_source(conn, code="bench", kind="bench")
         replay_source_id = await ensure_source(conn, code="bench-replay", kind="bench")
-    stations = [s.id for s in await station_refs(conn) if s.code.startswith("bench-")]
-    parameters = {p.code: p.id for p in await parameter_refs(conn)}
+    catalogue = await read_catalogue(conn)
+    stations = [s.id for s in catalogue.stations_by_id.values() if s.code.startswith("bench-")]
+    parameters = {code: p.id for code, p in catalogue.parameters.items()}
     rows = make_rows(rows_wanted, stations, [parameters[code] for code in PARAMETERS])
     months = {month_of(row.time) for row in rows}
     async with conn.transaction():

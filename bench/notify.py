@@ -77,7 +77,7 @@ from ingest.jobs import create_partitions_ahead  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from schemas.catalogue import load_catalogue  # noqa: E402
 from schemas.notifications import SubscriptionIn  # noqa: E402
-from store.catalogue import seed_catalogue, station_refs  # noqa: E402
+from store.catalogue import read_catalogue, seed_catalogue  # noqa: E402
 from store.listen import Listener  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from store.rules import write_rule  # noqa: E402
@@ -214,7 +214,7 @@ async def loops_in_process(pool: AsyncConnectionPool, url: str) -> AsyncIterator
         settings = Settings(database_url=url)
         pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
         runners = [
-            AlertLoop(pool, judge=HistoryQc(pipeline).judge),
+            AlertLoop(pool, catalogue=pipeline.catalogue_cache, judge=HistoryQc(pipeline).judge),
             NotificationStage(pool),
             Dispatcher(
                 pool,
@@ -256,7 +256,11 @@ async def run(alerts: int, *, in_process: bool, simulate: bool) -> bool:
                     conn, agency="gz_eeb", spec=subscription, via="config", at=now
                 )
             version = await server_version(conn)
-            stations = [(s.id, s.code) for s in await station_refs(conn) if s.medium == "air"]
+            stations = [
+                (s.id, s.code)
+                for s in (await read_catalogue(conn)).stations_by_id.values()
+                if s.medium == "air"
+            ]
         print(f"server: {version}")
         async with AsyncConnectionPool(url, min_size=4, max_size=16, open=False) as pool:
             await create_partitions_ahead(pool)

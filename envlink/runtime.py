@@ -49,7 +49,7 @@ from schemas.catalogue import load_catalogue
 from schemas.notifications import load_subscriptions
 from schemas.rules import load_rules
 from schemas.sources import load_sources
-from store.catalogue import SeedReport, seed_catalogue
+from store.catalogue import CatalogueCache, SeedReport, seed_catalogue
 from store.listen import Listener
 from store.migrate import Migration, migrate
 from store.pool import connect, open_pool
@@ -177,6 +177,8 @@ class Worker:
     simulate: bool
     open_files: int = 1024  # the process's open-files limit, which sizes the HJ 212 cap
     name: str = field(default_factory=worker_name)  # as leader: host:pid
+    # The process's catalogue, listening on `listener`; a worker given none makes it.
+    catalogue: CatalogueCache | None = None
     tasks: list[asyncio.Task[object]] = field(default_factory=list, init=False)
     sources: list[Source] = field(default_factory=list, init=False)
     notify_client: httpx.AsyncClient | None = field(default=None, init=False)
@@ -184,7 +186,12 @@ class Worker:
     _runs: dict[str, asyncio.Task[object]] = field(default_factory=dict, init=False)
 
     async def start(self) -> None:
-        self.pipeline = Pipeline(self.pool, earliest=self.settings.earliest_reading_date)
+        if self.catalogue is None:
+            self.catalogue = CatalogueCache(self.pool)
+            self.catalogue.listen(self.listener)
+        self.pipeline = Pipeline(
+            self.pool, earliest=self.settings.earliest_reading_date, catalogue=self.catalogue
+        )
         # Jobs run only on the worker elected to lead; the others stand by to take over.
         self.elected = ElectedScheduler(
             self.pool,
@@ -217,6 +224,7 @@ class Worker:
             # rollups. A busy HJ 212 worker leaves this CPU-heavy work to other workers.
             alert_loop = AlertLoop(
                 self.pool,
+                catalogue=self.pipeline.catalogue_cache,
                 sweep_s=self.settings.alert_sweep_s,
                 water_min_samples=self.settings.water_daily_min_samples,
                 judge=HistoryQc(self.pipeline).judge,
@@ -254,7 +262,7 @@ class Worker:
         broker = Broker.from_settings(settings)
         subscriber = None
         if broker is not None:
-            subscriber = MqttSubscriber(self.pipeline, self.pool, broker, sources.mqtt)
+            subscriber = MqttSubscriber(self.pipeline, broker, sources.mqtt)
             yield subscriber
         for feed in sources.http_feeds:
             if feed.enabled:
@@ -271,7 +279,7 @@ class Worker:
             publisher = None
             if broker is not None and subscriber is not None and sources.mqtt.simulator_stations:
                 publisher = MqttPublisher(
-                    self.pool, broker, stations=sources.mqtt.simulator_stations
+                    self.pipeline.catalogue_cache, broker, stations=sources.mqtt.simulator_stations
                 )
                 # A first-ever subscription only receives what is published after it exists.
                 with contextlib.suppress(TimeoutError):
@@ -317,6 +325,7 @@ class Worker:
             self.pool,
             build_channels(settings, self.notify_client),
             public_base_url=settings.public_base_url,
+            catalogue=self.pipeline.catalogue_cache,
             worker=self.name,
             concurrency=settings.notify_concurrency,
             lease_s=settings.notify_lease_s,
@@ -423,17 +432,28 @@ async def serve(
             )
             opened.push_async_callback(worker_pool.close)
             listener.add_reconnect_hook(worker_pool.check)
+        # The process's one catalogue, read on the worker's pool when there is one, told of every
+        # change on the listener; the API and the worker share it.
+        read_on = worker_pool if worker_pool is not None else api_pool
+        assert read_on is not None, "serve() runs the API, the worker or both"
+        catalogue = CatalogueCache(read_on)
+        catalogue.listen(listener)
         app = None
         if api_pool is not None:
             # Built before the listener starts, so it listens for revoked keys from the start.
             settings = settings.model_copy(update={"database_url": url})
-            app = create_app(settings, pool=api_pool, listener=listener)
+            app = create_app(settings, pool=api_pool, listener=listener, catalogue_cache=catalogue)
         await listener.start()
         opened.push_async_callback(listener.stop)
         tune_gc()
         if worker_pool is not None:
             running_worker = Worker(
-                worker_pool, listener, settings, simulate=simulate, open_files=open_files
+                worker_pool,
+                listener,
+                settings,
+                simulate=simulate,
+                open_files=open_files,
+                catalogue=catalogue,
             )
             opened.push_async_callback(running_worker.stop)
             await running_worker.start()

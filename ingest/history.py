@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.qc import (
     HISTORY_RULES,
     PlannedWindow,
@@ -24,6 +24,7 @@ from ingest.qc import (
     suspect_flags,
     window_slices,
 )
+from store.catalogue import CatalogueSnapshot
 from store.pool import Conn
 from store.qc import QcFlag, fetch_windows, reflag_suspect, stored_readings
 from store.readings import ReadingRow
@@ -83,7 +84,7 @@ class HistoryQc:
 
 
 def _series_plans(
-    rows: Sequence[ReadingRow], catalogue: IngestCatalogue
+    rows: Sequence[ReadingRow], catalogue: CatalogueSnapshot
 ) -> dict[SeriesKey, SeriesPlan]:
     """How to judge each series of `rows` that has history rules."""
     plans: dict[SeriesKey, SeriesPlan] = {}

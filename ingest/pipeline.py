@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time as monotonic
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,14 +18,7 @@ from ingest.qc import (
 )
 from ingest.units import UnitError, conversion_factor
 from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
-from store.catalogue import (
-    ParameterRef,
-    StationParameterRef,
-    StationRef,
-    parameter_refs,
-    station_parameter_refs,
-    station_refs,
-)
+from store.catalogue import CatalogueCache, CatalogueSnapshot
 from store.intake import QuarantineRow, quarantine
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
@@ -42,26 +34,6 @@ ERROR_RECORD_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
-class IngestCatalogue:
-    """The catalogue as ingest needs it, indexed for lookups by code, MN and HJ 212 code."""
-
-    stations: dict[str, StationRef]
-    stations_by_mn: dict[str, StationRef]
-    parameters: dict[str, ParameterRef]
-    parameters_by_id: dict[int, ParameterRef]
-    parameters_by_hj212: dict[str, ParameterRef]
-    station_parameters: dict[tuple[int, int], StationParameterRef]
-
-    def parameters_of(self, station: StationRef) -> list[tuple[ParameterRef, StationParameterRef]]:
-        """A station's parameters with the unit it sends and its interval."""
-        return [
-            (self.parameters_by_id[pid], link)
-            for (sid, pid), link in self.station_parameters.items()
-            if sid == station.id
-        ]
-
-
-@dataclass(frozen=True)
 class SourceRef:
     """Who delivered a batch: a stable code (e.g. `hj212`, `push:gz_eeb`) and its kind."""
 
@@ -72,42 +44,25 @@ class SourceRef:
 class Pipeline:
     """Turns ReadingIn batches into stored readings and quarantined rejections."""
 
-    # A station or parameter added by `envlink seed` while a worker runs is picked up this soon.
-    CATALOGUE_TTL_S = 30.0
-
     def __init__(
         self,
         pool: AsyncConnectionPool,
         *,
         earliest: date,
+        catalogue: CatalogueCache | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """`catalogue` is the process's cache; without one the pipeline keeps its own."""
         self._pool = pool
         self._earliest = cst_day_start(earliest)
         self._clock = clock
-        self._catalogue: IngestCatalogue | None = None
-        self._loaded_at = 0.0
+        self.catalogue_cache = catalogue or CatalogueCache(pool)
         self._source_ids: dict[str, int] = {}
         self._months: set[tuple[int, int]] = set()
 
-    async def catalogue(self, *, refresh: bool = False) -> IngestCatalogue:
-        """The cached catalogue, reloaded when stale or when asked."""
-        stale = monotonic.monotonic() - self._loaded_at > self.CATALOGUE_TTL_S
-        if self._catalogue is None or refresh or stale:
-            async with self._pool.connection() as conn:
-                stations = await station_refs(conn)
-                parameters = await parameter_refs(conn)
-                links = await station_parameter_refs(conn)
-            self._catalogue = IngestCatalogue(
-                stations={s.code: s for s in stations},
-                stations_by_mn={s.hj212_mn: s for s in stations if s.hj212_mn},
-                parameters={p.code: p for p in parameters},
-                parameters_by_id={p.id: p for p in parameters},
-                parameters_by_hj212={p.hj212_code: p for p in parameters if p.hj212_code},
-                station_parameters={(lk.station_id, lk.parameter_id): lk for lk in links},
-            )
-            self._loaded_at = monotonic.monotonic()
-        return self._catalogue
+    async def catalogue(self) -> CatalogueSnapshot:
+        """The catalogue readings are checked against (the process's cached snapshot)."""
+        return await self.catalogue_cache.get()
 
     async def ingest(
         self,
@@ -206,7 +161,7 @@ class Pipeline:
         return result
 
     def _check(
-        self, item: ReadingIn, catalogue: IngestCatalogue, now: datetime
+        self, item: ReadingIn, catalogue: CatalogueSnapshot, now: datetime
     ) -> ReadingRow | str:
         station = catalogue.stations.get(item.station)
         if station is None:

@@ -1,17 +1,37 @@
-"""Agencies, parameters, reaches and stations: seeding from config and reading them back."""
+"""Agencies, parameters, reaches and stations: seeding from config and reading them back.
+
+Every stage reads the catalogue through one read model: a CatalogueSnapshot (read_catalogue),
+held in memory by the process's one CatalogueCache, which reads it again when a seed or change
+is announced (notify_catalogue_changed, in the writing transaction). The API's paged listings
+and its existence checks read the tables directly.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from core.errors import ParameterNotFound, StationNotFound
 from schemas.catalogue import Catalogue, ParameterOut, StationOut, StationParameterOut
 from schemas.common import Area, City, Medium
+from store.coordination import CATALOGUE_CHANNEL
+from store.listen import Listener
 from store.pool import Conn
+
+log = logging.getLogger(__name__)
+RowT = TypeVar("RowT")
+# Opens a connection for the block: a pool's `connection`, or a request's own.
+Connect = Callable[[], AbstractAsyncContextManager[Conn]]
 
 
 @dataclass
@@ -139,7 +159,10 @@ RETURNING xmax = 0
 
 
 async def seed_catalogue(conn: Conn, catalogue: Catalogue) -> SeedReport:
-    """Insert or update the catalogue; rows no longer in config stay (readings refer to them)."""
+    """Insert or update the catalogue; rows no longer in config stay (readings refer to them).
+
+    A seed that changed anything tells every process's CatalogueCache when it commits.
+    """
     report = SeedReport({}, {}, {})
     await _upsert(conn, "agency", _AGENCY, [a.model_dump() for a in catalogue.agencies], report)
     await _upsert(
@@ -161,54 +184,15 @@ async def seed_catalogue(conn: Conn, catalogue: Catalogue) -> SeedReport:
         for parameter, spec in specs.items()
     ]
     await _upsert(conn, "station_parameter", _STATION_PARAMETER, links, report)
-    await conn.execute(
+    dropped = await conn.execute(
         "DELETE FROM station_parameter sp USING station s, parameter p"
         " WHERE sp.station_id = s.id AND sp.parameter_id = p.id"
         " AND NOT (s.code || '/' || p.code = ANY(%s))",
         [[f"{link['station']}/{link['parameter']}" for link in links]],
     )
+    if dropped.rowcount or any(report.inserted.values()) or any(report.updated.values()):
+        await notify_catalogue_changed(conn)
     return report
-
-
-@dataclass(frozen=True, slots=True)
-class StationRef:
-    """What ingest needs to know of a station to accept its readings."""
-
-    id: int
-    code: str
-    agency: str
-    medium: str
-    hj212_mn: str | None
-    hj212_password: str | None
-    hj212_crc: str
-
-
-@dataclass(frozen=True, slots=True)
-class ParameterRef:
-    id: int
-    code: str
-    unit: str
-    hj212_code: str | None
-    valid_min: float
-    valid_max: float
-
-
-@dataclass(frozen=True, slots=True)
-class StationParameterRef:
-    station_id: int
-    parameter_id: int
-    unit: str
-    interval_s: int
-
-
-async def station_refs(conn: Conn) -> list[StationRef]:
-    """Every station, as ingest sees it."""
-    async with conn.cursor(row_factory=class_row(StationRef)) as cur:
-        await cur.execute(
-            "SELECT s.id, s.code, a.code AS agency, s.medium, s.hj212_mn, s.hj212_password,"
-            " s.hj212_crc FROM station s JOIN agency a ON a.id = s.agency_id ORDER BY s.id"
-        )
-        return await cur.fetchall()
 
 
 async def stations_without_parameters(conn: Conn) -> list[str]:
@@ -218,25 +202,6 @@ async def stations_without_parameters(conn: Conn) -> list[str]:
         " (SELECT 1 FROM station_parameter sp WHERE sp.station_id = s.id) ORDER BY s.code"
     )
     return [code for (code,) in await cur.fetchall()]
-
-
-async def parameter_refs(conn: Conn) -> list[ParameterRef]:
-    """Every parameter of the registry."""
-    async with conn.cursor(row_factory=class_row(ParameterRef)) as cur:
-        await cur.execute(
-            "SELECT id, code, unit, hj212_code, valid_min, valid_max FROM parameter ORDER BY id"
-        )
-        return await cur.fetchall()
-
-
-async def station_parameter_refs(conn: Conn) -> list[StationParameterRef]:
-    """Every station × parameter with the unit the station sends and its interval."""
-    async with conn.cursor(row_factory=class_row(StationParameterRef)) as cur:
-        await cur.execute(
-            "SELECT station_id, parameter_id, unit, interval_s FROM station_parameter"
-            " ORDER BY station_id, parameter_id"
-        )
-        return await cur.fetchall()
 
 
 _STATION_OUT = """
@@ -360,12 +325,6 @@ async def list_parameters(conn: Conn) -> list[ParameterOut]:
         return await cur.fetchall()
 
 
-async def parameter_decimals(conn: Conn) -> dict[str, int | None]:
-    """Each parameter's reporting resolution (decimal places), by code."""
-    cur = await conn.execute("SELECT code, decimals FROM parameter")
-    return {code: decimals for code, decimals in await cur.fetchall()}
-
-
 async def series_ids(conn: Conn, *, station: str, parameter: str) -> tuple[int, int]:
     """The ids of a station and a parameter by code; StationNotFound / ParameterNotFound."""
     cur = await conn.execute(
@@ -382,28 +341,6 @@ async def series_ids(conn: Conn, *, station: str, parameter: str) -> tuple[int, 
     return int(row[0]), int(row[1])
 
 
-@dataclass(frozen=True, slots=True)
-class AgencyRow:
-    id: int
-    code: str
-    name: str
-    name_zh: str
-    city: str | None
-
-
-async def agencies(conn: Conn) -> list[AgencyRow]:
-    """Every agency, by id."""
-    async with conn.cursor(row_factory=class_row(AgencyRow)) as cur:
-        await cur.execute("SELECT id, code, name, name_zh, city FROM agency ORDER BY id")
-        return await cur.fetchall()
-
-
-async def city_centres(conn: Conn) -> dict[str, tuple[float, float]]:
-    """Each city's mean station position: where a city-wide alert is placed (CAP area)."""
-    cur = await conn.execute("SELECT city, avg(lat), avg(lon) FROM station GROUP BY city")
-    return {str(city): (float(lat), float(lon)) for city, lat, lon in await cur.fetchall()}
-
-
 async def unknown_stations(conn: Conn, codes: Iterable[str]) -> list[str]:
     """The codes among these that name no station, sorted."""
     cur = await conn.execute(
@@ -415,7 +352,301 @@ async def unknown_stations(conn: Conn, codes: Iterable[str]) -> list[str]:
     return list(row[0]) if row else []
 
 
-async def station_cities(conn: Conn) -> dict[str, str]:
-    """Each station's city by station code."""
-    cur = await conn.execute("SELECT code, city FROM station")
-    return {code: city for code, city in await cur.fetchall()}
+# The catalogue as every stage reads it: one snapshot, read in a few queries, served from memory
+# by the process's CatalogueCache, re-read when a seed or change is announced on CATALOGUE_CHANNEL.
+
+
+@dataclass(frozen=True, slots=True)
+class StationRef:
+    """A station as sources, ingest, the engine and the API know it."""
+
+    id: int
+    code: str
+    name: str
+    name_zh: str
+    city: str
+    area: str
+    medium: str
+    agency_id: int
+    agency: str  # the agency's code
+    lat: float
+    lon: float
+    hj212_mn: str | None
+    hj212_password: str | None
+    hj212_crc: str
+    background: bool | None
+    reach_code: str | None
+    river_km: float | None
+    water_standard: str | None
+    water_body: str | None
+    target_class: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterRef:
+    """A parameter of the registry: its canonical unit, resolution and valid range."""
+
+    id: int
+    code: str
+    grp: str
+    unit: str
+    decimals: int | None
+    hj212_code: str | None
+    valid_min: float
+    valid_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRef:
+    """A station × parameter: the unit the station sends and how often it reports."""
+
+    station_id: int
+    parameter_id: int
+    parameter: str  # the parameter's code
+    grp: str  # the parameter's group
+    unit: str
+    interval_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReachRef:
+    """A reach of the river graph: the reaches directly downstream, length and flow."""
+
+    code: str
+    downstream: tuple[str, ...]
+    length_km: float
+    velocity_m_s: float
+    tidal: bool
+    tidal_factor: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRow:
+    id: int
+    code: str
+    name: str
+    name_zh: str
+    city: str | None
+
+
+@dataclass(frozen=True)
+class CatalogueSnapshot:
+    """The whole catalogue at one moment, indexed for the lookups the stages make."""
+
+    stations: dict[str, StationRef]  # by code
+    stations_by_id: dict[int, StationRef]
+    stations_by_mn: dict[str, StationRef]
+    parameters: dict[str, ParameterRef]  # by code
+    parameters_by_id: dict[int, ParameterRef]
+    parameters_by_hj212: dict[str, ParameterRef]
+    station_parameters: dict[tuple[int, int], SeriesRef]  # by (station id, parameter id)
+    series_by_station: dict[int, list[SeriesRef]]
+    reaches: dict[str, ReachRef]
+    agencies: dict[int, AgencyRow]  # by id, ascending
+    city_centres: dict[str, tuple[float, float]]  # each city's mean station position
+    cities: dict[str, str]  # station code → city
+    decimals: dict[str, int | None]  # parameter code → reporting resolution
+
+    @classmethod
+    def of(
+        cls,
+        stations: Iterable[StationRef],
+        parameters: Iterable[ParameterRef],
+        series: Iterable[SeriesRef],
+        reaches: Iterable[ReachRef],
+        agencies: Iterable[AgencyRow],
+    ) -> CatalogueSnapshot:
+        """Index the rows (each list in id or code order)."""
+        stations, parameters, series = list(stations), list(parameters), list(series)
+        by_station: dict[int, list[SeriesRef]] = {}
+        for entry in series:
+            by_station.setdefault(entry.station_id, []).append(entry)
+        positions: dict[str, list[tuple[float, float]]] = {}
+        for station in stations:
+            positions.setdefault(station.city, []).append((station.lat, station.lon))
+        return cls(
+            stations={s.code: s for s in stations},
+            stations_by_id={s.id: s for s in stations},
+            stations_by_mn={s.hj212_mn: s for s in stations if s.hj212_mn},
+            parameters={p.code: p for p in parameters},
+            parameters_by_id={p.id: p for p in parameters},
+            parameters_by_hj212={p.hj212_code: p for p in parameters if p.hj212_code},
+            station_parameters={(s.station_id, s.parameter_id): s for s in series},
+            series_by_station=by_station,
+            reaches={r.code: r for r in reaches},
+            agencies={a.id: a for a in sorted(agencies, key=lambda a: a.id)},
+            city_centres={
+                city: (sum(lat for lat, _ in at) / len(at), sum(lon for _, lon in at) / len(at))
+                for city, at in positions.items()
+            },
+            cities={s.code: s.city for s in stations},
+            decimals={p.code: p.decimals for p in parameters},
+        )
+
+    @property
+    def agency_ids(self) -> list[int]:
+        """Every agency's id, ascending (station and city alerts are addressed to all)."""
+        return list(self.agencies)
+
+    def parameter_id(self, code: str) -> int | None:
+        """A parameter's id by its code, or None if the registry has no such parameter."""
+        parameter = self.parameters.get(code)
+        return None if parameter is None else parameter.id
+
+    def parameters_of(self, station: StationRef) -> list[tuple[ParameterRef, SeriesRef]]:
+        """A station's parameters with the unit it sends and its interval."""
+        return [
+            (self.parameters_by_id[s.parameter_id], s)
+            for s in self.series_by_station.get(station.id, ())
+        ]
+
+    def station_series(self, station_id: int, codes: Iterable[str]) -> list[SeriesRef]:
+        """The station's series of these parameter codes."""
+        wanted = set(codes)
+        return [s for s in self.series_by_station.get(station_id, ()) if s.parameter in wanted]
+
+
+_STATION_REF = """
+SELECT s.id, s.code, s.name, s.name_zh, s.city, s.area, s.medium, s.agency_id, a.code AS agency,
+       s.lat, s.lon, s.hj212_mn, s.hj212_password, s.hj212_crc, s.background, s.reach_code,
+       s.river_km, s.water_standard, s.water_body, s.target_class
+FROM station s JOIN agency a ON a.id = s.agency_id ORDER BY s.id
+"""
+_PARAMETER_REF = """
+SELECT id, code, grp, unit, decimals, hj212_code, valid_min, valid_max FROM parameter ORDER BY id
+"""
+_SERIES_REF = """
+SELECT sp.station_id, sp.parameter_id, p.code AS parameter, p.grp, sp.unit, sp.interval_s
+FROM station_parameter sp JOIN parameter p ON p.id = sp.parameter_id
+ORDER BY sp.station_id, sp.parameter_id
+"""
+_REACH_REF = """
+SELECT code, downstream, length_km, velocity_m_s, tidal, tidal_factor FROM reach ORDER BY code
+"""
+_AGENCY_ROW = "SELECT id, code, name, name_zh, city FROM agency ORDER BY id"
+
+
+async def _rows(conn: Conn, row_type: type[RowT], query: str) -> list[RowT]:
+    async with conn.cursor(row_factory=class_row(row_type)) as cur:
+        await cur.execute(query.encode())
+        return await cur.fetchall()
+
+
+async def read_catalogue(conn: Conn) -> CatalogueSnapshot:
+    """The whole catalogue, read now (in the caller's transaction, if any)."""
+    reaches = [
+        replace(r, downstream=tuple(r.downstream)) for r in await _rows(conn, ReachRef, _REACH_REF)
+    ]
+    return CatalogueSnapshot.of(
+        await _rows(conn, StationRef, _STATION_REF),
+        await _rows(conn, ParameterRef, _PARAMETER_REF),
+        await _rows(conn, SeriesRef, _SERIES_REF),
+        reaches,
+        await _rows(conn, AgencyRow, _AGENCY_ROW),
+    )
+
+
+async def notify_catalogue_changed(conn: Conn) -> None:
+    """Tell every process's CatalogueCache to read the catalogue again once this commits."""
+    await conn.execute("SELECT pg_notify(%s, '')", [CATALOGUE_CHANNEL])
+
+
+class CatalogueCache:
+    """The process's one catalogue: read once, served from memory, read again when it changes.
+
+    Listening (`listen`), it reads again as soon as a seed or change is announced on
+    CATALOGUE_CHANNEL, and after its Listener reconnects (an announcement may have been missed);
+    while not listening it reads again when its snapshot is older than `max_age_s`. A read that
+    fails once a snapshot is held is not raised: the last good snapshot is served and the read
+    tried again after RETRY_S, so no source drops a connection because the database is away for
+    a moment. Only the very first read raises.
+    """
+
+    RETRY_S = 1.0
+    # A read attempted while a snapshot is held waits this long at most (the pool's own timeout
+    # is much longer, and every source would wait for it).
+    READ_TIMEOUT_S = 2.0
+
+    def __init__(self, pool: AsyncConnectionPool, *, max_age_s: float = 30.0) -> None:
+        self._pool = pool
+        self._max_age_s = max_age_s
+        self._snapshot: CatalogueSnapshot | None = None
+        self._listener: Listener | None = None
+        # An announcement bumps the generation; a snapshot is current if read since the last.
+        self._generation = 0
+        self._read_generation = -1
+        self._read_at = -math.inf
+        self._failed_at = -math.inf
+        self._reading: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.reads = 0  # successful reads, for tests and logs
+
+    def listen(self, listener: Listener) -> None:
+        """Read again when CATALOGUE_CHANNEL announces a change on `listener`, or it reconnects."""
+        self._listener = listener
+        listener.subscribe(CATALOGUE_CHANNEL, lambda _payload: self.invalidate())
+
+    def invalidate(self) -> None:
+        """Read the catalogue again on the next `get`."""
+        self._generation += 1
+
+    async def get(self, *, via: Connect | None = None) -> CatalogueSnapshot:
+        """The current snapshot: from memory, or read first when it changed or aged.
+
+        `via` is where to read if a read is due (a request that already holds a connection
+        must not wait for a second one); else the read takes a connection from the pool.
+        """
+        if self._snapshot is not None and not self._due():
+            return self._snapshot
+        if via is not None and self._reading is None:
+            await self._read(via)
+        else:
+            if self._reading is None:
+                self._reading = asyncio.create_task(self._read(self._pool.connection))
+            # Shielded: a caller cancelled while waiting does not cancel the read others await.
+            await asyncio.shield(self._reading)
+        if self._snapshot is None:
+            assert self._error is not None
+            raise self._error
+        return self._snapshot
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        if now - self._failed_at < self.RETRY_S:
+            return False
+        listener = self._listener
+        if listener is not None and listener.connected:
+            return self._read_generation != self._generation
+        if listener is not None and listener.down and self._snapshot is not None:
+            return False  # the database is away: its return brings a reconnect and a read
+        return self._read_generation != self._generation or now - self._read_at > self._max_age_s
+
+    async def _read(self, connect: Connect) -> None:
+        generation = self._generation
+        try:
+            if self._snapshot is None:
+                async with connect() as conn:
+                    snapshot = await read_catalogue(conn)
+            else:
+                async with asyncio.timeout(self.READ_TIMEOUT_S), connect() as conn:
+                    snapshot = await read_catalogue(conn)
+        except Exception as exc:
+            self._failed_at = time.monotonic()
+            self._error = exc
+            if self._snapshot is not None:
+                log.warning(
+                    "catalogue: cannot read it (%s: %s); serving the last one read",
+                    type(exc).__name__,
+                    exc,
+                )
+        else:
+            if generation >= self._read_generation:
+                self._snapshot = snapshot
+                self._read_generation = generation
+            self._read_at = time.monotonic()
+            self._failed_at = -math.inf
+            self._error = None
+            self.reads += 1
+        finally:
+            if self._reading is asyncio.current_task():
+                self._reading = None

@@ -111,32 +111,6 @@ async def try_sweep_lock(conn: Conn) -> bool:
     return bool(row[0])
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesSpec:
-    """How a series is rolled up: its station's sampling interval and its parameter group."""
-
-    station_id: int
-    parameter_id: int
-    interval_s: int | None
-    grp: str
-
-
-async def series_specs(conn: Conn, series: Sequence[tuple[int, int]]) -> list[SeriesSpec]:
-    """Interval (None where the station no longer lists the parameter) and group per series."""
-    if not series:
-        return []
-    async with conn.cursor(row_factory=class_row(SeriesSpec)) as cur:
-        await cur.execute(
-            "SELECT w.station_id, w.parameter_id, sp.interval_s, p.grp"
-            " FROM unnest(%b::int[], %b::int2[]) AS w(station_id, parameter_id)"
-            " JOIN parameter p ON p.id = w.parameter_id"
-            " LEFT JOIN station_parameter sp ON sp.station_id = w.station_id"
-            " AND sp.parameter_id = w.parameter_id",
-            [[s for s, _ in series], [p for _, p in series]],
-        )
-        return await cur.fetchall()
-
-
 class HourWindow(NamedTuple):
     """One hour of one series, by its start."""
 

@@ -7,10 +7,11 @@ nor forgets. Each (rule, subject) is evaluated under a transaction-scoped adviso
 several workers can share the work.
 
 The rooms: `rounds` (the two entry points and the order of their steps), `catalogue` (the
-cached catalogue and rules in force), `plan` (which rules × subjects a batch wakes), `kinds`
-(one object per rule kind: what it watches and needs, and its pure point builders), `fetch`
-(reading what the kinds need), `decide` (what points do to alerts), `persist` (alert and event
-rows), `timers` (pending timers and staleness) and `propagation` (pre-alerts downstream).
+process's catalogue snapshot, handed in by the loop, with the rules in force), `plan` (which
+rules × subjects a batch wakes), `kinds` (one object per rule kind: what it watches and needs,
+and its pure point builders), `fetch` (reading what the kinds need), `decide` (what points do
+to alerts), `persist` (alert and event rows), `timers` (pending timers and staleness) and
+`propagation` (pre-alerts downstream).
 """
 
 from alerts.engine.plan import Touched

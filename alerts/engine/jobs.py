@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from alerts.engine.catalogue import ActiveRule
 from alerts.rules import Track
 from schemas.rules import RuleDefinition
-from store.alerts import EngineStation
+from store.catalogue import StationRef
 
 if TYPE_CHECKING:
     from alerts.engine.kinds.base import SeriesKind
@@ -51,7 +51,7 @@ class Job:
         return self.rule.definition
 
 
-def in_scope(rule: RuleDefinition, station: EngineStation) -> bool:
+def in_scope(rule: RuleDefinition, station: StationRef) -> bool:
     """Whether a rule's scope takes in a station."""
     scope = rule.scope
     if scope.medium is not None and station.medium != scope.medium:
@@ -66,7 +66,7 @@ def in_scope(rule: RuleDefinition, station: EngineStation) -> bool:
     return not ((scope.exclude_background or scope.city_wide) and station.background)
 
 
-def subject_of(rule: RuleDefinition, station: EngineStation) -> Subject:
+def subject_of(rule: RuleDefinition, station: StationRef) -> Subject:
     """The subject a station's data is judged for: the station, or its city (city-wide rules)."""
     if rule.scope.city_wide:
         return (rule.id, None, station.city)

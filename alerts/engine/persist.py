@@ -91,12 +91,12 @@ def written(
     """A rule's decided tracks at a subject, addressed to every agency, with their rows."""
     definition = rule.definition
     parameter_id = (
-        catalogue.parameter_ids.get(definition.parameter) if definition.parameter else None
+        catalogue.snapshot.parameter_id(definition.parameter) if definition.parameter else None
     )
     return [
         (
             Written(track, rule, subject, parameter_id),
-            row_of(rule, subject, parameter_id, track.alert, catalogue.agencies, now),
+            row_of(rule, subject, parameter_id, track.alert, catalogue.snapshot.agency_ids, now),
         )
         for track in tracks
     ]

@@ -19,6 +19,7 @@ from alerts.engine.catalogue import ActiveRule, Catalogue
 from alerts.engine.jobs import Job, Subject, in_scope, subject_of
 from alerts.engine.kinds import SERIES_KINDS
 from store.alerts import AlertRow
+from store.catalogue import CatalogueSnapshot
 
 LOOKBACK = timedelta(days=2)
 
@@ -42,8 +43,8 @@ def plan(catalogue: Catalogue, touched: Sequence[Touched], now: datetime) -> dic
             watchers[code].append(stored)
     jobs: dict[Subject, Job] = {}
     for entry in touched:
-        station = catalogue.stations.get(entry.station_id)
-        series = catalogue.series.get((entry.station_id, entry.parameter_id))
+        station = catalogue.snapshot.stations_by_id.get(entry.station_id)
+        series = catalogue.snapshot.station_parameters.get((entry.station_id, entry.parameter_id))
         times = [t for t in entry.times if t >= floor]
         if station is None or series is None or not times:
             continue
@@ -67,8 +68,8 @@ def plan(catalogue: Catalogue, touched: Sequence[Touched], now: datetime) -> dic
             job = jobs.get(subject)
             if job is None:
                 job = Job(stored, kind, subject, max(first, oldest), first, last)
-                job.stations = _stations(catalogue, job)
-                job.reach = kind.reach(job, catalogue)
+                job.stations = _stations(catalogue.snapshot, job)
+                job.reach = kind.reach(job, catalogue.snapshot)
                 jobs[subject] = job
             else:
                 job.start = min(job.start, max(first, oldest))
@@ -81,13 +82,15 @@ def _floor(period: Period | None, moment: datetime) -> datetime:
     return moment if period is None else period.floor(moment)
 
 
-def _stations(catalogue: Catalogue, job: Job) -> list[int]:
+def _stations(catalogue: CatalogueSnapshot, job: Job) -> list[int]:
     """The stations whose data a subject is judged on: the station, or its city's in scope."""
     _, station_id, city = job.subject
     if station_id is not None:
         return [station_id]
     return [
-        s.id for s in catalogue.stations.values() if s.city == city and in_scope(job.definition, s)
+        s.id
+        for s in catalogue.stations_by_id.values()
+        if s.city == city and in_scope(job.definition, s)
     ]
 
 

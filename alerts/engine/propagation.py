@@ -44,7 +44,7 @@ async def _raise(
     wanted: Sequence[tuple[Written, Severity]],
     now: datetime,
 ) -> int:
-    plans = PROPAGATION.arrivals(rule.definition, catalogue, wanted)
+    plans = PROPAGATION.arrivals(rule.definition, catalogue.snapshot, wanted)
     if not plans:
         return 0
     subjects: list[Subject] = [(rule.id, arrival.station.id, None) for _, _, arrival in plans]
@@ -59,7 +59,9 @@ async def _raise(
         for row in await subject_alerts(conn, subjects, since=now)
         if row.state in ("pending", "firing")
     }
-    pre_alerts = PROPAGATION.raise_pre_alerts(rule.definition, catalogue, plans, known, now)
+    pre_alerts = PROPAGATION.raise_pre_alerts(
+        rule.definition, catalogue.snapshot, plans, known, now
+    )
     rows = [
         (
             Written(pre.track, rule, subject, pre.parameter_id),

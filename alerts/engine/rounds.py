@@ -32,30 +32,33 @@ from store.alerts import (
     subject_alerts,
     windows_to_apply,
 )
+from store.catalogue import CatalogueSnapshot
 from store.pool import Conn
 
 
-async def evaluate(conn: Conn, *, touched: list[Touched], now: datetime) -> None:
+async def evaluate(
+    conn: Conn, *, catalogue: CatalogueSnapshot, touched: list[Touched], now: datetime
+) -> None:
     """Re-evaluate every rule that watches the touched series, inside the caller's transaction."""
     if not touched:
         return
-    catalogue = await load(conn)
-    events = await _evaluate(conn, catalogue, touched, now)
+    in_force = await load(conn, catalogue)
+    events = await _evaluate(conn, in_force, touched, now)
     stations = sorted({t.station_id for t in touched})
     stale = [
         row for row in await open_alerts(conn, kinds=[STALENESS.kind]) if row.station_id in stations
     ]
     if stale:
         events += await staleness(
-            conn, catalogue, now, station_ids=[r.station_id for r in stale if r.station_id]
+            conn, in_force, now, station_ids=[r.station_id for r in stale if r.station_id]
         )
     if events:
         await notify_alert_events(conn)
 
 
-async def sweep(conn: Conn, *, now: datetime) -> None:
+async def sweep(conn: Conn, *, catalogue: CatalogueSnapshot, now: datetime) -> None:
     """Run the periodic checks: staleness, pending timers coming due, maintenance windows."""
-    catalogue = await load(conn)
+    in_force = await load(conn, catalogue)
     events = 0
     windows = await windows_to_apply(conn, now=now)
     if windows:
@@ -64,12 +67,12 @@ async def sweep(conn: Conn, *, now: datetime) -> None:
         touched = [
             Touched(w.station_id, s.parameter_id, [w.starts_at, min(w.ends_at, now)])
             for w in windows
-            for s in catalogue.by_station.get(w.station_id, ())
+            for s in catalogue.series_by_station.get(w.station_id, ())
         ]
-        events += await _evaluate(conn, catalogue, touched, now)
+        events += await _evaluate(conn, in_force, touched, now)
         await mark_windows_applied(conn, windows, at=now)
-    events += await promote_pending(conn, catalogue, now)
-    events += await staleness(conn, catalogue, now, station_ids=None)
+    events += await promote_pending(conn, in_force, now)
+    events += await staleness(conn, in_force, now, station_ids=None)
     if events:
         await notify_alert_events(conn)
 
@@ -94,11 +97,11 @@ async def _evaluate(
         station_ids=sorted({sid for job in jobs.values() for sid in job.stations}),
         ending_after=min(job.fetch_from for job in jobs.values()) - timedelta(days=1),
     )
-    needs = [need for job in jobs.values() for need in job.kind.needs(job, catalogue)]
+    needs = [need for job in jobs.values() for need in job.kind.needs(job, catalogue.snapshot)]
     data = await fetch(conn, needs, windows, now)
     decided: list[tuple[Written, NewAlert]] = []
     for subject, job in jobs.items():
-        points = job.kind.points(job, catalogue, data)
+        points = job.kind.points(job, catalogue.snapshot, data)
         tracks = decide(job, by_subject.get(subject, []), points, now)
         decided += written(catalogue, job.rule, subject, tracks, now)
     events = await store(conn, decided, now)

@@ -81,7 +81,7 @@ async def staleness(
         silences = await series_silence(
             conn, max_interval_s=STALENESS.max_interval_s(rule.definition), station_ids=station_ids
         )
-        points = STALENESS.points(rule.definition, catalogue, silences, now, skip=busy)
+        points = STALENESS.points(rule.definition, catalogue.snapshot, silences, now, skip=busy)
         if not points:
             continue
         await lock_subjects(conn, [lock_key(s) for s in points])

@@ -49,7 +49,7 @@ from schemas.alerts import AlertEventKind, AlertState
 from schemas.notifications import Language, NotificationKind
 from schemas.rules import RuleDefinition, RuleKind, Severity
 from store.alerts import AlertFacts, alert_events, alert_facts
-from store.catalogue import AgencyRow, agencies, city_centres
+from store.catalogue import AgencyRow, CatalogueCache, CatalogueSnapshot
 from store.coordination import OUTBOX_CHANNEL
 from store.listen import Listener, Wakeup
 from store.outbox import (
@@ -240,6 +240,7 @@ class Dispatcher:
         channels: Mapping[str, Channel],
         *,
         public_base_url: str,
+        catalogue: CatalogueCache | None = None,
         worker: str = "dispatcher",
         concurrency: int = 8,
         lease_s: float = 60.0,
@@ -249,6 +250,8 @@ class Dispatcher:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._pool = pool
+        # The process's catalogue (agencies, city centres); a dispatcher given none keeps its own.
+        self._catalogue = catalogue or CatalogueCache(pool)
         self._channels = dict(channels)
         self._base_url = public_base_url
         self.worker = worker
@@ -318,6 +321,7 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[tuple[ClaimedNotification, Notification | str]]:
         """Claim due notifications and build their messages (or say why one cannot be built)."""
         now = self._clock()
+        catalogue = await self._catalogue.get()
         async with self._pool.connection() as conn:
             async with conn.transaction():
                 claimed = await claim_notifications(
@@ -325,10 +329,10 @@ class Dispatcher:
                 )
             if not claimed:
                 return []
-            return await self._build(conn, claimed)
+            return await self._build(conn, catalogue, claimed)
 
     async def _build(
-        self, conn: Conn, claimed: list[ClaimedNotification]
+        self, conn: Conn, catalogue: CatalogueSnapshot, claimed: list[ClaimedNotification]
     ) -> list[tuple[ClaimedNotification, Notification | str]]:
         items: dict[int, list[ItemPayload]] = defaultdict(list)
         for item in await notification_items(conn, [c.id for c in claimed]):
@@ -337,8 +341,6 @@ class Dispatcher:
             f.id: f
             for f in await alert_facts(conn, {i.alert_id for v in items.values() for i in v})
         }
-        by_id = {a.id: a for a in await agencies(conn)}
-        centres = await city_centres(conn)
         ready: list[tuple[ClaimedNotification, Notification | str]] = []
         for entry in claimed:
             try:
@@ -346,9 +348,9 @@ class Dispatcher:
                     entry,
                     items[entry.id],
                     facts,
-                    by_id[entry.agency_id],
+                    catalogue.agencies[entry.agency_id],
                     public_base_url=self._base_url,
-                    centres=centres,
+                    centres=catalogue.city_centres,
                 )
             except Exception as exc:  # a message that cannot be made is dead-lettered, not lost
                 log.exception("cannot build notification %d", entry.id)
@@ -423,15 +425,21 @@ class Dispatcher:
 
 
 async def cap_document(
-    conn: Conn, alert_id: int, *, public_base_url: str, language: Language = "both"
+    conn: Conn,
+    alert_id: int,
+    *,
+    public_base_url: str,
+    centres: Mapping[str, tuple[float, float]],
+    language: Language = "both",
 ) -> bytes:
-    """The CAP 1.2 document of an alert's latest message; NotFound if it never fired."""
+    """The CAP 1.2 document of an alert's latest message; NotFound if it never fired.
+
+    `centres` places a city-wide alert (CatalogueSnapshot.city_centres).
+    """
     found = await alert_facts(conn, [alert_id])
     if not found:
         raise NotFound(f"no alert with id {alert_id}")
-    snapshot = alert_snapshot(
-        found[0], public_base_url=public_base_url, centres=await city_centres(conn)
-    )
+    snapshot = alert_snapshot(found[0], public_base_url=public_base_url, centres=centres)
     events = [
         AlertEvent(
             e.id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from alerts.notify.channels.cap import CAP_CONTENT_TYPE
 from alerts.notify.dispatcher import cap_document
-from api.deps import ConnDep, KeyDep, SettingsDep, require_role
+from api.deps import CatalogueDep, ConnDep, KeyDep, SettingsDep, require_role
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import PathId
@@ -43,7 +43,6 @@ from store.alerts import (
     station_owner,
 )
 from store.audit import record_audit
-from store.catalogue import parameter_decimals
 from store.keys import ApiKey
 from store.pool import Conn
 
@@ -98,8 +97,7 @@ def alert_out(row: AlertListing, decimals: Mapping[str, int | None]) -> AlertOut
     )
 
 
-async def _detail(conn: Conn, alert_id: int) -> AlertDetailOut:
-    decimals = await parameter_decimals(conn)
+async def _detail(conn: Conn, alert_id: int, decimals: Mapping[str, int | None]) -> AlertDetailOut:
     alert = alert_out(await get_alert(conn, alert_id), decimals)
     events = await alert_events(conn, alert_id=alert_id, limit=10_000)
     acks = await alert_acks(conn, alert_id)
@@ -132,6 +130,7 @@ async def _detail(conn: Conn, alert_id: int) -> AlertDetailOut:
 @router.get("/alerts")
 async def alerts(
     conn: ConnDep,
+    catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
     state: Annotated[list[AlertState] | None, Query(description="Repeat for several")] = None,
@@ -163,8 +162,7 @@ async def alerts(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor({"id": rows[-1].id})
-    decimals = await parameter_decimals(conn)
-    items = [alert_out(row, decimals) for row in rows]
+    items = [alert_out(row, catalogue.decimals) for row in rows]
     return in_zone(Page[AlertOut](items=items, next_cursor=next_cursor), zone)
 
 
@@ -175,21 +173,30 @@ async def alerts(
     responses={200: {"content": {CAP_CONTENT_TYPE: {}}}, 404: {"model": ErrorOut}},
 )
 async def alert_cap(
-    conn: ConnDep, key: KeyDep, settings: SettingsDep, alert_id: PathId, language: Language = "both"
+    conn: ConnDep,
+    catalogue: CatalogueDep,
+    key: KeyDep,
+    settings: SettingsDep,
+    alert_id: PathId,
+    language: Language = "both",
 ) -> Response:
     """The alert's latest CAP 1.2 message (Alert, Update or Cancel) for emergency systems."""
     body = await cap_document(
-        conn, alert_id, public_base_url=settings.public_base_url, language=language
+        conn,
+        alert_id,
+        public_base_url=settings.public_base_url,
+        centres=catalogue.city_centres,
+        language=language,
     )
     return Response(body, media_type=f"{CAP_CONTENT_TYPE}; charset=utf-8")
 
 
 @router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
 async def alert(
-    conn: ConnDep, key: KeyDep, zone: ZoneDep, alert_id: PathId
+    conn: ConnDep, catalogue: CatalogueDep, key: KeyDep, zone: ZoneDep, alert_id: PathId
 ) -> AlertWithDeliveriesOut:
     """One alert with its timeline (in order), its acknowledgements and its deliveries."""
-    detail = await _detail(conn, alert_id)
+    detail = await _detail(conn, alert_id, catalogue.decimals)
     found = AlertWithDeliveriesOut.model_validate(
         {**detail.model_dump(), "deliveries": await deliveries_of(conn, alert_id)}
     )
@@ -205,6 +212,7 @@ async def alert(
 )
 async def ack(
     conn: ConnDep,
+    catalogue: CatalogueDep,
     key: Annotated[ApiKey, Depends(require_role("responder"))],
     zone: ZoneDep,
     alert_id: PathId,
@@ -222,7 +230,8 @@ async def ack(
                 conn, key_id=key.id, agency=key.agency, action="alert.ack",
                 target=f"alert:{alert_id}", after={"agency": key.agency, "comment": comment},
             )  # fmt: skip
-    return in_zone(AckResult(created=created, alert=await _detail(conn, alert_id)), zone)
+    detail = await _detail(conn, alert_id, catalogue.decimals)
+    return in_zone(AckResult(created=created, alert=detail), zone)
 
 
 def _window_out(window: MaintenanceWindow) -> MaintenanceOut:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from api.deps import PipelineDep, require_role
 from core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ingest.flags import qc_of_flag
-from ingest.pipeline import IngestCatalogue, SourceRef
+from ingest.pipeline import SourceRef
 from ingest.received import ReceivedJson, json_text, parse_json, quarantine_as_received
 from schemas.common import ErrorOut
 from schemas.push import (
@@ -33,6 +33,7 @@ from schemas.push import (
 )
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from store.audit import record_audit
+from store.catalogue import CatalogueSnapshot
 from store.keys import ApiKey
 from store.pool import Conn
 
@@ -145,7 +146,7 @@ def _readings(body: bytes) -> list[object]:
     return readings
 
 
-def _check_ownership(raw_items: list[object], catalogue: IngestCatalogue, *, agency: str) -> None:
+def _check_ownership(raw_items: list[object], catalogue: CatalogueSnapshot, *, agency: str) -> None:
     foreign: dict[str, str] = {}
     for raw in raw_items:
         code = raw.get("station") if isinstance(raw, dict) else None

@@ -10,14 +10,13 @@ from fastapi import APIRouter, Query
 
 from alerts.aqi_service import city_aqi, station_aqi, water_quality
 from alerts.rollups import hour_start
-from api.deps import ConnDep, KeyDep
+from api.deps import CatalogueDep, ConnDep, KeyDep
 from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput
 from core.rounding import round_half_even
 from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcnow
 from schemas.common import City, Text
 from schemas.quality import AqiKind, AqiOut, WaterKind, WaterQualityOut
-from store.catalogue import parameter_decimals
 
 router = APIRouter(prefix="/v1", tags=["quality"])
 
@@ -97,6 +96,7 @@ def published_water(result: WaterQualityOut, decimals: Mapping[str, int | None])
 @router.get("/aqi")
 async def aqi(
     conn: ConnDep,
+    catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
     station: Annotated[Text | None, Query(description="Air station code")] = None,
@@ -115,12 +115,13 @@ async def aqi(
     else:
         assert city is not None
         result = await city_aqi(conn, city=city, kind=kind, at=moment)
-    return in_zone(published_aqi(result, await parameter_decimals(conn)), zone)
+    return in_zone(published_aqi(result, catalogue.decimals), zone)
 
 
 @router.get("/water-quality")
 async def water_quality_of(
     conn: ConnDep,
+    catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
     station: Annotated[Text, Query(description="Water station code")],
@@ -136,4 +137,4 @@ async def water_quality_of(
     if moment is None:
         moment = _last_complete_hour() if kind == "sample" else _yesterday()
     result = await water_quality(conn, station=station, kind=kind, at=moment)
-    return in_zone(published_water(result, await parameter_decimals(conn)), zone)
+    return in_zone(published_water(result, catalogue.decimals), zone)

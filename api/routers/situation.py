@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.exceptions import RequestValidationError
 
 from alerts.situation import Selection, Situation, StationNow, situation
-from api.deps import ConnDep, KeyDep
+from api.deps import CatalogueDep, ConnDep, KeyDep
 from api.output import ZoneDep, in_zone
 from api.routers.alerts import alert_out
 from api.routers.quality import published_aqi, published_water
@@ -24,7 +24,6 @@ from schemas.situation import (
     SituationStationOut,
     TrendOut,
 )
-from store.catalogue import parameter_decimals
 
 router = APIRouter(prefix="/v1", tags=["situation"])
 
@@ -70,6 +69,7 @@ def _selection(area: Area | None, city: City | None, station: str | None) -> Sel
 )
 async def situation_now(
     conn: ConnDep,
+    catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
     area: Annotated[Area | None, Query(description="One of area, city or station")] = None,
@@ -87,9 +87,8 @@ async def situation_now(
     trends, AQI or water class of the last complete hour; the open alerts; when open water
     alerts' breaches arrive downstream."""
     selection = _selection(area, city, station)
-    found = await situation(conn, selection, now=utcnow())
-    decimals = await parameter_decimals(conn)
-    return _situation_out(selection, found, decimals, zone)
+    found = await situation(conn, catalogue, selection, now=utcnow())
+    return _situation_out(selection, found, catalogue.decimals, zone)
 
 
 def _situation_out(

@@ -29,7 +29,6 @@ from typing import Any
 
 import aiomqtt
 import orjson
-from psycopg_pool import AsyncConnectionPool
 
 from core.errors import InvalidInput
 from core.retry import Backoff, keep_running
@@ -48,14 +47,12 @@ from ingest.sources.base import SourceHealth
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
 from schemas.sources import MqttOptions
-from store.catalogue import station_cities
+from store.catalogue import CatalogueCache
 
 log = logging.getLogger(__name__)
 
 MQTT = SourceRef(code="mqtt", kind="mqtt")
 CITIES = ("guangzhou", "dongguan")
-# A station added by `envlink seed` while the subscriber runs is known this soon (on a miss).
-CITIES_TTL_S = 30.0
 
 
 def _qc_or_reason(flag: object) -> QC | str:
@@ -246,24 +243,6 @@ class _StoreFailed(Exception):
     """Storing a batch failed; the cause says why."""
 
 
-class StationCities:
-    """Station code → city, cached, reloaded when stale and a topic names an unknown station."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
-        self._cities: dict[str, str] = {}
-        self._loaded_at = -math.inf
-
-    async def for_stations(self, stations: set[str]) -> dict[str, str]:
-        """The mapping, refreshed first if it lacks one of `stations` and is older than the TTL."""
-        stale = monotonic.monotonic() - self._loaded_at > CITIES_TTL_S
-        if stale and not stations <= self._cities.keys():
-            async with self._pool.connection() as conn:
-                self._cities = await station_cities(conn)
-            self._loaded_at = monotonic.monotonic()
-        return self._cities
-
-
 class MqttSubscriber:
     """Subscribes with QoS 1, batches close messages into one intake, acks once stored."""
 
@@ -273,15 +252,12 @@ class MqttSubscriber:
     def __init__(
         self,
         pipeline: Pipeline,
-        pool: AsyncConnectionPool,
         broker: Broker,
         options: MqttOptions | None = None,
     ) -> None:
         self._pipeline = pipeline
-        self._pool = pool
         self._broker = broker
         self._options = options or MqttOptions()
-        self._cities = StationCities(pool)
         self.connected = asyncio.Event()
         self._runner: asyncio.Task[object] | None = None
         self._problem: tuple[str, datetime] | None = None
@@ -411,12 +387,7 @@ class MqttSubscriber:
         A reading the pipeline rejects is quarantined as its message's JSON element as received.
         """
         prefix = self._broker.prefix
-        wanted = {
-            parts[1]
-            for m in batch
-            if isinstance(parts := _topic_parts(m.topic.value, prefix), tuple)
-        }
-        cities = await self._cities.for_stations(wanted)
+        cities = (await self._pipeline.catalogue()).cities
         items: list[ReadingIn | Rejection] = []
         received = ReceivedJson()
         for message in batch:
@@ -458,10 +429,15 @@ class MqttPublisher:
     """Publishes readings as a station's sensors would: one JSON array per station, QoS 1."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, broker: Broker, *, stations: Sequence[str] | None = None
+        self,
+        catalogue: CatalogueCache,
+        broker: Broker,
+        *,
+        stations: Sequence[str] | None = None,
     ) -> None:
+        """`catalogue` (the process's cache) tells each station's city, which is in its topic."""
         self._broker = broker
-        self._cities = StationCities(pool)
+        self._catalogue = catalogue
         self._stations = None if stations is None else frozenset(stations)
         # A publisher's client id must differ from the subscriber's, or they evict each other.
         self._client_id = f"{broker.client_id}-publisher"
@@ -471,7 +447,7 @@ class MqttPublisher:
         by_station: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for reading in readings:
             by_station[reading.station].append(reading_json(reading))
-        cities = await self._cities.for_stations(set(by_station))
+        cities = (await self._catalogue.get()).cities
         async with aiomqtt.Client(
             self._broker.host,
             self._broker.port,

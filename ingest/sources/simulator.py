@@ -18,14 +18,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from core.timeutil import CST, utcnow
-from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.base import SourceHealth
 from ingest.sources.hj212.client import Hj212Fleet
 from ingest.sources.mqtt import MqttPublisher
 from ingest.units import UnitError, conversion_factor
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn
-from store.catalogue import ParameterRef, StationRef
+from store.catalogue import CatalogueSnapshot, ParameterRef, StationRef
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def canonical_value(
 
 
 def simulate(
-    catalogue: IngestCatalogue,
+    catalogue: CatalogueSnapshot,
     at: datetime,
     *,
     period_s: int = 0,
@@ -166,7 +166,7 @@ def simulate(
     return readings
 
 
-def hourly_history(catalogue: IngestCatalogue, now: datetime, *, hours: int) -> list[ReadingIn]:
+def hourly_history(catalogue: CatalogueSnapshot, now: datetime, *, hours: int) -> list[ReadingIn]:
     """Hourly means for the `hours` full hours before `now` (a demo starts with a history)."""
     last_hour = now.astimezone(CST).replace(minute=0, second=0, microsecond=0)
     readings: list[ReadingIn] = []
@@ -176,7 +176,7 @@ def hourly_history(catalogue: IngestCatalogue, now: datetime, *, hours: int) -> 
 
 
 def simulated_history(
-    catalogue: IngestCatalogue, station: str, period_s: int, begin: datetime, end: datetime
+    catalogue: CatalogueSnapshot, station: str, period_s: int, begin: datetime, end: datetime
 ) -> list[ReadingIn]:
     """A simulated station's stored period data from `begin` to `end` (HJ 212 requests)."""
     readings: list[ReadingIn] = []

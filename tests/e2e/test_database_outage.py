@@ -23,7 +23,7 @@ from ingest.pipeline import Pipeline
 from ingest.sources.hj212.protocol import Frame, build_frame, format_datatime
 from ingest.sources.hj212.server import Hj212Server
 from schemas.catalogue import load_catalogue
-from store.catalogue import seed_catalogue
+from store.catalogue import CatalogueCache, seed_catalogue
 from store.embedded import EmbeddedServer, start_embedded
 from store.listen import Listener
 from store.migrate import migrate
@@ -92,8 +92,11 @@ async def test_a_station_keeps_its_connection_and_is_answered_within_3_s_of_the_
     listener = Listener(url, name="worker")
     listener.add_reconnect_hook(pool.check)
     await listener.start()
-    pipeline = Pipeline(pool, earliest=date(2000, 1, 1), clock=lambda: HJ212_NOW)
-    pipeline.CATALOGUE_TTL_S = 0.5  # the catalogue goes stale during the outage
+    # Not listening, with a short age: the catalogue is read again (and fails) during the outage.
+    catalogue = CatalogueCache(pool, max_age_s=0.5)
+    pipeline = Pipeline(
+        pool, earliest=date(2000, 1, 1), catalogue=catalogue, clock=lambda: HJ212_NOW
+    )
     hj212 = Hj212Server(pipeline, pool=pool, port=0, clock=lambda: HJ212_NOW)
     await hj212.start()
     device = await Device.open(hj212)

@@ -19,6 +19,7 @@ from alerts.loop import AlertLoop
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
+from store.catalogue import CatalogueSnapshot
 from store.coordination import SWEEP_LOCK
 from store.listen import Listener
 from store.pool import Conn
@@ -66,15 +67,17 @@ class Recorder:
         self.delay_s = delay_s
         self.changed = asyncio.Event()
 
-    async def evaluate(self, conn: Conn, *, touched: list[Touched], now: datetime) -> None:
-        await engine.evaluate(conn, touched=touched, now=now)
+    async def evaluate(
+        self, conn: Conn, *, catalogue: CatalogueSnapshot, touched: list[Touched], now: datetime
+    ) -> None:
+        await engine.evaluate(conn, catalogue=catalogue, touched=touched, now=now)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # let a second loop interleave its rounds
         self.evaluated.append((time.perf_counter(), touched))
         self.changed.set()
 
-    async def sweep(self, conn: Conn, *, now: datetime) -> None:
-        await engine.sweep(conn, now=now)
+    async def sweep(self, conn: Conn, *, catalogue: CatalogueSnapshot, now: datetime) -> None:
+        await engine.sweep(conn, catalogue=catalogue, now=now)
         self.sweeps.append(now)
         self.changed.set()
 
@@ -214,7 +217,7 @@ async def test_a_crash_mid_round_loses_no_dirty_window(db: AsyncConnectionPool) 
     )
     killed: list[list[Touched]] = []
 
-    async def dies(conn: Conn, *, touched: list[Touched], now: datetime) -> None:
+    async def dies(conn: Conn, *, touched: list[Touched], **_: object) -> None:
         killed.append(touched)
         # The worker's session dies after the claim and the rollup writes, before the commit.
         await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
@@ -225,7 +228,7 @@ async def test_a_crash_mid_round_loses_no_dirty_window(db: AsyncConnectionPool) 
     assert await _count(db, "series_dirty") == 6
     assert await _count(db, "reading_hourly") == 0
 
-    async def fails(conn: Conn, *, touched: list[Touched], now: datetime) -> None:
+    async def fails(conn: Conn, **_: object) -> None:
         raise RuntimeError("engine bug")
 
     with pytest.raises(RuntimeError, match="engine bug"):

@@ -20,6 +20,7 @@ from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import RuleDefinition
 from store.alerts import create_maintenance_window
+from store.catalogue import read_catalogue
 from store.rules import write_rule
 from tests.conftest import worker_loop
 
@@ -93,7 +94,7 @@ class Feed:
     async def sweep(self, at: datetime) -> None:
         self.now = at
         async with self.pool.connection() as conn, conn.transaction():
-            await engine.sweep(conn, now=at)
+            await engine.sweep(conn, catalogue=await read_catalogue(conn), now=at)
 
 
 def _air(

@@ -160,7 +160,7 @@ async def _subscriber(
     )
     pipeline = CountingPipeline(pool, fail_first=fail_first)
     options = options or MqttOptions(batch_window_s=0.05, reconnect_min_s=0.05, reconnect_max_s=0.2)
-    subscriber = MqttSubscriber(pipeline, pool, broker, options)
+    subscriber = MqttSubscriber(pipeline, broker, options)
     running = Running(subscriber, pipeline, broker, prefix, pool)
     task = asyncio.create_task(subscriber.run())
     try:
@@ -426,7 +426,7 @@ async def test_the_simulator_publishes_its_mqtt_stations_through_the_broker(
     db: AsyncConnectionPool,
 ) -> None:
     async with _subscriber(db) as run:
-        publisher = MqttPublisher(db, run.broker, stations=["dg-w-humen"])
+        publisher = MqttPublisher(run.pipeline.catalogue_cache, run.broker, stations=["dg-w-humen"])
         job = SimulatorJob(
             Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW),
             interval_s=60,

@@ -22,6 +22,7 @@ from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import load_rules
 from store.alerts import NewAlert, acknowledge, create_maintenance_window, insert_alerts
+from store.catalogue import read_catalogue
 from store.keys import create_key
 from store.rules import seed_rules
 from tests.conftest import CONFIG_DIR, worker_loop
@@ -81,7 +82,7 @@ async def _store(pool: AsyncConnectionPool, items: list[ReadingIn], *, now: date
 
 async def _situation(pool: AsyncConnectionPool, now: datetime, **selection: Any) -> Situation:
     async with pool.connection() as conn:
-        return await situation(conn, Selection(**selection), now=now)
+        return await situation(conn, await read_catalogue(conn), Selection(**selection), now=now)
 
 
 def _states(found: Situation) -> dict[str, str]:
@@ -272,12 +273,12 @@ async def test_a_fixed_number_of_queries_whatever_the_stations(
     counts = {}
     one_of_each = Selection(stations=("dg-w-shilong", "gz-a-huangpu"))
     async with rules.connection() as conn:
-        await situation(conn, Selection(area="shiziyang"), now=now)  # the catalogue cached
+        catalogue = await read_catalogue(conn)  # the process's snapshot, held in memory
         conn.cursor_factory = _CountingCursor
         try:
             for selection in (one_of_each, Selection(area="dongjiang")):
                 _CountingCursor.executed = 0
-                found = await situation(conn, selection, now=now)
+                found = await situation(conn, catalogue, selection, now=now)
                 counts[len(found.stations)] = _CountingCursor.executed
         finally:
             conn.cursor_factory = AsyncCursor

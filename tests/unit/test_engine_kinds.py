@@ -15,12 +15,19 @@ from alerts.engine.catalogue import ActiveRule, Catalogue
 from alerts.engine.jobs import Job, Written
 from alerts.engine.kinds import PROPAGATION, SERIES_KINDS, STALENESS, Data, Need
 from alerts.engine.plan import LOOKBACK, Touched, plan
-from alerts.propagation import Reach
 from alerts.rules import Alert, Event, Track
 from core.timeutil import CST
 from schemas.alerts import AlertEventKind, AlertState
 from schemas.rules import RuleDefinition, Severity
-from store.alerts import EngineSeries, EngineStation, RawPoint, SeriesSilence
+from store.alerts import RawPoint, SeriesSilence
+from store.catalogue import (
+    AgencyRow,
+    CatalogueSnapshot,
+    ParameterRef,
+    ReachRef,
+    SeriesRef,
+    StationRef,
+)
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=CST)
 NOW = datetime(2026, 11, 20, 12, tzinfo=CST)
@@ -35,17 +42,24 @@ WATER = {"do": 3600, "conductivity": 3600, "water_temp": 3600, "nh3n": 14400, "t
          "codmn": 14400, "phenol": 2592000}  # fmt: skip
 
 
-def _air(station_id: int, code: str, city: str, background: bool) -> EngineStation:
-    return EngineStation(
-        station_id, code, city, "dongjiang", "air", background, 1, None, None, None, None, None
-    )
+def _station(station_id: int, code: str, city: str, medium: str, agency: int) -> dict[str, Any]:
+    return {
+        "id": station_id, "code": code, "name": code, "name_zh": code, "city": city,
+        "area": "dongjiang", "medium": medium, "agency_id": agency, "agency": f"agency{agency}",
+        "lat": 23.0, "lon": 113.5, "hj212_mn": None, "hj212_password": None, "hj212_crc": "hj212",
+        "background": None, "reach_code": None, "river_km": None, "water_standard": None,
+        "water_body": None, "target_class": None,
+    }  # fmt: skip
 
 
-def _water(station_id: int, code: str, reach: str, km: float, agency: int) -> EngineStation:
-    return EngineStation(
-        station_id, code, "guangzhou", "dongjiang", "water", None, agency, reach, km, "gb3838",
-        "river", 2,
-    )  # fmt: skip
+def _air(station_id: int, code: str, city: str, background: bool) -> StationRef:
+    return StationRef(**{**_station(station_id, code, city, "air", 1), "background": background})
+
+
+def _water(station_id: int, code: str, reach: str, km: float, agency: int) -> StationRef:
+    water = {"reach_code": reach, "river_km": km, "water_standard": "gb3838",
+             "water_body": "river", "target_class": 2}  # fmt: skip
+    return StationRef(**{**_station(station_id, code, "guangzhou", "water", agency), **water})
 
 
 STATIONS = [
@@ -56,9 +70,19 @@ STATIONS = [
     _water(5, "gz-w-downstream", "main", 20.0, 2),
 ]
 SERIES = [
-    *(EngineSeries(s, PARAMETERS[c], c, "air", 3600) for s in (1, 2, 3) for c in AIR),
-    *(EngineSeries(s, PARAMETERS[c], c, "water", i) for s in (4, 5) for c, i in WATER.items()),
+    *(SeriesRef(s, PARAMETERS[c], c, "air", "ug/m3", 3600) for s in (1, 2, 3) for c in AIR),
+    *(SeriesRef(s, PARAMETERS[c], c, "water", "mg/L", i) for s in (4, 5) for c, i in WATER.items()),
 ]
+SNAPSHOT = CatalogueSnapshot.of(
+    STATIONS,
+    [
+        ParameterRef(pid, code, "air" if code in AIR else "water", "x", None, None, 0, 1e6)
+        for code, pid in PARAMETERS.items()
+    ],
+    SERIES,
+    [ReachRef("main", (), 50.0, 0.5, False, None)],
+    [AgencyRow(a, f"agency{a}", f"Agency {a}", f"Agency {a}", None) for a in (1, 2, 3)],
+)
 
 
 def _rule(rule_id: str, **fields: Any) -> ActiveRule:
@@ -136,18 +160,7 @@ RULES = {
 
 
 def _catalogue(*rules: ActiveRule) -> Catalogue:
-    by_station: dict[int, list[EngineSeries]] = {}
-    for series in SERIES:
-        by_station.setdefault(series.station_id, []).append(series)
-    return Catalogue(
-        stations={s.id: s for s in STATIONS},
-        series={(s.station_id, s.parameter_id): s for s in SERIES},
-        by_station=by_station,
-        parameter_ids=dict(PARAMETERS),
-        reaches={"main": Reach("main", (), 50.0, 0.5, False, None)},
-        agencies=[1, 2, 3],
-        rules={rule.id: rule for rule in rules},
-    )
+    return Catalogue(SNAPSHOT, {rule.id: rule for rule in rules})
 
 
 @pytest.mark.parametrize(
@@ -200,9 +213,9 @@ def test_a_city_wide_job_is_judged_on_the_citys_stations_in_scope() -> None:
 
 def _job(
     rule: ActiveRule, station: int | None, *, since: datetime = T0, city: str | None = None
-) -> tuple[Job, Catalogue]:
-    """A job of one rule at a station (or city) from `since`, and a catalogue holding the rule."""
-    catalogue = _catalogue(rule)
+) -> tuple[Job, CatalogueSnapshot]:
+    """A job of one rule at a station (or city) from `since`, and the catalogue."""
+    catalogue = SNAPSHOT
     kind = SERIES_KINDS[rule.definition.kind]
     job = Job(rule, kind, (rule.id, station, city), since, since, since)
     job.stations = [station] if station is not None else [1]
@@ -405,7 +418,7 @@ def test_staleness_points_measure_silence_in_reporting_intervals() -> None:
         SeriesSilence(5, 10, 3600, NOW - HOUR),
         SeriesSilence(1, 2, 3600, NOW + HOUR),  # ahead of the clock: not silent
     ]
-    points = STALENESS.points(rule, _catalogue(RULES["silent"]), silences, NOW, skip={5})
+    points = STALENESS.points(rule, SNAPSHOT, silences, NOW, skip={5})
     assert {s: p.value for s, p in points.items()} == {
         ("silent", 4, None): 3.0,
         ("silent", 1, None): 0.0,
@@ -449,7 +462,7 @@ def test_propagation_pre_alerts_downstream_and_ends_with_its_source() -> None:
             "basis": "joint agreement",
         },
     ).definition
-    catalogue = _catalogue()
+    catalogue = SNAPSHOT
     firing = _written(7, "firing", "warning", ["firing"])
     quiet = _written(8, "firing", "advisory", ["firing"])  # below min_severity
     wanted, ended = PROPAGATION.follows(

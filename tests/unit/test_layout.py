@@ -27,8 +27,8 @@ PURE = {
         "core", "schemas", "alerts.standards", "alerts.windows", "alerts.assessment",
     },
     "alerts/engine/kinds": {
-        "core", "schemas", "store.alerts", "alerts.assessment", "alerts.standards",
-        "alerts.windows", "alerts.rules", "alerts.propagation", "alerts.engine.catalogue",
+        "core", "schemas", "store.alerts", "store.catalogue", "alerts.assessment",
+        "alerts.standards", "alerts.windows", "alerts.rules", "alerts.propagation",
         "alerts.engine.jobs", "alerts.engine.kinds",
     },
 }  # fmt: skip

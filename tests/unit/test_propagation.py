@@ -6,18 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from alerts.propagation import Arrival, Reach, RiverStation, arrivals
+from alerts.propagation import Arrival, RiverStation, arrivals
 from schemas.catalogue import load_catalogue
+from store.catalogue import ReachRef
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENCY_IDS = {"gz_eeb": 1, "dg_eeb": 2, "joint_office": 3}
 
 
 @pytest.fixture(scope="module")
-def river() -> tuple[dict[str, Reach], list[RiverStation]]:
+def river() -> tuple[dict[str, ReachRef], list[RiverStation]]:
     catalogue = load_catalogue(ROOT / "config")
     reaches = {
-        r.code: Reach(
+        r.code: ReachRef(
             r.code, tuple(r.downstream), r.length_km, r.velocity_m_s, r.tidal, r.tidal_factor
         )
         for r in catalogue.reaches
@@ -31,7 +32,7 @@ def river() -> tuple[dict[str, Reach], list[RiverStation]]:
 
 
 def _from(
-    river: tuple[dict[str, Reach], list[RiverStation]], code: str, **options: float
+    river: tuple[dict[str, ReachRef], list[RiverStation]], code: str, **options: float
 ) -> list[Arrival]:
     reaches, stations = river
     source = next(s for s in stations if s.code == code)
@@ -46,7 +47,7 @@ def _table(found: list[Arrival]) -> list[tuple[str, float, int, str, int]]:
 
 
 def test_from_dadun_downstream_into_shiziyang(
-    river: tuple[dict[str, Reach], list[RiverStation]],
+    river: tuple[dict[str, ReachRef], list[RiverStation]],
 ) -> None:
     # 9 km left of the north main stream at 0.5 m/s (18000 s), then Shiziyang at 0.3 m/s.
     assert _table(_from(river, "gz-w-dadun")) == [
@@ -58,7 +59,7 @@ def test_from_dadun_downstream_into_shiziyang(
 
 
 def test_zhongtang_pre_alerts_xintang_of_the_other_city(
-    river: tuple[dict[str, Reach], list[RiverStation]],
+    river: tuple[dict[str, ReachRef], list[RiverStation]],
 ) -> None:
     found = _from(river, "dg-w-zhongtang", max_eta_s=20000)
     # 6 km at 0.5 m/s; Xintang belongs to Guangzhou while Zhongtang is Dongguan's.
@@ -66,7 +67,7 @@ def test_zhongtang_pre_alerts_xintang_of_the_other_city(
 
 
 def test_shilong_splits_into_both_branches_and_the_earlier_path_wins(
-    river: tuple[dict[str, Reach], list[RiverStation]],
+    river: tuple[dict[str, ReachRef], list[RiverStation]],
 ) -> None:
     table = {row[0]: row for row in _table(_from(river, "dg-w-shilong"))}
     # 2 km to the end of the upper Dongjiang at 0.8 m/s = 2500 s.
@@ -85,7 +86,7 @@ def test_shilong_splits_into_both_branches_and_the_earlier_path_wins(
 
 
 def test_tidal_shiziyang_propagates_both_ways(
-    river: tuple[dict[str, Reach], list[RiverStation]],
+    river: tuple[dict[str, ReachRef], list[RiverStation]],
 ) -> None:
     # Downstream at 0.3 m/s; upstream on the flood tide at 0.3 x 0.5 = 0.15 m/s, inside Shiziyang
     # only: the north main stream and south branch are not tidal.
@@ -97,7 +98,7 @@ def test_tidal_shiziyang_propagates_both_ways(
 
 
 def test_max_eta_leaves_out_later_arrivals(
-    river: tuple[dict[str, Reach], list[RiverStation]],
+    river: tuple[dict[str, ReachRef], list[RiverStation]],
 ) -> None:
     assert [a.station.code for a in _from(river, "dg-w-humen", max_eta_s=60000)] == [
         "gz-w-nansha",
@@ -106,15 +107,15 @@ def test_max_eta_leaves_out_later_arrivals(
 
 
 def test_the_last_station_downstream_has_only_tidal_neighbours(
-    river: tuple[dict[str, Reach], list[RiverStation]],
+    river: tuple[dict[str, ReachRef], list[RiverStation]],
 ) -> None:
     assert [a.direction for a in _from(river, "gz-w-nansha")] == ["tidal_upstream"] * 3
 
 
 def test_a_loop_in_a_malformed_graph_ends() -> None:
     reaches = {
-        "a": Reach("a", ("b",), 10, 1.0, False, None),
-        "b": Reach("b", ("a",), 10, 1.0, False, None),
+        "a": ReachRef("a", ("b",), 10, 1.0, False, None),
+        "b": ReachRef("b", ("a",), 10, 1.0, False, None),
     }
     stations = [RiverStation(1, "s1", 1, "a", 5), RiverStation(2, "s2", 2, "b", 5)]
     found = arrivals(stations[0], reaches, stations)

@@ -25,7 +25,6 @@ from alerts.assessment import (
     hourly_inputs,
     values_at,
 )
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Job, in_scope
 from alerts.engine.kinds.base import Data, Need, SeriesKind, hourly_grid, point
 from alerts.rules import Point
@@ -33,7 +32,7 @@ from alerts.standards import AqiResult, edition_for
 from alerts.windows import HOURS_PER_DAY
 from core.timeutil import cst_day_start
 from schemas.rules import RuleDefinition
-from store.alerts import EngineStation
+from store.catalogue import CatalogueSnapshot, StationRef
 
 
 def _history(moment: datetime, pollutant: str) -> timedelta:
@@ -63,17 +62,17 @@ class Aqi(SeriesKind):
     def codes(self, rule: RuleDefinition) -> Collection[str]:
         return AQI_POLLUTANTS
 
-    def watches(self, rule: RuleDefinition, station: EngineStation, parameter: str) -> bool:
+    def watches(self, rule: RuleDefinition, station: StationRef, parameter: str) -> bool:
         return in_scope(rule, station) and station.medium == "air" and parameter in AQI_POLLUTANTS
 
     def period(self, rule: RuleDefinition) -> Period | None:
         return HOUR if rule.statistic == "mean_1h" else DAY
 
-    def reach(self, job: Job, catalogue: Catalogue) -> timedelta:
+    def reach(self, job: Job, catalogue: CatalogueSnapshot) -> timedelta:
         # A real-time AQI looks back up to 24 hours (HJ 633-2012's SO2 24-hour moving mean).
         return timedelta(hours=24) if job.definition.statistic == "mean_1h" else timedelta(days=1)
 
-    def needs(self, job: Job, catalogue: Catalogue) -> Iterable[Need]:
+    def needs(self, job: Job, catalogue: CatalogueSnapshot) -> Iterable[Need]:
         start = job.fetch_from
         for station_id in job.stations:
             for series in catalogue.station_series(station_id, AQI_POLLUTANTS):
@@ -87,8 +86,8 @@ class Aqi(SeriesKind):
                     if series.parameter == "o3":
                         yield Need("hourly", *key, DAY.floor(start))
 
-    def points(self, job: Job, catalogue: Catalogue, data: Data) -> list[Point]:
-        ids = {code: catalogue.parameter_ids.get(code) for code in AQI_POLLUTANTS}
+    def points(self, job: Job, catalogue: CatalogueSnapshot, data: Data) -> list[Point]:
+        ids = {code: catalogue.parameter_id(code) for code in AQI_POLLUTANTS}
         if job.definition.statistic == "mean_1h":
             return _hourly(job, ids, data)
         return _daily(job, ids, data)

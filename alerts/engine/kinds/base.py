@@ -16,13 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.assessment import Period
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Job, in_scope
 from alerts.rules import Point
 from alerts.windows import HOUR_S
 from core.timeutil import CST
 from schemas.rules import Level, RuleDefinition
-from store.alerts import EngineStation, RawPoint
+from store.alerts import RawPoint
+from store.catalogue import CatalogueSnapshot, StationRef
 
 FloatArray = npt.NDArray[np.float64]
 Source = Literal["raw", "hourly", "daily"]
@@ -65,7 +65,7 @@ class SeriesKind(Protocol):
         """Parameter codes whose data may wake the rule at some station."""
         ...
 
-    def watches(self, rule: RuleDefinition, station: EngineStation, parameter: str) -> bool:
+    def watches(self, rule: RuleDefinition, station: StationRef, parameter: str) -> bool:
         """Whether new data of this station's parameter may change the rule's points."""
         return in_scope(rule, station) and parameter in self.codes(rule)
 
@@ -73,15 +73,15 @@ class SeriesKind(Protocol):
         """The period one point covers, or None for a point per reading."""
         ...
 
-    def reach(self, job: Job, catalogue: Catalogue) -> timedelta:
+    def reach(self, job: Job, catalogue: CatalogueSnapshot) -> timedelta:
         """How far after a touched point later points still depend on it."""
         ...
 
-    def needs(self, job: Job, catalogue: Catalogue) -> Iterable[Need]:
+    def needs(self, job: Job, catalogue: CatalogueSnapshot) -> Iterable[Need]:
         """The series to read for the job's points from `job.fetch_from` on."""
         ...
 
-    def points(self, job: Job, catalogue: Catalogue, data: Data) -> list[Point]:
+    def points(self, job: Job, catalogue: CatalogueSnapshot, data: Data) -> list[Point]:
         """The rule's points from `job.fetch_from` on, in time order."""
         ...
 

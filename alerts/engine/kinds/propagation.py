@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Subject, Written
 from alerts.propagation import Arrival, RiverStation, arrivals
 from alerts.rules import Alert, Event, Track
@@ -22,6 +21,7 @@ from core.timeutil import CST
 from schemas.alerts import AlertEventKind, AlertState
 from schemas.rules import Propagation as Spec
 from schemas.rules import RuleDefinition, Severity, severity_rank
+from store.catalogue import CatalogueSnapshot
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Propagation:
     def arrivals(
         self,
         rule: RuleDefinition,
-        catalogue: Catalogue,
+        catalogue: CatalogueSnapshot,
         wanted: Sequence[tuple[Written, Severity]],
     ) -> list[tuple[Written, Severity, Arrival]]:
         """Where each source's breach arrives within the rule's horizon."""
@@ -81,13 +81,13 @@ class Propagation:
         ]
 
     def downstream(
-        self, rule: RuleDefinition, catalogue: Catalogue, station_id: int
+        self, rule: RuleDefinition, catalogue: CatalogueSnapshot, station_id: int
     ) -> list[Arrival]:
         """Where a breach at a station arrives within the rule's horizon, earliest first
         (none for a station off the river)."""
         river = [
             RiverStation(s.id, s.code, s.agency_id, s.reach_code, s.river_km)
-            for s in catalogue.stations.values()
+            for s in catalogue.stations_by_id.values()
             if s.medium == "water" and s.reach_code is not None and s.river_km is not None
         ]
         source = next((s for s in river if s.id == station_id), None)
@@ -98,7 +98,7 @@ class Propagation:
     def raise_pre_alerts(
         self,
         rule: RuleDefinition,
-        catalogue: Catalogue,
+        catalogue: CatalogueSnapshot,
         plans: Sequence[tuple[Written, Severity, Arrival]],
         known: Mapping[Subject, PreAlert],
         now: datetime,
@@ -168,10 +168,10 @@ class Propagation:
 
 
 def _details(
-    rule: RuleDefinition, catalogue: Catalogue, item: Written, arrival: Arrival
+    rule: RuleDefinition, catalogue: CatalogueSnapshot, item: Written, arrival: Arrival
 ) -> dict[str, Any]:
     source_alert = item.track.alert
-    source_station = catalogue.stations[item.subject[1] or 0]
+    source_station = catalogue.stations_by_id[item.subject[1] or 0]
     return {
         "source_alert_id": source_alert.id,
         "source_rule": item.rule.id,

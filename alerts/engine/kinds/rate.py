@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from alerts.assessment import Period
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Job
 from alerts.engine.kinds.base import Data, Need, SeriesKind, point
 from alerts.engine.kinds.threshold import parameter_series
 from alerts.rules import Point
 from schemas.rules import RateOfChange, RuleDefinition
 from store.alerts import RawPoint
+from store.catalogue import CatalogueSnapshot
 
 
 class Rate(SeriesKind):
@@ -28,15 +28,15 @@ class Rate(SeriesKind):
     def period(self, rule: RuleDefinition) -> Period | None:
         return None
 
-    def reach(self, job: Job, catalogue: Catalogue) -> timedelta:
+    def reach(self, job: Job, catalogue: CatalogueSnapshot) -> timedelta:
         return _window(job.definition)
 
-    def needs(self, job: Job, catalogue: Catalogue) -> Iterable[Need]:
+    def needs(self, job: Job, catalogue: CatalogueSnapshot) -> Iterable[Need]:
         key = parameter_series(job, catalogue)
         if key is not None:
             yield Need("raw", *key, job.fetch_from - _window(job.definition))
 
-    def points(self, job: Job, catalogue: Catalogue, data: Data) -> list[Point]:
+    def points(self, job: Job, catalogue: CatalogueSnapshot, data: Data) -> list[Point]:
         key = parameter_series(job, catalogue)
         readings = [] if key is None else data.raw.get(key, [])
         times = [r.time for r in readings]

@@ -13,12 +13,12 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Subject, in_scope
 from alerts.engine.kinds.base import levels_on
 from alerts.rules import Point
 from schemas.rules import RuleDefinition, StalenessSpec
-from store.alerts import EngineStation, SeriesSilence
+from store.alerts import SeriesSilence
+from store.catalogue import CatalogueSnapshot, StationRef
 
 
 class Staleness:
@@ -26,7 +26,7 @@ class Staleness:
 
     kind: ClassVar[str] = "staleness"
 
-    def watches(self, rule: RuleDefinition, station: EngineStation, parameter: str) -> bool:
+    def watches(self, rule: RuleDefinition, station: StationRef, parameter: str) -> bool:
         """Whether a station's series counts toward its silence."""
         watched = _spec(rule).parameters
         return in_scope(rule, station) and (not watched or parameter in watched)
@@ -38,7 +38,7 @@ class Staleness:
     def points(
         self,
         rule: RuleDefinition,
-        catalogue: Catalogue,
+        catalogue: CatalogueSnapshot,
         silences: Iterable[SeriesSilence],
         now: datetime,
         *,
@@ -47,8 +47,8 @@ class Staleness:
         """Per station (but those in `skip`), its largest silence and the series that are late."""
         worst: dict[int, tuple[float, list[tuple[float, dict[str, Any]]]]] = {}
         for series in silences:
-            station = catalogue.stations.get(series.station_id)
-            entry = catalogue.series.get((series.station_id, series.parameter_id))
+            station = catalogue.stations_by_id.get(series.station_id)
+            entry = catalogue.station_parameters.get((series.station_id, series.parameter_id))
             if station is None or entry is None:
                 continue
             if not self.watches(rule, station, entry.parameter):

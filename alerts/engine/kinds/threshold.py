@@ -14,13 +14,13 @@ from typing import ClassVar
 import numpy as np
 
 from alerts.assessment import DAY, HOUR, Period
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Job
 from alerts.engine.kinds.base import Data, Need, SeriesKind, Source, hourly_grid, point
 from alerts.rules import Point
 from alerts.windows import HOURS_PER_DAY, moving_8h_mean, moving_24h_mean, o3_daily_max_8h
 from core.timeutil import cst_day_start
 from schemas.rules import RuleDefinition
+from store.catalogue import CatalogueSnapshot
 
 Key = tuple[int, int]
 _Builder = Callable[[RuleDefinition, Key, Data, datetime], list[Point]]
@@ -128,16 +128,16 @@ class Threshold(SeriesKind):
     def period(self, rule: RuleDefinition) -> Period | None:
         return self._statistic(rule).period
 
-    def reach(self, job: Job, catalogue: Catalogue) -> timedelta:
+    def reach(self, job: Job, catalogue: CatalogueSnapshot) -> timedelta:
         return self._statistic(job.definition).reach
 
-    def needs(self, job: Job, catalogue: Catalogue) -> Iterable[Need]:
+    def needs(self, job: Job, catalogue: CatalogueSnapshot) -> Iterable[Need]:
         key = parameter_series(job, catalogue)
         if key is not None:
             statistic = self._statistic(job.definition)
             yield Need(statistic.source, *key, statistic.read_from(job.fetch_from))
 
-    def points(self, job: Job, catalogue: Catalogue, data: Data) -> list[Point]:
+    def points(self, job: Job, catalogue: CatalogueSnapshot, data: Data) -> list[Point]:
         key = parameter_series(job, catalogue)
         if key is None:
             return []
@@ -149,8 +149,8 @@ class Threshold(SeriesKind):
         return STATISTICS[rule.statistic]
 
 
-def parameter_series(job: Job, catalogue: Catalogue) -> Key | None:
+def parameter_series(job: Job, catalogue: CatalogueSnapshot) -> Key | None:
     """The (station id, parameter id) of a single-parameter rule's job, if the series exists."""
     assert job.definition.parameter is not None
-    parameter_id = catalogue.parameter_ids.get(job.definition.parameter)
+    parameter_id = catalogue.parameter_id(job.definition.parameter)
     return None if parameter_id is None else (job.stations[0], parameter_id)

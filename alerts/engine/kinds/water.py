@@ -26,17 +26,16 @@ from alerts.assessment import (
     standing,
     water_class,
 )
-from alerts.engine.catalogue import Catalogue
 from alerts.engine.jobs import Job, in_scope
 from alerts.engine.kinds.base import Data, Need, SeriesKind, hourly_grid, point
 from alerts.rules import Point
 from alerts.windows import HOUR_S
 from core.timeutil import cst_day_start
 from schemas.rules import RuleDefinition
-from store.alerts import EngineSeries, EngineStation
+from store.catalogue import CatalogueSnapshot, SeriesRef, StationRef
 
 
-def site_of(station: EngineStation) -> WaterSite | None:
+def site_of(station: StationRef) -> WaterSite | None:
     """What a water station is judged against, or None for a station without a target."""
     if station.medium != "water" or station.target_class is None:
         return None
@@ -53,21 +52,21 @@ class WaterClass(SeriesKind):
     def codes(self, rule: RuleDefinition) -> Collection[str]:
         return WATER_ITEMS
 
-    def watches(self, rule: RuleDefinition, station: EngineStation, parameter: str) -> bool:
+    def watches(self, rule: RuleDefinition, station: StationRef, parameter: str) -> bool:
         site = site_of(station)
         return in_scope(rule, station) and site is not None and parameter in site.items
 
     def period(self, rule: RuleDefinition) -> Period | None:
         return HOUR if rule.statistic == "water_sample" else DAY
 
-    def reach(self, job: Job, catalogue: Catalogue) -> timedelta:
+    def reach(self, job: Job, catalogue: CatalogueSnapshot) -> timedelta:
         if job.definition.statistic != "water_sample":
             return timedelta(days=1)
         # A touched hour's value stands in the samples of its item's reporting interval.
         hours = [sample_hours(s.interval_s) for s in _items(job, catalogue)]
         return timedelta(hours=max(hours, default=0))
 
-    def needs(self, job: Job, catalogue: Catalogue) -> Iterable[Need]:
+    def needs(self, job: Job, catalogue: CatalogueSnapshot) -> Iterable[Need]:
         station_id = job.stations[0]
         for series in _items(job, catalogue):
             if job.definition.statistic == "water_sample":
@@ -79,8 +78,8 @@ class WaterClass(SeriesKind):
             else:
                 yield Need("daily", station_id, series.parameter_id, job.fetch_from)
 
-    def points(self, job: Job, catalogue: Catalogue, data: Data) -> list[Point]:
-        station = catalogue.stations[job.stations[0]]
+    def points(self, job: Job, catalogue: CatalogueSnapshot, data: Data) -> list[Point]:
+        station = catalogue.stations_by_id[job.stations[0]]
         site = site_of(station)
         if site is None:
             return []
@@ -94,14 +93,14 @@ class WaterClass(SeriesKind):
         return [_point(job.definition, site, moment, values, span) for moment, values in snapshots]
 
 
-def _items(job: Job, catalogue: Catalogue) -> list[EngineSeries]:
+def _items(job: Job, catalogue: CatalogueSnapshot) -> list[SeriesRef]:
     """The station's series of the items its class is judged on."""
-    site = site_of(catalogue.stations[job.stations[0]])
+    site = site_of(catalogue.stations_by_id[job.stations[0]])
     return catalogue.station_series(job.stations[0], site.items if site else ())
 
 
 def _samples(
-    job: Job, items: Sequence[EngineSeries], data: Data
+    job: Job, items: Sequence[SeriesRef], data: Data
 ) -> list[tuple[datetime, dict[str, float]]]:
     """Per hour since the job's first in which some item has a valid mean, what stands then."""
     since = HOUR.floor(job.fetch_from)
@@ -127,7 +126,7 @@ def _samples(
 
 
 def _days(
-    job: Job, items: Sequence[EngineSeries], data: Data
+    job: Job, items: Sequence[SeriesRef], data: Data
 ) -> list[tuple[datetime, dict[str, float]]]:
     """Per natural day since the job's first with a daily mean, the items' daily means."""
     first = DAY.floor(job.fetch_from).date()

@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Final
 
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue
 from ingest.sources.hj212.protocol import (
     CRC_MODES,
     DATA_CNS,
@@ -34,7 +33,7 @@ from ingest.sources.hj212.protocol import (
     parse_segment,
 )
 from schemas.readings import ReadingIn
-from store.catalogue import StationRef
+from store.catalogue import CatalogueSnapshot, StationRef
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +318,7 @@ class Hj212Client:
 
 
 # (catalogue, station code, period_s, first period start, last period start) -> its readings.
-StationHistory = Callable[[IngestCatalogue, str, int, datetime, datetime], list[ReadingIn]]
+StationHistory = Callable[[CatalogueSnapshot, str, int, datetime, datetime], list[ReadingIn]]
 
 
 class Hj212Fleet:
@@ -342,13 +341,13 @@ class Hj212Fleet:
         self._port = port
         self._history = history
         self._reply_timeout_s = reply_timeout_s
-        self._catalogue: IngestCatalogue | None = None
+        self._catalogue: CatalogueSnapshot | None = None
         self._clients: dict[str, Hj212Client] = {}
         self.uploads = 0
         self.answered = 0
 
     async def deliver(
-        self, catalogue: IngestCatalogue, readings: Sequence[ReadingIn]
+        self, catalogue: CatalogueSnapshot, readings: Sequence[ReadingIn]
     ) -> list[ReadingIn]:
         """Upload what can go over HJ 212 and wait for the answers; return the rest.
 

@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import SettingsError
 from core.logging import EveryInterval
 from core.timeutil import utcnow
-from ingest.pipeline import IngestCatalogue, Pipeline, SourceRef
+from ingest.pipeline import Pipeline, SourceRef
 from ingest.qc import MAX_AHEAD
 from ingest.received import received_text
 from ingest.sources.base import SourceHealth
@@ -51,7 +51,7 @@ from ingest.sources.hj212.protocol import (
 )
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection
-from store.catalogue import StationRef
+from store.catalogue import CatalogueSnapshot, StationRef
 from store.pool import unreachable
 from store.readings import last_hourly
 
@@ -635,7 +635,7 @@ class Hj212Server:
                 why or "closed by the device",
             )
 
-    async def _catalogue(self, connection: _Connection) -> IngestCatalogue | None:
+    async def _catalogue(self, connection: _Connection) -> CatalogueSnapshot | None:
         """The pipeline's catalogue, waited for while the database is out of reach.
 
         Meanwhile nothing more is read from the device (TCP flow control holds its frames), and
@@ -658,7 +658,7 @@ class Hj212Server:
         return None
 
     def _on_frame(
-        self, connection: _Connection, frame: Frame, catalogue: IngestCatalogue
+        self, connection: _Connection, frame: Frame, catalogue: CatalogueSnapshot
     ) -> _Entry | None:
         try:
             packet = parse_segment(frame.segment)
@@ -709,7 +709,7 @@ class Hj212Server:
         frame: Frame,
         packet: Packet,
         station: StationRef,
-        catalogue: IngestCatalogue,
+        catalogue: CatalogueSnapshot,
         mode: CrcMode,
         label: str,
     ) -> _Entry:
