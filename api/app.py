@@ -26,6 +26,7 @@ from api.routers import (
     notifications,
     quality,
     readings,
+    reports,
     rules,
     situation,
     sources,
@@ -117,6 +118,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(audit.router)
     app.include_router(situation.router)
+    app.include_router(reports.router)
     return app
 
 

@@ -190,6 +190,7 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
     "DELETE /v1/keys/{key_id}": _key_call,
     "GET /v1/audit": _static("/v1/audit"),
     "GET /v1/situation": _static("/v1/situation", area="dongjiang"),
+    "GET /v1/reports/air": _static("/v1/reports/air", scope="region", period="2026-11"),
 }
 
 

@@ -1,0 +1,176 @@
+"""Period air reports of a station, a city or the region, read from the rollups (EVALUATION.md).
+
+The evaluation itself is alerts/evaluation's: this module reads a scope's daily means
+(reading_daily) and hourly O3 (reading_hourly, for the MDA8 windows) for the period and the same
+period a year earlier, lays them into the core's day arrays, and evaluates each part of the period
+under its own rule set, with last year's figures as published and recomputed like for like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any, Literal
+
+import numpy as np
+
+from alerts.evaluation.air import (
+    AirEvaluation,
+    air_report,
+    compare_air,
+    evaluate_air,
+    region_evaluation,
+)
+from alerts.evaluation.air_days import (
+    DAILY_MEANS,
+    AirDays,
+    FloatArray,
+    city_days,
+    daily_max_1h,
+    daily_max_8h,
+    from_daily,
+)
+from alerts.evaluation.periods import Period, PeriodPart
+from alerts.windows import HOURS_PER_DAY
+from core.errors import InvalidInput, StationNotFound
+from core.timeutil import CST
+from store.pool import Conn
+from store.reports import AirStation, GridValues, air_stations, daily_grid, hourly_grid
+
+AirScope = Literal["station", "city", "region"]
+CITIES = ("guangzhou", "dongguan")
+
+
+@dataclass(frozen=True)
+class StationSeries:
+    """A station's daily values and hourly O3 (days, 24) over the loaded days."""
+
+    station: AirStation
+    days: AirDays
+    o3_hourly: FloatArray
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The scope's stations' series over [start, end), grouped by the unit they report as."""
+
+    start: date
+    end: date
+    units: dict[str, list[StationSeries]]
+
+    def contains(self, part: PeriodPart) -> bool:
+        """Whether the part's days were loaded."""
+        return self.start <= part.start and part.end <= self.end
+
+
+async def scope_stations(conn: Conn, scope: AirScope, code: str | None) -> list[AirStation]:
+    """The stations a scope evaluates; InvalidInput/StationNotFound naming `code`."""
+    if scope == "region":
+        if code is not None:
+            raise InvalidInput("code: the region is both cities and takes no code")
+        return await air_stations(conn)
+    if code is None:
+        raise InvalidInput(f"code: scope {scope} needs a code")
+    if scope == "city":
+        if code not in CITIES:
+            raise InvalidInput(f"code: {code!r} is not a city ({', '.join(CITIES)})")
+        return await air_stations(conn, city=code)
+    stations = await air_stations(conn, code=code)
+    if not stations:
+        raise StationNotFound(f"code: no air station with code {code!r}")
+    return stations
+
+
+async def air_period_report(
+    conn: Conn, scope: AirScope, code: str | None, period: Period
+) -> dict[str, Any]:
+    """The published air report of `period`; `{"parts": [...]}` across a change of rule set."""
+    stations = await scope_stations(conn, scope, code)
+    if not stations:
+        raise InvalidInput(f"code: {code or scope} has no assessment station")
+    earlier = period.year_earlier()
+    loads = [
+        await _load(conn, stations, scope, period.start, period.end),
+        await _load(conn, stations, scope, earlier.start, earlier.end),
+    ]
+    about = {"kind": scope, "code": code, "stations": [s.code for s in stations]}
+    parts = period.parts()
+    reports = [_part_report(part, period, len(parts) > 1, loads, about) for part in parts]
+    return reports[0] if len(reports) == 1 else {"parts": reports}
+
+
+def _part_report(
+    part: PeriodPart, period: Period, split: bool, loads: Sequence[Loaded], about: dict[str, Any]
+) -> dict[str, Any]:
+    """One part's report with last year: as it was published and recomputed like for like."""
+    current = _evaluate(loads, part)
+    previous = _year_earlier(part, period, split)
+    like_for_like = _evaluate(loads, PeriodPart(
+        previous.start, previous.end, part.kind, previous.label, part.rule_set
+    ))  # fmt: skip
+    as_published = [air_report(_evaluate(loads, p)) for p in previous.parts()]
+    return {
+        "scope": about,
+        **air_report(current),
+        "last_year": {
+            "as_published": as_published[0] if len(as_published) == 1 else {"parts": as_published},
+            "like_for_like": air_report(like_for_like),
+            "changes": compare_air(current, like_for_like),
+        },
+    }
+
+
+def _year_earlier(part: PeriodPart, period: Period, split: bool) -> Period:
+    """The part's days a year earlier, labelled after the period's year-earlier label."""
+    days = Period(part.start, part.end, "range", "part").year_earlier()
+    label = period.year_earlier().label
+    if split:
+        label = f"{label} [{days.start}, {days.end})"
+    return Period(days.start, days.end, part.kind, label)
+
+
+def _evaluate(loads: Sequence[Loaded], part: PeriodPart) -> AirEvaluation:
+    """The part evaluated for each unit (a station or a city); the region is the cities' mean."""
+    loaded = next(load for load in loads if load.contains(part))
+    settings = part.rule_set.settings
+    evaluations = []
+    for series in loaded.units.values():
+        days = city_days(
+            [s.days for s in series], settings, o3_hourly=[s.o3_hourly for s in series]
+        )
+        evaluations.append(evaluate_air(days.between(part.start, part.end), part))
+    return evaluations[0] if len(evaluations) == 1 else region_evaluation(evaluations)
+
+
+async def _load(
+    conn: Conn, stations: Sequence[AirStation], scope: AirScope, start: date, end: date
+) -> Loaded:
+    """Each station's daily means and hourly O3 on days [start, end)."""
+    ids = [s.id for s in stations]
+    daily = await daily_grid(conn, ids, DAILY_MEANS, start=start, end=end)
+    hourly = await hourly_grid(
+        conn,
+        ids,
+        ["o3"],
+        start=datetime.combine(start, time(), CST),
+        end=datetime.combine(end, time(), CST),
+    )
+    count = (end - start).days
+    units: dict[str, list[StationSeries]] = {}
+    for station in stations:
+        o3 = _series(hourly, station.id, "o3", count * HOURS_PER_DAY).reshape(count, HOURS_PER_DAY)
+        values = {code: _series(daily, station.id, code, count) for code in DAILY_MEANS}
+        values["o3_8h_max"] = daily_max_8h(o3, start)
+        values["o3_1h_max"] = daily_max_1h(o3)
+        unit = station.code if scope == "station" else station.city
+        units.setdefault(unit, []).append(StationSeries(station, from_daily(start, values), o3))
+    return Loaded(start, end, units)
+
+
+def _series(grid: GridValues, station_id: int, code: str, length: int) -> FloatArray:
+    """One station's parameter as a NaN-filled array of `length` slots."""
+    found = np.full(length, np.nan)
+    rows = (grid.station_ids == station_id) & (grid.parameters == code)
+    found[grid.offsets[rows]] = grid.values[rows]
+    return found

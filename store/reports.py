@@ -1,0 +1,108 @@
+"""Reads for period reports: a scope's assessment stations and their rollups as day/hour grids.
+
+Daily means come from reading_daily (a natural day of Asia/Shanghai, NULL under 20 valid hours)
+and hourly means from reading_hourly; both are returned as offsets into the period so the
+caller can lay them into numpy arrays without touching a datetime per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from store.pool import Conn
+
+
+@dataclass(frozen=True, slots=True)
+class AirStation:
+    """An air station of a report's scope."""
+
+    id: int
+    code: str
+    city: str
+
+
+async def air_stations(
+    conn: Conn, *, code: str | None = None, city: str | None = None
+) -> list[AirStation]:
+    """One air station by code (any), or a city's (None: both cities') assessment stations.
+
+    Assessment stations are the air stations not marked background (EVALUATION.md §2).
+    """
+    cur = await conn.execute(
+        "SELECT id, code, city FROM station WHERE medium = 'air'"
+        " AND (%(code)s::text IS NOT NULL OR background IS NOT TRUE)"
+        " AND (%(code)s::text IS NULL OR code = %(code)s)"
+        " AND (%(city)s::text IS NULL OR city = %(city)s) ORDER BY code",
+        {"code": code, "city": city},
+    )
+    return [AirStation(int(i), str(c), str(y)) for i, c, y in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class GridValues:
+    """Values by (station id, parameter code, offset): days or hours from the start."""
+
+    station_ids: npt.NDArray[np.int64]
+    parameters: npt.NDArray[np.str_]
+    offsets: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+
+_DAILY = """
+SELECT d.station_id, p.code, d.day - %(start)s::date, d.value
+FROM reading_daily d JOIN parameter p ON p.id = d.parameter_id
+WHERE d.station_id = ANY(%(stations)s) AND p.code = ANY(%(codes)s)
+  AND d.day >= %(start)s AND d.day < %(end)s AND d.value IS NOT NULL
+"""
+
+_HOURLY = """
+SELECT h.station_id, p.code, (extract(epoch FROM h.hour - %(start)s) / 3600)::int, h.value
+FROM reading_hourly h JOIN parameter p ON p.id = h.parameter_id
+WHERE h.station_id = ANY(%(stations)s) AND p.code = ANY(%(codes)s)
+  AND h.hour >= %(start)s AND h.hour < %(end)s AND h.value IS NOT NULL
+"""
+
+
+async def daily_grid(
+    conn: Conn, station_ids: Sequence[int], codes: Sequence[str], *, start: date, end: date
+) -> GridValues:
+    """Valid daily means of these stations × parameters on days [start, end)."""
+    return await _grid(conn, _DAILY, station_ids, codes, start, end)
+
+
+async def hourly_grid(
+    conn: Conn,
+    station_ids: Sequence[int],
+    codes: Sequence[str],
+    *,
+    start: datetime,
+    end: datetime,
+) -> GridValues:
+    """Valid hourly means of these stations × parameters in hours [start, end)."""
+    return await _grid(conn, _HOURLY, station_ids, codes, start, end)
+
+
+async def _grid(
+    conn: Conn,
+    query: str,
+    station_ids: Sequence[int],
+    codes: Sequence[str],
+    start: date | datetime,
+    end: date | datetime,
+) -> GridValues:
+    cur = await conn.execute(
+        query.encode(),
+        {"stations": list(station_ids), "codes": list(codes), "start": start, "end": end},
+    )
+    rows = await cur.fetchall()
+    return GridValues(
+        station_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        parameters=np.array([r[1] for r in rows], dtype=np.str_),
+        offsets=np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
+        values=np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows)),
+    )

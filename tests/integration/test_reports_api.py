@@ -1,0 +1,224 @@
+"""GET /v1/reports/air over real PostgreSQL: rollup rows written as the rollup loop writes them,
+figures checked against a month worked out by hand (EVALUATION.md §3's example month)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from api.app import create_app
+from core.settings import Settings
+from core.timeutil import CST
+from store.keys import create_key
+
+STATION = "dg-a-shilong"
+# Every day's values but PM2.5 (µg/m³, CO mg/m³): IAQIs SO2 10, NO2 25, CO 12.5, PM10 30,
+# O3 MDA8 40 (O3 80 all day long), so PM2.5 decides the day's AQI once above 40.
+STEADY = {"so2": 10.0, "no2": 20.0, "co": 0.5, "pm10": 30.0}
+O3 = 80.0
+
+
+@pytest.fixture
+async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, pool=db)
+    async with db.connection() as conn:
+        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
+    ) as client:
+        yield client
+
+
+async def _days(pool: AsyncConnectionPool, pm25: dict[date, float]) -> None:
+    """Daily rollups of STATION for each day (PM2.5 as given) and its 24 hourly O3 means."""
+    now = datetime.now(CST)
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "SELECT (SELECT id FROM station WHERE code = %s), code, id FROM parameter"
+            " WHERE code IN ('so2', 'no2', 'co', 'o3', 'pm10', 'pm25')",
+            [STATION],
+        )
+        rows = await cur.fetchall()
+        station = rows[0][0]
+        ids = {code: pid for _, code, pid in rows}
+        daily = [
+            (station, ids[code], day, value, 24, value, value, "computed", now)
+            for day, fine in pm25.items()
+            for code, value in {**STEADY, "pm25": fine}.items()
+        ]
+        hourly = [
+            (station, ids["o3"], datetime.combine(day, time(), CST) + timedelta(hours=h), O3,
+             1, 3600, O3, O3, "computed", now)
+            for day in pm25
+            for h in range(24)
+        ]  # fmt: skip
+        async with conn.cursor() as c:
+            await c.executemany(
+                "INSERT INTO reading_daily (station_id, parameter_id, day, value, hours, min,"
+                " max, origin, computed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                daily,
+            )
+            await c.executemany(
+                "INSERT INTO reading_hourly (station_id, parameter_id, hour, value, samples,"
+                " coverage_s, min, max, origin, computed_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                hourly,
+            )
+
+
+def _november() -> dict[date, float]:
+    """2026-11 (HJ 633-2026): 10 优 (PM2.5 20), 14 良 (50: AQI 80), 4 轻度 (90: AQI 127),
+    1 中度 (130: AQI 171), and the 30th without data."""
+    fine = [20.0] * 10 + [50.0] * 14 + [90.0] * 4 + [130.0]
+    return {date(2026, 11, 1) + timedelta(days=i): value for i, value in enumerate(fine)}
+
+
+async def _get(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
+    response = await client.get("/v1/reports/air", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_month_worked_by_hand(db: AsyncConnectionPool, client: httpx.AsyncClient) -> None:
+    await _days(db, _november())
+    report = await _get(client, scope="station", code=STATION, period="2026-11")
+    assert report["scope"] == {"kind": "station", "code": STATION, "stations": [STATION]}
+    assert report["period"] == {
+        "start": "2026-11-01", "end": "2026-12-01", "kind": "month", "label": "2026-11",
+    }  # fmt: skip
+    assert report["rule_set"]["name"] == (
+        "HJ 663-2026 / GB 3095-2026 (transition limits) / HJ 633-2026"
+    )
+    assert (report["days"], report["valid_days"]) == (30, 29)
+    assert report["category_days"] == {
+        "excellent": 10, "good": 14, "lightly_polluted": 4, "moderately_polluted": 1,
+        "heavily_polluted": 0, "severely_polluted": 0,
+    }  # fmt: skip
+    assert (report["good_days"], report["good_day_share"]) == (24, 82.8)
+    assert (report["exceedance_days"], report["exceedance_share"]) == (5, 17.2)
+    assert report["heavy_pollution_days"] == 0
+    pollutants = report["pollutants"]
+    # PM2.5: (10·20 + 14·50 + 4·90 + 130) / 29 = 47.93 → 48 against the 2026 annual 30.
+    assert pollutants["pm25"] == {
+        "statistic": "mean", "value": 48, "unit": "ug/m3", "valid_days": 29, "limit": 30,
+        "limit_averaging": "annual", "exceedance_multiple": 0.6,
+    }  # fmt: skip
+    assert pollutants["o3"]["statistic"] == "mda8_p90"
+    assert (pollutants["o3"]["value"], pollutants["o3"]["exceedance_multiple"]) == (80, None)
+    assert (pollutants["co"]["statistic"], pollutants["co"]["value"]) == ("p95", 0.5)
+    assert {p: v["value"] for p, v in pollutants.items()} == {
+        "so2": 10, "no2": 20, "co": 0.5, "o3": 80, "pm10": 30, "pm25": 48,
+    }  # fmt: skip
+    # Terms rounded half to even first: 10/60 .17, 20/40 .5, 0.5/4 .12, 80/160 .5, 30/60 .5,
+    # 48/30 1.6.
+    assert report["composite_index"]["terms"] == {
+        "so2": 0.17, "no2": 0.5, "co": 0.12, "o3": 0.5, "pm10": 0.5, "pm25": 1.6,
+    }  # fmt: skip
+    assert report["composite_index"]["value"] == 3.39
+    assert report["composite_index"]["primary"] == ["pm25"]
+    # AQI > 50 on 19 days, PM2.5 primary on each of them.
+    assert report["days_with_primary_pollutant"] == 19
+    assert report["primary_pollutant_days"]["pm25"] == 19
+    assert report["primary_pollutant_shares"]["pm25"] == 100.0
+    assert report["primary_pollutant_shares"]["o3"] == 0.0
+    last_year = report["last_year"]
+    assert last_year["as_published"]["period"]["label"] == "2025-11"
+    assert last_year["as_published"]["rule_set"]["name"] == (
+        "HJ 663-2013 / GB 3095-2012 / HJ 633-2012"
+    )
+    assert last_year["like_for_like"]["rule_set"]["name"] == report["rule_set"]["name"]
+    assert last_year["like_for_like"]["pollutants"]["pm25"]["value"] == {
+        "status": "insufficient_data", "have": 0, "need": 27,
+    }  # fmt: skip
+    assert last_year["changes"]["basis"] == "like_for_like"
+    assert last_year["changes"]["composite_index_percent"] is None
+    assert last_year["changes"]["category_days"]["excellent"] == 10
+
+    # The city is the mean of its assessment stations; only one reported, so the same figures.
+    city = await _get(client, scope="city", code="dongguan", period="2026-11")
+    assert city["scope"]["stations"] == ["dg-a-humen", "dg-a-machong", STATION, "dg-a-yuanling"]
+    assert (city["good_day_share"], city["composite_index"]["value"]) == (82.8, 3.39)
+    # The region: Guangzhou has no data, so every statistic is short (never half a region).
+    region = await _get(client, scope="region", period="2026-11")
+    assert region["pollutants"]["pm25"]["value"] == {
+        "status": "insufficient_data", "have": 0, "need": 27,
+    }  # fmt: skip
+
+
+async def test_a_year_earlier_recomputed_like_for_like(
+    db: AsyncConnectionPool, client: httpx.AsyncClient
+) -> None:
+    await _days(db, _november())
+    last = {day.replace(year=2025): value for day, value in _november().items()}
+    await _days(db, last)
+    report = await _get(client, scope="station", code=STATION, period="2026-11")
+    before = report["last_year"]["as_published"]
+    # Under HJ 633-2012 PM2.5 50 is AQI 69 and 90 is 119, 130 is 171: the same categories.
+    assert before["category_days"]["lightly_polluted"] == 4
+    # GB 3095-2012's PM2.5 annual limit is 35: 48/35 = 1.37 as published; 1.6 like for like.
+    assert before["composite_index"]["terms"]["pm25"] == 1.37
+    like = report["last_year"]["like_for_like"]
+    assert like["composite_index"]["terms"]["pm25"] == 1.6
+    assert report["last_year"]["changes"]["composite_index_percent"] == 0.0
+    assert report["last_year"]["changes"]["good_day_share_points"] == 0.0
+
+
+async def test_a_period_across_2026_03_01_is_two_parts(
+    db: AsyncConnectionPool, client: httpx.AsyncClient
+) -> None:
+    # PM2.5 70 is 良 (AQI 94) under HJ 633-2012 and 轻度 (AQI 109) under HJ 633-2026.
+    days = [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 2)]
+    await _days(db, dict.fromkeys(days, 70.0))
+    body = await _get(client, scope="station", code=STATION, start="2026-02-20", end="2026-03-10")
+    before, after = body["parts"]
+    assert (before["period"]["start"], before["period"]["end"]) == ("2026-02-20", "2026-03-01")
+    assert (after["period"]["start"], after["period"]["end"]) == ("2026-03-01", "2026-03-10")
+    assert before["rule_set"]["hj633"] == "HJ 633-2012"
+    assert after["rule_set"]["hj633"] == "HJ 633-2026"
+    assert (before["category_days"]["good"], before["category_days"]["lightly_polluted"]) == (2, 0)
+    assert (after["category_days"]["good"], after["category_days"]["lightly_polluted"]) == (0, 2)
+    assert (before["good_day_share"], after["good_day_share"]) == (100.0, 0.0)
+    # February's 25 of 28 days scaled to 9 days: ⌈8.04⌉ = 9; March's 27 of 31 to 9: ⌈7.84⌉ = 8.
+    assert before["pollutants"]["pm25"]["value"] == {
+        "status": "insufficient_data", "have": 2, "need": 9,
+    }  # fmt: skip
+    assert after["pollutants"]["pm25"]["value"] == {
+        "status": "insufficient_data", "have": 2, "need": 8,
+    }  # fmt: skip
+    assert before["composite_index"]["value"] == {
+        "status": "insufficient_data", "have": 0, "need": 6,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"scope": "planet", "period": "2026"}, 422, "scope"),
+        ({"scope": "city", "code": "shanghai", "period": "2026"}, 400, "code: 'shanghai'"),
+        ({"scope": "city", "period": "2026"}, 400, "code: scope city needs a code"),
+        ({"scope": "region", "code": "dongguan", "period": "2026"}, 400, "code: the region"),
+        ({"scope": "station", "code": "nowhere", "period": "2026"}, 404, "code: no air station"),
+        ({"scope": "station", "code": "dg-w-shilong", "period": "2026"}, 404, "code: no air"),
+        ({"scope": "region", "period": "2026-13"}, 400, "period '2026-13': month 13 is not 1..12"),
+        ({"scope": "region", "period": "Nov 2026"}, 400, "period 'Nov 2026' is not YYYY-MM"),
+        ({"scope": "region"}, 400, "start: give period, or both start and end"),
+        ({"scope": "region", "start": "2026-01-01"}, 400, "end: give period"),
+        ({"scope": "region", "start": "2026-02-01", "end": "2026-02-01"}, 400, "end: 2026-02-01"),
+        ({"scope": "region", "start": "2020-01-01", "end": "2026-01-01"}, 400, "end: at most"),
+        ({"scope": "region", "start": "2026-13-01", "end": "2027-01-01"}, 422, "start"),
+        ({"scope": "region", "period": "2026", "start": "2026-01-01"}, 400, "period: give"),
+    ],
+)
+async def test_bad_input_names_the_field(
+    client: httpx.AsyncClient, params: dict[str, str], status: int, message: str
+) -> None:
+    response = await client.get("/v1/reports/air", params=params)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
