@@ -375,6 +375,7 @@ async def scenario(url: str) -> tuple[list[Target], str]:
         Target(f"/v1/latest?area={area}", f"/v1/latest?area={area}"),
         Target("/v1/stations", "/v1/stations"),
         Target(f"/v1/aqi?city={city}", f"/v1/aqi?city={city}"),
+        Target(f"/v1/situation?area={area}", f"/v1/situation?area={area}"),
         Target("/v1/readings, 1 day raw", f"/v1/readings?{urlencode(day)}"),
         Target("/v1/readings, 1 year hourly", f"/v1/readings?{urlencode(year)}", P99_YEAR_TARGET_S),
     ]
