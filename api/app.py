@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -35,6 +36,7 @@ from api.stream import AlertFeed
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.pipeline import Pipeline
+from schemas.common import ErrorOut
 from store.catalogue import CatalogueCache
 from store.listen import Listener
 from store.pool import open_pool
@@ -105,21 +107,43 @@ def create_app(
     app.add_middleware(RateLimitHeaders)
     _outermost(app)
     app.include_router(health.router)
-    app.include_router(catalogue.router)
-    app.include_router(readings.router)
-    app.include_router(export.router)
-    app.include_router(ingest.router)
-    app.include_router(sources.router)
-    app.include_router(quality.router)
-    # Before alerts: /v1/alerts/stream must not be taken for /v1/alerts/{alert_id}.
-    app.include_router(notifications.router)
-    app.include_router(alerts.router)
-    app.include_router(rules.router)
-    app.include_router(keys.router)
-    app.include_router(audit.router)
-    app.include_router(situation.router)
-    app.include_router(reports.router)
+    # Every other operation needs a key, and every key has a rate limit. Notifications come
+    # before alerts: /v1/alerts/stream must not be taken for /v1/alerts/{alert_id}.
+    for keyed in (
+        catalogue.router,
+        readings.router,
+        export.router,
+        ingest.router,
+        sources.router,
+        quality.router,
+        notifications.router,
+        alerts.router,
+        rules.router,
+        keys.router,
+        audit.router,
+        situation.router,
+        reports.router,
+    ):
+        app.include_router(keyed, responses=RATE_LIMITED)
     return app
+
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorOut,
+        "description": "rate_limited: the key's requests a minute are used up, or too many bad"
+        " keys came from the client's address",
+        "headers": {
+            name: {"description": description, "schema": {"type": "integer"}}
+            for name, description in (
+                ("Retry-After", "Seconds until a request will be let through"),
+                ("RateLimit-Limit", "The key's requests a minute"),
+                ("RateLimit-Remaining", "Requests left now (0)"),
+                ("RateLimit-Reset", "Seconds until a request will be let through"),
+            )
+        },
+    }
+}
 
 
 def _outermost(app: FastAPI) -> None:

@@ -110,6 +110,10 @@ class RateLimiter:
             share.tokens = 0
         share.left_in_bucket = taken.tokens
         if taken.granted == 0:
+            if share.tokens > 0:
+                # A request of this process leased meanwhile: the bucket is empty, not this share.
+                share.tokens -= 1
+                return self._allowed(share, limit)
             share.refused_until = now + taken.wait_s
             return Verdict(False, limit, 0, max(1, math.ceil(taken.wait_s)))
         share.tokens += taken.granted - 1

@@ -1,8 +1,10 @@
-"""A process's share of the shared token buckets, on a clock the test moves."""
+"""A process's share of the shared token buckets, on a clock the test moves; the documented 429."""
 
 from __future__ import annotations
 
+from api.app import create_app
 from api.ratelimit import LEASE_LIFETIME_S, Limit, RateLimiter, Verdict, headers
+from core.settings import Settings
 from store.ratelimit import Taken
 
 LIMIT = Limit(per_minute=600, burst=100)
@@ -84,3 +86,38 @@ def test_allowed_headers_have_no_retry_after() -> None:
         "RateLimit-Remaining": "42",
         "RateLimit-Reset": "6",
     }
+
+
+def test_a_lease_that_finds_the_bucket_empty_spends_what_a_concurrent_lease_brought() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    # Two requests find the share spent and both ask the bucket; the first gets its last five.
+    assert limiter.spend("key:1", LIMIT) is None
+    assert limiter.spend("key:1", LIMIT) is None
+    limiter.record("key:1", LIMIT, Taken(granted=5, tokens=0.0, wait_s=0.1))
+    second = limiter.record("key:1", LIMIT, Taken(granted=0, tokens=0.0, wait_s=0.1))
+    assert (second.allowed, second.remaining) == (True, 3)
+    assert [limiter.spend("key:1", LIMIT) is not None for _ in range(3)] == [True] * 3
+    assert limiter.spend("key:1", LIMIT) is None
+
+
+def test_every_keyed_operation_documents_its_429_and_the_probes_do_not() -> None:
+    spec = create_app(Settings(database_url="postgresql://unused@localhost/none")).openapi()
+    limited = {
+        (method, path)
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if "429" in operation["responses"]
+    }
+    every = {(m, p) for p, operations in spec["paths"].items() for m in operations}
+    assert every - limited == {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
+    answer = spec["paths"]["/v1/stations"]["get"]["responses"]["429"]
+    assert answer["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorOut"
+    }
+    assert sorted(answer["headers"]) == [
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "Retry-After",
+    ]
