@@ -18,6 +18,7 @@ from schemas.geojson import (
     ReachFeature,
     ReachProperties,
     ReachStationOut,
+    StationCollection,
     parse_bbox,
     station_collection,
 )
@@ -57,9 +58,7 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         200: {
             "description": "JSON, or GeoJSON points (format=geojson or Accept:"
             " application/geo+json)",
-            "content": {
-                GEOJSON_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/StationCollection"}}
-            },
+            "content": {GEOJSON_MEDIA_TYPE: {"schema": _inline_schema(StationCollection)}},
         },
         400: {"model": ErrorOut, "description": "A malformed bbox"},
     },

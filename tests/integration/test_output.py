@@ -230,6 +230,7 @@ async def test_every_operation_that_returns_times_takes_tz(client: httpx.AsyncCl
                     with_times.add(name)
             if any(p["name"] == "tz" for p in operation.get("parameters", [])):
                 with_tz.add(name)
-    # The live stream's events carry times too; its text/event-stream body has no schema.
-    assert with_times | {"GET /v1/alerts/stream"} == with_tz
+    # The live stream's events and the export's lines carry times too; their bodies
+    # (text/event-stream, CSV, NDJSON) have no JSON schema.
+    assert with_times | {"GET /v1/alerts/stream", "GET /v1/export"} == with_tz
     assert {"GET /v1/readings", "GET /v1/latest", "GET /v1/alerts/{alert_id}"} <= with_tz
