@@ -378,6 +378,49 @@ class HttpPullJob:
             start = advance.moved_to
         log.info("%s: %s is still behind; the next run continues", self.ref.code, series)
 
+    async def backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> PullReport:
+        """Fetch and store (start, end] again for every series of the feed; watermarks stay.
+
+        For a range the feed corrected or EnvLink missed: what is stored already comes back as
+        duplicates, a changed value as a revision. Windows of at most max_window_s, each stored
+        as it comes; `progress(done, total)` hears of each. A PullError stops it (what was
+        stored stays: running it again repeats nothing).
+        """
+        async with self._lock:
+            report = PullReport(self.feed.code)
+            step = timedelta(seconds=self.feed.max_window_s)
+            windows = []
+            while start < end:
+                windows.append((start, min(start + step, end)))
+                start = windows[-1][1]
+            fetchers = self._fetchers(report)
+            total, done = len(fetchers) * len(windows), 0
+            progress(done, total)
+            for series, fetch in fetchers:
+                for window_start, window_end in windows:
+                    items, received = await fetch(window_start, window_end)
+                    quarantine_as_received(items, received)
+                    result = await self._pipeline.ingest(items, source=self.ref, raw=received)
+                    report.windows.append(Window(series, window_start, window_end, result.summary))
+                    done += 1
+                    progress(done, total)
+            return report
+
+    def _fetchers(self, report: PullReport) -> list[tuple[str, WindowFetch]]:
+        """Each series of the feed, named as its watermark is, with what fetches its windows."""
+        if isinstance(self.feed, OpenAqFeed):
+            return [
+                (f"sensor {sensor.sensor}", self._openaq_fetcher(sensor, report))
+                for sensor in self.feed.sensors
+            ]
+        return [("feed", self._json_fetcher(self.feed, report))]
+
     def _openaq_fetcher(self, sensor: OpenAqSensor, report: PullReport) -> WindowFetch:
         feed = self.feed
         assert isinstance(feed, OpenAqFeed)
