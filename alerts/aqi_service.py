@@ -36,7 +36,7 @@ from alerts.assessment import (
 )
 from alerts.standards import AqiResult
 from alerts.windows import HOUR_S, HOURS_PER_DAY
-from core.errors import InvalidInput
+from core.errors import InvalidInput, StationNotFound
 from core.timeutil import CST
 from schemas.common import City
 from schemas.quality import (
@@ -49,19 +49,13 @@ from schemas.quality import (
     WaterLimiting,
     WaterQualityOut,
 )
+from store.catalogue import CatalogueSnapshot, ParameterRef, StationRef
 from store.pool import Conn
 from store.rollups import (
     HourlyRollupRow,
-    ParameterUnit,
-    QualityStation,
-    StationParameter,
-    city_air_stations,
     daily_rollups,
     hourly_rollups,
     hourly_rollups_within,
-    parameters_by_code,
-    quality_station,
-    station_parameters,
 )
 
 # The period each kind of report names.
@@ -95,7 +89,7 @@ def _grid(
 
 
 def _split(
-    rows: Sequence[HourlyRollupRow], parameters: Mapping[str, ParameterUnit]
+    rows: Sequence[HourlyRollupRow], parameters: Mapping[str, ParameterRef]
 ) -> dict[tuple[int, str], list[HourlyRollupRow]]:
     codes = {p.id: p.code for p in parameters.values()}
     series: dict[tuple[int, str], list[HourlyRollupRow]] = {}
@@ -105,7 +99,7 @@ def _split(
 
 
 async def _hourly_read(
-    conn: Conn, station_ids: Sequence[int], hour: datetime, parameters: dict[str, ParameterUnit]
+    conn: Conn, station_ids: Sequence[int], hour: datetime, parameters: dict[str, ParameterRef]
 ) -> _AirRead:
     """The 24 hours ending with `hour`: enough for the SO2 24-hour moving mean of that hour."""
     start = hour - timedelta(hours=HOURS_PER_DAY - 1)
@@ -133,7 +127,7 @@ async def _hourly_read(
 
 
 async def _daily_read(
-    conn: Conn, station_ids: Sequence[int], day: date, parameters: dict[str, ParameterUnit]
+    conn: Conn, station_ids: Sequence[int], day: date, parameters: dict[str, ParameterRef]
 ) -> _AirRead:
     """The natural day's means and its 24 hourly O3 means."""
     daily = await daily_rollups(
@@ -166,10 +160,22 @@ async def _daily_read(
     return read
 
 
+def _station(catalogue: CatalogueSnapshot, code: str) -> StationRef:
+    """One station by code, or StationNotFound."""
+    station = catalogue.stations.get(code)
+    if station is None:
+        raise StationNotFound(f"no station with code {code!r}")
+    return station
+
+
 async def _air_read(
-    conn: Conn, station_ids: Sequence[int], period: Period, start: datetime
-) -> tuple[_AirRead, dict[str, ParameterUnit]]:
-    parameters = await parameters_by_code(conn, AQI_POLLUTANTS)
+    conn: Conn,
+    catalogue: CatalogueSnapshot,
+    station_ids: Sequence[int],
+    period: Period,
+    start: datetime,
+) -> tuple[_AirRead, dict[str, ParameterRef]]:
+    parameters = {c: catalogue.parameters[c] for c in AQI_POLLUTANTS if c in catalogue.parameters}
     if period is HOUR:
         return await _hourly_read(conn, station_ids, start, parameters), parameters
     return await _daily_read(conn, station_ids, start.date(), parameters), parameters
@@ -191,7 +197,7 @@ def _report(
     result: AqiResult,
     inputs: Mapping[str, Observed],
     origins: Mapping[str, str],
-    parameters: Mapping[str, ParameterUnit],
+    parameters: Mapping[str, ParameterRef],
     counts: Mapping[str, npt.NDArray[np.int64]] | None,
     where: _Where,
 ) -> AqiOut:
@@ -233,26 +239,34 @@ def _report(
     )
 
 
-async def station_aqi(conn: Conn, *, station: str, kind: AqiKind, at: datetime | date) -> AqiOut:
+async def station_aqi(
+    conn: Conn, catalogue: CatalogueSnapshot, *, station: str, kind: AqiKind, at: datetime | date
+) -> AqiOut:
     """The hourly AQI of the hour starting at `at`, or the daily AQI of `at`'s natural day."""
-    ref = await quality_station(conn, station)
+    ref = _station(catalogue, station)
     if ref.medium != "air":
         raise InvalidInput(
             f"station {ref.code} is a {ref.medium} station; the AQI needs an air station"
             " (ask /v1/water-quality for water stations)"
         )
-    return (await stations_aqi(conn, [ref], kind=kind, at=at))[ref.id]
+    return (await stations_aqi(conn, catalogue, [ref], kind=kind, at=at))[ref.id]
 
 
 async def stations_aqi(
-    conn: Conn, stations: Sequence[QualityStation], *, kind: AqiKind, at: datetime | date
+    conn: Conn,
+    catalogue: CatalogueSnapshot,
+    stations: Sequence[StationRef],
+    *,
+    kind: AqiKind,
+    at: datetime | date,
 ) -> dict[int, AqiOut]:
     """Each of these air stations' AQI for one period (as station_aqi), from one read, by id."""
     if not stations:
         return {}
     period = PERIODS[kind]
     start, end = period.bounds(at)
-    read, parameters = await _air_read(conn, [ref.id for ref in stations], period, start)
+    ids = [ref.id for ref in stations]
+    read, parameters = await _air_read(conn, catalogue, ids, period, start)
     reports = {}
     for ref in stations:
         inputs = read.inputs[ref.id]
@@ -262,29 +276,38 @@ async def stations_aqi(
     return reports
 
 
-async def city_aqi(conn: Conn, *, city: City, kind: AqiKind, at: datetime | date) -> AqiOut:
+async def city_aqi(
+    conn: Conn, catalogue: CatalogueSnapshot, *, city: City, kind: AqiKind, at: datetime | date
+) -> AqiOut:
     """A city's AQI: its non-background air stations' concentrations averaged, then the AQI."""
-    stations = await city_air_stations(conn, city)
+    stations = sorted(
+        (
+            s
+            for s in catalogue.stations.values()
+            if s.city == city and s.medium == "air" and s.background is not True
+        ),
+        key=lambda s: s.code,
+    )
     if not stations:
         raise InvalidInput(f"city {city!r} has no non-background air station")
     period = PERIODS[kind]
     start, end = period.bounds(at)
     ids = [s.id for s in stations]
-    read, parameters = await _air_read(conn, ids, period, start)
+    read, parameters = await _air_read(conn, catalogue, ids, period, start)
     inputs, counts = city_inputs([read.inputs[i] for i in ids])
     result = aqi(period, values_at(inputs, -1), start)
     where = _Where(kind, start, end, city=city, stations=tuple(s.code for s in stations))
     return _report(result, inputs, {}, parameters, counts, where)
 
 
-def water_site(ref: QualityStation) -> WaterSite | None:
+def water_site(ref: StationRef) -> WaterSite | None:
     """The station's water body and target, when it is a water station with both configured."""
     if ref.medium != "water" or ref.water_standard is None or ref.target_class is None:
         return None
     return WaterSite(ref.water_standard, ref.water_body or "river", ref.target_class)
 
 
-def _water_site(ref: QualityStation) -> WaterSite:
+def _water_site(ref: StationRef) -> WaterSite:
     if ref.medium != "water":
         raise InvalidInput(
             f"station {ref.code} is an {ref.medium} station; water quality needs a water station"
@@ -369,20 +392,25 @@ async def _day_items(conn: Conn, day: date, measured: _Measured) -> dict[int, di
 
 
 async def water_quality(
-    conn: Conn, *, station: str, kind: WaterKind, at: datetime | date
+    conn: Conn, catalogue: CatalogueSnapshot, *, station: str, kind: WaterKind, at: datetime | date
 ) -> WaterQualityOut:
     """Single-factor class of a station's sample (an hour) or natural day, against its target.
 
     A sample takes what stands of each item's hourly rollups in the hour of `at` (the 08:00
     nutrients still stand at 11:00, alerts/assessment/water.py); a day takes the daily means.
     """
-    ref = await quality_station(conn, station)
+    ref = _station(catalogue, station)
     _water_site(ref)
-    return (await stations_water_quality(conn, [ref], kind=kind, at=at))[ref.id]
+    return (await stations_water_quality(conn, catalogue, [ref], kind=kind, at=at))[ref.id]
 
 
 async def stations_water_quality(
-    conn: Conn, stations: Sequence[QualityStation], *, kind: WaterKind, at: datetime | date
+    conn: Conn,
+    catalogue: CatalogueSnapshot,
+    stations: Sequence[StationRef],
+    *,
+    kind: WaterKind,
+    at: datetime | date,
 ) -> dict[int, WaterQualityOut]:
     """Each station's class for one sample or day (as water_quality), from one read, by id.
 
@@ -393,9 +421,11 @@ async def stations_water_quality(
         return {}
     period = PERIODS[kind]
     start, end = period.bounds(at)
-    parameters = await station_parameters(conn, list(sites))
+    series = {sid: catalogue.parameters_of(ref) for sid, (ref, _) in sites.items()}
+    parameters = {sid: [p for p, _ in measures] for sid, measures in series.items()}
     measured = {
-        sid: [(p.id, p.code, p.interval_s) for p in parameters.get(sid, [])] for sid in sites
+        sid: [(p.id, p.code, link.interval_s) for p, link in measures]
+        for sid, measures in series.items()
     }
     if period is HOUR:
         items = await _sample_items(conn, start, measured)
@@ -408,12 +438,12 @@ async def stations_water_quality(
 
 
 def _water_report(
-    ref: QualityStation,
+    ref: StationRef,
     site: WaterSite,
     kind: WaterKind,
     start: datetime,
     end: datetime,
-    parameters: Sequence[StationParameter],
+    parameters: Sequence[ParameterRef],
     items: Mapping[str, _Item],
 ) -> WaterQualityOut:
     values = {code: item.value for code, item in items.items() if item.value is not None}

@@ -37,7 +37,6 @@ from store.catalogue import (
 )
 from store.pool import Conn
 from store.readings import LatestReading, latest_readings, trend_points
-from store.rollups import QualityStation
 
 StationState = Literal["reporting", "late", "silent", "maintenance"]
 # A series with no reading for this many of its reporting intervals is late.
@@ -163,11 +162,12 @@ async def situation(
     busy = await in_maintenance(conn, now, ids)
     silences = await _silences(conn, catalogue, ids, now, skip=busy)
     hour = hour_start(now) - timedelta(hours=1)
-    quality = [_quality_station(s) for s in stations]
+    # As the catalogue snapshot knows them (a station seeded a moment ago may not be there yet).
+    quality = [ref for s in stations if (ref := snapshot.stations_by_id.get(s.id)) is not None]
     air = await stations_aqi(
-        conn, [q for q in quality if q.medium == "air"], kind="hourly", at=hour
+        conn, snapshot, [q for q in quality if q.medium == "air"], kind="hourly", at=hour
     )
-    water = await stations_water_quality(conn, quality, kind="sample", at=hour)
+    water = await stations_water_quality(conn, snapshot, quality, kind="sample", at=hour)
     open_alerts = await list_alerts(conn, states=list(ACTIVE_STATES), limit=_OPEN_ALERTS_LIMIT)
 
     by_station: dict[int, list[SeriesNow]] = {}
@@ -207,19 +207,6 @@ async def situation(
 def _in_order(reaches: Sequence[NamedReach]) -> list[NamedReach]:
     by_code = {r.code: r for r in reaches}
     return [by_code[code] for code in flow_order({r.code: r.downstream for r in reaches})]
-
-
-def _quality_station(station: PlacedStation) -> QualityStation:
-    return QualityStation(
-        station.id,
-        station.code,
-        station.city,
-        station.medium,
-        station.background,
-        station.water_standard,
-        station.water_body,
-        station.target_class,
-    )
 
 
 async def _trends(conn: Conn, latest: Sequence[LatestReading]) -> dict[tuple[int, int], Trend]:

@@ -50,8 +50,8 @@ _READINGS_PAGE = (
     "      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
     " ORDER BY r.time, r.period_s LIMIT %(limit)s"
 )
-# store.rollups.city_air_stations, parameters_by_code and hourly_rollups: what /v1/aqi?city=
-# reads; the parameters' decimals come from the catalogue EnvLink holds in memory
+# What /v1/aqi?city= reads: store.rollups.hourly_rollups per request; the city's stations, the
+# parameters and their decimals come from the catalogue EnvLink holds in memory
 # (store.catalogue.CatalogueCache), here read once per process at start-up.
 _CITY_AIR_STATIONS = (
     "SELECT id, code, city, medium, background, water_standard, water_body, target_class"
@@ -129,25 +129,36 @@ async def readings(request: Request) -> Response:
 
 async def aqi(request: Request) -> Response:
     pool: AsyncConnectionPool = request.app.state.pool
+    catalogue: dict[str, Any] = request.app.state.catalogue
+    stations = catalogue["stations"][request.query_params["city"]]
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_CITY_AIR_STATIONS.encode(), [request.query_params["city"]])
-        stations = await cur.fetchall()
-        await cur.execute(_PARAMETERS_BY_CODE.encode(), [AQI_POLLUTANTS])
-        parameters = await cur.fetchall()
         await cur.execute(
             _HOURLY_ROLLUPS.encode(),
             {
                 "stations": [s["id"] for s in stations],
-                "parameters": [p["id"] for p in parameters],
+                "parameters": [p["id"] for p in catalogue["parameters"]],
                 "start": hour - timedelta(hours=23),
                 "end": hour + timedelta(hours=1),
             },
         )
         hourly = await cur.fetchall()
-    decimals = request.app.state.decimals
-    return _json({"stations": stations, "hourly": hourly, "decimals": decimals})
+    return _json({"stations": stations, "hourly": hourly, "decimals": catalogue["decimals"]})
+
+
+async def _catalogue(pool: AsyncConnectionPool) -> dict[str, Any]:
+    """The cities' air stations, the AQI parameters and every parameter's decimals."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        stations = {}
+        for city in ("guangzhou", "dongguan"):
+            await cur.execute(_CITY_AIR_STATIONS.encode(), [city])
+            stations[city] = await cur.fetchall()
+        await cur.execute(_PARAMETERS_BY_CODE.encode(), [AQI_POLLUTANTS])
+        parameters = await cur.fetchall()
+        await cur.execute(_PARAMETER_DECIMALS.encode())
+        decimals = await cur.fetchall()
+    return {"stations": stations, "parameters": parameters, "decimals": decimals}
 
 
 def create() -> Starlette:
@@ -159,9 +170,7 @@ def create() -> Starlette:
         async with AsyncConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False) as pool:
             await pool.wait()
             app.state.pool = pool
-            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(_PARAMETER_DECIMALS.encode())
-                app.state.decimals = await cur.fetchall()
+            app.state.catalogue = await _catalogue(pool)
             yield
 
     routes = [

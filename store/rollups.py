@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 from psycopg.rows import args_row, class_row
 
-from core.errors import StationNotFound
 from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
 from store.pool import Conn
 
@@ -507,94 +506,6 @@ async def daily_rollups(
             },
         )
         return await cur.fetchall()
-
-
-@dataclass(frozen=True, slots=True)
-class QualityStation:
-    """What the AQI and water-quality assessments need to know of a station."""
-
-    id: int
-    code: str
-    city: str
-    medium: str
-    background: bool | None
-    water_standard: str | None
-    water_body: str | None
-    target_class: int | None
-
-
-_QUALITY_STATION = (
-    "SELECT id, code, city, medium, background, water_standard, water_body, target_class"
-    " FROM station"
-)
-
-
-async def quality_station(conn: Conn, code: str) -> QualityStation:
-    """One station by code, or StationNotFound."""
-    async with conn.cursor(row_factory=class_row(QualityStation)) as cur:
-        await cur.execute((_QUALITY_STATION + " WHERE code = %s").encode(), [code])
-        row = await cur.fetchone()
-    if row is None:
-        raise StationNotFound(f"no station with code {code!r}")
-    return row
-
-
-async def city_air_stations(conn: Conn, city: str) -> list[QualityStation]:
-    """The city's air stations that represent it: every one but the background sites, by code."""
-    async with conn.cursor(row_factory=class_row(QualityStation)) as cur:
-        await cur.execute(
-            (
-                _QUALITY_STATION
-                + " WHERE city = %s AND medium = 'air' AND background IS NOT TRUE ORDER BY code"
-            ).encode(),
-            [city],
-        )
-        return await cur.fetchall()
-
-
-@dataclass(frozen=True, slots=True)
-class StationParameter:
-    """A parameter a station measures, with its canonical unit, group and sampling interval."""
-
-    id: int
-    code: str
-    unit: str
-    grp: str
-    interval_s: int
-
-
-async def station_parameters(
-    conn: Conn, station_ids: Sequence[int]
-) -> dict[int, list[StationParameter]]:
-    """The parameters each of these stations measures, by parameter id (none: not listed)."""
-    cur = await conn.execute(
-        "SELECT sp.station_id, p.id, p.code, p.unit, p.grp, sp.interval_s"
-        " FROM station_parameter sp JOIN parameter p ON p.id = sp.parameter_id"
-        " WHERE sp.station_id = ANY(%s) ORDER BY sp.station_id, p.id",
-        [list(station_ids)],
-    )
-    measured: dict[int, list[StationParameter]] = {}
-    for station_id, *row in await cur.fetchall():
-        measured.setdefault(station_id, []).append(StationParameter(*row))
-    return measured
-
-
-@dataclass(frozen=True, slots=True)
-class ParameterUnit:
-    """A parameter's id and canonical unit (the unit of its rollups)."""
-
-    id: int
-    code: str
-    unit: str
-
-
-async def parameters_by_code(conn: Conn, codes: Sequence[str]) -> dict[str, ParameterUnit]:
-    """Parameters by code, for the codes that exist."""
-    async with conn.cursor(row_factory=class_row(ParameterUnit)) as cur:
-        await cur.execute(
-            "SELECT id, code, unit FROM parameter WHERE code = ANY(%s)", [list(codes)]
-        )
-        return {p.code: p for p in await cur.fetchall()}
 
 
 # Per series, its hourly rollups in (hour - window, hour]: the hours a sample may take its

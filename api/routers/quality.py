@@ -111,10 +111,10 @@ async def aqi(
     if moment is None:
         moment = _last_complete_hour() if kind == "hourly" else _yesterday()
     if station is not None:
-        result = await station_aqi(conn, station=station, kind=kind, at=moment)
+        result = await station_aqi(conn, catalogue, station=station, kind=kind, at=moment)
     else:
         assert city is not None
-        result = await city_aqi(conn, city=city, kind=kind, at=moment)
+        result = await city_aqi(conn, catalogue, city=city, kind=kind, at=moment)
     return in_zone(published_aqi(result, catalogue.decimals), zone)
 
 
@@ -136,5 +136,5 @@ async def water_quality_of(
         kind = "sample" if moment is None or isinstance(moment, datetime) else "daily"
     if moment is None:
         moment = _last_complete_hour() if kind == "sample" else _yesterday()
-    result = await water_quality(conn, station=station, kind=kind, at=moment)
+    result = await water_quality(conn, catalogue, station=station, kind=kind, at=moment)
     return in_zone(published_water(result, catalogue.decimals), zone)

@@ -282,7 +282,7 @@ async def test_a_fixed_number_of_queries_whatever_the_stations(
                 counts[len(found.stations)] = _CountingCursor.executed
         finally:
             conn.cursor_factory = AsyncCursor
-    assert counts == {2: 12, 11: 12}
+    assert counts == {2: 10, 11: 10}
 
 
 # --- the API ---------------------------------------------------------------------------------
