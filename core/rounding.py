@@ -4,15 +4,20 @@ A value is rounded as the decimal it arrived as (its shortest repr), not as the 
 that holds it: at two places 0.125 → 0.12, 0.135 → 0.14 and 2.675 → 2.68, at none 2.5 → 2.
 (Python's round() works on the double: round(2.675, 2) is 2.67, as the double nearest 2.675
 lies just below it.) Only a value whose decimal form ends in a 5 right after the last place
-kept can tell the two apart: numpy rounds all others, and those few go through decimal.
+kept can tell the two apart: numpy rounds all others, and those few are rounded exactly.
+Exact numbers (fractions, decimals, the periodic evaluations' shares and indices) are rounded
+by `round_exact`, the same rule on the exact value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
+
+Number = float | int | Fraction | Decimal
 
 # How far from an exact half a scaled double may sit and still be a decimal half: scaling errs
 # by a few units in the last place, far below this; a false candidate only costs one exact
@@ -63,6 +68,19 @@ def round_value(value: float | None, decimals: int | None) -> float | None:
     return round_half_even([value], decimals)[0]
 
 
+def exact(value: Number) -> Fraction:
+    """A number as an exact fraction; a float as the shortest decimal that reads back as it."""
+    if isinstance(value, float):
+        return Fraction(Decimal(repr(value)))
+    return Fraction(value)
+
+
+def round_exact(value: Number, places: int) -> Decimal:
+    """`value` rounded half to even to `places` decimals, exactly (a float as its decimal)."""
+    # round() of a Fraction rounds half to even on the exact value, never on a binary float.
+    units = round(exact(value) * 10**places)
+    return Decimal(units).scaleb(-places)
+
+
 def _decimal_round(value: float, decimals: int) -> float:
-    step = Decimal(1).scaleb(-decimals)
-    return float(Decimal(repr(value)).quantize(step, rounding=ROUND_HALF_EVEN)) + 0.0
+    return float(round_exact(value, decimals)) + 0.0

@@ -22,11 +22,9 @@ from alerts.evaluation.publish import (
     MULTIPLE_PLACES,
     SHARE_PLACES,
     concentration_places,
-    exact,
     published,
     published_count,
     published_share,
-    round_half_even,
 )
 from alerts.evaluation.rules import (
     COMPLIANCE_STATISTICS,
@@ -39,6 +37,7 @@ from alerts.evaluation.statistics import mean, percentile
 from alerts.evaluation.validity import ANY_DAY, DayRequirement, Insufficient, air_requirement
 from alerts.standards.aqi import AqiArrays, aqi_level_index, daily_aqi_array
 from alerts.standards.tables import AQI_LEVELS
+from core.rounding import exact, round_exact
 
 # Category keys in HJ 633's level order: excellent, good, lightly_polluted, ... (§3).
 CATEGORIES = tuple(row[3].lower().replace(" ", "_") for row in AQI_LEVELS)
@@ -192,7 +191,7 @@ def composite_index(
             continue
         weight = exact(weight_of.get(pollutant, 1))
         term = weight * _figure(pollutant, value, rule_set) / exact(limit)
-        terms[pollutant] = exact(round_half_even(term, INDEX_PLACES))
+        terms[pollutant] = exact(round_exact(term, INDEX_PLACES))
     index: Fraction | Insufficient = sum(terms.values(), Fraction(0))
     if len(terms) < len(POLLUTANTS):
         index = Insufficient(have=len(terms), need=len(POLLUTANTS))
@@ -348,7 +347,7 @@ def _check(
 def _figure(pollutant: str, value: float, rule_set: RuleSet) -> Fraction:
     """The value derived figures use: as published (the default setting), or full precision."""
     if rule_set.settings.from_published:
-        return exact(round_half_even(value, concentration_places(pollutant)))
+        return exact(round_exact(value, concentration_places(pollutant)))
     return exact(value)
 
 
@@ -520,9 +519,9 @@ def _points(now: Fraction | None, before: Fraction | None, from_published: bool)
     if now is None or before is None:
         return None
     if from_published:
-        now = exact(round_half_even(now * 100, SHARE_PLACES)) / 100
-        before = exact(round_half_even(before * 100, SHARE_PLACES)) / 100
-    return float(round_half_even((now - before) * 100, CHANGE_PLACES))
+        now = exact(round_exact(now * 100, SHARE_PLACES)) / 100
+        before = exact(round_exact(before * 100, SHARE_PLACES)) / 100
+    return float(round_exact((now - before) * 100, CHANGE_PLACES))
 
 
 def _percent_change(
@@ -535,8 +534,8 @@ def _percent_change(
         return None
     current, earlier = exact(now), exact(before)
     if places is not None:
-        current = exact(round_half_even(current, places))
-        earlier = exact(round_half_even(earlier, places))
+        current = exact(round_exact(current, places))
+        earlier = exact(round_exact(earlier, places))
     if earlier == 0:
         return None
-    return float(round_half_even((current - earlier) / earlier * 100, CHANGE_PLACES))
+    return float(round_exact((current - earlier) / earlier * 100, CHANGE_PLACES))

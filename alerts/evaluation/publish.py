@@ -3,15 +3,15 @@
 Statistics keep full precision; a published figure is rounded once: µg/m³ to integers, CO
 (mg/m³) to one decimal, shares and changes to one decimal of a percent, indices and exceedance
 multiples to two decimals. A float is read as its shortest decimal (0.125 is 0.125, not
-0.1250000000000000069...) and rounded exactly, so 0.125 gives 0.12 and 0.135 gives 0.14.
+0.1250000000000000069...) and rounded exactly, so 0.125 gives 0.12 and 0.135 gives 0.14: the
+rule of every published value, core/rounding.py's.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from fractions import Fraction
 
-Number = float | int | Fraction | Decimal
+from core.rounding import Number, round_exact
 
 CONCENTRATION_PLACES = {"co": 1}
 SHARE_PLACES = 1
@@ -20,23 +20,9 @@ INDEX_PLACES = 2
 MULTIPLE_PLACES = 2
 
 
-def exact(value: Number) -> Fraction:
-    """A number as an exact fraction; a float as the shortest decimal that reads back as it."""
-    if isinstance(value, float):
-        return Fraction(Decimal(repr(value)))
-    return Fraction(value)
-
-
-def round_half_even(value: Number, places: int) -> Decimal:
-    """`value` rounded half to even to `places` decimals, exactly."""
-    # round() of a Fraction rounds half to even on the exact value, never on a binary float.
-    units = round(exact(value) * 10**places)
-    return Decimal(units).scaleb(-places)
-
-
 def published(value: Number, places: int) -> int | float:
     """The JSON figure of `value` rounded to `places` decimals: an int for whole units."""
-    rounded = round_half_even(value, places)
+    rounded = round_exact(value, places)
     return int(rounded) if places == 0 else float(rounded)
 
 
@@ -52,11 +38,11 @@ def published_concentration(pollutant: str, value: float) -> int | float:
 
 def published_share(share: Fraction) -> float:
     """A share (0..1) as a percent with one decimal."""
-    return float(round_half_even(share * 100, SHARE_PLACES))
+    return float(round_exact(share * 100, SHARE_PLACES))
 
 
 def published_count(count: Fraction) -> int | float:
     """A day count: whole days as an int, a mean or split count to one decimal."""
     if count.denominator == 1:
         return int(count)
-    return float(round_half_even(count, SHARE_PLACES))
+    return float(round_exact(count, SHARE_PLACES))

@@ -23,7 +23,6 @@ import numpy.typing as npt
 from alerts.evaluation.publish import (
     INDEX_PLACES,
     MULTIPLE_PLACES,
-    exact,
     published,
     published_share,
 )
@@ -38,6 +37,7 @@ from alerts.standards import (
 )
 from alerts.standards.tables import SURFACE_WATER_PH, SURFACE_WATER_QUALITY
 from alerts.standards.water import WaterAssessment
+from core.rounding import exact
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

@@ -28,11 +28,12 @@ from alerts.evaluation.air_days import (
     station_days,
 )
 from alerts.evaluation.periods import Period, PeriodPart, date_range, month, quarter, year
-from alerts.evaluation.publish import published, published_share, round_half_even
+from alerts.evaluation.publish import published, published_share
 from alerts.evaluation.rules import EvaluationSettings, rule_set_for
 from alerts.evaluation.statistics import percentile, percentile_rank
 from alerts.evaluation.validity import Insufficient
 from alerts.windows import moving_8h_mean
+from core.rounding import round_exact
 
 # A clean day: every sub-index below 50 under both editions (PM2.5 sets the AQI when raised).
 CLEAN = {"so2": 5.0, "no2": 20.0, "co": 0.5, "pm10": 30.0, "pm25": 20.0, "o3_8h_max": 50.0}
@@ -121,8 +122,8 @@ def test_percentile_is_numpys_linear_percentile() -> None:
         (Fraction(1, 16) * 100, 1, "6.2"),
     ],
 )
-def test_round_half_even(value: float | Fraction, places: int, expected: str) -> None:
-    assert round_half_even(value, places) == Decimal(expected)
+def test_round_exact(value: float | Fraction, places: int, expected: str) -> None:
+    assert round_exact(value, places) == Decimal(expected)
 
 
 def test_published_figures() -> None:
@@ -509,7 +510,7 @@ def test_compare_with_last_year() -> None:
     assert compare_air(now, as_published)["basis"] == "as_published"
     index_now, index_before = now.composite.value, like_for_like.composite.value
     assert isinstance(index_now, Fraction) and isinstance(index_before, Fraction)
-    expected = round_half_even((index_now - index_before) / index_before * 100, 1)
+    expected = round_exact((index_now - index_before) / index_before * 100, 1)
     assert changes["composite_index_percent"] == float(expected)
 
 
