@@ -1,4 +1,5 @@
-"""Period reports: a station's, a city's or the region's air over a month, quarter, year or range."""
+"""Period reports: a station's, a city's or the region's air over a month, quarter, year
+or range."""
 
 from __future__ import annotations
 
