@@ -1,9 +1,10 @@
-"""Period air reports of a station, a city or the region, read from the rollups (EVALUATION.md).
+"""Period air and water reports, read from the rollups (EVALUATION.md).
 
 The evaluation itself is alerts/evaluation's: this module reads a scope's daily means
 (reading_daily) and hourly O3 (reading_hourly, for the MDA8 windows) for the period and the same
 period a year earlier, lays them into the core's day arrays, and evaluates each part of the period
 under its own rule set, with last year's figures as published and recomputed like for like.
+Water sections average their daily means (reading_daily) over the period (GB 3838, GB 3097).
 """
 
 from __future__ import annotations
@@ -32,11 +33,31 @@ from alerts.evaluation.air_days import (
     from_daily,
 )
 from alerts.evaluation.periods import Period, PeriodPart
+from alerts.evaluation.rules import rule_set_for
+from alerts.evaluation.sea import sea_area_grade
+from alerts.evaluation.water import (
+    ItemSeries,
+    Target,
+    evaluate_group,
+    evaluate_sea_point,
+    evaluate_section,
+    group_report,
+    section_report,
+)
+from alerts.standards import surface_evaluated_items
 from alerts.windows import HOURS_PER_DAY
 from core.errors import InvalidInput, StationNotFound
 from core.timeutil import CST
 from store.pool import Conn
-from store.reports import AirStation, GridValues, air_stations, daily_grid, hourly_grid
+from store.reports import (
+    AirStation,
+    GridValues,
+    WaterSection,
+    air_stations,
+    daily_grid,
+    hourly_grid,
+    water_sections,
+)
 
 AirScope = Literal["station", "city", "region"]
 CITIES = ("guangzhou", "dongguan")
@@ -174,3 +195,77 @@ def _series(grid: GridValues, station_id: int, code: str, length: int) -> FloatA
     rows = (grid.station_ids == station_id) & (grid.parameters == code)
     found[grid.offsets[rows]] = grid.values[rows]
     return found
+
+
+WaterScope = Literal["station", "reach", "river", "area", "city"]
+# A section without a target in the catalogue is judged against class III (GB 3838), a sea
+# point against class 2 (GB 3097): the classes the cities' functional zoning uses most.
+DEFAULT_SURFACE_TARGET = 3
+DEFAULT_SEA_TARGET = 2
+
+
+async def water_period_report(
+    conn: Conn, scope: WaterScope, code: str, period: Period
+) -> dict[str, Any]:
+    """The published water report of `period` and the same period a year earlier (§5, §6)."""
+    sections = await water_sections(conn, scope=scope, code=code)
+    if not sections:
+        if scope == "station":
+            raise StationNotFound(f"code: no water station with code {code!r}")
+        raise InvalidInput(f"code: no water station in {scope} {code!r}")
+    earlier = period.year_earlier()
+    return {
+        "scope": {"kind": scope, "code": code, "stations": [s.code for s in sections]},
+        **await _water_evaluation(conn, sections, period, several=scope != "station"),
+        "last_year": await _water_evaluation(conn, sections, earlier, several=scope != "station"),
+    }
+
+
+async def _water_evaluation(
+    conn: Conn, sections: Sequence[WaterSection], period: Period, *, several: bool
+) -> dict[str, Any]:
+    """Each section's period class, and for several sections the group's shares and grade."""
+    grid = await daily_grid(
+        conn, [s.id for s in sections], None, start=period.start, end=period.end
+    )
+    settings = rule_set_for(period.start).settings
+    surface, sea = [], []
+    for section in sections:
+        items = {
+            item: ItemSeries(_series(grid, section.id, item, period.days))
+            for item in sorted(set(grid.parameters[grid.station_ids == section.id]))
+        }
+        if section.water_standard == "gb3097":
+            sea.append(
+                evaluate_sea_point(
+                    section.code, items, start=period.start, end=period.end,
+                    target_class=section.target_class or DEFAULT_SEA_TARGET, settings=settings,
+                )
+            )  # fmt: skip
+            continue
+        body = section.water_body or "river"
+        evaluated = set(surface_evaluated_items(body))
+        surface.append(
+            evaluate_section(
+                section.code,
+                {item: series for item, series in items.items() if item in evaluated},
+                start=period.start, end=period.end,
+                target=Target(section.target_class or DEFAULT_SURFACE_TARGET),
+                settings=settings, water_body=body,
+            )
+        )  # fmt: skip
+    sea_grade = sea_area_grade(
+        [p.water_class for p in sea if p.water_class is not None], settings.sea_grades
+    )
+    return {
+        "period": {
+            "start": period.start.isoformat(),
+            "end": period.end.isoformat(),
+            "kind": period.kind,
+            "label": period.label,
+        },
+        "sections": [section_report(s) for s in surface],
+        "sea_points": [section_report(p) for p in sea],
+        "group": group_report(evaluate_group(surface)) if several and surface else None,
+        "sea_area": None if sea_grade is None or not several else sea_grade.describe(),
+    }

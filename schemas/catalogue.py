@@ -51,6 +51,7 @@ class ReachDef(Strict):
     code: str
     name: str
     name_zh: str
+    river: str = Field(description="The river the reach is part of (reports group by it)")
     downstream: list[str]
     length_km: float = Field(gt=0)
     velocity_m_s: float = Field(gt=0)

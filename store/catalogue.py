@@ -96,18 +96,19 @@ WHERE (parameter.name, parameter.name_zh, parameter.grp, parameter.unit, paramet
 RETURNING xmax = 0
 """
 _REACH = """
-INSERT INTO reach (code, name, name_zh, downstream, length_km, velocity_m_s, tidal, tidal_factor,
-                   path, approximate)
-VALUES (%(code)s, %(name)s, %(name_zh)s, %(downstream)s, %(length_km)s, %(velocity_m_s)s,
-        %(tidal)s, %(tidal_factor)s, %(path)s, %(approximate)s)
+INSERT INTO reach (code, name, name_zh, river, downstream, length_km, velocity_m_s, tidal,
+                   tidal_factor, path, approximate)
+VALUES (%(code)s, %(name)s, %(name_zh)s, %(river)s, %(downstream)s, %(length_km)s,
+        %(velocity_m_s)s, %(tidal)s, %(tidal_factor)s, %(path)s, %(approximate)s)
 ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, name_zh = EXCLUDED.name_zh,
-    downstream = EXCLUDED.downstream, length_km = EXCLUDED.length_km,
+    river = EXCLUDED.river, downstream = EXCLUDED.downstream, length_km = EXCLUDED.length_km,
     velocity_m_s = EXCLUDED.velocity_m_s, tidal = EXCLUDED.tidal,
     tidal_factor = EXCLUDED.tidal_factor, path = EXCLUDED.path,
     approximate = EXCLUDED.approximate
-WHERE (reach.name, reach.name_zh, reach.downstream, reach.length_km, reach.velocity_m_s,
-       reach.tidal, reach.tidal_factor, reach.path, reach.approximate)
-      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.downstream, EXCLUDED.length_km,
+WHERE (reach.name, reach.name_zh, reach.river, reach.downstream, reach.length_km,
+       reach.velocity_m_s, reach.tidal, reach.tidal_factor, reach.path, reach.approximate)
+      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.name_zh, EXCLUDED.river, EXCLUDED.downstream,
+       EXCLUDED.length_km,
        EXCLUDED.velocity_m_s, EXCLUDED.tidal, EXCLUDED.tidal_factor, EXCLUDED.path,
        EXCLUDED.approximate)
 RETURNING xmax = 0

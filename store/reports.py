@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 import numpy as np
 import numpy.typing as npt
+from psycopg.rows import class_row
 
 from store.pool import Conn
 
@@ -56,7 +57,7 @@ class GridValues:
 _DAILY = """
 SELECT d.station_id, p.code, d.day - %(start)s::date, d.value
 FROM reading_daily d JOIN parameter p ON p.id = d.parameter_id
-WHERE d.station_id = ANY(%(stations)s) AND p.code = ANY(%(codes)s)
+WHERE d.station_id = ANY(%(stations)s) AND (%(codes)s::text[] IS NULL OR p.code = ANY(%(codes)s))
   AND d.day >= %(start)s AND d.day < %(end)s AND d.value IS NOT NULL
 """
 
@@ -69,9 +70,9 @@ WHERE h.station_id = ANY(%(stations)s) AND p.code = ANY(%(codes)s)
 
 
 async def daily_grid(
-    conn: Conn, station_ids: Sequence[int], codes: Sequence[str], *, start: date, end: date
+    conn: Conn, station_ids: Sequence[int], codes: Sequence[str] | None, *, start: date, end: date
 ) -> GridValues:
-    """Valid daily means of these stations × parameters on days [start, end)."""
+    """Valid daily means of these stations × parameters (None: all) on days [start, end)."""
     return await _grid(conn, _DAILY, station_ids, codes, start, end)
 
 
@@ -91,13 +92,18 @@ async def _grid(
     conn: Conn,
     query: str,
     station_ids: Sequence[int],
-    codes: Sequence[str],
+    codes: Sequence[str] | None,
     start: date | datetime,
     end: date | datetime,
 ) -> GridValues:
     cur = await conn.execute(
         query.encode(),
-        {"stations": list(station_ids), "codes": list(codes), "start": start, "end": end},
+        {
+            "stations": list(station_ids),
+            "codes": None if codes is None else list(codes),
+            "start": start,
+            "end": end,
+        },
     )
     rows = await cur.fetchall()
     return GridValues(
@@ -106,3 +112,45 @@ async def _grid(
         offsets=np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
         values=np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WaterSection:
+    """A water station of a report's scope: a GB 3838 section or a GB 3097 sea point."""
+
+    id: int
+    code: str
+    name: str
+    name_zh: str
+    city: str
+    area: str
+    reach: str | None
+    river: str | None
+    river_km: float | None
+    water_standard: str | None
+    water_body: str | None
+    target_class: int | None
+
+
+_WATER_FILTER = {
+    "station": "s.code",
+    "reach": "s.reach_code",
+    "river": "r.river",
+    "area": "s.area",
+    "city": "s.city",
+}
+
+
+async def water_sections(conn: Conn, *, scope: str, code: str) -> list[WaterSection]:
+    """The water stations of a station, reach, river, area or city, along the river."""
+    column = _WATER_FILTER[scope]
+    async with conn.cursor(row_factory=class_row(WaterSection)) as cur:
+        await cur.execute(
+            "SELECT s.id, s.code, s.name, s.name_zh, s.city, s.area, s.reach_code AS reach,"
+            " r.river, s.river_km, s.water_standard, s.water_body, s.target_class"
+            " FROM station s LEFT JOIN reach r ON r.code = s.reach_code"
+            f" WHERE s.medium = 'water' AND {column} = %s"
+            " ORDER BY r.river NULLS LAST, s.reach_code, s.river_km, s.code",
+            [code],
+        )
+        return await cur.fetchall()

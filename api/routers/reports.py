@@ -1,5 +1,4 @@
-"""Period reports: a station's, a city's or the region's air over a month, quarter, year
-or range."""
+"""Period reports of air and water over a month, quarter, year or date range."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from alerts.evaluation.periods import Period, date_range, parse_period
-from alerts.reports import air_period_report
+from alerts.reports import air_period_report, water_period_report
 from api.deps import ConnDep, KeyDep
 from core.errors import InvalidInput
 from schemas.common import ErrorOut, Text
@@ -77,3 +76,43 @@ async def air_report(
     `{"status": "insufficient_data", "have", "need"}`. A period across a change of rule set
     (2026-03-01) is `{"parts": [before, after]}`, each a full report under its own rule set."""
     return await air_period_report(conn, scope, code, report_period(period, start, end))
+
+
+@router.get(
+    "/reports/water",
+    responses={
+        400: {
+            "model": ErrorOut,
+            "description": "code names no water station of the reach, river, area or city;"
+            " period and start/end both or neither; a malformed period; end not after start or"
+            " too far from it",
+        },
+        404: {"model": ErrorOut, "description": "code names no water station (scope=station)"},
+        422: {"model": ErrorOut, "description": "scope unknown; code missing; a bad date"},
+    },
+)
+async def water_report(
+    conn: ConnDep,
+    key: KeyDep,
+    scope: Annotated[
+        Literal["station", "reach", "river", "area", "city"], Query(description="What to report")
+    ],
+    code: Annotated[
+        Text,
+        Query(
+            max_length=64,
+            description="A station, reach (config/rivers.yaml), river (a reach's `river`),"
+            " area (dongjiang, shiziyang) or city (guangzhou, dongguan) code",
+        ),
+    ],
+    period: Annotated[Text | None, Query(max_length=16, description=_PERIOD_HELP)] = None,
+    start: Annotated[date | None, Query(description=_PERIOD_HELP)] = None,
+    end: Annotated[date | None, Query(description=_PERIOD_HELP)] = None,
+) -> dict[str, Any]:
+    """The water evaluation of a period (GB 3838 sections, GB 3097 sea points): per section the
+    period mean and class of each item measured, the section's class and grade, its target and
+    compliance, the items beyond the target and beyond class III with multiples, and its CWQI;
+    for several sections the shares (I-III, worse than V, compliant), the grade (proportion
+    method from 5 sections, else the sections' mean concentrations) and the mean CWQI; sea
+    points' area grade; and `last_year`, the same figures a year earlier."""
+    return await water_period_report(conn, scope, code, report_period(period, start, end))

@@ -222,3 +222,118 @@ async def test_bad_input_names_the_field(
     response = await client.get("/v1/reports/air", params=params)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
+
+
+# --- water ------------------------------------------------------------------------------------
+
+# EVALUATION.md §5's example river: six sections II, II, III, III, IV, 劣V by their NH3-N means
+# (GB 3838 limits I 0.15, II 0.5, III 1.0, IV 1.5, V 2.0 mg/L).
+DONGJIANG_NH3N = {
+    "dg-w-shilong": 0.4, "dg-w-zhongtang": 0.4, "gz-w-xintang": 0.8, "gz-w-dadun": 0.8,
+    "dg-w-shijie": 1.2, "dg-w-wanjiang": 2.5,
+}  # fmt: skip
+
+
+async def _water_days(
+    pool: AsyncConnectionPool, values: dict[str, float], days: list[date]
+) -> None:
+    """Daily NH3-N means of each station on each day."""
+    now = datetime.now(CST)
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "SELECT s.code, s.id, p.id FROM station s, parameter p"
+            " WHERE s.code = ANY(%s) AND p.code = 'nh3n'",
+            [list(values)],
+        )
+        ids = {code: (sid, pid) for code, sid, pid in await cur.fetchall()}
+        async with conn.cursor() as c:
+            await c.executemany(
+                "INSERT INTO reading_daily (station_id, parameter_id, day, value, hours, min,"
+                " max, origin, computed_at) VALUES (%s, %s, %s, %s, 4, %s, %s, 'computed', %s)",
+                [
+                    (*ids[code], day, value, value, value, now)
+                    for code, value in values.items()
+                    for day in days
+                ],
+            )
+
+
+async def _water(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
+    response = await client.get("/v1/reports/water", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_river_by_the_proportion_method(
+    db: AsyncConnectionPool, client: httpx.AsyncClient
+) -> None:
+    november = [date(2026, 11, 1) + timedelta(days=i) for i in range(30)]
+    await _water_days(db, DONGJIANG_NH3N, november)
+    report = await _water(client, scope="river", code="dongjiang", period="2026-11")
+    assert report["scope"]["stations"] == [
+        "dg-w-shilong", "dg-w-zhongtang", "gz-w-xintang", "gz-w-dadun", "dg-w-shijie",
+        "dg-w-wanjiang",
+    ]  # fmt: skip
+    sections = {s["code"]: s for s in report["sections"]}
+    assert {code: s["class"] for code, s in sections.items()} == {
+        "dg-w-shilong": 2, "dg-w-zhongtang": 2, "gz-w-xintang": 3, "gz-w-dadun": 3,
+        "dg-w-shijie": 4, "dg-w-wanjiang": 6,
+    }  # fmt: skip
+    shijie = sections["dg-w-shijie"]
+    assert shijie["items"]["nh3n"]["values"] == 30
+    assert (shijie["target"]["class"], shijie["compliant"]) == (2, False)
+    # Against the target (II, 0.5): (1.2 - 0.5)/0.5 = 1.4; against class III (1.0): 0.2.
+    assert [(e["item"], e["multiple"], e["against"]) for e in shijie["exceedances"]["target"]] == [
+        ("nh3n", 1.4, "target")
+    ]
+    assert [e["multiple"] for e in shijie["exceedances"]["class_iii"]] == [0.2]
+    assert shijie["cwqi"] == 1.2
+    assert sections["dg-w-shilong"]["compliant"] is True
+    assert sections["dg-w-shilong"]["exceedances"] == {"target": [], "class_iii": []}
+    # 4 of 6 in I-III (66.7 %), 1 worse than V (16.7 %) → 轻度污染; 2 of 6 meet their target.
+    # CWQI: (0.4 + 0.4 + 0.8 + 0.8 + 1.2 + 2.5)/6 = 1.0167.
+    group = report["group"]
+    assert group["sections"] == 6
+    assert (group["good_share"], group["worse_than_v_share"]) == (66.7, 16.7)
+    assert (group["method"], group["grade_zh"]) == ("proportion", "轻度污染")
+    assert (group["compliant_share"], group["cwqi"]) == (33.3, 1.02)
+    assert report["last_year"]["period"]["label"] == "2025-11"
+    assert [s["class"] for s in report["last_year"]["sections"]] == [None] * 6
+
+    # Under 5 sections the means are classed: the north main stream's three, NH3-N 2/3 → III.
+    reach = await _water(client, scope="reach", code="north_main", period="2026-11")
+    assert reach["group"]["method"] == "mean_concentration"
+    assert (reach["group"]["mean_class"], reach["group"]["sections"]) == (3, 3)
+
+
+async def test_a_short_month_is_insufficient(
+    db: AsyncConnectionPool, client: httpx.AsyncClient
+) -> None:
+    await _water_days(db, {"dg-w-shilong": 0.4}, [date(2026, 10, d) for d in range(1, 11)])
+    report = await _water(client, scope="station", code="dg-w-shilong", period="2026-10")
+    (section,) = report["sections"]
+    assert report["group"] is None
+    assert section["class"] is None
+    assert section["insufficient_data"] == {
+        "nh3n": {"status": "insufficient_data", "have": 10, "need": 20}
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"scope": "river", "period": "2026"}, 422, "code"),
+        ({"scope": "lake", "code": "x", "period": "2026"}, 422, "scope"),
+        ({"scope": "river", "code": "nile", "period": "2026"}, 400, "code: no water station"),
+        ({"scope": "station", "code": "dg-a-shilong", "period": "2026"}, 404, "code: no water"),
+        ({"scope": "city", "code": "dongguan", "period": "2026-Q5"}, 400, "period '2026-Q5' is not"),
+        ({"scope": "city", "code": "dongguan"}, 400, "start: give period"),
+    ],
+)
+async def test_water_bad_input_names_the_field(
+    client: httpx.AsyncClient, params: dict[str, str], status: int, message: str
+) -> None:
+    response = await client.get("/v1/reports/water", params=params)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
