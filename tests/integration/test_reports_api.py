@@ -327,7 +327,11 @@ async def test_a_short_month_is_insufficient(
         ({"scope": "lake", "code": "x", "period": "2026"}, 422, "scope"),
         ({"scope": "river", "code": "nile", "period": "2026"}, 400, "code: no water station"),
         ({"scope": "station", "code": "dg-a-shilong", "period": "2026"}, 404, "code: no water"),
-        ({"scope": "city", "code": "dongguan", "period": "2026-Q5"}, 400, "period '2026-Q5' is not"),
+        (
+            {"scope": "city", "code": "dongguan", "period": "2026-Q5"},
+            400,
+            "period '2026-Q5' is not",
+        ),
         ({"scope": "city", "code": "dongguan"}, 400, "start: give period"),
     ],
 )
