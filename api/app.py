@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
 from api.deps import ApiDatabase
@@ -40,6 +41,8 @@ from schemas.common import ErrorOut
 from store.catalogue import CatalogueCache
 from store.listen import Listener
 from store.pool import open_pool
+
+GZIP_MINIMUM_BYTES = 1024
 
 
 def create_app(
@@ -105,6 +108,9 @@ def create_app(
         _attach(app, pool, settings, listener, catalogue_cache)
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
+    # Compressed where the client accepts it; answers under 1 KB gain nothing. Starlette never
+    # compresses text/event-stream, so the alert stream's events are not held back.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
     _outermost(app)
     app.include_router(health.router)
     # Every other operation needs a key, and every key has a rate limit. Notifications come

@@ -59,6 +59,21 @@ class KeyCreatedOut(KeyOut):
     key: str = Field(description="The API key: shown this once, stored only as a SHA-256")
 
 
+class MeOut(BaseModel):
+    """The caller's own key: who it speaks for and what it may do (GET /v1/me)."""
+
+    key_id: int
+    prefix: str
+    agency: str
+    agency_city: str | None = Field(description="guangzhou, dongguan, or null (joint office)")
+    roles: list[str]
+    label: str | None
+    expires_at: datetime | None = Field(description="When the key stops working; null = never")
+    rate_limit: int | None = Field(
+        description="Requests a minute this key may make; null when the server has rate limits off"
+    )
+
+
 class StreamTokenOut(BaseModel):
     """A token for `GET /v1/alerts/stream?token=…`, for clients that cannot send headers."""
 

@@ -1,4 +1,4 @@
-"""API keys over the API, for admins: create (the key shown once), list, revoke.
+"""API keys over the API: any key reads its own (GET /v1/me); admins create, list, revoke.
 
 The joint office's admins manage every agency's keys; an admin of a city agency manages its own
 agency's keys only, and only the joint office's admins grant the `joint_office` role. A revoked
@@ -12,14 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from api.deps import ConnDep, DatabaseDep, require_role
+from api.deps import ConnDep, DatabaseDep, KeyDep, SettingsDep, require_role
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import PathId
 from core.errors import AgencyNotFound, Forbidden, InvalidInput
 from core.timeutil import as_aware, rfc3339, utcnow
 from schemas.common import ErrorOut, Page, Text
-from schemas.keys import KeyCreatedOut, KeyIn, KeyOut
+from schemas.keys import KeyCreatedOut, KeyIn, KeyOut, MeOut
 from store.audit import record_audit
 from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 
@@ -146,3 +146,16 @@ async def revoke(
     # The NOTIFY reaches this process's cache too, but only after the answer may have gone out.
     database.keys.clear()
     return in_zone(key_out(after), zone)
+
+
+@router.get("/me")
+async def me(key: KeyDep, settings: SettingsDep, zone: ZoneDep) -> MeOut:
+    """The caller's key: its agency, roles, rate limit and expiry (what a client may offer)."""
+    rate_limit = None
+    if settings.rate_limits == "on":
+        rate_limit = key.rate_limit or settings.rate_limit_per_minute
+    out = MeOut(
+        key_id=key.id, prefix=key.prefix, agency=key.agency, agency_city=key.agency_city,
+        roles=key.roles, label=key.label, expires_at=key.expires_at, rate_limit=rate_limit,
+    )  # fmt: skip
+    return in_zone(out, zone)

@@ -187,6 +187,7 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
         Call("/v1/keys", json={"agency": "gz_eeb", "roles": ["reader"]})
     ),
     "GET /v1/keys": _static("/v1/keys"),
+    "GET /v1/me": _static("/v1/me"),
     "DELETE /v1/keys/{key_id}": _key_call,
     "GET /v1/audit": _static("/v1/audit"),
     "GET /v1/situation": _static("/v1/situation", area="dongjiang"),
