@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 from starlette.middleware.gzip import GZipMiddleware
@@ -43,6 +46,7 @@ from store.listen import Listener
 from store.pool import open_pool
 
 GZIP_MINIMUM_BYTES = 1024
+WEB_DIR = Path(__file__).parent / "web"  # the screen: plain HTML, CSS and JavaScript modules
 
 
 def create_app(
@@ -131,6 +135,7 @@ def create_app(
         reports.router,
     ):
         app.include_router(keyed, responses=RATE_LIMITED)
+    _serve_screen(app)
     return app
 
 
@@ -150,6 +155,16 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
         },
     }
 }
+
+
+def _serve_screen(app: FastAPI) -> None:
+    """The agencies' screen at `/`, its files under `/web/`; it talks to the API like any client."""
+
+    @app.get("/", include_in_schema=False)
+    async def screen() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 
 
 def _outermost(app: FastAPI) -> None:
