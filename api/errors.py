@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.deps import DATABASE_AWAY, ApiDatabase
 from core.errors import (
@@ -23,6 +25,7 @@ from core.errors import (
     RateLimited,
     Unauthenticated,
 )
+from schemas.common import ErrorOut
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,46 @@ _STATUS: list[tuple[type[EnvLinkError], int]] = [
     (InvalidInput, 400),
     (MigrationsPending, 503),
 ]
+
+
+# What each error status means, as the OpenAPI document says it; every error body is ErrorOut.
+ERROR_MEANINGS = {
+    400: "invalid_input: the request matches this schema but cannot be right for a reason the"
+    " schema cannot express (a cursor this API did not issue, a range that ends before it"
+    " starts, a time already past); the message says what",
+    401: "unauthenticated: no API key, or one that is unknown, revoked or expired",
+    403: "forbidden: the key lacks the role, or the agency, the action needs",
+    404: "not_found: the station, parameter, alert, rule or other item named does not exist",
+    413: "payload_too_large: over a size limit; the message says which",
+    422: "invalid_request: a parameter or the body does not match this schema; the message"
+    " names the field",
+    429: "rate_limited: the key's requests, or this address's failed keys, are over their rate;"
+    " try again after Retry-After seconds",
+    503: "overloaded (no database connection came in time) or database_unavailable;"
+    " try again after Retry-After seconds",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses: ErrorOut and what each status means."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ErrorOut,
+            "description": ERROR_MEANINGS[status],
+            # Errors are JSON also where the route's answer is not (GeoJSON, CSV, CAP XML).
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        if status in (429, 503):
+            entry["headers"] = _RETRY_AFTER
+        documented[status] = entry
+    return documented
 
 
 # Retry-After (seconds) of a 503: a full pool frees up in moments; a database takes a while.
@@ -67,6 +110,21 @@ def rate_limited(exc: RateLimited) -> JSONResponse:
 def _database_known_away(request: Request) -> bool:
     database: ApiDatabase | None = getattr(request.app.state, "database", None)
     return database is not None and database.listener is not None and database.listener.down
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def _methods_of(request: Request) -> list[str]:
+    """The methods the request's path takes: those a route of the app matches in full."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -111,7 +169,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        response = error_response(exc.status_code, code, str(exc.detail))
+        if exc.status_code == 405:
+            # Allow lists what the path takes (RFC 9110), from every route of the path: each
+            # method of a path is a route of its own, and Starlette names the first one's only.
+            response.headers["Allow"] = ", ".join(_methods_of(request))
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,7 +12,14 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    GetJsonSchemaHandler,
+    Strict,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
@@ -73,6 +80,38 @@ class _TextPattern:
 
 
 _Moment = TypeVar("_Moment", bound=date)
+# The years FIRST_YEAR to LAST_YEAR as a pattern of ISO 8601 text (the wall-clock year leads).
+YEARS_PATTERN = "^(19|2[01])[0-9]{2}-"
+_YEARS = re.compile(YEARS_PATTERN)
+_YEAR_FIRST = re.compile("^[0-9]{4}-")
+ISO_TIME_PROBLEM = "must be an ISO 8601 date or time, such as 2026-03-01T08:00:00+08:00"
+
+
+class _YearsPattern:
+    """Publishes YEARS_PATTERN, so that the schema refuses the years the API refuses."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = YEARS_PATTERN
+        return json_schema
+
+
+def _iso_text(value: object) -> object:
+    # Before pydantic's lax parsing, which would also read "0.5" or 1700000000 as Unix times:
+    # the API takes ISO 8601 text only, as its schema says.
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _YEAR_FIRST.match(value):
+        raise PydanticCustomError("iso_time", ISO_TIME_PROBLEM)
+    if not _YEARS.match(value):
+        raise PydanticCustomError(
+            "time_range",
+            "must be in the years {first}-{last}",
+            {"first": FIRST_YEAR, "last": LAST_YEAR},
+        )
+    return value
 
 
 def _in_years(value: _Moment) -> _Moment:
@@ -88,11 +127,19 @@ def _in_years(value: _Moment) -> _Moment:
 # Every text a client or config gives EnvLink: no NUL, no lone surrogate, so that a 422 names
 # the field instead of the database refusing the text later.
 Text = Annotated[str, BeforeValidator(_storable_text), _TextPattern()]
-# Every number a client or config gives EnvLink that is not a reading's value: no NaN, no ±inf.
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Every number a client or config gives EnvLink that is not a reading's value: no NaN, no ±inf,
+# and a number, as the schema says, not true/false or text that pydantic would read as one.
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+# Every whole number in a body a client or config gives EnvLink: an integer, not true/false
+# (which pydantic would read as 1/0) or text.
+Whole = Annotated[int, Strict()]
+# Every yes/no in a body a client or config gives EnvLink: true or false, not 1 or "yes".
+Flag = Annotated[bool, Strict()]
 # Every time and date a client gives EnvLink: years FIRST_YEAR to LAST_YEAR (core.timeutil).
-Instant = Annotated[datetime, AfterValidator(_in_years)]
-Day = Annotated[date, AfterValidator(_in_years)]
+Instant = Annotated[
+    datetime, BeforeValidator(_iso_text), AfterValidator(_in_years), _YearsPattern()
+]
+Day = Annotated[date, BeforeValidator(_iso_text), AfterValidator(_in_years), _YearsPattern()]
 
 City = Literal["guangzhou", "dongguan"]
 Area = Literal["dongjiang", "shiziyang"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import ConfigError
 from schemas.alerts import AlertDetailOut
-from schemas.common import Area, City, Instant, Text
+from schemas.common import Area, City, Flag, Instant, Text, Whole
 from schemas.config import read_yaml
 from schemas.rules import RuleKind, Severity
 
@@ -75,7 +75,7 @@ class Filters(Strict):
 class Escalation(Strict):
     """Where an alert still unacknowledged by the agency `after_s` after it fired is sent."""
 
-    after_s: int = Field(gt=0, le=30 * _DAY_S)
+    after_s: Whole = Field(gt=0, le=30 * _DAY_S)
     channel: ChannelName
     target: Text = Field(min_length=1, max_length=2000)
     secret: Text | None = Field(default=None, min_length=1, max_length=500)
@@ -90,7 +90,7 @@ class SubscriptionIn(Strict):
     """A subscription as the admin API takes it (the agency is the caller's)."""
 
     code: Text = Field(pattern=_CODE, description="A stable name, unique across agencies")
-    enabled: bool = True
+    enabled: Flag = True
     channel: ChannelName
     target: Text = Field(
         min_length=1, max_length=2000, description="URL, or e-mail addresses separated by commas"
@@ -107,16 +107,16 @@ class SubscriptionIn(Strict):
         default_factory=lambda: list(DEFAULT_GROUP_BY),
         description="Alert labels a group is keyed on, besides the subscription",
     )
-    group_wait_s: int = Field(
+    group_wait_s: Whole = Field(
         default=30, ge=0, le=_DAY_S, description="Wait before the first message of a new group"
     )
-    group_wait_critical_s: int = Field(
+    group_wait_critical_s: Whole = Field(
         default=0, ge=0, le=_DAY_S, description="The same wait when the news is critical"
     )
-    group_interval_s: int = Field(
+    group_interval_s: Whole = Field(
         default=300, gt=0, le=_DAY_S, description="Wait between messages of one group"
     )
-    repeat_interval_s: int = Field(
+    repeat_interval_s: Whole = Field(
         default=4 * 3600,
         gt=0,
         le=30 * _DAY_S,

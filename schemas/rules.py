@@ -28,7 +28,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import Area, City, Day, Finite, Medium, Text
+from schemas.common import Area, City, Day, Finite, Flag, Medium, Text, Whole
 from schemas.config import read_yaml_model
 
 Severity = Literal["advisory", "warning", "critical"]
@@ -109,14 +109,14 @@ class Scope(Strict):
     city: City | None = None
     area: Area | None = None
     stations: list[Text] | None = Field(default=None, min_length=1)
-    exclude_background: bool = False
-    city_wide: bool = False
+    exclude_background: Flag = False
+    city_wide: Flag = False
 
 
 class RateOfChange(Strict):
     """Change of a series within `window_s` before each reading; the levels bound its size."""
 
-    window_s: int = Field(gt=0, le=7 * 86400)
+    window_s: Whole = Field(gt=0, le=7 * 86400)
     direction: Literal["rise", "fall"]
 
 
@@ -126,7 +126,7 @@ class StalenessSpec(Strict):
     Series reporting less often than `max_interval_s` (monthly lab samples) are not watched.
     """
 
-    max_interval_s: int = Field(default=86400, gt=0, le=366 * 86400)
+    max_interval_s: Whole = Field(default=86400, gt=0, le=366 * 86400)
     parameters: list[Text] | None = Field(default=None, min_length=1)
 
 
@@ -136,7 +136,7 @@ class Propagation(Strict):
     from_rules: list[Text] = Field(min_length=1)
     min_severity: Severity = "advisory"
     pre_alert_severity: dict[Severity, Severity]
-    max_eta_s: int = Field(default=2 * 86400, gt=0, le=30 * 86400)
+    max_eta_s: Whole = Field(default=2 * 86400, gt=0, le=30 * 86400)
     basis: Text = Field(min_length=1)
 
 
@@ -147,14 +147,14 @@ class RuleDefinition(Strict):
     name: Names
     description: Text | None = None
     kind: RuleKind
-    enabled: bool = True
+    enabled: Flag = True
     parameter: Text | None = None
     unit: Text | None = Field(default=None, description="The parameter's canonical unit")
     statistic: Statistic | None = None
     direction: Direction = "above"
     scope: Scope = Field(default_factory=Scope)
     ladders: list[Ladder] = Field(default_factory=list)
-    for_s: int = Field(default=0, ge=0, le=7 * 86400)
+    for_s: Whole = Field(default=0, ge=0, le=7 * 86400)
     qc: Literal["valid"] = Field(
         default="valid", description="Only valid (and below-detection) data feeds a rule"
     )

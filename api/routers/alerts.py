@@ -10,9 +10,11 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from alerts.notify.channels.cap import CAP_CONTENT_TYPE
 from alerts.notify.dispatcher import cap_document
 from api.deps import CatalogueDep, ConnDep, KeyDep, SettingsDep, require_role
+from api.errors import error_responses
+from api.links import link, linked
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
-from api.params import PathId
+from api.params import PathId, StationCode
 from api.routers.notifications import deliveries_of
 from core.errors import Forbidden
 from core.rounding import round_value
@@ -46,7 +48,7 @@ from store.audit import record_audit
 from store.keys import ApiKey
 from store.pool import Conn
 
-router = APIRouter(prefix="/v1", tags=["alerts"])
+router = APIRouter(prefix="/v1", tags=["alerts"], responses=error_responses(401, 422, 429, 503))
 
 
 # Details that hold a value of the alert's parameter, besides `value` itself.
@@ -127,7 +129,24 @@ async def _detail(conn: Conn, alert_id: int, decimals: Mapping[str, int | None])
     )
 
 
-@router.get("/alerts")
+def _alert_links(alert_id: str) -> dict[int | str, dict[str, Any]]:
+    """Links from an answer that names an alert (`alert_id`, a runtime expression) to it."""
+    ids = {"alert_id": alert_id}
+    return linked(
+        200,
+        alert=link("get", "/v1/alerts/{alert_id}", "The alert with its timeline", ids),
+        cap=link("get", "/v1/alerts/{alert_id}.cap", "The alert as CAP 1.2", ids),
+        ack=link("post", "/v1/alerts/{alert_id}/ack", "Acknowledge it", ids),
+        notifications=link(
+            "get", "/v1/notifications", "Notifications about it", {"alert": alert_id}
+        ),
+    )
+
+
+@router.get(
+    "/alerts",
+    responses={**error_responses(400), **_alert_links("$response.body#/items/0/id")},
+)
 async def alerts(
     conn: ConnDep,
     catalogue: CatalogueDep,
@@ -170,7 +189,7 @@ async def alerts(
 @router.get(
     "/alerts/{alert_id}.cap",
     response_class=Response,
-    responses={200: {"content": {CAP_CONTENT_TYPE: {}}}, 404: {"model": ErrorOut}},
+    responses={200: {"content": {CAP_CONTENT_TYPE: {}}}, **error_responses(404)},
 )
 async def alert_cap(
     conn: ConnDep,
@@ -191,7 +210,10 @@ async def alert_cap(
     return Response(body, media_type=f"{CAP_CONTENT_TYPE}; charset=utf-8")
 
 
-@router.get("/alerts/{alert_id}", responses={404: {"model": ErrorOut}})
+@router.get(
+    "/alerts/{alert_id}",
+    responses={**error_responses(404), **_alert_links("$request.path.alert_id")},
+)
 async def alert(
     conn: ConnDep, catalogue: CatalogueDep, key: KeyDep, zone: ZoneDep, alert_id: PathId
 ) -> AlertWithDeliveriesOut:
@@ -206,8 +228,9 @@ async def alert(
 @router.post(
     "/alerts/{alert_id}/ack",
     responses={
+        **error_responses(404),
+        **_alert_links("$response.body#/alert/id"),
         403: {"model": ErrorOut, "description": "No responder role, or not addressed to you"},
-        404: {"model": ErrorOut},
     },
 )
 async def ack(
@@ -250,12 +273,21 @@ def _window_out(window: MaintenanceWindow) -> MaintenanceOut:
     "/stations/{code}/maintenance",
     status_code=status.HTTP_201_CREATED,
     responses={
+        **error_responses(400, 404),
+        **linked(
+            201,
+            windows=link(
+                "get",
+                "/v1/stations/{code}/maintenance",
+                "The station's windows",
+                {"code": "$request.path.code"},
+            ),
+        ),
         403: {"model": ErrorOut, "description": "Not a writer or admin of the owning agency"},
-        404: {"model": ErrorOut},
     },
 )
 async def create_maintenance(
-    conn: ConnDep, key: KeyDep, zone: ZoneDep, code: Text, body: MaintenanceIn
+    conn: ConnDep, key: KeyDep, zone: ZoneDep, code: StationCode, body: MaintenanceIn
 ) -> MaintenanceOut:
     """Plan maintenance at one of your agency's stations: its data inside raises no alert."""
     owner = await station_owner(conn, code)
@@ -282,9 +314,9 @@ async def create_maintenance(
     return in_zone(_window_out(window), zone)
 
 
-@router.get("/stations/{code}/maintenance", responses={404: {"model": ErrorOut}})
+@router.get("/stations/{code}/maintenance", responses=error_responses(404))
 async def list_maintenance(
-    conn: ConnDep, key: KeyDep, zone: ZoneDep, code: Text
+    conn: ConnDep, key: KeyDep, zone: ZoneDep, code: StationCode
 ) -> Page[MaintenanceOut]:
     """A station's maintenance windows, by start."""
     owner = await station_owner(conn, code)

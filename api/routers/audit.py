@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import ConnDep, KeyDep
+from api.errors import error_responses
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import Forbidden, InvalidInput
@@ -16,7 +17,7 @@ from schemas.keys import AuditAction, AuditEntryOut
 from store.audit import AuditEntry, list_audit
 from store.keys import ApiKey
 
-router = APIRouter(prefix="/v1", tags=["audit"])
+router = APIRouter(prefix="/v1", tags=["audit"], responses=error_responses(401, 422, 429, 503))
 
 
 async def auditor(key: KeyDep) -> ApiKey:
@@ -45,7 +46,10 @@ def _entry_out(entry: AuditEntry) -> AuditEntryOut:
 
 @router.get(
     "/audit",
-    responses={403: {"model": ErrorOut, "description": "Neither admin nor joint_office"}},
+    responses={
+        **error_responses(400),
+        403: {"model": ErrorOut, "description": "Neither admin nor joint_office"},
+    },
 )
 async def audit(
     conn: ConnDep,

@@ -9,7 +9,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import ConnDep, KeyDep
-from schemas.catalogue import ParameterOut, StationOut
+from api.errors import error_responses
+from api.links import link, linked
+from api.params import StationCode
+from schemas.catalogue import ParameterGroup, ParameterOut, StationOut
 from schemas.common import Area, City, ErrorOut, Medium, Page, Text
 from schemas.geojson import (
     GEOJSON_MEDIA_TYPE,
@@ -25,7 +28,9 @@ from schemas.geojson import (
 from store.catalogue import get_station, list_parameters, list_stations
 from store.rivers import reaches_with_stations
 
-router = APIRouter(prefix="/v1", tags=["catalogue"])
+router = APIRouter(prefix="/v1", tags=["catalogue"], responses=error_responses(401, 422, 429, 503))
+
+_FIRST = "$response.body#/items/0/code"
 
 
 class GeoJsonResponse(JSONResponse):
@@ -59,6 +64,18 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
             "description": "JSON, or GeoJSON points (format=geojson or Accept:"
             " application/geo+json)",
             "content": {GEOJSON_MEDIA_TYPE: {"schema": _inline_schema(StationCollection)}},
+            "links": dict(
+                station=link("get", "/v1/stations/{code}", "The first station", {"code": _FIRST}),
+                maintenance=link(
+                    "get", "/v1/stations/{code}/maintenance", "Its maintenance", {"code": _FIRST}
+                ),
+                plan_maintenance=link(
+                    "post",
+                    "/v1/stations/{code}/maintenance",
+                    "Plan its maintenance",
+                    {"code": _FIRST},
+                ),
+            ),
         },
         400: {"model": ErrorOut, "description": "A malformed bbox"},
     },
@@ -117,15 +134,38 @@ async def rivers(conn: ConnDep, key: KeyDep) -> ReachCollection:
     return ReachCollection(features=features)
 
 
-@router.get("/stations/{code}")
-async def station(conn: ConnDep, key: KeyDep, code: Text) -> StationOut:
+@router.get(
+    "/stations/{code}",
+    responses={
+        **error_responses(404),
+        **linked(
+            200,
+            readings=link(
+                "get",
+                "/v1/readings",
+                "Readings of its first parameter",
+                {
+                    "station": "$response.body#/code",
+                    "parameter": "$response.body#/parameters/0/parameter",
+                },
+            ),
+            plan_maintenance=link(
+                "post",
+                "/v1/stations/{code}/maintenance",
+                "Plan its maintenance",
+                {"code": "$response.body#/code"},
+            ),
+        ),
+    },
+)
+async def station(conn: ConnDep, key: KeyDep, code: StationCode) -> StationOut:
     """One station with its parameters."""
     return await get_station(conn, code)
 
 
 @router.get("/parameters")
 async def parameters(
-    conn: ConnDep, key: KeyDep, group: Annotated[Text | None, Query()] = None
+    conn: ConnDep, key: KeyDep, group: Annotated[ParameterGroup | None, Query()] = None
 ) -> Page[ParameterOut]:
     """The parameter registry: codes, names, canonical units, HJ 212 codes, valid ranges."""
     items = await list_parameters(conn)

@@ -11,13 +11,14 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Send
 
 from api.deps import ApiDatabase, ConnDep, DatabaseDep, KeyDep, SettingsDep
+from api.errors import error_responses
 from api.output import ZoneDep
 from core.timeutil import as_aware
 from schemas.common import Area, City, ErrorOut, Instant, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval
 from store.export import ExportFormat, ExportPlan, export_batches, plan_export
 
-router = APIRouter(prefix="/v1", tags=["export"])
+router = APIRouter(prefix="/v1", tags=["export"], responses=error_responses(401, 422, 429, 503))
 
 MEDIA_TYPES: dict[ExportFormat, str] = {
     "csv": "text/csv; charset=utf-8",

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 
 from api.deps import PipelineDep, require_role
+from api.errors import error_responses
 from core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ingest.flags import qc_of_flag
 from ingest.pipeline import SourceRef
@@ -37,7 +38,7 @@ from store.catalogue import CatalogueSnapshot
 from store.keys import ApiKey
 from store.pool import Conn
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = APIRouter(prefix="/v1", tags=["ingest"], responses=error_responses(401, 422, 429, 503))
 
 _BODY_SCHEMA = {k: v for k, v in push_body_schema().items() if k != "$schema"}
 

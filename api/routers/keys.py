@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from api.deps import ConnDep, DatabaseDep, KeyDep, SettingsDep, require_role
+from api.errors import error_responses
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import PathId
@@ -23,7 +24,7 @@ from schemas.keys import KeyCreatedOut, KeyIn, KeyOut, MeOut
 from store.audit import record_audit
 from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 
-router = APIRouter(prefix="/v1", tags=["keys"])
+router = APIRouter(prefix="/v1", tags=["keys"], responses=error_responses(401, 422, 429, 503))
 
 JOINT_OFFICE = "joint_office"  # the agency whose admins manage every agency's keys
 
@@ -106,7 +107,7 @@ async def add_key(conn: ConnDep, admin: AdminKey, zone: ZoneDep, body: KeyIn) ->
     return in_zone(created, zone)
 
 
-@router.get("/keys", responses=_MANAGE_RESPONSES)
+@router.get("/keys", responses={**_MANAGE_RESPONSES, **error_responses(400)})
 async def keys(
     conn: ConnDep,
     admin: AdminKey,
@@ -129,7 +130,7 @@ async def keys(
     return in_zone(Page[KeyOut](items=[key_out(k) for k in rows], next_cursor=next_cursor), zone)
 
 
-@router.delete("/keys/{key_id}", responses={**_MANAGE_RESPONSES, 404: {"model": ErrorOut}})
+@router.delete("/keys/{key_id}", responses={**_MANAGE_RESPONSES, **error_responses(404)})
 async def revoke(
     conn: ConnDep, database: DatabaseDep, admin: AdminKey, zone: ZoneDep, key_id: PathId
 ) -> KeyOut:

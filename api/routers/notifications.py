@@ -23,6 +23,8 @@ from fastapi.responses import StreamingResponse
 
 from alerts.notify.dispatcher import notification_key
 from api.deps import ConnDep, KeyDep, require_role, stream_key
+from api.errors import error_responses
+from api.links import link, linked
 from api.output import ZoneDep, in_zone
 from api.pagination import decode_cursor, encode_cursor
 from api.params import BIGINT_MAX, PathId
@@ -62,12 +64,16 @@ from store.subscriptions import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["notifications"])
+router = APIRouter(
+    prefix="/v1", tags=["notifications"], responses=error_responses(401, 422, 429, 503)
+)
 
 AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
 # Comment lines keep proxies from closing an idle stream.
 KEEPALIVE_S = 15.0
 STREAM_TOKEN_LIFETIME = timedelta(minutes=10)
+_NEW_SUB = {"subscription_id": "$response.body#/id"}
+_NEW_SILENCE = {"silence_id": "$response.body#/id"}
 
 
 async def responder_or_admin(key: KeyDep) -> ApiKey:
@@ -155,7 +161,7 @@ async def deliveries_of(conn: Conn, alert_id: int) -> list[DeliveryOut]:
     return outs
 
 
-@router.get("/notifications")
+@router.get("/notifications", responses=error_responses(400))
 async def notifications(
     conn: ConnDep,
     key: KeyDep,
@@ -261,7 +267,7 @@ async def _own_subscription(conn: Conn, key: ApiKey, subscription_id: int) -> Su
     return row
 
 
-@router.get("/subscriptions")
+@router.get("/subscriptions", responses=error_responses(403))
 async def subscriptions(conn: ConnDep, key: AdminKey, zone: ZoneDep) -> Page[SubscriptionOut]:
     """Your agency's subscriptions (secrets are never shown)."""
     rows = await list_subscriptions(conn, agency=key.agency)
@@ -271,7 +277,15 @@ async def subscriptions(conn: ConnDep, key: AdminKey, zone: ZoneDep) -> Page[Sub
 @router.post(
     "/subscriptions",
     status_code=status.HTTP_201_CREATED,
-    responses={403: {"model": ErrorOut}, 400: {"model": ErrorOut}},
+    responses={
+        **error_responses(400, 403),
+        **linked(
+            201,
+            subscription=link("get", "/v1/subscriptions/{subscription_id}", "It", _NEW_SUB),
+            change=link("put", "/v1/subscriptions/{subscription_id}", "Change it", _NEW_SUB),
+            delete=link("delete", "/v1/subscriptions/{subscription_id}", "Delete it", _NEW_SUB),
+        ),
+    },
 )
 async def add_subscription(
     conn: ConnDep, key: AdminKey, zone: ZoneDep, body: SubscriptionIn
@@ -283,7 +297,7 @@ async def add_subscription(
     return in_zone(_subscription_out(row), zone)
 
 
-@router.get("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
+@router.get("/subscriptions/{subscription_id}", responses=error_responses(403, 404))
 async def subscription(
     conn: ConnDep, key: AdminKey, zone: ZoneDep, subscription_id: PathId
 ) -> SubscriptionOut:
@@ -291,7 +305,7 @@ async def subscription(
     return in_zone(_subscription_out(await _own_subscription(conn, key, subscription_id)), zone)
 
 
-@router.put("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
+@router.put("/subscriptions/{subscription_id}", responses=error_responses(400, 403, 404))
 async def change_subscription(
     conn: ConnDep, key: AdminKey, zone: ZoneDep, subscription_id: PathId, body: SubscriptionIn
 ) -> SubscriptionOut:
@@ -317,7 +331,7 @@ async def change_subscription(
     return in_zone(_subscription_out(row), zone)
 
 
-@router.delete("/subscriptions/{subscription_id}", responses={403: {"model": ErrorOut}})
+@router.delete("/subscriptions/{subscription_id}", responses=error_responses(403, 404))
 async def remove_subscription(
     conn: ConnDep, key: AdminKey, subscription_id: PathId
 ) -> dict[str, int]:
@@ -349,7 +363,7 @@ def _silence_out(row: SilenceRow) -> SilenceOut:
     )
 
 
-@router.get("/silences")
+@router.get("/silences", responses=error_responses(403))
 async def silences(
     conn: ConnDep,
     key: SilencerKey,
@@ -364,7 +378,14 @@ async def silences(
 @router.post(
     "/silences",
     status_code=status.HTTP_201_CREATED,
-    responses={403: {"model": ErrorOut}, 400: {"model": ErrorOut}},
+    responses={
+        **error_responses(400, 403),
+        **linked(
+            201,
+            silence=link("get", "/v1/silences/{silence_id}", "It", _NEW_SILENCE),
+            end=link("delete", "/v1/silences/{silence_id}", "End it", _NEW_SILENCE),
+        ),
+    },
 )
 async def add_silence(
     conn: ConnDep, key: SilencerKey, zone: ZoneDep, body: SilenceIn
@@ -400,13 +421,13 @@ async def _own_silence(conn: Conn, key: ApiKey, silence_id: int) -> SilenceRow:
     return row
 
 
-@router.get("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
+@router.get("/silences/{silence_id}", responses=error_responses(403, 404))
 async def silence(conn: ConnDep, key: SilencerKey, zone: ZoneDep, silence_id: PathId) -> SilenceOut:
     """One of your agency's silences."""
     return in_zone(_silence_out(await _own_silence(conn, key, silence_id)), zone)
 
 
-@router.delete("/silences/{silence_id}", responses={403: {"model": ErrorOut}})
+@router.delete("/silences/{silence_id}", responses=error_responses(403, 404))
 async def end_silence(
     conn: ConnDep, key: SilencerKey, zone: ZoneDep, silence_id: PathId
 ) -> SilenceOut:

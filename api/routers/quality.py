@@ -7,10 +7,12 @@ from datetime import date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 
 from alerts.aqi_service import city_aqi, station_aqi, water_quality
 from alerts.rollups import hour_start
 from api.deps import CatalogueDep, ConnDep, KeyDep
+from api.errors import error_responses
 from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput
 from core.rounding import round_half_even
@@ -18,7 +20,7 @@ from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcn
 from schemas.common import City, Text
 from schemas.quality import AqiKind, AqiOut, WaterKind, WaterQualityOut
 
-router = APIRouter(prefix="/v1", tags=["quality"])
+router = APIRouter(prefix="/v1", tags=["quality"], responses=error_responses(401, 422, 429, 503))
 
 AT_HELP = (
     "An hour by its START (the hour 08:00-09:00 is 2026-03-01T08:00:00+08:00; a time inside the"
@@ -93,20 +95,36 @@ def published_water(result: WaterQualityOut, decimals: Mapping[str, int | None])
     return result.model_copy(update={"items": items, "limiting": limiting})
 
 
-@router.get("/aqi")
+@router.get("/aqi", responses=error_responses(400, 404))
 async def aqi(
     conn: ConnDep,
     catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
-    station: Annotated[Text | None, Query(description="Air station code")] = None,
-    city: Annotated[City | None, Query(description="City AQI from non-background stations")] = None,
+    station: Annotated[
+        Text | None,
+        Query(
+            description="Air station code; give this or `city`, not both",
+            examples=["gz-a-huangpu"],
+        ),
+    ] = None,
+    city: Annotated[
+        City | None,
+        Query(description="City AQI from non-background stations; give this or `station`"),
+    ] = None,
     kind: AqiKind = "hourly",
     at: Annotated[Text | None, Query(description=AT_HELP)] = None,
 ) -> AqiOut:
-    """Real-time (hourly) or daily AQI; default: the last complete hour, or yesterday."""
+    """Real-time (hourly) or daily AQI; default: the last complete hour, or yesterday.
+
+    Give exactly one of `station` or `city`: neither or both is a 422 `invalid_request`.
+    """
     if (station is None) == (city is None):
-        raise InvalidInput("give exactly one of station=<air station code> or city=<city>")
+        # A rule across two parameters, which OpenAPI cannot state in the parameters' schemas:
+        # refused as the schema's own violations are, 422 invalid_request.
+        raise RequestValidationError(
+            [{"loc": (), "msg": "give exactly one of station=<air station code> or city=<city>"}]
+        )
     moment = _parse_at(at)
     if moment is None:
         moment = _last_complete_hour() if kind == "hourly" else _yesterday()
@@ -118,13 +136,13 @@ async def aqi(
     return in_zone(published_aqi(result, catalogue.decimals), zone)
 
 
-@router.get("/water-quality")
+@router.get("/water-quality", responses=error_responses(400, 404))
 async def water_quality_of(
     conn: ConnDep,
     catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
-    station: Annotated[Text, Query(description="Water station code")],
+    station: Annotated[Text, Query(description="Water station code", examples=["gz-w-dadun"])],
     kind: Annotated[
         WaterKind | None, Query(description="sample (default for a time) or daily (for a date)")
     ] = None,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
+from enum import IntEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ConnDep, KeyDep
+from api.errors import error_responses
 from api.output import ZoneDep, json_response
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput
 from core.rounding import round_half_even
-from core.timeutil import PERIODS_S, as_aware, parse_time, period_end
+from core.timeutil import as_aware, parse_time, period_end
 from schemas.common import Area, City, Instant, Medium, Page, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval, LatestOut, ReadingOut, RollupOut
 from store.catalogue import series_ids
@@ -21,7 +23,17 @@ from store.pool import Conn
 from store.readings import LatestReading, StoredReading, latest_readings, readings_page
 from store.rollups import rollup_series
 
-router = APIRouter(prefix="/v1", tags=["readings"])
+
+class Period(IntEnum):
+    """A reading's period in seconds: instant, minute, hour, day."""
+
+    INSTANT = 0
+    MINUTE = 60
+    HOUR = 3600
+    DAY = 86400
+
+
+router = APIRouter(prefix="/v1", tags=["readings"], responses=error_responses(401, 422, 429, 503))
 
 # Raw readings and the latest readings are written as dicts (api.output.json_response): a model
 # per item cost several times the query. The dicts hold ReadingOut's and LatestOut's fields in
@@ -70,13 +82,17 @@ def latest_items(
     ]
 
 
-@router.get("/readings", response_model=Page[ReadingOut] | Page[RollupOut])
+@router.get(
+    "/readings",
+    response_model=Page[ReadingOut] | Page[RollupOut],
+    responses=error_responses(400, 404),
+)
 async def readings(
     conn: ConnDep,
     key: KeyDep,
     zone: ZoneDep,
-    station: Text,
-    parameter: Text,
+    station: Annotated[Text, Query(description="Station code", examples=["gz-a-huangpu"])],
+    parameter: Annotated[Text, Query(description="Parameter code", examples=["no2"])],
     start: Instant | None = None,
     end: Instant | None = None,
     interval: Annotated[
@@ -87,14 +103,12 @@ async def readings(
         ),
     ] = "raw",
     period_s: Annotated[
-        int | None, Query(ge=0, le=86400, description="0 (instant), 60, 3600 or 86400")
+        Period | None, Query(description="0 (instant), 60, 3600 or 86400 seconds")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Text | None = None,
 ) -> Response | Page[RollupOut]:
     """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
-    if period_s is not None and period_s not in PERIODS_S:
-        raise InvalidInput(f"period_s must be one of 0, 60, 3600, 86400, not {period_s}")
     if period_s is not None and interval != "raw":
         raise InvalidInput(f"period_s applies to interval=raw only, not interval={interval}")
     station_id, parameter_id = await series_ids(conn, station=station, parameter=parameter)
@@ -124,7 +138,7 @@ async def readings(
         parameter_id=parameter_id,
         start=start,
         end=end,
-        period_s=period_s,
+        period_s=None if period_s is None else int(period_s),
         after=after,
         limit=limit + 1,
     )

@@ -7,16 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from api.deps import ConnDep, KeyDep, require_role
+from api.errors import error_responses
+from api.links import link, linked
 from api.output import ZoneDep, in_zone
+from api.params import RuleId
 from core.errors import InvalidInput
 from core.timeutil import utcnow
-from schemas.common import ErrorOut, Page, Text
+from schemas.common import ErrorOut, Page
 from schemas.rules import RuleOut, RuleUpdate
 from store.audit import record_audit
 from store.keys import ApiKey
 from store.rules import StoredRule, check_rule, current_rules, get_rule, rule_versions, write_rule
 
-router = APIRouter(prefix="/v1", tags=["rules"])
+_FIRST = "$response.body#/items/0/id"
+router = APIRouter(prefix="/v1", tags=["rules"], responses=error_responses(401, 422, 429, 503))
 
 
 def _rule_out(rule: StoredRule) -> RuleOut:
@@ -31,21 +35,43 @@ def _rule_out(rule: StoredRule) -> RuleOut:
     )
 
 
-@router.get("/rules")
+@router.get(
+    "/rules",
+    responses=linked(
+        200,
+        rule=link("get", "/v1/rules/{rule_id}", "The first rule", {"rule_id": _FIRST}),
+        versions=link("get", "/v1/rules/{rule_id}/versions", "Its versions", {"rule_id": _FIRST}),
+    ),
+)
 async def rules(conn: ConnDep, key: KeyDep, zone: ZoneDep) -> Page[RuleOut]:
     """Every rule of the joint rule set in its version in force, by id."""
     page = Page[RuleOut](items=[_rule_out(rule) for rule in await current_rules(conn)])
     return in_zone(page, zone)
 
 
-@router.get("/rules/{rule_id}", responses={404: {"model": ErrorOut}})
-async def rule(conn: ConnDep, key: KeyDep, zone: ZoneDep, rule_id: Text) -> RuleOut:
+@router.get(
+    "/rules/{rule_id}",
+    responses={
+        **error_responses(404),
+        **linked(
+            200,
+            change=link(
+                "put",
+                "/v1/rules/{rule_id}",
+                "A new version of the rule, its definition as it is",
+                {"rule_id": "$response.body#/id"},
+                request_body="$response.body#",
+            ),
+        ),
+    },
+)
+async def rule(conn: ConnDep, key: KeyDep, zone: ZoneDep, rule_id: RuleId) -> RuleOut:
     """One rule in its version in force."""
     return in_zone(_rule_out(await get_rule(conn, rule_id)), zone)
 
 
-@router.get("/rules/{rule_id}/versions", responses={404: {"model": ErrorOut}})
-async def versions(conn: ConnDep, key: KeyDep, zone: ZoneDep, rule_id: Text) -> Page[RuleOut]:
+@router.get("/rules/{rule_id}/versions", responses=error_responses(404))
+async def versions(conn: ConnDep, key: KeyDep, zone: ZoneDep, rule_id: RuleId) -> Page[RuleOut]:
     """Every version of a rule, oldest first: who changed it, when, through what and why."""
     found = await rule_versions(conn, rule_id)
     if not found:
@@ -65,7 +91,7 @@ async def put_rule(
     conn: ConnDep,
     key: Annotated[ApiKey, Depends(require_role("joint_office"))],
     zone: ZoneDep,
-    rule_id: Text,
+    rule_id: RuleId,
     body: RuleUpdate,
 ) -> RuleOut:
     """Make a new version of a rule (or create it); an identical definition adds no version.

@@ -9,13 +9,14 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import ConnDep, KeyDep
+from api.errors import error_responses
 from api.output import ZoneDep, in_zone
 from core.timeutil import utcnow
-from schemas.common import ErrorOut, Page
+from schemas.common import Page
 from store.scheduler import WORKER_SCHEDULER, current_leader, job_statuses
 from store.sources import source_statuses
 
-router = APIRouter(prefix="/v1", tags=["sources"])
+router = APIRouter(prefix="/v1", tags=["sources"], responses=error_responses(401, 422, 429, 503))
 
 
 class SourceOut(BaseModel):
@@ -59,7 +60,7 @@ class SourcesPage(Page[SourceOut]):
     scheduler: SchedulerOut
 
 
-@router.get("/sources", responses={401: {"model": ErrorOut, "description": "No valid API key"}})
+@router.get("/sources")
 async def sources(conn: ConnDep, key: KeyDep, zone: ZoneDep) -> SourcesPage:
     """Ingest health: per source its last success, lag, counts and last error; the scheduler."""
     now = utcnow()

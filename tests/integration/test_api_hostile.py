@@ -48,8 +48,9 @@ ABSURD_TIMES = {
 NOT_TIMES = {
     "2026-01-01T00:00:00+25:00": "Input should be a valid datetime or date, unexpected extra"
     " characters at the end of the input",
-    "0000-01-01T00:00:00": "Input should be a valid datetime, year 0 is out of range",
-    "1e308": "Input should be a valid datetime or date, input is too short",
+    "0000-01-01T00:00:00": "must be in the years 1900-2199",
+    "1e308": "must be an ISO 8601 date or time, such as 2026-03-01T08:00:00+08:00",
+    "0.5": "must be an ISO 8601 date or time, such as 2026-03-01T08:00:00+08:00",
 }
 
 

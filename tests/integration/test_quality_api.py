@@ -443,9 +443,9 @@ async def test_sea_water_station_uses_gb3097(
          "invalid_input", "at: '2026-13-01' is not a date (YYYY-MM-DD) or a time"),
         ("/v1/water-quality", {"station": "gz-w-dadun", "at": "08:00"}, 400, "invalid_input",
          "at: '08:00' is not an ISO 8601 / RFC 3339 time"),
-        ("/v1/aqi", {}, 400, "invalid_input",
+        ("/v1/aqi", {}, 422, "invalid_request",
          "give exactly one of station=<air station code> or city=<city>"),
-        ("/v1/aqi", {"station": "gz-a-huangpu", "city": "guangzhou"}, 400, "invalid_input",
+        ("/v1/aqi", {"station": "gz-a-huangpu", "city": "guangzhou"}, 422, "invalid_request",
          "give exactly one of station=<air station code> or city=<city>"),
     ],
 )  # fmt: skip

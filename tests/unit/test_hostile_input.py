@@ -24,7 +24,7 @@ from core.errors import InvalidInput
 from core.settings import Settings
 from core.timeutil import parse_time
 from ingest.received import element_texts, parse_json, received_text
-from schemas.common import Day, Finite, Instant, Text
+from schemas.common import ISO_TIME_PROBLEM, Day, Finite, Flag, Instant, Text, Whole
 from store.intake import escape_text, storable, unescape_text
 
 # Characters that exercise every rule of the escaping, and ordinary ones around them.
@@ -114,6 +114,8 @@ class Shapes(BaseModel):
     text: Text | None = None
     texts: list[Text] | None = None
     number: Finite = 0.0
+    count: Whole = 0
+    flag: Flag = False
     at: Instant | None = None
     day: Day | None = None
 
@@ -134,7 +136,14 @@ class Shapes(BaseModel):
             " found at character 5",
         ),
         ({"number": math.nan}, ("number",), "Input should be a finite number"),
-        ({"number": "-inf"}, ("number",), "Input should be a finite number"),
+        ({"number": "-inf"}, ("number",), "Input should be a valid number"),
+        ({"number": True}, ("number",), "Input should be a valid number"),
+        ({"count": False}, ("count",), "Input should be a valid integer"),
+        ({"count": "1"}, ("count",), "Input should be a valid integer"),
+        ({"flag": 1}, ("flag",), "Input should be a valid boolean"),
+        ({"flag": "yes"}, ("flag",), "Input should be a valid boolean"),
+        ({"at": 1700000000}, ("at",), ISO_TIME_PROBLEM),
+        ({"at": "0.5"}, ("at",), ISO_TIME_PROBLEM),
         ({"at": "0001-01-01T00:00:00+14:00"}, ("at",), "must be in the years 1900-2199"),
         ({"at": "9999-12-31T23:59:59-23:59"}, ("at",), "must be in the years 1900-2199"),
         ({"day": "1899-12-31"}, ("day",), "must be in the years 1900-2199"),
