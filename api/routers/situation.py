@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from alerts.situation import Selection, Situation, StationNow, situation
 from api.deps import CatalogueDep, ConnDep, KeyDep
+from api.errors import error_responses
 from api.output import ZoneDep, in_zone
 from api.routers.alerts import alert_out
 from api.routers.quality import published_aqi, published_water
@@ -25,7 +26,7 @@ from schemas.situation import (
     TrendOut,
 )
 
-router = APIRouter(prefix="/v1", tags=["situation"])
+router = APIRouter(prefix="/v1", tags=["situation"], responses=error_responses(401, 422, 429, 503))
 
 MAX_STATIONS = 100
 # A slope per hour is published two places finer than its parameter's values.
