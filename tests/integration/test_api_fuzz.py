@@ -82,11 +82,12 @@ enabled = false
 include-name = "DELETE /v1/keys/{{key_id}}"
 headers = {{ Authorization = "Bearer {revoker}" }}
 
-# Rules across fields that the schema cannot state, refused as 422 invalid_request: /v1/aqi
-# takes exactly one of station or city; a silence needs a matcher; a subscription's target
-# must suit its channel; a rule's ladders, statistic and kind must agree.
+# Rules across fields that the schema cannot state (each says so in its description), refused
+# as 422 invalid_request: /v1/aqi takes exactly one of station or city, /v1/situation one of
+# area, city or station; a silence needs a matcher; a subscription's target must suit its
+# channel; a rule's ladders, statistic and kind must agree.
 [[operations]]
-include-path-regex = "^/v1/(aqi|silences|subscriptions|rules/)"
+include-path-regex = "^/v1/(aqi|situation|silences|subscriptions|rules/)"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "400", "401", "403", "404", "409", "422"
 ]
