@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query
 from alerts.evaluation.periods import Period, date_range, parse_period
 from alerts.reports import air_period_report, water_period_report
 from api.deps import ConnDep, KeyDep
+from api.errors import error_responses
 from core.errors import InvalidInput
 from schemas.common import ErrorOut, Text
 
-router = APIRouter(prefix="/v1", tags=["reports"])
+router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 422, 429, 503))
 
 # The longest start/end range a report evaluates (with its year-earlier range, twice the data).
 MAX_RANGE_DAYS = 3 * 366
