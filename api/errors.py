@@ -50,8 +50,6 @@ ERROR_MEANINGS = {
     413: "payload_too_large: over a size limit; the message says which",
     422: "invalid_request: a parameter or the body does not match this schema; the message"
     " names the field",
-    429: "rate_limited: the key's requests, or this address's failed keys, are over their rate;"
-    " try again after Retry-After seconds",
     503: "overloaded (no database connection came in time) or database_unavailable;"
     " try again after Retry-After seconds",
 }
@@ -73,7 +71,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             # Errors are JSON also where the route's answer is not (GeoJSON, CSV, CAP XML).
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
         }
-        if status in (429, 503):
+        if status == 503:
             entry["headers"] = _RETRY_AFTER
         documented[status] = entry
     return documented

@@ -48,7 +48,7 @@ from store.audit import record_audit
 from store.keys import ApiKey
 from store.pool import Conn
 
-router = APIRouter(prefix="/v1", tags=["alerts"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["alerts"], responses=error_responses(401, 422, 503))
 
 
 # Details that hold a value of the alert's parameter, besides `value` itself.

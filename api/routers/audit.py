@@ -17,7 +17,7 @@ from schemas.keys import AuditAction, AuditEntryOut
 from store.audit import AuditEntry, list_audit
 from store.keys import ApiKey
 
-router = APIRouter(prefix="/v1", tags=["audit"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["audit"], responses=error_responses(401, 422, 503))
 
 
 async def auditor(key: KeyDep) -> ApiKey:

@@ -28,7 +28,7 @@ from schemas.geojson import (
 from store.catalogue import get_station, list_parameters, list_stations
 from store.rivers import reaches_with_stations
 
-router = APIRouter(prefix="/v1", tags=["catalogue"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["catalogue"], responses=error_responses(401, 422, 503))
 
 _FIRST = "$response.body#/items/0/code"
 

@@ -18,7 +18,7 @@ from schemas.common import Area, City, ErrorOut, Instant, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval
 from store.export import ExportFormat, ExportPlan, export_batches, plan_export
 
-router = APIRouter(prefix="/v1", tags=["export"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["export"], responses=error_responses(401, 422, 503))
 
 MEDIA_TYPES: dict[ExportFormat, str] = {
     "csv": "text/csv; charset=utf-8",

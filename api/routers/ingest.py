@@ -38,7 +38,7 @@ from store.catalogue import CatalogueSnapshot
 from store.keys import ApiKey
 from store.pool import Conn
 
-router = APIRouter(prefix="/v1", tags=["ingest"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["ingest"], responses=error_responses(401, 422, 503))
 
 _BODY_SCHEMA = {k: v for k, v in push_body_schema().items() if k != "$schema"}
 

@@ -24,7 +24,7 @@ from schemas.keys import KeyCreatedOut, KeyIn, KeyOut, MeOut
 from store.audit import record_audit
 from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 
-router = APIRouter(prefix="/v1", tags=["keys"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["keys"], responses=error_responses(401, 422, 503))
 
 JOINT_OFFICE = "joint_office"  # the agency whose admins manage every agency's keys
 

@@ -64,9 +64,7 @@ from store.subscriptions import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(
-    prefix="/v1", tags=["notifications"], responses=error_responses(401, 422, 429, 503)
-)
+router = APIRouter(prefix="/v1", tags=["notifications"], responses=error_responses(401, 422, 503))
 
 AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
 # Comment lines keep proxies from closing an idle stream.

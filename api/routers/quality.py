@@ -20,7 +20,7 @@ from core.timeutil import CST, FIRST_YEAR, LAST_YEAR, in_years, parse_time, utcn
 from schemas.common import City, Text
 from schemas.quality import AqiKind, AqiOut, WaterKind, WaterQualityOut
 
-router = APIRouter(prefix="/v1", tags=["quality"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["quality"], responses=error_responses(401, 422, 503))
 
 AT_HELP = (
     "An hour by its START (the hour 08:00-09:00 is 2026-03-01T08:00:00+08:00; a time inside the"

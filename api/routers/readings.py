@@ -33,7 +33,7 @@ class Period(IntEnum):
     DAY = 86400
 
 
-router = APIRouter(prefix="/v1", tags=["readings"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["readings"], responses=error_responses(401, 422, 503))
 
 # Raw readings and the latest readings are written as dicts (api.output.json_response): a model
 # per item cost several times the query. The dicts hold ReadingOut's and LatestOut's fields in

@@ -12,9 +12,9 @@ from alerts.reports import air_period_report, water_period_report
 from api.deps import ConnDep, KeyDep
 from api.errors import error_responses
 from core.errors import InvalidInput
-from schemas.common import ErrorOut, Text
+from schemas.common import Day, ErrorOut, Text
 
-router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 422, 503))
 
 # The longest start/end range a report evaluates (with its year-earlier range, twice the data).
 MAX_RANGE_DAYS = 3 * 366
@@ -66,8 +66,8 @@ async def air_report(
         ),
     ] = None,
     period: Annotated[Text | None, Query(max_length=16, description=_PERIOD_HELP)] = None,
-    start: Annotated[date | None, Query(description=_PERIOD_HELP)] = None,
-    end: Annotated[date | None, Query(description=_PERIOD_HELP)] = None,
+    start: Annotated[Day | None, Query(description=_PERIOD_HELP)] = None,
+    end: Annotated[Day | None, Query(description=_PERIOD_HELP)] = None,
 ) -> dict[str, Any]:
     """The air evaluation of a period (EVALUATION.md's methods, read from the daily and hourly
     rollups): rule set, valid and category days, good-day share, exceedance and heavy-pollution

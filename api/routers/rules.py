@@ -20,7 +20,7 @@ from store.keys import ApiKey
 from store.rules import StoredRule, check_rule, current_rules, get_rule, rule_versions, write_rule
 
 _FIRST = "$response.body#/items/0/id"
-router = APIRouter(prefix="/v1", tags=["rules"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["rules"], responses=error_responses(401, 422, 503))
 
 
 def _rule_out(rule: StoredRule) -> RuleOut:

@@ -26,7 +26,7 @@ from schemas.situation import (
     TrendOut,
 )
 
-router = APIRouter(prefix="/v1", tags=["situation"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["situation"], responses=error_responses(401, 422, 503))
 
 MAX_STATIONS = 100
 # A slope per hour is published two places finer than its parameter's values.

@@ -16,7 +16,7 @@ from schemas.common import Page
 from store.scheduler import WORKER_SCHEDULER, current_leader, job_statuses
 from store.sources import source_statuses
 
-router = APIRouter(prefix="/v1", tags=["sources"], responses=error_responses(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["sources"], responses=error_responses(401, 422, 503))
 
 
 class SourceOut(BaseModel):

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from api.params import BIGINT_MAX
 from core.settings import Settings
-from schemas.common import ROLES
+from schemas.common import ISO_TIME_PROBLEM, ROLES
 from schemas.rules import load_rules
 from store.keys import create_key
 from tests.conftest import CONFIG_DIR
@@ -35,8 +35,15 @@ VALID = {
     "subscription_id": "1",
     "silence_id": "1",
     "key_id": "1",
+    "scope": "region",
     "start": "2026-11-01T00:00:00+08:00",
     "end": "2026-11-02T00:00:00+08:00",
+}
+ABSURD_DAYS = {
+    "0001-01-01": "must be in the years 1900-2199",
+    "9999-12-31": "must be in the years 1900-2199",
+    "1e308": ISO_TIME_PROBLEM,
+    "a\x00b": ISO_TIME_PROBLEM,
 }
 TEXT_HOSTILE = "a\x00b"
 TEXT_PROBLEM = "must not contain NUL (U+0000), found at character 2"
@@ -102,6 +109,8 @@ def _hostile_cases(spec: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                     if schema.get("format") == "date-time":
                         values.update(ABSURD_TIMES)
                         values.update(NOT_TIMES)
+                    elif schema.get("format") == "date":
+                        values.update(ABSURD_DAYS)
                     else:
                         values[TEXT_HOSTILE] = TEXT_PROBLEM
                 elif schema.get("type") == "integer":
