@@ -107,8 +107,8 @@ async def water_report(
         ),
     ],
     period: Annotated[Text | None, Query(max_length=16, description=_PERIOD_HELP)] = None,
-    start: Annotated[date | None, Query(description=_PERIOD_HELP)] = None,
-    end: Annotated[date | None, Query(description=_PERIOD_HELP)] = None,
+    start: Annotated[Day | None, Query(description=_PERIOD_HELP)] = None,
+    end: Annotated[Day | None, Query(description=_PERIOD_HELP)] = None,
 ) -> dict[str, Any]:
     """The water evaluation of a period (GB 3838 sections, GB 3097 sea points): per section the
     period mean and class of each item measured, the section's class and grade, its target and
