@@ -141,6 +141,8 @@ async function alertsView(root) {
     const { token } = await api("/v1/stream-tokens", { method: "POST" });
     state.stream = new EventSource(`/v1/alerts/stream?token=${encodeURIComponent(token)}`);
     state.stream.addEventListener("alert_event", () => { if (state.view === "alerts") show("alerts"); });
+    state.stream.addEventListener("open", () => { $("#live").hidden = false; });
+    state.stream.addEventListener("error", () => { $("#live").hidden = true; });
   }
 }
 
@@ -185,6 +187,7 @@ function signOut() {
   state.me = null;
   state.stream?.close();
   state.stream = null;
+  $("#live").hidden = true;
   $("#sign-in").hidden = false;
   $("nav").hidden = $("#sign-out").hidden = true;
   $("#who").textContent = "";

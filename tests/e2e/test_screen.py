@@ -1,7 +1,8 @@
 """The agencies' screen in Debian's headless Chromium, served by a real uvicorn on loopback:
 sign in with a key, both cities' AQI and every station's label on the map, the English toggle,
-a station's latest values, an alert from the database on the alerts board, the acknowledge
-button for responders only, nothing loaded from outside EnvLink.
+a station's latest values, an alert from the database on the alerts board, a new one on the
+open board within 3 s (the alert stream), the acknowledge button for responders only, nothing
+loaded from outside EnvLink.
 
 Needs `chromium` and `chromium-driver` (Debian packages; .ci/run installs them). Without them
 the test fails and says so; ENVLINK_BROWSER_TESTS=off skips it.
@@ -13,7 +14,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from core.timeutil import utcnow
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import load_rules
-from store.alerts import NewAlert, insert_alerts
+from store.alerts import NewAlert, NewEvent, insert_alerts, insert_events, notify_alert_events
 from store.keys import create_key
 from store.rules import seed_rules
 from tests.conftest import CONFIG_DIR, worker_loop
@@ -36,6 +37,7 @@ from tests.integration.test_api_pool import served
 pytestmark = pytest.mark.slow
 
 WAIT_S = 10
+LIVE_S = 3  # a new alert is on the open board within this
 AIR = {"so2": 8.0, "no2": 35.0, "co": 0.7, "o3": 90.0, "pm10": 70.0, "pm25": 40.0}
 
 
@@ -69,6 +71,16 @@ def browser() -> Iterator[Any]:
         chromium.quit()
 
 
+def _new_alert(rule: str, station_id: int, severity: str, now: datetime) -> NewAlert:
+    return NewAlert(
+        rule_id=rule, rule_version=1, station_id=station_id, city=None, parameter_id=None,
+        kind="threshold", state="firing", severity=severity, value=None, opened_at=now,
+        pending_since=None, fired_at=now, resolved_at=None, retracted_at=None,
+        last_evaluated_at=now, trigger_time=now, trigger_period_s=3600, last_point_at=now,
+        clear_point_at=None, details={}, addressed_to=[1, 2, 3],
+    )  # fmt: skip
+
+
 async def _seed(pool: AsyncConnectionPool) -> tuple[int, list[str]]:
     """Every air station's six pollutants in the last complete hour, the thresholds, and one
     firing alert at a Dongguan water station; returns the alert's id and the air stations."""
@@ -100,20 +112,32 @@ async def _seed(pool: AsyncConnectionPool) -> tuple[int, list[str]]:
         cur = await conn.execute("SELECT id FROM station WHERE code = 'dg-w-shilong'")
         station = await cur.fetchone()
         assert station is not None
-        (alert,) = await insert_alerts(
-            conn,
-            [
-                NewAlert(
-                    rule_id="do_low", rule_version=1, station_id=station[0], city=None,
-                    parameter_id=None, kind="threshold", state="firing", severity="critical",
-                    value=None, opened_at=now, pending_since=None, fired_at=now,
-                    resolved_at=None, retracted_at=None, last_evaluated_at=now, trigger_time=now,
-                    trigger_period_s=3600, last_point_at=now, clear_point_at=None, details={},
-                    addressed_to=[1, 2, 3],
-                )
-            ],
-        )  # fmt: skip
+        (alert,) = await insert_alerts(conn, [_new_alert("do_low", station[0], "critical", now)])
     return alert, air
+
+
+def _sign_in(browser: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    field = WebDriverWait(browser, WAIT_S).until(lambda b: b.find_element(By.NAME, "api-key"))
+    WebDriverWait(browser, WAIT_S).until(lambda b: field.is_displayed())
+    field.clear()
+    field.send_keys(key)
+    field.submit()
+
+
+async def _fire(pool: AsyncConnectionPool) -> int:
+    """A second alert at Shilong, fired now with its event, told to the API's alert feed."""
+    now = utcnow()
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute("SELECT id FROM station WHERE code = 'dg-w-shilong'")
+        station = await cur.fetchone()
+        assert station is not None
+        (alert,) = await insert_alerts(conn, [_new_alert("nh3n_high", station[0], "warning", now)])
+        await insert_events(conn, [(alert, NewEvent("firing", "firing", "warning", None))], at=now)
+        await notify_alert_events(conn)
+    return alert
 
 
 def _scenario(browser: Any, url: str, keys: dict[str, str], expected: dict[str, Any]) -> None:
@@ -126,16 +150,9 @@ def _scenario(browser: Any, url: str, keys: dict[str, str], expected: dict[str, 
     def text_of(selector: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, selector).text)
 
-    def sign_in(key: str) -> None:
-        field = wait.until(lambda b: b.find_element(By.NAME, "api-key"))
-        wait.until(lambda b: field.is_displayed())
-        field.clear()
-        field.send_keys(key)
-        field.submit()
-
     browser.get(url + "/")
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
-    sign_in(keys["responder"])
+    _sign_in(browser, keys["responder"])
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '[data-view="overview"] svg'))
     circles = browser.find_elements(By.CSS_SELECTOR, "circle[data-station]")
     assert sorted(c.get_attribute("data-station") for c in circles) == expected["stations"]
@@ -168,9 +185,21 @@ def _scenario(browser: Any, url: str, keys: dict[str, str], expected: dict[str, 
     )
     assert row.text.startswith("Critical Shilong")
     assert len(row.find_elements(By.CSS_SELECTOR, "button[data-ack]")) == 1
+    wait.until(lambda b: b.find_element(By.ID, "live").is_displayed())
+
+
+def _live_and_reader(browser: Any, keys: dict[str, str], expected: dict[str, Any]) -> None:
+    """The new alert reaches the open board within 3 s; a reader sees no acknowledge button."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT_S)
+    live = f'[data-alert="{expected["new_alert"]}"]'
+    row = WebDriverWait(browser, LIVE_S).until(lambda b: b.find_element(By.CSS_SELECTOR, live))
+    assert row.text.startswith("Warning Shilong")
 
     browser.find_element(By.ID, "sign-out").click()
-    sign_in(keys["reader"])
+    _sign_in(browser, keys["reader"])
     row = wait.until(
         lambda b: b.find_element(By.CSS_SELECTOR, f'[data-alert="{expected["alert"]}"]')
     )
@@ -199,3 +228,5 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
         }  # fmt: skip
         keys = {"responder": responder, "reader": reader}
         await asyncio.to_thread(_scenario, browser, url, keys, expected)
+        expected["new_alert"] = await _fire(db)
+        await asyncio.to_thread(_live_and_reader, browser, keys, expected)
