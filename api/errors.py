@@ -43,7 +43,7 @@ _STATUS: list[tuple[type[EnvLinkError], int]] = [
 ERROR_MEANINGS = {
     400: "invalid_input: the request matches this schema but cannot be right for a reason the"
     " schema cannot express (a cursor this API did not issue, a range that ends before it"
-    " starts, a time already past); the message says what",
+    " starts, a time already past), or a body that is not UTF-8 JSON; the message says what",
     401: "unauthenticated: no API key, or one that is unknown, revoked or expired",
     403: "forbidden: the key lacks the role, or the agency, the action needs",
     404: "not_found: the station, parameter, alert, rule or other item named does not exist",

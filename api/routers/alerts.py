@@ -228,7 +228,7 @@ async def alert(
 @router.post(
     "/alerts/{alert_id}/ack",
     responses={
-        **error_responses(404),
+        **error_responses(400, 404),
         **_alert_links("$response.body#/alert/id"),
         403: {"model": ErrorOut, "description": "No responder role, or not addressed to you"},
     },

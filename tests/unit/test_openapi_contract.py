@@ -49,6 +49,14 @@ def test_every_v1_operation_documents_its_errors_in_the_error_envelope(
     assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 
+def test_every_operation_with_a_body_documents_the_400_of_a_body_that_is_not_json(
+    spec: dict[str, Any],
+) -> None:
+    for method, path, operation in _operations(spec):
+        if "requestBody" in operation:
+            assert _error_schema(operation, "400") == ERROR_BODY, (method, path)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "statuses"),
     [
