@@ -92,6 +92,13 @@ checks.positive_data_acceptance.expected-statuses = [
   "2xx", "400", "401", "403", "404", "409", "422"
 ]
 
+# schemathesis 4.32.5's stateful phase reads the GeoJSON answer's coordinates, a JSON Schema
+# 2020-12 tuple (prefixItems), as a draft-4 `items` array and stops on a "Schema Error"; the
+# answer is checked against RFC 7946 in tests/integration/test_maps.py.
+[[operations]]
+include-name = "GET /v1/stations"
+checks.response_schema_conformance.enabled = false
+
 # Pushed readings are judged one by one: an item the body schema refuses is a per-item
 # rejection in a 200, by design, so that it never costs the rest of the batch.
 [[operations]]
