@@ -17,7 +17,8 @@ from functools import partial
 from types import TracebackType
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
 from api.ratelimit import RateLimits, Verdict
@@ -178,11 +179,18 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str:
     return plain
 
 
+# The two ways to present a key, declared as OpenAPI security schemes so that /docs asks for
+# the key once ("Authorize") for every operation. They only document: the headers are read
+# below, so that a malformed one gets its own 401 rather than being ignored.
+BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
+
+
 async def current_key(
     request: Request,
     held: RequestConnectionDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    _api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
 ) -> ApiKey:
     """The caller's live API key, within its rate limit.
 
@@ -190,7 +198,7 @@ async def current_key(
     this process's share of its bucket or, when that is spent, from the bucket on the same
     connection. An address that presented too many bad keys is refused before any check.
     """
-    plain = presented_key(authorization, x_api_key)
+    plain = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
     key_hash = hash_key(plain)
     limits = held.database.rate_limits
     cache = held.database.key_cache
@@ -246,19 +254,19 @@ KeyDep = Annotated[ApiKey, Depends(current_key)]
 async def stream_key(
     request: Request,
     held: RequestConnectionDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
     token: Annotated[
         Text | None,
         Query(description="A stream token (POST /v1/stream-tokens), for clients without headers"),
     ] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    _api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
 ) -> ApiKey:
     """The caller's live key, from a key header or else from a stream token (`?token=`).
 
     A stream opened with a token counts against its key's rate limit as one with the key does.
     """
-    if token is None or authorization or x_api_key:
-        return await current_key(request, held, authorization, x_api_key)
+    if token is None or "authorization" in request.headers or "x-api-key" in request.headers:
+        return await current_key(request, held)
     limits = held.database.rate_limits
     async with held.briefly() as conn:
         key = await authenticate_stream_token(conn, token)

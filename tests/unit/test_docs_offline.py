@@ -46,3 +46,29 @@ async def test_docs_load_every_asset_from_envlink(
             continue
         response = await client.get(asset)
         assert (response.status_code, len(response.content) > 1000) == (200, True), asset
+
+
+async def test_the_api_key_is_a_security_scheme_of_every_keyed_operation(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"] == {
+        "HTTPBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Authorization: Bearer <API key>",
+        },
+        "APIKeyHeader": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "The API key",
+        },
+    }
+    public = {"/healthz", "/readyz", "/metrics", "/", "/openapi.json"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            expected = [] if path in public else [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+            assert operation.get("security", []) == expected, f"{method.upper()} {path}"
+            headers = {p["name"].lower() for p in operation.get("parameters", [])}
+            assert not headers & {"authorization", "x-api-key"}, f"{method.upper()} {path}"
