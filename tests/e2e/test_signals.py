@@ -7,6 +7,7 @@ with Ctrl-C as a terminal sends it (to the whole foreground process group).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -158,7 +160,8 @@ def test_ctrl_c_on_dev_demo_lets_the_demo_finish_its_own_shutdown(tmp_path: Path
     try:
         assert demo.stdout is not None
         deadline = time.monotonic() + START_S
-        while not any(line.startswith("API key: ") for line in output):
+        # Printed once the demo's database is ready, just before it starts serving.
+        while not any(line.startswith("EnvLink demo: ") for line in output):
             line = demo.stdout.readline()
             assert line and time.monotonic() < deadline, "".join(output)
             output.append(line)
@@ -168,6 +171,13 @@ def test_ctrl_c_on_dev_demo_lets_the_demo_finish_its_own_shutdown(tmp_path: Path
         output.append(rest)
     finally:
         if demo.poll() is None:
+            # The demo runs in a process group of its own: stop it as Ctrl-C would, then dev.py.
+            for child in psutil.Process(demo.pid).children():
+                child.send_signal(signal.SIGINT)
+                with contextlib.suppress(psutil.TimeoutExpired):
+                    child.wait(30)
+                if child.is_running():
+                    child.kill()
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
     text = "".join(output)
