@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,7 +26,13 @@ CHUNK = 50_000
 # sorted keys let consecutive index insertions (fresh path) and lookups (merge) fall on the same
 # B-tree pages, a third to a half less server time in bench/ingest.py. They are encoded a block
 # at a time, so the server takes one block while Python encodes the next. Below _FEW rows (an
-# HJ 212 frame, say) numpy's set-up costs more than psycopg formatting row by row.
+# HJ 212 frame, say) numpy's set-up costs more than psycopg formatting row by row, and they are
+# sorted in Python (_KEY). Key order also means two transactions with keys in common (a device
+# re-sending a packet while its first send is still being stored) take their locks in the same
+# order and wait for each other rather than deadlock. Across the chunks of one batch (over
+# CHUNK rows: bulk imports) the order is the batch's; a deadlock there fails that batch alone,
+# and its source sends it again.
+_KEY = itemgetter(0, 1, 2, 3)
 _BLOCK = 8_192
 _FEW = 100
 _COPY_TYPES = ["int4", "int2", "int4", "timestamptz", "float8", "int2", "int2", "timestamptz"]
@@ -63,18 +70,12 @@ async def write_readings(
     reading_latest is kept up to date with them. The caller owns the transaction (so the two
     commit together) and must have created the partitions the rows fall in.
     """
-    # Rows are written in key order, so two transactions with rows in common (a device sending
-    # a packet again while the first send is still being stored) take their locks in the same
-    # order and wait for each other instead of deadlocking.
-    micros = _micros([row.time for row in rows])  # names a time without an offset
-    order = sorted(range(len(rows)), key=lambda i: (*rows[i][:3], micros[i]))
-    ordered = [rows[position] for position in order]
     result = WriteResult(total=len(rows))
     # Per chunk, each series' newest stored row: what reading_latest may have to take.
     newest: list[_Newest] = []
     merging = False
-    for start in range(0, len(ordered), CHUNK):
-        chunk = ordered[start : start + CHUNK]
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
         if not merging:
             try:
                 async with conn.transaction():
@@ -83,9 +84,7 @@ async def write_readings(
             except psycopg.errors.UniqueViolation:
                 merging = True
         newest.append(await _merge(conn, chunk, start, source_id, received_at, result))
-    await _keep_latest(conn, [ordered[position] for position in _newest_of_all(newest)])
-    result.duplicates = {order[position] for position in result.duplicates}
-    result.revisions = {order[position] for position in result.revisions}
+    await _keep_latest(conn, [rows[position] for position in _newest_of_all(newest)])
     return result
 
 
@@ -222,7 +221,7 @@ async def _copy_fresh(
         if len(rows) < _FEW:
             copy.set_types(_COPY_TYPES)
             try:
-                for row in rows:
+                for row in sorted(rows, key=_KEY):
                     await copy.write_row((*row, source_id, received_at))
             except TypeError:
                 _micros([row.time for row in rows])  # names a time without an offset
