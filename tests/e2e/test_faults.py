@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +29,10 @@ def short_dir() -> Iterator[Path]:
 
 
 async def test_a_worker_killed_mid_ingest_loses_and_duplicates_nothing(
-    database_url: str, tmp_path: Path
+    new_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    counts = await kill_worker(database_url, stations=50, seconds=10, log_dir=tmp_path)
+    # A database of its own: the fleet's 50 stations must not join the session's catalogue.
+    counts = await kill_worker(new_database(), stations=50, seconds=10, log_dir=tmp_path)
     assert counts.resent > 0  # the kill cut some packets off before their answer
     assert (counts.lost, counts.duplicates, counts.unacknowledged) == (0, 0, 0)
     assert counts.stored == counts.acknowledged == counts.sent > 0

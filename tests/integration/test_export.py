@@ -237,7 +237,7 @@ async def test_rollups(
         (
             {"start": "yesterday"},
             422,
-            "start: Input should be a valid datetime or date, input is too short",
+            "start: must be an ISO 8601 date or time, such as 2026-03-01T08:00:00+08:00",
         ),
     ],
 )

@@ -579,7 +579,7 @@ async def test_openapi_documents_the_request_body_and_the_answer(
     assert push["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PushResult"
     }
-    assert sorted(push["responses"]) == ["200", "400", "401", "403", "413", "422"]
+    assert sorted(push["responses"]) == ["200", "400", "401", "403", "413", "422", "429", "503"]
     assert sorted(spec["components"]["schemas"]["PushResult"]["properties"]) == [
         "received",
         "results",

