@@ -238,14 +238,22 @@ def _run_with(
             asyncio.run(check_timescaledb(url, settings))
         if args.command == "demo":
             keys = asyncio.run(demo_keys(url, settings.data_dir))
-            print(f"EnvLink demo: {_api_url(settings)}/docs")
             where = settings.data_dir / KEYS_FILE
-            print(f"API keys (kept in {where}, mode 0600, and reused at the next start):")
-            for key in keys:
-                print(f"  {key.agency} ({', '.join(key.roles)}): {key.key}")
-            sys.stdout.flush()
+            banner = [
+                f"EnvLink demo: {_api_url(settings)}/docs",
+                f"API keys (kept in {where}, mode 0600, and reused at the next start):",
+                *(f"  {key.agency} ({', '.join(key.roles)}): {key.key}" for key in keys),
+            ]
             asyncio.run(
-                serve(url, settings, api=True, worker=True, simulate=True, api_socket=api_socket)
+                serve(
+                    url,
+                    settings,
+                    api=True,
+                    worker=True,
+                    simulate=True,
+                    api_socket=api_socket,
+                    announce="\n".join(banner),
+                )
             )
         elif args.command == "api" and args.workers > 1:
             assert api_socket is not None

@@ -396,10 +396,13 @@ async def serve(
     worker: bool,
     simulate: bool = False,
     api_socket: socket.socket | None = None,
+    announce: str | None = None,
 ) -> None:
     """Run the API, the worker, or both in this process until interrupted.
 
     `api_socket`, already listening, is where the API serves (else ENVLINK_API_HOST/PORT).
+    `announce` is printed once the stop signals are handled, so a Ctrl-C that follows it always
+    takes the clean shutdown.
     The API and the worker each get a pool of their own, so HJ 212 replies never wait behind
     API requests; both share the process's one listening connection.
     """
@@ -409,6 +412,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if announce is not None:
+        print(announce, flush=True)
     quiet_accept_errors(loop)
     open_files = raise_open_files_limit()
     async with contextlib.AsyncExitStack() as opened:
