@@ -113,8 +113,10 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     # Compressed where the client accepts it; answers under 1 KB gain nothing. Starlette never
-    # compresses text/event-stream, so the alert stream's events are not held back.
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
+    # compresses text/event-stream, so the alert stream's events are not held back. Level 6
+    # (zlib's default), not Starlette's 9: as small within a few percent, several times faster
+    # (a streamed export is compressed as fast as it is read).
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=6)
     _outermost(app)
     app.include_router(health.router)
     # Every other operation needs a key, and every key has a rate limit. Notifications come

@@ -29,27 +29,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from store.catalogue import _STATION_OUT
-from store.readings import _LATEST
+from store.readings import _LATEST, _READINGS_PAGE
 
 # As EnvLink's pool per API process (ENVLINK_API_POOL_MAX_SIZE's default).
 POOL_SIZE = 10
 AQI_POLLUTANTS = ["so2", "no2", "co", "o3", "pm10", "pm25"]
 
-# store.catalogue.series_ids and store.readings.readings_page.
-_SERIES_IDS = (
-    "SELECT (SELECT id FROM station WHERE code = %s), (SELECT id FROM parameter WHERE code = %s)"
-)
-_READINGS_PAGE = (
-    "SELECT r.time, r.period_s, r.value, p.unit, p.decimals, r.qc FROM reading r"
-    " JOIN parameter p ON p.id = r.parameter_id"
-    " WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
-    " AND (%(start)s::timestamptz IS NULL OR r.time >= %(start)s)"
-    " AND (%(end)s::timestamptz IS NULL OR r.time < %(end)s)"
-    " AND (%(period)s::int IS NULL OR r.period_s = %(period)s)"
-    " AND (%(after_time)s::timestamptz IS NULL"
-    "      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
-    " ORDER BY r.time, r.period_s LIMIT %(limit)s"
-)
 # What /v1/aqi?city= reads: store.rollups.hourly_rollups per request; the city's stations, the
 # parameters and their decimals come from the catalogue EnvLink holds in memory
 # (store.catalogue.CatalogueCache), here read once per process at start-up.
@@ -66,6 +51,9 @@ _HOURLY_ROLLUPS = (
     " ORDER BY station_id, parameter_id, hour"
 )
 _PARAMETER_DECIMALS = "SELECT code, decimals FROM parameter"
+# What /v1/readings finds in the catalogue EnvLink holds in memory, read once at start-up here.
+_STATION_IDS = "SELECT code, id FROM station"
+_PARAMETER_UNITS = "SELECT code, id, unit, decimals FROM parameter"
 
 
 def _json(content: object) -> Response:
@@ -102,29 +90,28 @@ async def stations(request: Request) -> Response:
 
 
 async def readings(request: Request) -> Response:
+    """store.readings.readings_page's statement, in binary as EnvLink reads it."""
     query = request.query_params
     pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
-        cur = await conn.execute(_SERIES_IDS.encode(), [query["station"], query["parameter"]])
-        found = await cur.fetchone()
-        assert found is not None
-        limit = int(query.get("limit", 1000))
-        async with conn.cursor(row_factory=dict_row) as rows:
-            await rows.execute(
-                _READINGS_PAGE.encode(),
-                {
-                    "station": found[0],
-                    "parameter": found[1],
-                    "start": datetime.fromisoformat(query["start"]) if "start" in query else None,
-                    "end": datetime.fromisoformat(query["end"]) if "end" in query else None,
-                    "period": int(query["period_s"]) if "period_s" in query else None,
-                    "after_time": None,
-                    "after_period": None,
-                    "limit": limit + 1,
-                },
-            )
-            items = await rows.fetchall()
-    return _json({"items": items[:limit]})
+    catalogue: dict[str, Any] = request.app.state.catalogue
+    parameter = catalogue["parameter_units"][query["parameter"]]
+    limit = int(query.get("limit", 1000))
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
+        await cur.execute(
+            _READINGS_PAGE,
+            {
+                "station": catalogue["station_ids"][query["station"]],
+                "parameter": parameter["id"],
+                "start": datetime.fromisoformat(query["start"]) if "start" in query else None,
+                "end": datetime.fromisoformat(query["end"]) if "end" in query else None,
+                "period": int(query["period_s"]) if "period_s" in query else None,
+                "after_time": None,
+                "after_period": None,
+                "limit": limit + 1,
+            },
+        )
+        items = await cur.fetchall()
+    return _json({"items": items[:limit], "unit": parameter["unit"]})
 
 
 async def aqi(request: Request) -> Response:
@@ -148,7 +135,8 @@ async def aqi(request: Request) -> Response:
 
 
 async def _catalogue(pool: AsyncConnectionPool) -> dict[str, Any]:
-    """The cities' air stations, the AQI parameters and every parameter's decimals."""
+    """The cities' air stations, the AQI parameters, every parameter's decimals, and the
+    station and parameter ids /v1/readings looks up."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         stations = {}
         for city in ("guangzhou", "dongguan"):
@@ -158,7 +146,17 @@ async def _catalogue(pool: AsyncConnectionPool) -> dict[str, Any]:
         parameters = await cur.fetchall()
         await cur.execute(_PARAMETER_DECIMALS.encode())
         decimals = await cur.fetchall()
-    return {"stations": stations, "parameters": parameters, "decimals": decimals}
+        await cur.execute(_STATION_IDS.encode())
+        station_ids = {row["code"]: row["id"] for row in await cur.fetchall()}
+        await cur.execute(_PARAMETER_UNITS.encode())
+        units = {row["code"]: row for row in await cur.fetchall()}
+    return {
+        "stations": stations,
+        "parameters": parameters,
+        "decimals": decimals,
+        "station_ids": station_ids,
+        "parameter_units": units,
+    }
 
 
 def create() -> Starlette:

@@ -495,14 +495,20 @@ async def _keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredReading:
-    time: datetime
-    period_s: int
-    value: float | None
-    unit: str
-    decimals: int | None
-    qc: QC
+# A stored reading of one series as a page holds it: time, period_s, value, QC code. A page
+# may hold 10,001 rows: plain tuples, no object per row.
+PageRow = tuple[datetime, int, float | None, int]
+
+_READINGS_PAGE = (
+    b"SELECT r.time, r.period_s, r.value, r.qc FROM reading r"
+    b" WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
+    b" AND (%(start)s::timestamptz IS NULL OR r.time >= %(start)s)"
+    b" AND (%(end)s::timestamptz IS NULL OR r.time < %(end)s)"
+    b" AND (%(period)s::int IS NULL OR r.period_s = %(period)s)"
+    b" AND (%(after_time)s::timestamptz IS NULL"
+    b"      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
+    b" ORDER BY r.time, r.period_s LIMIT %(limit)s"
+)
 
 
 async def readings_page(
@@ -515,19 +521,12 @@ async def readings_page(
     period_s: int | None,
     after: tuple[datetime, int] | None,
     limit: int,
-) -> list[StoredReading]:
+) -> list[PageRow]:
     """Readings of one series in [start, end), by (time, period_s), after a keyset position."""
-    async with conn.cursor() as cur:
+    # Binary results: times and numbers are read without parsing text.
+    async with conn.cursor(binary=True) as cur:
         await cur.execute(
-            "SELECT r.time, r.period_s, r.value, p.unit, p.decimals, r.qc FROM reading r"
-            " JOIN parameter p ON p.id = r.parameter_id"
-            " WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
-            " AND (%(start)s::timestamptz IS NULL OR r.time >= %(start)s)"
-            " AND (%(end)s::timestamptz IS NULL OR r.time < %(end)s)"
-            " AND (%(period)s::int IS NULL OR r.period_s = %(period)s)"
-            " AND (%(after_time)s::timestamptz IS NULL"
-            "      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
-            " ORDER BY r.time, r.period_s LIMIT %(limit)s",
+            _READINGS_PAGE,
             {
                 "station": station_id,
                 "parameter": parameter_id,
@@ -539,11 +538,7 @@ async def readings_page(
                 "limit": limit,
             },
         )
-        rows = await cur.fetchall()
-    # Positional, from plain tuples: a page may hold 10,000 rows.
-    return [
-        StoredReading(t, p, v, unit, places, QC.from_code(qc)) for t, p, v, unit, places, qc in rows
-    ]
+        return await cur.fetchall()
 
 
 @dataclass(frozen=True, slots=True)

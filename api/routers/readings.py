@@ -9,18 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import ConnDep, KeyDep
+from api.deps import CatalogueDep, ConnDep, KeyDep
 from api.errors import error_responses
 from api.output import ZoneDep, json_response
 from api.pagination import decode_cursor, encode_cursor
-from core.errors import InvalidInput
+from core.errors import InvalidInput, ParameterNotFound, StationNotFound
 from core.rounding import round_half_even
 from core.timeutil import as_aware, parse_time, period_end
-from schemas.common import Area, City, Instant, Medium, Page, Text
+from schemas.common import QC_BY_CODE, Area, City, Instant, Medium, Page, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval, LatestOut, ReadingOut, RollupOut
-from store.catalogue import series_ids
 from store.pool import Conn
-from store.readings import LatestReading, StoredReading, latest_readings, readings_page
+from store.readings import LatestReading, PageRow, latest_readings, readings_page
 from store.rollups import rollup_series
 
 
@@ -46,19 +45,19 @@ def _period_end(time: datetime, period_s: int, zone: tzinfo) -> datetime | None:
 
 
 def reading_items(
-    rows: Sequence[StoredReading], values: Sequence[float | None], zone: tzinfo
+    rows: Sequence[PageRow], values: Sequence[float | None], unit: str, zone: tzinfo
 ) -> list[dict[str, Any]]:
-    """ReadingOut items as dicts, with the published `values`."""
+    """ReadingOut items as dicts, with the published `values` and the series' `unit`."""
     return [
         {
-            "time": r.time.astimezone(zone),
-            "period_s": r.period_s,
-            "period_end": _period_end(r.time, r.period_s, zone),
+            "time": time.astimezone(zone),
+            "period_s": period_s,
+            "period_end": _period_end(time, period_s, zone) if period_s else None,
             "value": value,
-            "unit": r.unit,
-            "qc": r.qc,
+            "unit": unit,
+            "qc": QC_BY_CODE[qc],
         }
-        for r, value in zip(rows, values, strict=True)
+        for (time, period_s, _, qc), value in zip(rows, values, strict=True)
     ]
 
 
@@ -90,6 +89,7 @@ def latest_items(
 async def readings(
     conn: ConnDep,
     key: KeyDep,
+    catalogue: CatalogueDep,
     zone: ZoneDep,
     station: Annotated[Text, Query(description="Station code", examples=["gz-a-huangpu"])],
     parameter: Annotated[Text, Query(description="Parameter code", examples=["no2"])],
@@ -111,7 +111,13 @@ async def readings(
     """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
     if period_s is not None and interval != "raw":
         raise InvalidInput(f"period_s applies to interval=raw only, not interval={interval}")
-    station_id, parameter_id = await series_ids(conn, station=station, parameter=parameter)
+    station_ref = catalogue.stations.get(station)
+    if station_ref is None:
+        raise StationNotFound(f"no station with code {station!r}")
+    parameter_ref = catalogue.parameters.get(parameter)
+    if parameter_ref is None:
+        raise ParameterNotFound(f"no parameter with code {parameter!r}")
+    station_id, parameter_id = station_ref.id, parameter_ref.id
     start = as_aware(start) if start else None
     end = as_aware(end) if end else None
     if start and end and end <= start:
@@ -146,9 +152,10 @@ async def readings(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = encode_cursor({"time": last.time.isoformat(), "period_s": last.period_s})
-    values = round_half_even([r.value for r in rows], rows[0].decimals if rows else None)
-    return json_response({"items": reading_items(rows, values, zone), "next_cursor": next_cursor})
+        next_cursor = encode_cursor({"time": last[0].isoformat(), "period_s": last[1]})
+    values = round_half_even([row[2] for row in rows], parameter_ref.decimals)
+    items = reading_items(rows, values, parameter_ref.unit, zone)
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 # Coverage is a share: three decimals tell 23 of 24 hours (0.958) from a whole day.

@@ -9,9 +9,9 @@ from pydantic import TypeAdapter
 
 from api.output import ZONES, json_response
 from api.routers.readings import latest_items, reading_items
-from schemas.common import QC, Page
+from schemas.common import QC, QC_BY_CODE, QC_CODES, Page
 from schemas.readings import LatestOut, ReadingOut
-from store.readings import LatestReading, StoredReading
+from store.readings import LatestReading, PageRow
 
 # Whole seconds and microseconds; a summer of 1988, when China kept daylight saving (+09:00).
 TIMES = [
@@ -24,9 +24,9 @@ VALUES: list[float | None] = [1009.8220000000001, 1e-05, 3.0e20, -0.0, 12.0, Non
 PERIODS = [0, 60, 3600, 86400]
 
 
-def _stored() -> list[StoredReading]:
+def _stored() -> list[PageRow]:
     return [
-        StoredReading(time, period_s, value, "ug/m3", 1, QC.SUSPECT if value == 12.0 else QC.VALID)
+        (time, period_s, value, QC_CODES[QC.SUSPECT if value == 12.0 else QC.VALID])
         for time in TIMES
         for period_s in PERIODS
         for value in VALUES
@@ -37,8 +37,8 @@ def _stored() -> list[StoredReading]:
 def test_reading_items_are_written_as_the_readings_page_model_writes_them(zone_name: str) -> None:
     zone: tzinfo = ZONES[zone_name]
     rows = _stored()
-    values = [r.value for r in rows]
-    content = {"items": reading_items(rows, values, zone), "next_cursor": "abc"}
+    values = [row[2] for row in rows]
+    content = {"items": reading_items(rows, values, "ug/m3", zone), "next_cursor": "abc"}
     page = Page[ReadingOut].model_validate(content, strict=True)
     expected = TypeAdapter(Page[ReadingOut]).dump_json(page, by_alias=True)
     assert json_response(content).body == expected
@@ -49,8 +49,10 @@ def test_reading_items_are_written_as_the_readings_page_model_writes_them(zone_n
 def test_latest_items_are_written_as_the_latest_page_model_writes_them(zone_name: str) -> None:
     zone: tzinfo = ZONES[zone_name]
     rows = [
-        LatestReading(1, 1, "gz-a-1", "pm25", r.time, r.period_s, r.value, r.unit, 1, r.qc, 3600)
-        for r in _stored()
+        LatestReading(
+            1, 1, "gz-a-1", "pm25", time, period_s, value, "ug/m3", 1, QC_BY_CODE[qc], 3600
+        )
+        for time, period_s, value, qc in _stored()
     ]
     values = [r.value for r in rows]
     content = {"items": latest_items(rows, values, zone), "next_cursor": None}
