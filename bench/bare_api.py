@@ -28,8 +28,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from store.catalogue import _STATION_OUT
 from store.readings import _LATEST, _READINGS_PAGE
+
+# The statement EnvLink ran for /v1/stations before it served the stations from its catalogue
+# snapshot (store.catalogue.CatalogueSnapshot.stations_out): bare still reads them per request.
+_STATION_OUT = """
+SELECT s.code, s.name, s.name_zh, s.city, s.area, s.medium, a.code AS agency, s.lat, s.lon,
+       s.approximate, s.hj212_mn, s.background, s.reach_code AS reach, s.river_km,
+       s.water_standard, s.target_class,
+       coalesce(json_agg(json_build_object('parameter', p.code, 'unit', p.unit,
+                                           'interval_s', sp.interval_s) ORDER BY p.id)
+                FILTER (WHERE p.id IS NOT NULL), '[]') AS parameters
+FROM station s
+JOIN agency a ON a.id = s.agency_id
+LEFT JOIN station_parameter sp ON sp.station_id = s.id
+LEFT JOIN parameter p ON p.id = sp.parameter_id
+WHERE (%(city)s::text IS NULL OR s.city = %(city)s)
+  AND (%(area)s::text IS NULL OR s.area = %(area)s)
+  AND (%(medium)s::text IS NULL OR s.medium = %(medium)s)
+  AND (%(code)s::text IS NULL OR s.code = %(code)s)
+  AND (%(after)s::text IS NULL OR s.code > %(after)s)
+GROUP BY s.id, a.code
+ORDER BY s.code
+LIMIT %(limit)s
+"""
 
 # As EnvLink's pool per API process (ENVLINK_API_POOL_MAX_SIZE's default).
 POOL_SIZE = 10

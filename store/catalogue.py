@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TypeVar
 
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -205,42 +206,6 @@ async def stations_without_parameters(conn: Conn) -> list[str]:
     return [code for (code,) in await cur.fetchall()]
 
 
-_STATION_OUT = """
-SELECT s.code, s.name, s.name_zh, s.city, s.area, s.medium, a.code AS agency, s.lat, s.lon,
-       s.approximate, s.hj212_mn, s.background, s.reach_code AS reach, s.river_km,
-       s.water_standard, s.target_class,
-       coalesce(json_agg(json_build_object('parameter', p.code, 'unit', p.unit,
-                                           'interval_s', sp.interval_s) ORDER BY p.id)
-                FILTER (WHERE p.id IS NOT NULL), '[]') AS parameters
-FROM station s
-JOIN agency a ON a.id = s.agency_id
-LEFT JOIN station_parameter sp ON sp.station_id = s.id
-LEFT JOIN parameter p ON p.id = sp.parameter_id
-WHERE (%(city)s::text IS NULL OR s.city = %(city)s)
-  AND (%(area)s::text IS NULL OR s.area = %(area)s)
-  AND (%(medium)s::text IS NULL OR s.medium = %(medium)s)
-  AND (%(code)s::text IS NULL OR s.code = %(code)s)
-  AND (%(after)s::text IS NULL OR s.code > %(after)s)
-GROUP BY s.id, a.code
-ORDER BY s.code
-LIMIT %(limit)s
-"""
-
-
-async def list_stations(
-    conn: Conn,
-    *,
-    city: str | None = None,
-    area: str | None = None,
-    medium: str | None = None,
-    after: str | None = None,
-    limit: int = 1000,
-) -> list[StationOut]:
-    """Stations matching the filters, by code, starting after `after`."""
-    params = {"city": city, "area": area, "medium": medium, "code": None, "after": after}
-    return await _stations(conn, {**params, "limit": limit})
-
-
 @dataclass(frozen=True, slots=True)
 class PlacedStation:
     """A station with its names, its place on the river and what its assessment needs."""
@@ -293,27 +258,6 @@ async def named_reaches(conn: Conn) -> list[NamedReach]:
     async with conn.cursor(row_factory=class_row(NamedReach)) as cur:
         await cur.execute("SELECT code, name, name_zh, downstream FROM reach ORDER BY code")
         return await cur.fetchall()
-
-
-async def get_station(conn: Conn, code: str) -> StationOut:
-    """One station by code, or StationNotFound."""
-    rows = await _stations(
-        conn,
-        {"city": None, "area": None, "medium": None, "code": code, "after": None, "limit": 1},
-    )
-    if not rows:
-        raise StationNotFound(f"no station with code {code!r}")
-    return rows[0]
-
-
-async def _stations(conn: Conn, params: dict[str, object]) -> list[StationOut]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_STATION_OUT.encode(), params)
-        rows = await cur.fetchall()
-    return [
-        StationOut(**{**row, "parameters": [StationParameterOut(**p) for p in row["parameters"]]})
-        for row in rows
-    ]
 
 
 async def list_parameters(conn: Conn) -> list[ParameterOut]:
@@ -381,6 +325,7 @@ class StationRef:
     water_standard: str | None
     water_body: str | None
     target_class: int | None
+    approximate: bool  # its coordinates are approximate
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,16 +446,52 @@ class CatalogueSnapshot:
             for s in self.series_by_station.get(station.id, ())
         ]
 
+    @cached_property
+    def stations_out(self) -> dict[str, StationOut]:
+        """Every station as the API shows it, by code (in code order): built once a snapshot."""
+        ordered = sorted(self.stations.values(), key=_by_code)
+        return {station.code: self._station_out(station) for station in ordered}
+
+    def _station_out(self, station: StationRef) -> StationOut:
+        return StationOut(
+            code=station.code,
+            name=station.name,
+            name_zh=station.name_zh,
+            city=station.city,
+            area=station.area,
+            medium=station.medium,
+            agency=station.agency,
+            lat=station.lat,
+            lon=station.lon,
+            approximate=station.approximate,
+            hj212_mn=station.hj212_mn,
+            background=station.background,
+            reach=station.reach_code,
+            river_km=station.river_km,
+            water_standard=station.water_standard,
+            target_class=station.target_class,
+            parameters=[
+                StationParameterOut(
+                    parameter=parameter.code, unit=parameter.unit, interval_s=series.interval_s
+                )
+                for parameter, series in self.parameters_of(station)
+            ],
+        )
+
     def station_series(self, station_id: int, codes: Iterable[str]) -> list[SeriesRef]:
         """The station's series of these parameter codes."""
         wanted = set(codes)
         return [s for s in self.series_by_station.get(station_id, ()) if s.parameter in wanted]
 
 
+def _by_code(station: StationRef) -> str:
+    return station.code
+
+
 _STATION_REF = """
 SELECT s.id, s.code, s.name, s.name_zh, s.city, s.area, s.medium, s.agency_id, a.code AS agency,
        s.lat, s.lon, s.hj212_mn, s.hj212_password, s.hj212_crc, s.background, s.reach_code,
-       s.river_km, s.water_standard, s.water_body, s.target_class
+       s.river_km, s.water_standard, s.water_body, s.target_class, s.approximate
 FROM station s JOIN agency a ON a.id = s.agency_id ORDER BY s.id
 """
 _PARAMETER_REF = """

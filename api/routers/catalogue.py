@@ -8,10 +8,11 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.deps import ConnDep, KeyDep
+from api.deps import CatalogueDep, ConnDep, KeyDep
 from api.errors import error_responses
 from api.links import link, linked
 from api.params import StationCode
+from core.errors import StationNotFound
 from schemas.catalogue import ParameterGroup, ParameterOut, StationOut
 from schemas.common import Area, City, ErrorOut, Medium, Page, Text
 from schemas.geojson import (
@@ -25,7 +26,7 @@ from schemas.geojson import (
     parse_bbox,
     station_collection,
 )
-from store.catalogue import get_station, list_parameters, list_stations
+from store.catalogue import list_parameters
 from store.rivers import reaches_with_stations
 
 router = APIRouter(prefix="/v1", tags=["catalogue"], responses=error_responses(401, 422, 503))
@@ -81,7 +82,7 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     },
 )
 async def stations(
-    conn: ConnDep,
+    catalogue: CatalogueDep,
     key: KeyDep,
     city: City | None = None,
     area: Area | None = None,
@@ -100,9 +101,14 @@ async def stations(
 ) -> Page[StationOut] | Response:
     """Stations of both cities, filtered by city, area, medium and bounding box."""
     box = parse_bbox(bbox) if bbox is not None else None
-    items = await list_stations(conn, city=city, area=area, medium=medium)
-    if box is not None:
-        items = [s for s in items if box.holds(s.lon, s.lat)]
+    items = [
+        s
+        for s in catalogue.stations_out.values()
+        if (city is None or s.city == city)
+        and (area is None or s.area == area)
+        and (medium is None or s.medium == medium)
+        and (box is None or box.holds(s.lon, s.lat))
+    ]
     if output_format == "geojson" or (
         output_format is None and GEOJSON_MEDIA_TYPE in (accept or "")
     ):
@@ -158,9 +164,12 @@ async def rivers(conn: ConnDep, key: KeyDep) -> ReachCollection:
         ),
     },
 )
-async def station(conn: ConnDep, key: KeyDep, code: StationCode) -> StationOut:
+async def station(catalogue: CatalogueDep, key: KeyDep, code: StationCode) -> StationOut:
     """One station with its parameters."""
-    return await get_station(conn, code)
+    found = catalogue.stations_out.get(code)
+    if found is None:
+        raise StationNotFound(f"no station with code {code!r}")
+    return found
 
 
 @router.get("/parameters")

@@ -48,7 +48,7 @@ def _station(station_id: int, code: str, city: str, medium: str, agency: int) ->
         "area": "dongjiang", "medium": medium, "agency_id": agency, "agency": f"agency{agency}",
         "lat": 23.0, "lon": 113.5, "hj212_mn": None, "hj212_password": None, "hj212_crc": "hj212",
         "background": None, "reach_code": None, "river_km": None, "water_standard": None,
-        "water_body": None, "target_class": None,
+        "water_body": None, "target_class": None, "approximate": True,
     }  # fmt: skip
 
 
