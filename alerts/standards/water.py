@@ -113,6 +113,20 @@ def sea_water_class(item: str, value: float) -> int:
     return _first_class(value <= limit for limit in SEA_WATER_MAX[item])
 
 
+def sea_class_limit(item: str, water_class: int) -> float | None:
+    """GB 3097 limit of an item for class 1..4: a maximum, DO's floor (strictly above), None
+    for pH (a range per class)."""
+    if not 1 <= water_class <= len(SEA_WATER_DO_ABOVE):
+        raise ValueError(f"{SEA_STANDARD} class must be 1..4, not {water_class}")
+    if item == "ph":
+        return None
+    if item == "do":
+        return float(SEA_WATER_DO_ABOVE[water_class - 1])
+    if item not in SEA_WATER_MAX:
+        raise ValueError(f"{SEA_STANDARD} has no item {item!r}; items: {list(SEA_WATER_ITEMS)}")
+    return float(SEA_WATER_MAX[item][water_class - 1])
+
+
 def assess_surface_water(
     values: Mapping[str, float | None], *, water_body: str = "river", target_class: int = 3
 ) -> WaterAssessment:

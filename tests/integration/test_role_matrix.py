@@ -159,6 +159,7 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
     "GET /v1/sources": _static("/v1/sources"),
     "GET /v1/aqi": _static("/v1/aqi", station="gz-a-huangpu"),
     "GET /v1/water-quality": _static("/v1/water-quality", station="gz-w-xintang"),
+    "GET /v1/limits": _static("/v1/limits", station="gz-a-huangpu", parameter="pm25"),
     "GET /v1/notifications": _static("/v1/notifications"),
     "GET /v1/subscriptions": _static("/v1/subscriptions"),
     "POST /v1/subscriptions": _subscription_post,
