@@ -496,14 +496,16 @@ async def _keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:
 
 
 # A stored reading of one series as a page holds it: time, period_s, value, QC code. A page
-# may hold 10,001 rows: plain tuples, no object per row.
+# may hold 10,001 rows: plain tuples, no object per row. The time bounds are written so that a
+# generic plan (a statement prepared after a few runs) still prunes partitions and scans the
+# index range: "(%(start)s IS NULL OR r.time >= %(start)s)" read every partition of the series.
 PageRow = tuple[datetime, int, float | None, int]
 
 _READINGS_PAGE = (
     b"SELECT r.time, r.period_s, r.value, r.qc FROM reading r"
     b" WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
-    b" AND (%(start)s::timestamptz IS NULL OR r.time >= %(start)s)"
-    b" AND (%(end)s::timestamptz IS NULL OR r.time < %(end)s)"
+    b" AND r.time >= coalesce(%(start)s::timestamptz, '-infinity')"
+    b" AND r.time < coalesce(%(end)s::timestamptz, 'infinity')"
     b" AND (%(period)s::int IS NULL OR r.period_s = %(period)s)"
     b" AND (%(after_time)s::timestamptz IS NULL"
     b"      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"

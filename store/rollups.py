@@ -572,9 +572,9 @@ SELECT h.hour AS time, h.value, h.samples AS count, (h.coverage_s / 3600.0)::flo
        h.origin, p.unit, p.decimals
 FROM reading_hourly h JOIN parameter p ON p.id = h.parameter_id
 WHERE h.station_id = %(station)s AND h.parameter_id = %(parameter)s
-  AND (%(start)s::timestamptz IS NULL OR h.hour >= %(start)s)
-  AND (%(end)s::timestamptz IS NULL OR h.hour < %(end)s)
-  AND (%(after)s::timestamptz IS NULL OR h.hour > %(after)s)
+  AND h.hour >= coalesce(%(start)s::timestamptz, '-infinity')
+  AND h.hour < coalesce(%(end)s::timestamptz, 'infinity')
+  AND h.hour > coalesce(%(after)s::timestamptz, '-infinity')
 ORDER BY h.hour LIMIT %(limit)s
 """
 # The groups are alerts.rollups.WATER_GROUPS: their day counts samples, the others hours.

@@ -20,7 +20,7 @@ from schemas.common import QC_BY_CODE, Area, City, Instant, Medium, Page, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval, LatestOut, ReadingOut, RollupOut
 from store.pool import Conn
 from store.readings import LatestReading, PageRow, latest_readings, readings_page
-from store.rollups import rollup_series
+from store.rollups import RollupPoint, rollup_series
 
 
 class Period(IntEnum):
@@ -34,9 +34,9 @@ class Period(IntEnum):
 
 router = APIRouter(prefix="/v1", tags=["readings"], responses=error_responses(401, 422, 503))
 
-# Raw readings and the latest readings are written as dicts (api.output.json_response): a model
-# per item cost several times the query. The dicts hold ReadingOut's and LatestOut's fields in
-# their order.
+# Readings, rollups and the latest readings are written as dicts (api.output.json_response): a
+# model per item cost several times the query. The dicts hold ReadingOut's, RollupOut's and
+# LatestOut's fields in their order.
 
 
 def _period_end(time: datetime, period_s: int, zone: tzinfo) -> datetime | None:
@@ -58,6 +58,29 @@ def reading_items(
             "qc": QC_BY_CODE[qc],
         }
         for (time, period_s, _, qc), value in zip(rows, values, strict=True)
+    ]
+
+
+def rollup_items(
+    rows: Sequence[RollupPoint],
+    values: Sequence[float | None],
+    coverages: Sequence[float | None],
+    period_s: int,
+    zone: tzinfo,
+) -> list[dict[str, Any]]:
+    """RollupOut items as dicts, with the published `values` and `coverages`."""
+    return [
+        {
+            "time": r.time.astimezone(zone),
+            "period_s": period_s,
+            "period_end": period_end(r.time, period_s).astimezone(zone),
+            "value": value,
+            "unit": r.unit,
+            "count": r.count,
+            "coverage": coverage,
+            "origin": r.origin,
+        }
+        for r, value, coverage in zip(rows, values, coverages, strict=True)
     ]
 
 
@@ -107,7 +130,7 @@ async def readings(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Text | None = None,
-) -> Response | Page[RollupOut]:
+) -> Response:
     """Readings in [start, end), time ascending; times without an offset are Asia/Shanghai."""
     if period_s is not None and interval != "raw":
         raise InvalidInput(f"period_s applies to interval=raw only, not interval={interval}")
@@ -173,7 +196,7 @@ async def _rollups(
     limit: int,
     cursor: str | None,
     zone: tzinfo,
-) -> Page[RollupOut]:
+) -> Response:
     """One page of a series' hourly or daily rollups, keyset-paginated by period start."""
     after = None
     if cursor:
@@ -194,20 +217,8 @@ async def _rollups(
         next_cursor = encode_cursor({"time": rows[-1].time.isoformat()})
     values = round_half_even([r.value for r in rows], rows[0].decimals if rows else None)
     coverages = round_half_even([r.coverage for r in rows], COVERAGE_DECIMALS)
-    items = [
-        RollupOut(
-            time=r.time.astimezone(zone),
-            period_s=period_s,
-            period_end=period_end(r.time, period_s).astimezone(zone),
-            value=value,
-            unit=r.unit,
-            count=r.count,
-            coverage=coverage,
-            origin=r.origin,
-        )
-        for r, value, coverage in zip(rows, values, coverages, strict=True)
-    ]
-    return Page[RollupOut](items=items, next_cursor=next_cursor)
+    items = rollup_items(rows, values, coverages, period_s, zone)
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/latest", response_model=Page[LatestOut])

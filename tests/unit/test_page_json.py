@@ -8,10 +8,11 @@ import pytest
 from pydantic import TypeAdapter
 
 from api.output import ZONES, json_response
-from api.routers.readings import latest_items, reading_items
+from api.routers.readings import latest_items, reading_items, rollup_items
 from schemas.common import QC, QC_BY_CODE, QC_CODES, Page
-from schemas.readings import LatestOut, ReadingOut
+from schemas.readings import LatestOut, ReadingOut, RollupOut
 from store.readings import LatestReading, PageRow
+from store.rollups import RollupPoint
 
 # Whole seconds and microseconds; a summer of 1988, when China kept daylight saving (+09:00).
 TIMES = [
@@ -60,3 +61,29 @@ def test_latest_items_are_written_as_the_latest_page_model_writes_them(zone_name
     expected = TypeAdapter(Page[LatestOut]).dump_json(page, by_alias=True)
     assert json_response(content).body == expected
     assert page.items[0].age_s == 3600
+
+
+@pytest.mark.parametrize("period_s", [3600, 86400])
+@pytest.mark.parametrize("zone_name", sorted(ZONES))
+def test_rollup_items_are_written_as_the_rollup_page_model_writes_them(
+    zone_name: str, period_s: int
+) -> None:
+    zone: tzinfo = ZONES[zone_name]
+    coverages: list[float | None] = [1.0, 0.958, None]
+    rows = [
+        RollupPoint(time, value, 23, coverage, origin, "mg/L", 2)
+        for time in TIMES
+        for value in VALUES
+        for coverage in coverages
+        for origin in ("reported", "computed")
+    ]
+    content = {
+        "items": rollup_items(
+            rows, [r.value for r in rows], [r.coverage for r in rows], period_s, zone
+        ),
+        "next_cursor": None,
+    }
+    page = Page[RollupOut].model_validate(content, strict=True)
+    expected = TypeAdapter(Page[RollupOut]).dump_json(page, by_alias=True)
+    assert json_response(content).body == expected
+    assert len(page.items) == len(TIMES) * len(VALUES) * len(coverages) * 2
