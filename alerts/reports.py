@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
 import numpy as np
 
 from alerts.evaluation.air import (
+    CATEGORIES,
     AirEvaluation,
     air_report,
     compare_air,
@@ -32,7 +33,7 @@ from alerts.evaluation.air_days import (
     daily_max_8h,
     from_daily,
 )
-from alerts.evaluation.periods import Period, PeriodPart
+from alerts.evaluation.periods import Period, PeriodPart, month_spans
 from alerts.evaluation.rules import rule_set_for
 from alerts.evaluation.sea import sea_area_grade
 from alerts.evaluation.water import (
@@ -45,6 +46,7 @@ from alerts.evaluation.water import (
     section_report,
 )
 from alerts.standards import surface_evaluated_items
+from alerts.standards.aqi import aqi_level_index
 from alerts.windows import HOURS_PER_DAY
 from core.errors import InvalidInput, StationNotFound
 from core.timeutil import CST
@@ -119,6 +121,42 @@ async def air_period_report(
     parts = period.parts()
     reports = [_part_report(part, period, len(parts) > 1, loads, about) for part in parts]
     return reports[0] if len(reports) == 1 else {"parts": reports}
+
+
+@dataclass(frozen=True)
+class MonthAir:
+    """A city's month as its air report publishes it, and the AQI of each of its days."""
+
+    report: dict[str, Any]
+    daily_aqi: tuple[int | None, ...]
+    daily_category: tuple[str | None, ...]
+
+
+async def air_months(conn: Conn, city: str, start: date, end: date) -> list[MonthAir]:
+    """Each calendar month (part) of a city's days [start, end) evaluated like its air report.
+
+    One load for all the months: the bulletin's calendar and month-by-month charts.
+    """
+    stations = await scope_stations(conn, "city", city)
+    if not stations:
+        raise InvalidInput(f"code: {city} has no assessment station")
+    loaded = await _load(conn, stations, "city", start, end)
+    found = []
+    for first, covered, _ in month_spans(start, end):
+        days = Period(max(first, start), max(first, start) + timedelta(days=covered), "month",
+                      f"{first.year:04d}-{first.month:02d}")  # fmt: skip
+        for part in days.parts():
+            evaluation = _evaluate([loaded], part)
+            aqi = evaluation.aqi.aqi if evaluation.aqi is not None else np.full(part.days, np.nan)
+            levels = aqi_level_index(aqi)
+            found.append(
+                MonthAir(
+                    report=air_report(evaluation),
+                    daily_aqi=tuple(None if np.isnan(v) else int(v) for v in aqi),
+                    daily_category=tuple(None if k < 0 else CATEGORIES[k] for k in levels),
+                )
+            )
+    return found
 
 
 def _part_report(

@@ -1,4 +1,5 @@
-"""The `envlink` command: migrate, seed, keys, api, worker, serve, demo, import-csv, export."""
+"""The `envlink` command: migrate, seed, keys, api, worker, serve, demo, import-csv, export,
+report."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import get_args
 
+from alerts.bulletin.assemble import assemble_bulletin, bulletin_month
+from alerts.bulletin.page import Language, render_html
+from alerts.bulletin.tables import bulletin_zip
 from api.routers.keys import audited
-from core.errors import EnvLinkError, SettingsError
+from core.errors import EnvLinkError, InvalidInput, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
@@ -33,6 +37,7 @@ from envlink.runtime import (
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
 from ingest.sources.http_pull import HttpPullJob, PullError
+from schemas.bulletin import Bulletin
 from schemas.common import ROLES, Area, City
 from schemas.readings import INTERVAL_PERIOD_S, Interval
 from schemas.sources import Feed, load_sources
@@ -144,6 +149,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--output", "-o", type=Path, help="file to write (default: standard output)"
     )
+    report = commands.add_parser(
+        "report",
+        help="write a month's joint bulletin into a folder: JSON, a zip of CSV tables, HTML"
+        " (as GET /v1/reports/bulletin)",
+    )
+    report.add_argument("--month", required=True, help="the month, YYYY-MM")
+    report.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="folder to write (made if missing)"
+    )
+    report.add_argument(
+        "--lang", choices=("zh", "en"), default="zh", help="the HTML page's first language"
+    )
     return parser
 
 
@@ -175,6 +192,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _report([liveness(settings.heartbeat_path, max_age_s=args.max_age)])
     if args.command == "demo":
         settings = settings.model_copy(update={"database_url": None})
+    if args.command == "report":
+        bulletin_month(args.month)  # a bad month stops here, before any database starts
     # The API's port is taken before anything starts: a port in use stops start-up at once.
     api_socket = _listen(settings) if args.command in ("api", "serve", "demo") else None
     try:
@@ -234,6 +253,9 @@ def _run_with(
             return asyncio.run(_import_csv(url, settings, args.files))
         if args.command == "export":
             return asyncio.run(_export(url, settings, args))
+        if args.command == "report":
+            found = asyncio.run(_bulletin(url, args.month))
+            return _write_bulletin(found, args.out, args.lang)
         if args.command in ("api", "worker", "serve"):
             asyncio.run(check_timescaledb(url, settings))
         if args.command == "demo":
@@ -518,6 +540,36 @@ async def _export(url: str, settings: Settings, args: argparse.Namespace) -> int
         return 0
     finally:
         await conn.close()
+
+
+async def _bulletin(url: str, month: str) -> Bulletin:
+    """The month's bulletin, assembled now."""
+    conn = await connect(url)
+    try:
+        return await assemble_bulletin(conn, bulletin_month(month), now=utcnow())
+    finally:
+        await conn.close()
+
+
+def _write_bulletin(found: Bulletin, out: Path, language: Language) -> int:
+    """`envlink report`: the bulletin as JSON, CSV zip and HTML files in `out`."""
+    stem = f"envlink-bulletin-{found.month}"
+    files = {
+        f"{stem}.json": found.model_dump_json(indent=2).encode("utf-8"),
+        f"{stem}.zip": bulletin_zip(found),
+        f"{stem}.html": render_html(found, language).encode("utf-8"),
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, body in files.items():
+            partial = out / f"{name}.part"
+            partial.write_bytes(body)
+            partial.replace(out / name)
+    except OSError as exc:
+        raise InvalidInput(f"--out {out}: {exc.strerror or exc}") from exc
+    for name in files:
+        print(out / name)
+    return 0
 
 
 def _print_report(path: Path, report: FileReport) -> None:

@@ -154,3 +154,24 @@ async def water_sections(conn: Conn, *, scope: str, code: str) -> list[WaterSect
             [code],
         )
         return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A station's, parameter's or reach's code and its English and Chinese names."""
+
+    code: str
+    name: str
+    name_zh: str
+
+
+async def station_names(conn: Conn) -> dict[str, Named]:
+    """Every station's names by code."""
+    cur = await conn.execute("SELECT code, name, name_zh FROM station")
+    return {str(c): Named(str(c), str(n), str(z)) for c, n, z in await cur.fetchall()}
+
+
+async def parameter_names(conn: Conn) -> dict[str, Named]:
+    """Every parameter's names by code."""
+    cur = await conn.execute("SELECT code, name, name_zh FROM parameter")
+    return {str(c): Named(str(c), str(n), str(z)) for c, n, z in await cur.fetchall()}

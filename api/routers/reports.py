@@ -5,13 +5,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
+from alerts.bulletin.assemble import assemble_bulletin, bulletin_month
+from alerts.bulletin.page import render_html
+from alerts.bulletin.tables import bulletin_zip
 from alerts.evaluation.periods import Period, date_range, parse_period
 from alerts.reports import air_period_report, water_period_report
 from api.deps import ConnDep, KeyDep
 from api.errors import error_responses
 from core.errors import InvalidInput
+from core.timeutil import utcnow
+from schemas.bulletin import Bulletin
 from schemas.common import Day, ErrorOut, Text
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 422, 503))
@@ -117,3 +122,58 @@ async def water_report(
     method from 5 sections, else the sections' mean concentrations) and the mean CWQI; sea
     points' area grade; and `last_year`, the same figures a year earlier."""
     return await water_period_report(conn, scope, code, report_period(period, start, end))
+
+
+ZIP_CONTENT_TYPE = "application/zip"
+HTML_CONTENT_TYPE = "text/html"
+
+
+@router.get(
+    "/reports/bulletin",
+    response_model=Bulletin,
+    responses={
+        200: {
+            "description": "format=json: the bulletin. format=csv: a zip of CSV tables (UTF-8"
+            " with a byte order mark): summary, air_days, air_pollutants, primary_pollutants,"
+            " stations, episodes, aqi_calendar, air_months, water_sections, water_groups, notes."
+            " format=html: a printable page in Chinese with an English toggle, charts as inline"
+            " SVG, nothing loaded from elsewhere.",
+            "content": {ZIP_CONTENT_TYPE: {}, HTML_CONTENT_TYPE: {}},
+        },
+        400: {"model": ErrorOut, "description": "month is not a month EnvLink handles"},
+        422: {"model": ErrorOut, "description": "month not YYYY-MM; format or lang unknown"},
+    },
+)
+async def bulletin(
+    conn: ConnDep,
+    key: KeyDep,
+    month: Annotated[
+        str,
+        Query(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM"),
+    ],
+    file_format: Annotated[
+        Literal["json", "csv", "html"], Query(alias="format", description="json, csv or html")
+    ] = "json",
+    lang: Annotated[
+        Literal["zh", "en"], Query(description="The HTML page's first language (it toggles)")
+    ] = "zh",
+) -> Any:
+    """The monthly joint bulletin of Guangzhou and Dongguan (EVALUATION.md §8), assembled from
+    the air and water reports of the month: the summary (good-day shares, composite indices
+    and their changes on last year like for like), each city's and the region's category days,
+    pollutant table and primary-pollutant shares, the month's regional episodes, the stations
+    ranked by composite index, the AQI calendar and this year's months for the charts, each
+    water section's class against its target and last year's, the rivers' and cities' shares
+    and grades, the Dongjiang north main stream's and the Shiziyang estuary's grades, and the
+    notes (rule sets, validity, data status)."""
+    found = await assemble_bulletin(conn, bulletin_month(month), now=utcnow())
+    if file_format == "csv":
+        name = f"envlink-bulletin-{found.month}.zip"
+        return Response(
+            bulletin_zip(found),
+            media_type=ZIP_CONTENT_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    if file_format == "html":
+        return Response(render_html(found, lang), media_type=f"{HTML_CONTENT_TYPE}; charset=utf-8")
+    return found

@@ -196,6 +196,7 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
     "GET /v1/reports/water": _static(
         "/v1/reports/water", scope="river", code="dongjiang", period="2026-11"
     ),
+    "GET /v1/reports/bulletin": _static("/v1/reports/bulletin", month="2026-11"),
 }
 
 
