@@ -1,25 +1,42 @@
 // EnvLink's screen: the public API with the user's key (kept for this browser session only).
 import { words } from "./i18n.js";
+import { chart, linesFor, svg } from "./chart.js";
 
 const KEY = "envlink.key";
 const LANGUAGE = "envlink.language";
 const CITIES = ["guangzhou", "dongguan"];
 const SEVERITIES = ["critical", "warning", "advisory"];
+const AREAS = ["dongjiang", "shiziyang"];
+// The chart's ranges, each with the series it shows by default (interval of /v1/readings).
+const RANGES = { "1d": [1, "raw"], "7d": [7, "1h"], "30d": [30, "1h"], "1y": [365, "1d"] };
+const INTERVALS = ["raw", "1h", "1d"];
+const MAX_PAGES = 20; // of 10 000 readings: a year of 15-minute values fits
+const REFRESH_MS = 60_000; // the situation view also refreshes on every alert event
+const STATE_COLOURS = { reporting: "#2e9d3a", late: "#ffd400", silent: "#d7191c", maintenance: "#7a7a7a" };
+const TRENDS = { rising: "↑", falling: "↓", steady: "→", unknown: "?" };
 // Water classes I–V and worse than V (6), one colour each; dark text where the colour is light.
 const WATER_COLOURS = { 1: "#1e6fd9", 2: "#1e6fd9", 3: "#2e9d3a", 4: "#ffd400", 5: "#ff7e00", 6: "#d7191c" };
 
-const state = { me: null, view: "overview", station: null, stream: null };
+const state = {
+  me: null, view: "overview", station: null, stream: null, area: "dongjiang",
+  chart: { parameter: null, range: "1d", interval: "raw" }, silencing: null,
+};
 const language = () => sessionStorage.getItem(LANGUAGE) || "zh";
 const t = (word) => words[language()][word] ?? word;
 const $ = (selector) => document.querySelector(selector);
 
 function el(tag, attributes = {}, ...children) {
-  const node = document.createElementNS(
-    ["svg", "circle", "text", "polyline"].includes(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
+  if (["svg", "circle", "text", "polyline", "line"].includes(tag)) return svg(tag, attributes, ...children);
+  const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
   node.append(...children);
   return node;
 }
+
+const named = (thing) => (language() === "zh" ? thing.name_zh : thing.name);
+/** An API time (+08:00) as "MM-DD hh:mm", Asia/Shanghai as the API gives it. */
+const clock = (iso) => (iso ? iso.slice(5, 16).replace("T", " ") : "—");
+const can = (...roles) => roles.some((role) => state.me.roles.includes(role));
 
 async function api(path, options = {}) {
   const answer = await fetch(path, {
@@ -92,9 +109,9 @@ async function map(stations, rivers) {
   const k = (width - 2 * pad) / Math.max((east - west) * scale, 1e-6);
   const height = Math.ceil((north - south) * k + 2 * pad);
   const xy = ([lon, lat]) => [pad + (lon - west) * scale * k, pad + (north - lat) * k];
-  const svg = el("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": t("map") });
+  const drawing = el("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": t("map") });
   for (const reach of rivers.features) {
-    svg.append(el("polyline", { class: "river", points: reach.geometry.coordinates.map((c) => xy(c).join(",")).join(" ") }));
+    drawing.append(el("polyline", { class: "river", points: reach.geometry.coordinates.map((c) => xy(c).join(",")).join(" ") }));
   }
   const states = await Promise.all(stations.features.map(stationState));
   stations.features.forEach((feature, i) => {
@@ -102,29 +119,31 @@ async function map(stations, rivers) {
     const { code, name, name_zh: nameZh } = feature.properties;
     const found = states[i];
     const label = `${language() === "zh" ? nameZh : name} · ${found ? found.text : t("noData")}`;
-    svg.append(el("circle", { cx: x, cy: y, r: 7, fill: found ? found.colour : "#bbb", "data-station": code, tabindex: 0 }),
+    drawing.append(el("circle", { cx: x, cy: y, r: 7, fill: found ? found.colour : "#bbb", "data-station": code, tabindex: 0 }),
       el("text", { x: x + 10, y: y + 4, "data-label": code }, label));
   });
-  svg.addEventListener("click", (event) => {
+  drawing.addEventListener("click", (event) => {
     const code = event.target.getAttribute("data-station");
     if (code) { state.station = code; show("station"); }
   });
-  return svg;
+  return drawing;
 }
 
 async function alertsView(root) {
-  const [alerts, stations] = await Promise.all([
+  const silencer = can("responder", "admin");
+  const [alerts, stations, silences] = await Promise.all([
     api("/v1/alerts?state=pending&state=firing&limit=200"), api("/v1/stations"),
+    silencer ? api("/v1/silences") : { items: [] },
   ]);
-  const names = Object.fromEntries(stations.items.map((s) => [s.code, language() === "zh" ? s.name_zh : s.name]));
-  const responder = state.me.roles.includes("responder");
+  const names = Object.fromEntries(stations.items.map((s) => [s.code, named(s)]));
+  const responder = can("responder");
   const table = el("table", {}, el("tr", {}, ...["severity", "where", "parameter", "state", "since", "acked"].map((w) => el("th", {}, t(w)))));
   for (const alert of alerts.items) {
     const row = el("tr", { "data-alert": alert.id },
       el("td", { class: alert.severity }, t(alert.severity)),
       el("td", {}, alert.station ? names[alert.station] ?? alert.station : t(alert.city)),
       el("td", {}, alert.parameter ?? ""), el("td", {}, t(alert.state)),
-      el("td", {}, (alert.fired_at ?? alert.opened_at).slice(0, 16).replace("T", " ")),
+      el("td", {}, clock(alert.fired_at ?? alert.opened_at)),
       el("td", {}, alert.acknowledged_by.join(", ")));
     if (responder && !alert.acknowledged_by.includes(state.me.agency)) {
       const button = el("button", { type: "button", "data-ack": alert.id }, t("acknowledge"));
@@ -134,39 +153,239 @@ async function alertsView(root) {
       });
       row.append(el("td", {}, button));
     }
+    if (silencer) row.append(el("td", {}, silenceCell(alert, silences.items)));
     table.append(row);
+    if (state.silencing === alert.id) table.append(silenceForm(alert));
   }
   root.append(table);
-  if (!state.stream) {
-    const { token } = await api("/v1/stream-tokens", { method: "POST" });
-    state.stream = new EventSource(`/v1/alerts/stream?token=${encodeURIComponent(token)}`);
-    state.stream.addEventListener("alert_event", () => { if (state.view === "alerts") show("alerts"); });
-    state.stream.addEventListener("open", () => { $("#live").hidden = false; });
-    state.stream.addEventListener("error", () => { $("#live").hidden = true; });
+}
+
+/** Whether a silence of the key's agency in force mutes this alert's messages. */
+function mutes(silence, alert) {
+  return silence.active && (silence.rules === null || silence.rules.includes(alert.rule_id))
+    && (silence.stations === null || silence.stations.includes(alert.station))
+    && (silence.areas === null || silence.areas.includes(alert.area))
+    && (silence.severities === null || silence.severities.includes(alert.severity));
+}
+
+function silenceCell(alert, silences) {
+  const muting = silences.filter((s) => mutes(s, alert));
+  if (muting.length) {
+    const until = muting.map((s) => s.ends_at).sort().at(-1);
+    return el("span", { "data-silenced": alert.id }, `${t("silencedUntil")} ${clock(until)}`);
   }
+  const button = el("button", { type: "button", "data-silence": alert.id }, t("silence"));
+  button.addEventListener("click", () => { state.silencing = alert.id; show("alerts"); });
+  return button;
+}
+
+/** Mute the messages of the alert's rule at its station (or its city-wide rule) for a while. */
+function silenceForm(alert) {
+  const hours = el("select", { name: "hours", "aria-label": t("silenceFor") },
+    ...[1, 4, 12, 24].map((n) => el("option", { value: n }, `${n} ${t("hours")}`)));
+  const comment = el("input", { name: "comment", required: "", maxlength: 2000, "aria-label": t("comment") });
+  const error = el("span", { role: "alert", class: "error" });
+  const cancel = el("button", { type: "button" }, t("cancel"));
+  cancel.addEventListener("click", () => { state.silencing = null; show("alerts"); });
+  const form = el("form", { "data-silence-form": alert.id },
+    el("label", {}, `${t("silenceFor")} `, hours), " ",
+    el("label", {}, `${t("comment")} `, comment), " ",
+    el("button", { type: "submit" }, t("create")), " ", cancel, " ", error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const ends = new Date(Date.now() + Number(hours.value) * 3_600_000);
+    const body = { rules: [alert.rule_id], ends_at: ends.toISOString(), comment: comment.value.trim() };
+    if (alert.station) body.stations = [alert.station];
+    try {
+      await api("/v1/silences", {
+        method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+      });
+    } catch { error.textContent = t("silenceFailed"); return; }
+    state.silencing = null;
+    show("alerts");
+  });
+  return el("tr", {}, el("td", { colspan: 9 }, form));
+}
+
+/** The alert stream (SSE, with a stream token): the alerts and situation views follow it. */
+async function listen() {
+  if (state.stream) return;
+  const { token } = await api("/v1/stream-tokens", { method: "POST" });
+  if (!state.me || state.stream) return;
+  state.stream = new EventSource(`/v1/alerts/stream?token=${encodeURIComponent(token)}`);
+  state.stream.addEventListener("alert_event", () => {
+    if (state.view === "alerts" && state.silencing === null) show("alerts");
+    if (state.view === "situation") show("situation");
+  });
+  state.stream.addEventListener("open", () => { $("#live").hidden = false; });
+  state.stream.addEventListener("error", () => { $("#live").hidden = true; });
+}
+
+function picker(label, values, chosen, text, change, hook) {
+  const select = el("select", { "aria-label": label, [hook]: "" });
+  for (const value of values) {
+    const option = el("option", { value }, text(value));
+    option.selected = value === chosen;
+    select.append(option);
+  }
+  select.addEventListener("change", () => change(select.value));
+  return select;
 }
 
 async function stationView(root) {
-  const stations = await api("/v1/stations");
+  const [stations, latest] = await Promise.all([api("/v1/stations"), api("/v1/latest")]);
   state.station ??= stations.items[0]?.code;
-  const picker = el("select", { "aria-label": t("station") });
-  for (const s of stations.items) {
-    const option = el("option", { value: s.code }, language() === "zh" ? s.name_zh : s.name);
-    option.selected = s.code === state.station;
-    picker.append(option);
-  }
-  picker.addEventListener("change", () => { state.station = picker.value; show("station"); });
-  const latest = await api("/v1/latest");
+  const names = Object.fromEntries(stations.items.map((s) => [s.code, named(s)]));
+  const choose = picker(t("station"), stations.items.map((s) => s.code), state.station, (c) => names[c],
+    (code) => { state.station = code; state.chart.parameter = null; show("station"); }, "data-station-picker");
+  const rows = latest.items.filter((item) => item.station === state.station);
   const table = el("table", {}, el("tr", {}, ...["parameter", "value", "age", "qc"].map((w) => el("th", {}, t(w)))));
-  for (const r of latest.items.filter((item) => item.station === state.station)) {
+  for (const r of rows) {
     table.append(el("tr", { "data-parameter": r.parameter }, el("td", {}, r.parameter),
       el("td", {}, r.value === null ? "—" : `${r.value} ${r.unit}`),
       el("td", {}, `${Math.round(r.age_s / 60)} ${t("minutes")}`), el("td", {}, t(r.qc))));
   }
-  root.append(picker, table);
+  root.append(choose, table);
+  const parameters = rows.map((r) => r.parameter);
+  if (!parameters.includes(state.chart.parameter)) state.chart.parameter = parameters[0] ?? null;
+  if (state.chart.parameter) root.append(await chartSection(state.station, parameters));
 }
 
-const VIEWS = { overview, alerts: alertsView, station: stationView };
+/** Every page of a series in [start, now). */
+async function series(station, parameter, interval, start) {
+  const query = new URLSearchParams({ station, parameter, interval, start: start.toISOString(), limit: 10000 });
+  const items = [];
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const answer = await api(`/v1/readings?${query}`);
+    items.push(...answer.items);
+    if (!answer.next_cursor) break;
+    query.set("cursor", answer.next_cursor);
+  }
+  return items;
+}
+
+function limitLabel(line) {
+  const sign = { "<=": "≤", ">=": "≥", ">": ">" };
+  if ("trigger" in line) {
+    return `${t(line.severity)} ${t("threshold")} ${line.direction === "above" ? ">" : "<"} ${line.trigger}`;
+  }
+  const level = line.averaging ? t(`avg_${line.averaging}`) : t("waterClassOf").replace("{}", line.level);
+  return `${line.standard.split(" (")[0]} ${level} ${sign[line.comparison]} ${line.limit}`;
+}
+
+async function chartSection(station, parameters) {
+  const { parameter, range, interval } = state.chart;
+  const redraw = (change) => { Object.assign(state.chart, change); show("station"); };
+  const end = new Date();
+  const start = new Date(end.getTime() - RANGES[range][0] * 86_400_000);
+  const [items, limits] = await Promise.all([
+    series(station, parameter, interval, start),
+    api(`/v1/limits?${new URLSearchParams({ station, parameter })}`),
+  ]);
+  const controls = el("div", { class: "controls" },
+    picker(t("parameter"), parameters, parameter, (p) => p, (p) => redraw({ parameter: p }), "data-chart-parameter"),
+    picker(t("range"), Object.keys(RANGES), range, (r) => t(`range_${r}`),
+      (r) => redraw({ range: r, interval: RANGES[r][1] }), "data-chart-range"),
+    picker(t("interval"), INTERVALS, interval, (i) => t(`interval_${i}`), (i) => redraw({ interval: i }), "data-chart-interval"));
+  const words = {
+    title: `${parameter} · ${t(`interval_${interval}`)} · ${t(`range_${range}`)}`,
+    label: limitLabel, qc: (qc) => t(qc), missing: t("insufficient"),
+    time: (at) => at.toLocaleString(language() === "zh" ? "zh-CN" : "en-GB",
+      { timeZone: "Asia/Shanghai", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }),
+  };
+  const drawing = chart({ items, lines: linesFor(limits, interval), start, end, unit: limits.unit, words });
+  const flagged = items.filter((i) => i.qc && !["valid", "below_detection"].includes(i.qc)).length;
+  return el("section", { class: "card", "data-chart": `${parameter}:${interval}` }, controls, drawing,
+    el("p", { class: "legend" }, `${items.length} ${t("points")} · ${t("flaggedMarked")}: ${flagged} · ${t("linesAre")}`));
+}
+
+async function situationView(root) {
+  const area = state.area;
+  const found = await api(`/v1/situation?area=${area}`);
+  const choose = picker(t("area"), AREAS, area, (a) => t(a), (a) => { state.area = a; show("situation"); }, "data-area");
+  const time = el("p", {}, `${t("updated")} ${clock(found.generated_at)}`);
+  const water = found.stations.filter((s) => s.medium === "water");
+  root.append(choose, time, river(water, found.arrivals), stationList(found.stations), arrivalTable(found));
+}
+
+/** The river as a line, upstream to downstream, each water station on it with its state. */
+function river(stations, arrivals) {
+  const width = 1000, pad = 110, axis = 70, step = (width - 2 * pad) / Math.max(stations.length - 1, 1);
+  const drawing = svg("svg", { class: "river", viewBox: `0 0 ${width} 190`, role: "img", "aria-label": t("riverSchematic") },
+    svg("line", { x1: pad - 40, x2: width - pad + 40, y1: axis, y2: axis, class: "flow" }),
+    svg("text", { x: 10, y: 18 }, t("upstream")), svg("text", { x: width - 10, y: 18, "text-anchor": "end" }, t("downstream")));
+  stations.forEach((s, i) => {
+    const x = pad + i * step, below = axis + 30 + (i % 2) * 44; // every other label lower
+    const arriving = arrivals.filter((a) => a.station === s.code);
+    drawing.append(svg("circle", { cx: x, cy: axis, r: 9, fill: STATE_COLOURS[s.state], "data-river-station": s.code, "data-state": s.state }),
+      svg("text", { x, y: below, "text-anchor": "middle" }, named(s)),
+      svg("text", { x, y: below + 17, "text-anchor": "middle" }, t(s.state)));
+    if (arriving.length) {
+      const eta = arriving.map((a) => a.eta).sort()[0];
+      drawing.append(svg("text", { x, y: axis - 18 - (i % 2) * 16, "text-anchor": "middle", class: "eta" }, `${t("eta")} ${clock(eta)}`));
+    }
+  });
+  return drawing;
+}
+
+function stationList(stations) {
+  const list = el("ol", { class: "stations" });
+  for (const s of stations) {
+    const trends = s.series.filter((x) => x.trend.direction !== "unknown")
+      .map((x) => `${x.parameter}${TRENDS[x.trend.direction]}`).join(" ");
+    const quality = s.aqi?.aqi != null ? `AQI ${s.aqi.aqi}`
+      : s.water_class?.overall_class != null ? `${ROMAN[s.water_class.overall_class]} ${t("waterClass")}` : t("noData");
+    list.append(el("li", { "data-station": s.code, "data-state": s.state },
+      swatch(STATE_COLOURS[s.state], t(s.state)), ` ${named(s)} · ${quality}`,
+      trends ? ` · ${t("trends")}: ${trends}` : ""));
+  }
+  return list;
+}
+
+function arrivalTable(found) {
+  const section = el("section", {}, el("h2", {}, t("arrivals")));
+  if (!found.arrivals.length) { section.append(el("p", {}, t("noArrivals"))); return section; }
+  const names = Object.fromEntries(found.stations.map((s) => [s.code, named(s)]));
+  const table = el("table", {}, el("tr", {}, ...["from", "to", "etaColumn", "hoursAway", "distance"].map((w) => el("th", {}, t(w)))));
+  for (const a of found.arrivals) {
+    table.append(el("tr", { "data-arrival": a.alert_id },
+      el("td", {}, names[a.from_station] ?? a.from_station), el("td", {}, names[a.station] ?? a.station),
+      el("td", {}, clock(a.eta)), el("td", {}, String(a.hours)), el("td", {}, `${a.distance_km} km`)));
+  }
+  section.append(table);
+  return section;
+}
+
+/** Ingest health: a source failing since its last success, never delivering, or healthy. */
+function health(source) {
+  if (source.last_error_at && (!source.last_success_at || source.last_error_at > source.last_success_at)) return "failing";
+  return source.last_success_at ? "healthy" : "never";
+}
+
+async function sourcesView(root) {
+  const sources = await api("/v1/sources");
+  const columns = ["source", "kind", "health", "lastSuccess", "lag", "accepted", "duplicate", "revised", "rejected", "lastError"];
+  const table = el("table", {}, el("tr", {}, ...columns.map((w) => el("th", {}, t(w)))));
+  for (const s of sources.items) {
+    const condition = health(s);
+    table.append(el("tr", { "data-source": s.code, "data-health": condition },
+      el("td", {}, s.code), el("td", {}, s.kind), el("td", { class: condition }, t(condition)),
+      el("td", {}, clock(s.last_success_at)),
+      el("td", {}, s.lag_s === null ? "—" : `${Math.round(s.lag_s / 60)} ${t("minutes")}`),
+      ...[s.accepted, s.duplicate, s.revised, s.rejected].map((n) => el("td", {}, String(n))),
+      el("td", {}, s.last_error ? `${clock(s.last_error_at)} ${s.last_error}` : "—")));
+  }
+  const { leader, jobs } = sources.scheduler;
+  const scheduler = el("table", {}, el("tr", {}, ...["job", "runs", "failures", "lastSuccess", "nextRun"].map((w) => el("th", {}, t(w)))));
+  for (const j of jobs) {
+    scheduler.append(el("tr", { "data-job": j.id }, el("td", {}, j.id), el("td", {}, String(j.runs)),
+      el("td", {}, String(j.failures)), el("td", {}, clock(j.last_success_at)), el("td", {}, clock(j.next_run_at))));
+  }
+  root.append(table, el("h2", {}, t("scheduler")),
+    el("p", {}, `${t("leader")}: ${leader ? `${leader.owner} (${clock(leader.elected_at)})` : t("noLeader")}`), scheduler);
+}
+
+const VIEWS = { overview, alerts: alertsView, station: stationView, situation: situationView, sources: sourcesView };
 
 async function show(view) {
   state.view = view;
@@ -187,6 +406,7 @@ function signOut() {
   state.me = null;
   state.stream?.close();
   state.stream = null;
+  state.silencing = null;
   $("#live").hidden = true;
   $("#sign-in").hidden = false;
   $("nav").hidden = $("#sign-out").hidden = true;
@@ -205,6 +425,7 @@ async function signIn() {
   $("#sign-in").hidden = true;
   $("nav").hidden = $("#sign-out").hidden = false;
   $("#who").textContent = `${state.me.agency} (${state.me.roles.join(", ")})`;
+  listen();
   await show(state.view);
 }
 
@@ -222,5 +443,6 @@ $("#language").addEventListener("click", () => {
 for (const button of document.querySelectorAll("[data-go]")) {
   button.addEventListener("click", () => show(button.dataset.go));
 }
+setInterval(() => { if (state.me && state.view === "situation") show("situation"); }, REFRESH_MS);
 translate();
 if (sessionStorage.getItem(KEY)) signIn();

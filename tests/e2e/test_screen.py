@@ -1,8 +1,12 @@
 """The agencies' screen in Debian's headless Chromium, served by a real uvicorn on loopback:
-sign in with a key, both cities' AQI and every station's label on the map, the English toggle,
-a station's latest values, an alert from the database on the alerts board, a new one on the
-open board within 3 s (the alert stream), the acknowledge button for responders only, nothing
-loaded from outside EnvLink.
+sign in with a key, both cities' AQI and every station's label on the map, the English toggle
+switching every visible label, a station's latest values and its chart (as many points as the
+API's series, suspect and invalid ones marked, the limits as lines), the situation of both areas
+(stations in the API's order with their states), every source's ingest health, an alert from
+the database on the alerts board, a silence created from it, a new alert on the open board
+within 3 s (the alert stream), the acknowledge and silence buttons for responders only, nothing
+loaded from outside EnvLink, no console error. A screenshot of each view in each language is
+saved under the test's tmp_path.
 
 Needs `chromium` and `chromium-driver` (Debian packages). ENVLINK_BROWSER_TESTS: `auto` (the
 default) skips, saying why, where they are not installed; `on` (what .ci/run sets, after
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +46,13 @@ pytestmark = pytest.mark.slow
 WAIT_S = 10
 LIVE_S = 3  # a new alert is on the open board within this
 AIR = {"so2": 8.0, "no2": 35.0, "co": 0.7, "o3": 90.0, "pm10": 70.0, "pm25": 40.0}
+# The first air station's NO2 in the hours before: hours back -> (value, QC as delivered).
+NO2_BEFORE = {k: (30.0 + (7 * k) % 13, "valid") for k in range(1, 19)} | {
+    5: (150.0, "suspect"),
+    9: (5.0, "invalid"),
+}
+VIEWS = ("overview", "station", "situation", "sources", "alerts")
+CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def _browser() -> Any:
@@ -64,6 +77,7 @@ def _browser() -> Any:
     options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
@@ -87,8 +101,10 @@ def _new_alert(rule: str, station_id: int, severity: str, now: datetime) -> NewA
 
 
 async def _seed(pool: AsyncConnectionPool) -> tuple[int, list[str]]:
-    """Every air station's six pollutants in the last complete hour, the thresholds, and one
-    firing alert at a Dongguan water station; returns the alert's id and the air stations."""
+    """Every air station's six pollutants in the last complete hour, the first one's NO2 in the
+    18 hours before (NO2_BEFORE: one suspect, one invalid), the
+    thresholds, and one firing alert at a Dongguan water station; returns the alert's id and
+    the air stations."""
     hour = hour_start(utcnow()) - timedelta(hours=1)
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT code FROM station WHERE medium = 'air' ORDER BY code")
@@ -106,6 +122,19 @@ async def _seed(pool: AsyncConnectionPool) -> tuple[int, list[str]]:
         )
         for station in air
         for code, value in AIR.items()
+    ] + [
+        ReadingIn.model_validate(
+            {
+                "station": air[0],
+                "parameter": "no2",
+                "time": hour - timedelta(hours=back),
+                "value": value,
+                "unit": "ug/m3",
+                "period_s": 3600,
+                "qc": qc,
+            }
+        )
+        for back, (value, qc) in NO2_BEFORE.items()
     ]
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
     result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
@@ -145,7 +174,67 @@ async def _fire(pool: AsyncConnectionPool) -> int:
     return alert
 
 
-def _scenario(browser: Any, url: str, keys: dict[str, str], expected: dict[str, Any]) -> None:
+def _go(browser: Any, view: str) -> Any:
+    """Open a view from the navigation; returns its root once drawn."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT_S)
+    shown = browser.find_elements(By.CSS_SELECTOR, "#view > [data-view]")
+    browser.find_element(By.CSS_SELECTOR, f'[data-go="{view}"]').click()
+    if shown:
+        wait.until(staleness_of(shown[0]))
+    return wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f'#view > [data-view="{view}"]'))
+
+
+def _redrawn(browser: Any, root: Any, selector: str) -> Any:
+    """Wait for a view to be drawn again after a change of its controls."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT_S)
+    wait.until(staleness_of(root))
+    return wait.until(lambda b: b.find_element(By.CSS_SELECTOR, selector))
+
+
+def _choose(root: Any, selector: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(root.find_element(By.CSS_SELECTOR, selector)).select_by_value(value)
+
+
+def _labels_are(browser: Any, language: str) -> None:
+    """Every visible label is in `language`: no Chinese character in English (but the toggle's
+    own 中文), and none of the English words of i18n.js in Chinese."""
+    toggle = "中文" if language == "en" else "English"
+    text = str(
+        browser.execute_script(
+            "return [document.body.innerText,"
+            " ...[...document.querySelectorAll('svg text')].map((n) => n.textContent)].join('\\n')"
+        )
+    ).replace(toggle, "")
+    if language == "en":
+        assert CJK.findall(text) == [], text
+        return
+    words = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        " import('/web/i18n.js').then((module) => done(module.words));"
+    )
+    english = {
+        value
+        for key, value in words["en"].items()
+        if value != words["zh"][key] and len(value) >= 4 and re.search("[A-Za-z]", value)
+    }
+    found = sorted(w for w in english if re.search(rf"(?<!\w){re.escape(w)}(?!\w)", text))
+    assert found == [], (found, text)
+
+
+def _scenario(
+    browser: Any, url: str, keys: dict[str, str], expected: dict[str, Any], shots: Path
+) -> None:
     """What a duty officer does; runs in a thread, while the server answers on the test's loop."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -154,6 +243,12 @@ def _scenario(browser: Any, url: str, keys: dict[str, str], expected: dict[str, 
 
     def text_of(selector: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, selector).text)
+
+    def attributes(selector: str, *names: str) -> list[tuple[str, ...]]:
+        return [
+            tuple(str(e.get_attribute(n)) for n in names)
+            for e in browser.find_elements(By.CSS_SELECTOR, selector)
+        ]
 
     browser.get(url + "/")
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
@@ -173,28 +268,95 @@ def _scenario(browser: Any, url: str, keys: dict[str, str], expected: dict[str, 
         ".filter(n => !n.startsWith(location.origin))"
     )
     assert outside == []
+    for view in VIEWS:  # every view in Chinese, the default
+        _go(browser, view)
+        _labels_are(browser, "zh")
+        browser.save_screenshot(str(shots / f"{view}-zh.png"))
 
+    _go(browser, "overview")
     browser.find_element(By.ID, "language").click()
     wait.until(lambda b: text_of('[data-city="dongguan"]').startswith("Dongguan City AQI"))
-    assert text_of("nav") == "Overview\nAlerts\nStation"
+    assert text_of("nav") == "Overview\nAlerts\nStation\nSituation\nSources"
+    _labels_are(browser, "en")
+    browser.save_screenshot(str(shots / "overview-en.png"))
+
     browser.find_element(By.CSS_SELECTOR, f'circle[data-station="{expected["air"][0]}"]').click()
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '[data-view="station"] [data-parameter]'))
+    root = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, '[data-view="station"]'))
     rows = browser.find_elements(By.CSS_SELECTOR, "[data-parameter]")
     assert sorted(r.get_attribute("data-parameter") for r in rows) == sorted(AIR)
     assert all(r.text.endswith(" valid") and " min " in r.text for r in rows), [
         r.text for r in rows
     ]
-    browser.find_element(By.CSS_SELECTOR, '[data-go="alerts"]').click()
-    row = wait.until(
-        lambda b: b.find_element(By.CSS_SELECTOR, f'[data-alert="{expected["alert"]}"]')
-    )
+    _station_chart(browser, root, expected)
+    _labels_are(browser, "en")
+    browser.save_screenshot(str(shots / "station-en.png"))
+
+    root = _go(browser, "situation")
+    for area in ("dongjiang", "shiziyang"):
+        if area != "dongjiang":
+            _choose(root, "[data-area]", area)
+            root = _redrawn(browser, root, '[data-view="situation"]')
+        listed = attributes("li[data-station]", "data-station", "data-state")
+        assert listed == expected["situation"][area]
+        assert attributes("circle[data-river-station]", "data-river-station") == [
+            (code,) for code, _ in expected["situation"][area] if code in expected["water"]
+        ]
+        _labels_are(browser, "en")
+        browser.save_screenshot(str(shots / f"situation-{area}-en.png"))
+
+    _go(browser, "sources")
+    assert attributes("[data-source]", "data-source") == [(c,) for c in expected["sources"]]
+    assert attributes("[data-source]", "data-health") == [("healthy",)] * len(expected["sources"])
+    _labels_are(browser, "en")
+    browser.save_screenshot(str(shots / "sources-en.png"))
+
+    _go(browser, "alerts")
+    row = browser.find_element(By.CSS_SELECTOR, f'[data-alert="{expected["alert"]}"]')
     assert row.text.startswith("Critical Shilong")
     assert len(row.find_elements(By.CSS_SELECTOR, "button[data-ack]")) == 1
+    row.find_element(By.CSS_SELECTOR, "button[data-silence]").click()
+    form = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "[data-silence-form]"))
+    _choose(form, "select[name=hours]", "4")
+    form.find_element(By.NAME, "comment").send_keys("pump test at Shilong")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    silenced = wait.until(
+        lambda b: b.find_element(By.CSS_SELECTOR, f'[data-silenced="{expected["alert"]}"]')
+    )
+    assert silenced.text.startswith("Silenced until ")
+    _labels_are(browser, "en")
+    browser.save_screenshot(str(shots / "alerts-en.png"))
     wait.until(lambda b: b.find_element(By.ID, "live").is_displayed())
 
 
+def _station_chart(browser: Any, root: Any, expected: dict[str, Any]) -> None:
+    """NO2 of the last day: every reading a point, the flagged ones marked, the limits drawn;
+    then the hourly series of 7 days."""
+    from selenium.webdriver.common.by import By
+
+    _choose(root, "[data-chart-parameter]", "no2")
+    root = _redrawn(browser, root, '[data-chart="no2:raw"]')
+    points = root.find_elements(By.CSS_SELECTOR, "[data-point]")
+    assert [p.get_attribute("data-qc") for p in points] == expected["raw_qc"]
+    flagged = root.find_elements(By.CSS_SELECTOR, "circle.flagged")
+    assert [p.get_attribute("data-qc") for p in flagged] == ["invalid", "suspect"]
+    lines = root.find_elements(By.CSS_SELECTOR, "line[data-limit]")
+    assert [line.get_attribute("data-limit") for line in lines] == ["standard", "threshold"]
+    labels = [label.text for label in root.find_elements(By.CSS_SELECTOR, ".limit-label")]
+    assert labels == [
+        f"{expected['no2_standard']} 1-hour mean ≤ 200",
+        "Warning threshold > 200",
+        "↑ Critical threshold > 700",
+    ]
+    station = browser.find_element(By.CSS_SELECTOR, '[data-view="station"]')
+    _choose(station, "[data-chart-range]", "7d")
+    chart = _redrawn(browser, root, '[data-chart="no2:1h"]')
+    assert len(chart.find_elements(By.CSS_SELECTOR, "[data-point]")) == expected["hourly"]
+    assert len(chart.find_elements(By.CSS_SELECTOR, "rect.missing")) == expected["hourly_missing"]
+
+
 def _live_and_reader(browser: Any, keys: dict[str, str], expected: dict[str, Any]) -> None:
-    """The new alert reaches the open board within 3 s; a reader sees no acknowledge button."""
+    """The new alert reaches the open board within 3 s; a reader sees no acknowledge or silence
+    button; nothing went to the console as an error."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -210,10 +372,46 @@ def _live_and_reader(browser: Any, keys: dict[str, str], expected: dict[str, Any
     )
     assert row.text.startswith("Critical Shilong")
     assert browser.find_elements(By.CSS_SELECTOR, "button[data-ack]") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "button[data-silence]") == []
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+async def _expected(api: httpx.AsyncClient, air: list[str]) -> dict[str, Any]:
+    """What the API says of the series, areas and sources the screen is checked against."""
+
+    async def get(path: str, **params: str) -> Any:
+        response = await api.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    now = utcnow()
+    series = {"station": air[0], "parameter": "no2"}
+    raw = await get(
+        "/v1/readings", **series, interval="raw", start=(now - timedelta(days=1)).isoformat()
+    )
+    hourly = await get(
+        "/v1/readings", **series, interval="1h", start=(now - timedelta(days=7)).isoformat()
+    )
+    limits = await get("/v1/limits", **series)
+    situation = {
+        area: [(s["code"], s["state"]) for s in (await get("/v1/situation", area=area))["stations"]]
+        for area in ("dongjiang", "shiziyang")
+    }
+    stations = (await get("/v1/stations"))["items"]
+    return {
+        "raw_qc": [item["qc"] for item in raw["items"]],
+        "hourly": len(hourly["items"]),
+        "hourly_missing": sum(item["value"] is None for item in hourly["items"]),
+        "no2_standard": limits["limits"][0]["standard"].split(" (")[0],
+        "situation": situation,
+        "water": {s["code"] for s in stations if s["medium"] == "water"},
+        "sources": [s["code"] for s in (await get("/v1/sources"))["items"]],
+    }
 
 
 async def test_a_duty_officer_signs_in_and_reads_the_screen(
-    db: AsyncConnectionPool, settings: Settings, browser: Any
+    db: AsyncConnectionPool, settings: Settings, browser: Any, tmp_path: Path
 ) -> None:
     alert, air = await _seed(db)
     async with db.connection() as conn:
@@ -226,12 +424,32 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
                 city: (await api.get("/v1/aqi", params={"city": city})).json()["aqi"]
                 for city in ("guangzhou", "dongguan")
             }
+            expected = await _expected(api, air)
         assert all(isinstance(value, int) for value in city_aqi.values()), city_aqi
-        expected = {
+        # The hours before, oldest first, and the hour every air station reported.
+        before = [NO2_BEFORE[back][1] for back in sorted(NO2_BEFORE, reverse=True)]
+        assert expected["raw_qc"] == [*before, "valid"]
+        # An hour of each reading; the suspect one's and the invalid one's have no valid mean.
+        assert (expected["hourly"], expected["hourly_missing"]) == (len(NO2_BEFORE) + 1, 2)
+        assert all(expected["situation"].values()), expected["situation"]
+        assert expected["sources"] != []
+        expected |= {
             "stations": sorted(s["code"] for s in stations), "air": air, "alert": alert,
             **city_aqi,
         }  # fmt: skip
         keys = {"responder": responder, "reader": reader}
-        await asyncio.to_thread(_scenario, browser, url, keys, expected)
+        await asyncio.to_thread(_scenario, browser, url, keys, expected, tmp_path)
         expected["new_alert"] = await _fire(db)
         await asyncio.to_thread(_live_and_reader, browser, keys, expected)
+        async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": responder}) as api:
+            silences = (await api.get("/v1/silences")).json()["items"]
+    assert [(s["rules"], s["stations"], s["comment"]) for s in silences] == [
+        (["do_low"], ["dg-w-shilong"], "pump test at Shilong")
+    ]
+    shots = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.glob("*.png")))
+    assert shots == sorted(
+        [f"{view}-zh.png" for view in VIEWS]
+        + [f"{view}-en.png" for view in ("overview", "station", "sources", "alerts")]
+        + [f"situation-{area}-en.png" for area in ("dongjiang", "shiziyang")]
+    )
+    print(f"screenshots: {tmp_path}")
