@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
-from typing import get_args
+from typing import Final, get_args
 
 from alerts.bulletin.assemble import assemble_bulletin, bulletin_month
 from alerts.bulletin.page import Language, render_html
@@ -36,12 +36,20 @@ from envlink.runtime import (
 )
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
+from ingest.sources.hj212.protocol import request_window
 from ingest.sources.http_pull import HttpPullJob, PullError
 from schemas.bulletin import Bulletin
 from schemas.common import ROLES, Area, City
 from schemas.readings import INTERVAL_PERIOD_S, Interval
 from schemas.sources import Feed, load_sources
 from store.audit import record_audit
+from store.backfill import (
+    NOT_CONNECTED,
+    BackfillRequest,
+    backfill_request,
+    expire_backfill_requests,
+    request_backfill,
+)
 from store.export import export_batches, export_count, plan_export
 from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 from store.migrate import Migration, migrate_to_timescaledb
@@ -120,14 +128,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     backfill = commands.add_parser(
         "backfill",
-        help="fetch and store a range of an HTTP pull feed again (config/sources.yaml);"
-        " what is stored already counts as duplicate",
+        help="fetch and store a range of an HTTP pull feed again (config/sources.yaml), or ask"
+        " a connected HJ 212 station for it; what is stored already counts as duplicate",
     )
-    backfill.add_argument("--source", required=True, help="the feed's code in sources.yaml")
+    what = backfill.add_mutually_exclusive_group(required=True)
+    what.add_argument("--source", help="the HTTP pull feed's code in sources.yaml")
+    what.add_argument(
+        "--station",
+        help="an HJ 212 station's code: the worker holding its connection asks it for the range",
+    )
     backfill.add_argument(
         "--from", dest="start", required=True, help="RFC 3339 (no offset = Asia/Shanghai)"
     )
     backfill.add_argument("--to", dest="end", required=True, help="RFC 3339, after --from")
+    backfill.add_argument(
+        "--kind",
+        choices=tuple(KIND_PERIOD_S),
+        default="hourly",
+        help="with --station: the data asked for (CN 2061, 2051 or 2031); default hourly",
+    )
+    backfill.add_argument(
+        "--timeout",
+        type=_positive,
+        default=300,
+        metavar="S",
+        help="with --station: seconds the station has to finish its answer (default 300)",
+    )
+    backfill.add_argument(
+        "--connected-within",
+        type=_positive,
+        default=10,
+        metavar="S",
+        help="with --station: seconds for a worker holding the station's connection to take the"
+        " request, else it is not connected (default 10)",
+    )
     import_csv = commands.add_parser(
         "import-csv",
         help="import laboratory CSV files once and print a report per row (files stay in place)",
@@ -162,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
         "--lang", choices=("zh", "en"), default="zh", help="the HTML page's first language"
     )
     return parser
+
+
+# `envlink backfill --station --kind`: the period of the data asked for.
+KIND_PERIOD_S: Final = {"minute": 60, "hourly": 3600, "daily": 86400}
+# How often `envlink backfill --station` reads its request's row back.
+BACKFILL_POLL_S: Final = 0.2
 
 
 def _positive(text: str) -> int:
@@ -247,6 +287,8 @@ def _run_with(
             return asyncio.run(_keys(url, args))
         if args.command == "check":
             return _report(asyncio.run(check(url, settings)))
+        if args.command == "backfill" and args.station:
+            return asyncio.run(_backfill_station(url, args))
         if args.command == "backfill":
             return asyncio.run(_backfill(url, settings, args))
         if args.command == "import-csv":
@@ -318,13 +360,13 @@ class _ProgressBar:
         self.unit = unit
         self.drawn = False
 
-    def __call__(self, done: int, total: int) -> None:
-        share = done / total if total else 1.0
+    def __call__(self, done: int, total: int, note: str = "") -> None:
+        share = min(done / total, 1.0) if total else 1.0
         filled = round(share * self.width)
         elapsed = time.monotonic() - self.started
         sys.stderr.write(
             f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%}"
-            f" {done:,}/{total:,} {self.unit}, {elapsed:.0f} s"
+            f" {done:,}/{total:,} {self.unit}, {elapsed:.0f} s{f': {note}' if note else ''}"
         )
         sys.stderr.flush()
         self.drawn = True
@@ -443,8 +485,8 @@ def _pull_feed(settings: Settings, code: str) -> Feed:
     known = ", ".join(feed.code for feed in feeds) or "none"
     raise SettingsError(
         f"--source {code}: no HTTP pull feed of that code in {settings.sources_path} (there:"
-        f" {known}). Backfill re-runs pull feeds; HJ 212 stations are asked for the hours"
-        " they missed on their own connection, MQTT and CSV sources resend or re-drop"
+        f" {known}). Backfill re-runs pull feeds; HJ 212 stations are asked with --station"
+        " CODE, MQTT and CSV sources resend or re-drop"
     )
 
 
@@ -477,6 +519,85 @@ async def _backfill(url: str, settings: Settings, args: argparse.Namespace) -> i
     )
     print(f"{feed.code}: {len(report.windows)} windows, {counts}")
     return 0
+
+
+async def _backfill_station(url: str, args: argparse.Namespace) -> int:
+    """`envlink backfill --station`: a request row for the worker holding the station's
+    connection, then its progress until the station has answered (0) or it failed (1)."""
+    period_s = KIND_PERIOD_S[args.kind]
+    start = parse_time(args.start, field="--from")
+    end = parse_time(args.end, field="--to")
+    if start >= end:
+        raise SettingsError(f"--from {args.start} must be before --to {args.end}")
+    begin, last = request_window(period_s, start, end)
+    periods = (last - begin) // timedelta(seconds=period_s) + 1
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            request = await request_backfill(
+                conn,
+                station=args.station,
+                period_s=period_s,
+                begin=begin,
+                end=last,
+                claim_within_s=args.connected_within,
+                timeout_s=args.timeout,
+            )
+        print(
+            f"backfill request {request.id}: {args.kind} data of {request.station},"
+            f" {periods} periods from {rfc3339(begin)} to {rfc3339(last)}"
+        )
+        bar = _ProgressBar(f"backfill {request.station}", unit="periods")
+        try:
+            while not request.finished:
+                bar(request.packets, periods, _progress(request))
+                await asyncio.sleep(BACKFILL_POLL_S)
+                async with conn.transaction():
+                    await expire_backfill_requests(conn)
+                found = await backfill_request(conn, request.id)
+                assert found is not None  # requests are never deleted
+                request = found
+            bar(request.packets, periods, _progress(request))
+        finally:
+            bar.close()
+    finally:
+        await conn.close()
+    return _backfill_outcome(request, args.connected_within)
+
+
+def _progress(request: BackfillRequest) -> str:
+    """`answered,  12 readings`: the state padded, so that a shorter one leaves no tail."""
+    return f"{request.state + ',':<10} {request.readings:,} readings"
+
+
+def _backfill_outcome(request: BackfillRequest, connected_within: int) -> int:
+    """Print how a finished station backfill went; its exit status."""
+    counts = ", ".join(
+        f"{count} {outcome}"
+        for outcome, count in (
+            ("accepted", request.accepted),
+            ("duplicate", request.duplicate),
+            ("revised", request.revised),
+            ("rejected", request.rejected),
+        )
+    )
+    if request.state == "completed":
+        note = f" ({request.detail})" if request.detail else ""
+        print(f"{request.station}: completed, {request.packets} packets, {counts}{note}")
+        return 0
+    if request.detail == NOT_CONNECTED:
+        print(
+            f"envlink: station {request.station} is not connected to any running HJ 212 server"
+            f" (no worker took backfill request {request.id} within {connected_within} s)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"envlink: backfill request {request.id} of {request.station} failed:"
+            f" {request.detail} ({request.packets} packets, {counts})",
+            file=sys.stderr,
+        )
+    return 1
 
 
 async def _import_csv(url: str, settings: Settings, files: list[Path]) -> int:

@@ -257,6 +257,8 @@ class Worker:
                 idle_timeout_s=settings.hj212_idle_timeout_s,
                 max_connections=hj212_connection_cap(settings, self.open_files),
                 batch_window_s=settings.hj212_batch_window_ms / 1000,
+                listener=self.listener,
+                worker=self.name,
             )
             yield hj212
         broker = Broker.from_settings(settings)

@@ -20,8 +20,16 @@ ALERT_EVENTS_CHANNEL = "envlink_alert_events"  # the engine committed events →
 OUTBOX_CHANNEL = "envlink_notifications"  # the stage committed notifications → dispatchers
 KEYS_CHANNEL = "envlink_keys"  # an API key was revoked → every API process's key cache
 CATALOGUE_CHANNEL = "envlink_catalogue"  # a seed changed the catalogue → every CatalogueCache
+BACKFILL_CHANNEL = "envlink_backfill"  # `envlink backfill --station` → the HJ 212 servers
 
-CHANNELS = (READINGS_CHANNEL, ALERT_EVENTS_CHANNEL, OUTBOX_CHANNEL, KEYS_CHANNEL, CATALOGUE_CHANNEL)
+CHANNELS = (
+    READINGS_CHANNEL,
+    ALERT_EVENTS_CHANNEL,
+    OUTBOX_CHANNEL,
+    KEYS_CHANNEL,
+    CATALOGUE_CHANNEL,
+    BACKFILL_CHANNEL,
+)
 
 # Advisory-lock keys: four ASCII letters each, easy to recognise in pg_locks.
 MIGRATION_LOCK = 0x454E564C  # "ENVL": one process at a time applies migrations (session lock)

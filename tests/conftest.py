@@ -54,7 +54,7 @@ MUTABLE_TABLES += ("rule_version", "rule")
 MUTABLE_TABLES += ("subscription", "silence", "notification_cursor", "notification_cursor_gap")
 MUTABLE_TABLES += ("notification_group", "notification_group_member", "notification")
 MUTABLE_TABLES += ("notification_item", "delivery_attempt", "audit_log", "stream_token")
-MUTABLE_TABLES += ("rate_bucket",)
+MUTABLE_TABLES += ("rate_bucket", "backfill_request")
 
 
 def _with_database(url: str, name: str) -> str:

@@ -67,6 +67,6 @@ def test_backfill_names_the_pull_feeds_for_a_source_that_is_not_one(
     assert cli.main(argv) == 2
     assert capsys.readouterr().err == (
         f"envlink: --source hj212: no HTTP pull feed of that code in {sources} (there:"
-        " openaq-test). Backfill re-runs pull feeds; HJ 212 stations are asked for the hours"
-        " they missed on their own connection, MQTT and CSV sources resend or re-drop\n"
+        " openaq-test). Backfill re-runs pull feeds; HJ 212 stations are asked with --station"
+        " CODE, MQTT and CSV sources resend or re-drop\n"
     )

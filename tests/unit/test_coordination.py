@@ -18,7 +18,7 @@ PACKAGES = ("core", "schemas", "store", "ingest", "alerts", "api", "envlink")
 
 
 def test_channels_are_distinct_lower_case_identifiers() -> None:
-    assert len(set(CHANNELS)) == len(CHANNELS) == 5
+    assert len(set(CHANNELS)) == len(CHANNELS) == 6
     for channel in CHANNELS:
         assert channel.isidentifier() and channel == channel.lower() and len(channel) <= 63
 

@@ -45,6 +45,7 @@ __all__ = [
     "GarbageReason",
     "Packet",
     "ProtocolError",
+    "RequestAnswer",
     "build_frame",
     "build_request",
     "crc",
@@ -59,6 +60,8 @@ __all__ = [
     "parse_segment",
     "qc_for_flag",
     "reply_for",
+    "request_answer",
+    "request_window",
 ]
 
 MAX_SEGMENT: Final = 9999
@@ -593,3 +596,77 @@ def build_request(
         f"CP=&&BeginTime={begin_text};EndTime={end_text}&&"
     )
     return build_frame(segment, mode)
+
+
+def request_window(period_s: int, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """BeginTime and EndTime of a history request for the periods that overlap [start, end).
+
+    Both are period starts (as DataTime labels them), the first and the last one asked for.
+    """
+    if period_s not in (60, 3600, 86400):
+        raise ProtocolError(f"period of {period_s} s is not minute, hourly or daily data")
+    if start >= end:
+        raise ProtocolError(f"{start.isoformat()} is not before {end.isoformat()}")
+    return floor_to_period(start, period_s), floor_to_period(
+        end - timedelta(microseconds=1), period_s
+    )
+
+
+# HJ 212-2017's answer codes: QnRtn in a 9011 (may the request be executed?), ExeRtn in a 9012
+# (how it went). 1 is the good answer of each; ExeRtn 100 means the device holds no such data.
+QN_RETURNS: Final = {
+    "1": "ready",
+    "2": "refused",
+    "3": "wrong PW",
+    "4": "wrong MN",
+    "5": "wrong ST",
+    "6": "wrong Flag",
+    "7": "wrong QN",
+    "8": "wrong CN",
+    "9": "wrong CRC",
+    "100": "unknown error",
+}
+EXE_RETURNS: Final = {
+    "1": "done",
+    "2": "failed, reason unknown",
+    "3": "the command's conditions are not met",
+    "4": "communication timeout",
+    "5": "system busy",
+    "6": "system fault",
+    "100": "no data",
+}
+NO_DATA: Final = "100"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAnswer:
+    """A device's 9011 or 9012 to a platform request: its return code and what it means."""
+
+    cn: str
+    code: str | None
+    meaning: str
+
+    @property
+    def ok(self) -> bool:
+        """Ready (9011) or done (9012); an answer without its code is taken as one (be liberal)."""
+        return self.code in ("1", None)
+
+    @property
+    def no_data(self) -> bool:
+        return self.cn == "9012" and self.code == NO_DATA
+
+    def text(self) -> str:
+        """`QnRtn=2 (refused)` — for the request's detail."""
+        key = "QnRtn" if self.cn == "9011" else "ExeRtn"
+        return f"{key}={self.code} ({self.meaning})" if self.code else f"CN={self.cn} without {key}"
+
+
+def request_answer(packet: Packet) -> RequestAnswer:
+    """The return code of a 9011 (QnRtn) or 9012 (ExeRtn); codes the standard lacks say so."""
+    if packet.cn not in ("9011", "9012"):
+        raise ProtocolError(f"CN={packet.cn} is not an answer to a request (9011 or 9012)")
+    key, meanings = ("QnRtn", QN_RETURNS) if packet.cn == "9011" else ("ExeRtn", EXE_RETURNS)
+    code = packet.cp.fields.get(key)
+    if code is None:
+        return RequestAnswer(packet.cn, None, "no return code")
+    return RequestAnswer(packet.cn, code, meanings.get(code, "a code HJ 212 does not define"))

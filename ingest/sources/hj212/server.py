@@ -9,6 +9,8 @@ may be committing at once (their database round trips overlap); each connection'
 leave in the order its frames came in. A frame that cannot be stored is left unanswered (the device
 resends it) and the failure is recorded on the source for /v1/sources. A gap in a station's hourly
 data is requested on its connection and asked again, a few times, while the station does not answer.
+A range an operator asks for (`envlink backfill --station`, a row in the database) is requested by
+the server holding the station's connection and followed to its end (backfill.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ingest.pipeline import Pipeline, SourceRef
 from ingest.qc import MAX_AHEAD
 from ingest.received import received_text
 from ingest.sources.base import SourceHealth
+from ingest.sources.hj212.backfill import ST_OF_MEDIUM, Backfill, Backfills
 from ingest.sources.hj212.protocol import (
     CRC_MODES,
     DATA_CNS,
@@ -48,10 +51,12 @@ from ingest.sources.hj212.protocol import (
     parse_segment,
     qc_for_flag,
     reply_for,
+    request_answer,
 )
 from schemas.common import QC
-from schemas.readings import IntakeResult, ReadingIn, Rejection
+from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
 from store.catalogue import CatalogueSnapshot, StationRef
+from store.listen import Listener
 from store.pool import unreachable
 from store.readings import last_hourly
 
@@ -81,7 +86,6 @@ REFUSED_LOG_INTERVAL_S: Final = 10.0
 CATALOGUE_RETRY_S: Final = 0.5
 # The longest the start may wait for the stations' last stored hours; without them it goes on.
 RECALL_TIMEOUT_S: Final = 5.0
-_ST_OF_MEDIUM: Final = {"air": "22", "water": "21"}
 _PERIODS: Final[dict[int, Literal[0, 60, 3600, 86400]]] = {0: 0, 60: 60, 3600: 3600, 86400: 86400}
 
 
@@ -127,6 +131,13 @@ class _Connection:
         self.closed = False
         # Gap requests sent on this connection and not yet answered.
         self.requests: list[_GapRequest] = []
+        # Backfill requests sent on this connection and not yet finished.
+        self.backfills: list[Backfill] = []
+        # The stations that sent on it, and the version, PW and ST of the last packet.
+        self.station_ids: set[int] = set()
+        self.version = 1
+        self.password: str | None = None
+        self.system: str | None = None
         self._warned: set[str] = set()
 
     @property
@@ -226,6 +237,10 @@ class _Entry:
     label: str = ""
     # None while committing; then whether it was stored (answer) or not (no answer).
     stored: bool | None = None
+    # The backfill request a data packet answers: its outcomes are counted there once stored.
+    backfill: Backfill | None = None
+    # Run once the frame and every frame before it on its connection are stored (a 9012).
+    after: Callable[[], None] | None = None
 
 
 class _GroupCommit:
@@ -248,8 +263,10 @@ class _GroupCommit:
         ask: Callable[[_Connection, _GapRequest], None],
         unask: Callable[[_GapRequest], None],
         record_error: Callable[[str], None],
+        backfill_stored: Callable[[Backfill, list[Outcome]], None],
     ) -> None:
         self._pipeline = pipeline
+        self._backfill_stored = backfill_stored
         self._stats = stats
         self._ask = ask
         self._unask = unask
@@ -371,6 +388,8 @@ class _GroupCommit:
         offset = 0
         for entry in batch:
             size = len(entry.items)
+            if entry.backfill is not None:
+                self._backfill_stored(entry.backfill, result.outcomes[offset : offset + size])
             if size and log.isEnabledFor(logging.DEBUG):
                 outcomes = result.outcomes[offset : offset + size]
                 log.debug(
@@ -400,6 +419,8 @@ class _GroupCommit:
                 self._stats.replies += 1
             if head.request is not None:
                 self._ask(connection, head.request)
+            if head.after is not None:
+                head.after()
         if len(queue) < MAX_INFLIGHT:
             connection.resume.set()
 
@@ -408,10 +429,14 @@ class Hj212Server:
     """Listens for HJ 212 uploads and stores them through the pipeline as source `hj212`.
 
     `pool` is where the start reads the stations' last stored hours (without one, gaps count
-    from the first hourly upload); a gap request unanswered for `gap_request_timeout_s` is sent
-    again. Commit failures are recorded on the source row through the pipeline. At most
-    `max_connections` are open at once: one more is closed as soon as it is accepted, so that
-    the stations already connected keep the descriptors and database connections they need.
+    from the first hourly upload) and where backfill requests are claimed and recorded (without
+    one, none are); a gap request unanswered for `gap_request_timeout_s` is sent again, and a
+    backfill request is sent again or given up after as long without a word from the station.
+    `listener` (the process's) tells of new backfill requests at once; they are also looked for
+    every `backfill_poll_s`. `worker` names this process on the requests it claims. Commit
+    failures are recorded on the source row through the pipeline. At most `max_connections` are
+    open at once: one more is closed as soon as it is accepted, so that the stations already
+    connected keep the descriptors and database connections they need.
     """
 
     ref: Final = SOURCE
@@ -431,6 +456,9 @@ class Hj212Server:
         commits_in_flight: int = 2,
         gap_max_hours: int = 72,
         gap_request_timeout_s: float = 60.0,
+        listener: Listener | None = None,
+        worker: str = "hj212",
+        backfill_poll_s: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._pipeline = pipeline
@@ -454,6 +482,22 @@ class Hj212Server:
             ask=self._ask,
             unask=self._unask,
             record_error=self._record_error,
+            backfill_stored=self._backfill_stored,
+        )
+        # Each station's connection (the one it last sent on), for backfill requests.
+        self._lines: dict[int, tuple[_Connection, StationRef, CrcMode]] = {}
+        self._backfills = (
+            Backfills(
+                pool,
+                self._lines,
+                worker=worker,
+                listener=listener,
+                poll_s=backfill_poll_s,
+                answer_timeout_s=gap_request_timeout_s,
+                clock=clock,
+            )
+            if pool is not None
+            else None
         )
         self._server: asyncio.Server | None = None
         self._commit_task: asyncio.Task[None] | None = None
@@ -492,6 +536,8 @@ class Hj212Server:
                 "(or ENVLINK_HJ212_ENABLED=false)"
             ) from exc
         self._commit_task = asyncio.create_task(self._commit.run(), name="hj212-commit")
+        if self._backfills is not None:
+            self._backfills.start()
         log.info(
             "HJ 212 server on %s:%d (at most %d connections)",
             self._host,
@@ -542,6 +588,8 @@ class Hj212Server:
             await self._commit_task
         if self._error_task is not None:
             await self._error_task
+        if self._backfills is not None:
+            await self._backfills.stop()
         for connection in list(self._connections):
             connection.close()
         if self._handlers:
@@ -627,6 +675,7 @@ class Hj212Server:
                 self._unask(request)
             connection.close()
             self._connections.discard(connection)
+            self._forget_line(connection)
             # A device hanging up is routine; an idle or broken connection is worth a line.
             log.log(
                 logging.INFO if why else logging.DEBUG,
@@ -672,6 +721,7 @@ class Hj212Server:
             self._bad_crc(connection, frame, f"station {station.code} is set to {mode} CRC")
             return None
         connection.station = station
+        self._note_line(connection, packet, station, mode)
         label = f"{station.code} (MN {packet.mn})"
         # The PW guards what a device uploads; heartbeats and answers carry nothing to protect.
         uploads = packet.cn in DATA_CNS or packet.cn == _RESTART_CN
@@ -686,8 +736,10 @@ class Hj212Server:
             return _Entry(connection, [rejection], reply_for(packet, mode), label=label)
         if packet.cn in DATA_CNS:
             return self._data(connection, frame, packet, station, catalogue, mode, label)
+        after = None
         if packet.cn in _REQUEST_ANSWERS:
             connection.request_answered(packet)
+            after = self._backfill_answer(connection, packet)
         reply = reply_for(packet, mode)
         if packet.cn == _RESTART_CN:
             log.info(
@@ -698,10 +750,11 @@ class Hj212Server:
         else:
             self.stats.other_frames += 1
             log.debug("%s: CN=%s %s", label, packet.cn, "answered" if reply else "ignored")
-        if reply is None:
+        if reply is None and after is None:
             return None
-        # Answered through the group commit too, so answers keep the frames' order.
-        return _Entry(connection, [], reply, label=label)
+        # Answered through the group commit too, so answers keep the frames' order (and a 9012
+        # completes its backfill only once the packets before it are stored).
+        return _Entry(connection, [], reply, label=label, after=after)
 
     def _data(
         self,
@@ -753,13 +806,58 @@ class Hj212Server:
                     qc=_qc(item.flag, packet.version),
                 )
             )
+        backfill = None
+        if found and connection.backfills and self._backfills is not None:
+            backfill = self._backfills.arrival(connection, packet.cn, found[0].time)
         request = None
         # An hour the pipeline refuses as in the future must not become the station's last
         # hour: every real hour after it would look old, and no gap would be asked for again.
         if packet.cn == "2061" and found and found[0].time <= self._clock() + MAX_AHEAD:
             connection.hour_arrived(station, found[0].time)
             request = self._gap_request(packet, station, found[0].time, mode)
-        return _Entry(connection, items, reply, request, label)
+        return _Entry(connection, items, reply, request, label, backfill=backfill)
+
+    def _note_line(
+        self, connection: _Connection, packet: Packet, station: StationRef, mode: CrcMode
+    ) -> None:
+        """Remember the station's connection and how it speaks, for backfill requests."""
+        connection.version = packet.version
+        connection.password = packet.pw or connection.password
+        connection.system = packet.st or connection.system
+        line = self._lines.get(station.id)
+        if line is None or line[0] is not connection or line[1] is not station:
+            self._lines[station.id] = (connection, station, mode)
+            connection.station_ids.add(station.id)
+            if self._backfills is not None:
+                self._backfills.ring()
+
+    def _forget_line(self, connection: _Connection) -> None:
+        """A closed connection: its stations' lines go, its backfills fail."""
+        for station_id in connection.station_ids:
+            line = self._lines.get(station_id)
+            if line is not None and line[0] is connection:
+                del self._lines[station_id]
+        if self._backfills is not None:
+            self._backfills.closed(connection)
+
+    def _backfill_answer(
+        self, connection: _Connection, packet: Packet
+    ) -> Callable[[], None] | None:
+        """Take a 9011 to a backfill request now; a 9012 once the packets before it are stored."""
+        if self._backfills is None or not connection.backfills:
+            return None
+        backfill = self._backfills.answering(connection, packet.qn)
+        if backfill is None:
+            return None
+        answer = request_answer(packet)
+        if packet.cn == "9011":
+            self._backfills.ready(backfill, answer)
+            return None
+        return functools.partial(self._backfills.done, backfill, answer)
+
+    def _backfill_stored(self, backfill: Backfill, outcomes: list[Outcome]) -> None:
+        if self._backfills is not None:
+            self._backfills.stored(backfill, outcomes)
 
     def _gap_request(
         self, packet: Packet, station: StationRef, hour: datetime, mode: CrcMode
@@ -773,7 +871,7 @@ class Hj212Server:
         begin = max(last + HOUR, hour - HOUR * self._gap_max_hours)
         end = hour - HOUR
         password = packet.pw or station.hj212_password
-        st = packet.st or _ST_OF_MEDIUM.get(station.medium, "22")
+        st = packet.st or ST_OF_MEDIUM.get(station.medium, "22")
         sent_at = self._clock()
         try:
             if not password:
