@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -10,22 +9,12 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
-from core.settings import Settings
 from schemas.readings import ReadingIn
 from schemas.rules import load_rules
 from store.keys import create_key
 from store.rules import seed_rules
 from tests.conftest import CONFIG_DIR
 from tests.integration.test_engine import HOUR, T0, Feed, _air, _rule, _rules
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 async def _key(pool: AsyncConnectionPool, agency: str, *roles: str) -> tuple[int, dict[str, str]]:

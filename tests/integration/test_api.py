@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
-from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from store.keys import create_key, revoke_key
 
 T0 = datetime(2026, 11, 20, 0, tzinfo=CST)
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 async def _key(pool: AsyncConnectionPool, **options: object) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -17,9 +16,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from api.params import BIGINT_MAX
-from core.settings import Settings
 from schemas.common import ISO_TIME_PROBLEM, ROLES
 from schemas.rules import load_rules
 from store.keys import create_key
@@ -59,14 +56,6 @@ NOT_TIMES = {
     "1e308": "must be an ISO 8601 date or time, such as 2026-03-01T08:00:00+08:00",
     "0.5": "must be an ISO 8601 date or time, such as 2026-03-01T08:00:00+08:00",
 }
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from core.settings import Settings
 from store.keys import create_key
 from tests.integration.test_engine import T0, Feed, _air, _rule, _rules
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 async def _key(pool: AsyncConnectionPool, agency: str, *roles: str) -> dict[str, str]:

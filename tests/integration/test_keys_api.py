@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -14,14 +13,6 @@ from core.settings import Settings
 from core.timeutil import utcnow
 from store.keys import create_key, hash_key
 from tests.integration.test_api_pool import database_of, pool_settings, served
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 async def _headers(pool: AsyncConnectionPool, agency: str, *roles: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ out of id order), subscriptions seeded from config and managed through the admin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,9 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts.notify import stage as stage_module
 from alerts.notify.stage import NotificationStage
-from api.app import create_app
 from core.errors import InvalidInput
-from core.settings import Settings
 from schemas.common import QC
 from schemas.notifications import SubscriptionIn, SubscriptionSet, load_subscriptions
 from store.alerts import NewEvent, acknowledge, insert_events
@@ -316,14 +313,6 @@ async def test_station_filters_must_name_stations_that_exist(db: AsyncConnection
         await _subscribe(db, "gz", "gz_eeb", filters={"stations": ["zz-b", "gz-a-huangpu", "zz-a"]})
     assert str(refused.value) == "subscription gz: unknown stations ['zz-a', 'zz-b']"
     assert await _query(db, "SELECT count(*) FROM subscription") == [(0,)]
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 async def _key(pool: AsyncConnectionPool, agency: str, *roles: str) -> dict[str, str]:

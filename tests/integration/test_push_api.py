@@ -26,14 +26,6 @@ SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "json" / "readin
 T0 = datetime(2026, 11, 25, 10, tzinfo=CST)
 
 
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
-
-
 async def _key(pool: AsyncConnectionPool, agency: str, *roles: str) -> dict[str, str]:
     async with pool.connection() as conn:
         _, plain = await create_key(conn, agency=agency, roles=list(roles))

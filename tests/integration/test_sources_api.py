@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 
 import httpx
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
-from core.settings import Settings
 from core.timeutil import CST, utcnow
 from ingest.leader import ElectedScheduler
 from ingest.pipeline import Pipeline, SourceRef
@@ -23,14 +19,6 @@ from store.sources import ensure_source, record_source_error
 from tests.conftest import worker_loop
 
 T0 = datetime(2026, 11, 25, 0, tzinfo=CST)
-
-
-@pytest.fixture
-async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
-        yield client
 
 
 async def _key(pool: AsyncConnectionPool, roles: list[str]) -> dict[str, str]:
