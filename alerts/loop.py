@@ -224,6 +224,7 @@ class RoundReport:
 
     claimed: list[DirtyKey] = field(default_factory=list)
     swept: bool = False
+    busy_s: float = 0.0  # from taking its connection to the commit
 
 
 class AlertLoop:
@@ -262,6 +263,7 @@ class AlertLoop:
         self._judge = judge
         self._rest = rest
         self._last_sweep = -math.inf
+        self._busy_s = 0.0  # the rounds' work since the loop last rested
         self.listening = asyncio.Event()
         self.rounds = 0  # completed drains while listening
 
@@ -271,6 +273,7 @@ class AlertLoop:
         now = self._clock()
         catalogue = await self._catalogue.get()
         async with self._pool.connection() as conn, conn.transaction():
+            began = monotonic.monotonic()
             report.claimed = await claim_dirty(conn, limit=self._batch)
             if report.claimed:
                 keys = [*report.claimed, *await self._judged(conn, report.claimed)]
@@ -285,6 +288,8 @@ class AlertLoop:
             if sweep and await try_sweep_lock(conn):
                 await self._sweep(conn, catalogue=catalogue, now=now)
                 report.swept = True
+        report.busy_s = monotonic.monotonic() - began
+        self._busy_s += report.busy_s
         return report
 
     async def _judged(self, conn: Conn, keys: Sequence[DirtyKey]) -> Sequence[DirtyKey]:
@@ -338,13 +343,15 @@ class AlertLoop:
             if due:
                 # Counted from the start of the round, so a slow round does not drift it.
                 self._last_sweep = monotonic.monotonic()
-            started = monotonic.monotonic()
+            self._busy_s = 0.0
             await self.drain(sweep=due)
             self.rounds += 1
             # A round rereads whole hours, so its cost barely grows with the readings that
             # wait: resting `rest` times as long as the round took lets the next one take
-            # them all at once and caps the loop's share of a core (1 / (1 + rest)).
-            await asyncio.sleep((monotonic.monotonic() - started) * self._rest)
+            # them all at once and caps the loop's share of a core (1 / (1 + rest)). Only its
+            # work counts: time spent waiting for a connection (the database restarting, the
+            # pool busy) is not rested again, which would hold alerts back as long once more.
+            await asyncio.sleep(self._busy_s * self._rest)
             # Woken by the first notification; any that came meanwhile cost at most one round
             # that finds nothing to claim.
             await wakeup.wait(self._last_sweep + self._sweep_s - monotonic.monotonic())

@@ -1,4 +1,4 @@
-"""Faults survived: the HJ 212 worker killed, or its database restarted, in the middle of ingest.
+"""Faults survived: the HJ 212 worker killed, its database restarted, its webhook receiver down.
 
 A fleet of simulated stations uploads real-time packets (CN 2011, a reply requested) to an
 `envlink worker` process, as data loggers do: each keeps every packet the platform has not
@@ -16,7 +16,21 @@ acknowledged, and the database is checked:
     lost          acknowledged readings that are not stored
 
 Nothing acknowledged may be lost and nothing stored twice; with the drain complete every reading
-sent is stored. tests/e2e/test_faults.py runs both in a bounded form.
+sent is stored. tests/e2e/test_faults.py runs each fault in a bounded form.
+
+Two faults hit notifications. Every station sends NO2 far above its limit, the stations coming
+online one after another, so alerts fire all along; the worker notifies a webhook receiver on
+loopback that counts what it gets per idempotency key. `webhook-down` takes the receiver down
+(its port refuses connections) for `--down` seconds while the alerts fire, then brings it back;
+`restart-database-dispatching` stops the private PostgreSQL as soon as a delivery is being
+answered (the receiver takes a second each) and starts it again. Counted per notification:
+
+    sent          notifications made, each under an idempotency key of its own
+    delivered     of those, how many the receiver got
+    duplicates    deliveries of a key after its first
+    lost          notifications the receiver never got
+
+Each must be delivered once: none twice, none lost, none dead-lettered.
 
 `mixed-load` runs everything at once: 200 stations over HJ 212 (every tenth sending NO2 far above
 its limit), 64 clients reading the API (`envlink api`), alerts firing and notifying a webhook
@@ -26,10 +40,15 @@ warm-up stayed within 20 % to the end.
 
     .venv/bin/python bench/faults.py kill-worker [--stations 50] [--seconds 60]
     .venv/bin/python bench/faults.py restart-database [--stations 50] [--seconds 60] [--down 10]
+    .venv/bin/python bench/faults.py restart-database-dispatching [--stations 50] [--seconds 60]
+                                     [--down 10]
+    .venv/bin/python bench/faults.py webhook-down [--stations 50] [--down 300] [--retry-max 30]
     .venv/bin/python bench/faults.py mixed-load [--stations 200] [--seconds 600] [--connections 64]
 
-`kill-worker` and `mixed-load` make their database on the server of ENVLINK_DATABASE_URL when
-set (dropped at the end), else on an embedded server in a temporary directory.
+`kill-worker`, `webhook-down` and `mixed-load` make their database on the server of
+ENVLINK_DATABASE_URL when set (dropped at the end), else on an embedded server in a temporary
+directory. `--retry-max` is the worker's ENVLINK_NOTIFY_RETRY_MAX_S: the backlog arrives within
+about that long of the receiver's return.
 """
 
 from __future__ import annotations
@@ -49,6 +68,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]
@@ -74,6 +94,11 @@ REPLY_TIMEOUT_S = 5.0  # a data logger sends a packet again when no answer came 
 WINDOW = 10  # packets a data logger has waiting for an answer at most
 PARAMETER_OF = {code: parameter for code, parameter, _ in POLLUTANTS}
 NO2 = "a21004"
+CO = "a21005"
+# Readings start this long before the wall clock and advance a second per reading: recent
+# enough that no station is taken for silent (after 2 h without data), far enough that none is
+# ever in the future.
+HEAD_START = timedelta(hours=1)
 
 
 @dataclass
@@ -106,6 +131,7 @@ class Station:
     codes: list[str]
     port: int
     hot: bool = False  # sends NO2 far above its 1-hour limit, so alerts fire and notify
+    start_after_s: float = 0.0  # comes online this long after the fleet starts
     client: Hj212Client | None = None
     waiting: dict[datetime, float] = field(default_factory=dict)  # data time -> last sent
     acknowledged: set[datetime] = field(default_factory=set)
@@ -119,7 +145,9 @@ class Station:
         return mn_of(self.index)
 
     def values(self, step: int) -> Values:
+        """Every value within its limits, except NO2 at a hot station."""
         values = {code: (float(10 + (step + n) % 50), "N") for n, code in enumerate(self.codes)}
+        values[CO] = (0.5 + step % 50 / 100, "N")  # mg/m3: its 1-hour limit is 10
         if self.hot:
             values[NO2] = (float(400 + step % 50), "N")
         return values
@@ -165,6 +193,7 @@ class Station:
         Like a data logger, the station keeps what it could not deliver and has at most WINDOW
         packets waiting for an answer at a time, oldest first.
         """
+        await asyncio.sleep(self.start_after_s)
         next_new = time.monotonic() + every_s * (self.index % 10) / 10
         while True:
             now = time.monotonic()
@@ -190,7 +219,14 @@ class Station:
 class EnvlinkProcess:
     """`envlink worker` (HJ 212 on `port`) or `envlink api` (HTTP on `port`), logging to a file."""
 
-    def __init__(self, command: str, database_url: str, port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        command: str,
+        database_url: str,
+        port: int,
+        log_path: Path,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.command = command
         self.env = {
             **os.environ,
@@ -198,6 +234,7 @@ class EnvlinkProcess:
             "ENVLINK_CONFIG_DIR": str(ROOT / "config"),
             "ENVLINK_MQTT_HOST": "",
             "ENVLINK_HJ212_PORT" if command == "worker" else "ENVLINK_API_PORT": str(port),
+            **(settings or {}),
         }
         self.port = port
         self.log_path = log_path
@@ -324,18 +361,21 @@ async def ingest_through(
     every_s: float = 0.5,
     drain_s: float = 60.0,
     hot_every: int = 0,
+    spread_s: float = 0.0,
 ) -> Counts:
     """Run the fleet against the worker for `seconds`, with `fault` injected after fault_after_s.
 
-    With hot_every n, every n-th station sends NO2 far above its limit.
+    With hot_every n, every n-th station sends NO2 far above its limit. With spread_s, the
+    stations come online one after another over that long (the first at once).
     """
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    base = datetime.now(UTC).replace(microsecond=0) - HEAD_START
     fleet = [
         Station(
             i,
             [code for code, _, _ in POLLUTANTS[: items_of(i)]],
             worker.port,
             hot=hot_every > 0 and i % hot_every == 0,
+            start_after_s=spread_s * i / stations,
         )
         for i in range(stations)
     ]
@@ -407,22 +447,41 @@ async def restart_database(
 
 
 class Receiver:
-    """A webhook endpoint on loopback: answers 200 and counts deliveries per Idempotency-Key."""
+    """A webhook endpoint on loopback: answers 200 and counts deliveries per Idempotency-Key.
 
-    def __init__(self) -> None:
+    `stop` takes it down as a crashed receiver goes down: its port refuses connections and the
+    open ones are cut. `start` brings it back on the same port. Each answer takes `delay_s`.
+    """
+
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.deliveries: Counter[str] = Counter()
+        self.first_at: dict[str, float] = {}  # key -> time.monotonic() of its first delivery
+        self.delay_s = delay_s
+        self.answering = 0  # requests received and not yet answered
+        self.asked = asyncio.Event()  # set by every request as it arrives
+        self.port = 0
         self.server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
 
     async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/hook"
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.url
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self.server.wait_closed()
+            self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
@@ -431,13 +490,245 @@ class Receiver:
                     for name, _, value in (line.partition(":") for line in head.split("\r\n")[1:])
                 )
                 await reader.readexactly(int(headers.get("content-length", "0")))
-                self.deliveries[headers.get("idempotency-key", "")] += 1
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
+                key = headers.get("idempotency-key", "")
+                self.deliveries[key] += 1
+                self.first_at.setdefault(key, time.monotonic())
+                self.answering += 1
+                self.asked.set()
+                try:
+                    await asyncio.sleep(self.delay_s)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+                finally:
+                    self.answering -= 1
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
+
+
+async def subscribe_webhook(conn: psycopg.AsyncConnection[Any], hook: str) -> None:
+    """The joint rule set, and one webhook subscription of the joint office with no group wait.
+
+    Grouped by rule and station (the default), so each station's NO2 alert is a message of its own.
+    """
+    await seed_rules(conn, load_rules(ROOT / "config" / "thresholds.yaml"), at=datetime.now(UTC))
+    spec = SubscriptionIn(code="bench-hook", channel="webhook", target=hook, group_wait_s=0)
+    await create_subscription(
+        conn, agency="joint_office", spec=spec, via="api", at=datetime.now(UTC)
+    )
+
+
+@dataclass
+class Deliveries:
+    """What the outbox made and what the webhook receiver got, counted per idempotency key."""
+
+    sent: int  # notifications made, each under an idempotency key of its own
+    delivered: int  # of those, how many the receiver got
+    duplicates: int  # deliveries of a key after its first
+    lost: int  # notifications the receiver never got
+    unknown: int  # keys the receiver got that no notification has
+    dead_lettered: int  # notifications given up on
+    made_during_fault: int  # notifications made while the fault lasted
+    attempts_failed: int  # delivery attempts that failed and were retried
+    attempts_during_fault: int  # delivery attempts that ended while the fault lasted
+    last_first_delivery_s: float  # from the fault's end to the last key's first delivery
+
+    def line(self) -> str:
+        return (
+            f"notifications sent {self.sent} ({self.made_during_fault} made during the fault), "
+            f"delivered {self.delivered}, duplicates {self.duplicates}, lost {self.lost}, "
+            f"unknown keys {self.unknown}, dead-lettered {self.dead_lettered}; "
+            f"{self.attempts_failed} attempts failed and were retried, "
+            f"{self.attempts_during_fault} ended during the fault; the last notification "
+            f"arrived {self.last_first_delivery_s:.1f} s after the fault ended"
+        )
+
+    def problems(self) -> list[str]:
+        """What broke "each notification delivered once per idempotency key" (nothing, if held)."""
+        problems = []
+        if self.sent == 0:
+            problems.append("no notification was made")
+        if (self.lost, self.duplicates, self.unknown, self.dead_lettered) != (0, 0, 0, 0):
+            problems.append("notifications lost, delivered twice, unknown or dead-lettered")
+        return problems
+
+
+async def outbox_settled(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether every reading is rolled up, every alert notified and every notification ended."""
+    row = await (
+        await conn.execute(
+            """
+            SELECT (SELECT count(*) FROM series_dirty)
+                 + (SELECT count(*) FROM alert a WHERE NOT EXISTS
+                       (SELECT 1 FROM notification_item i WHERE i.alert_id = a.id))
+                 + (SELECT count(*) FROM notification WHERE status = 'pending')
+            """
+        )
+    ).fetchone()
+    return row is not None and row[0] == 0
+
+
+async def count_deliveries(
+    database_url: str,
+    receiver: Receiver,
+    *,
+    fault: tuple[datetime, datetime],
+    fault_ended: float,
+    settle_s: float,
+) -> Deliveries:
+    """Wait up to settle_s for the outbox to settle, then compare it with what the receiver got.
+
+    `fault` is when the fault began and ended on the wall clock, `fault_ended` on time.monotonic().
+    """
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            if await outbox_settled(conn):
+                break
+            await asyncio.sleep(0.5)
+        rows = await (
+            await conn.execute("SELECT id, status, created_at FROM notification")
+        ).fetchall()
+        attempts = await (
+            await conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'retry'),"
+                " count(*) FILTER (WHERE finished_at >= %s AND finished_at < %s)"
+                " FROM delivery_attempt",
+                fault,
+            )
+        ).fetchone()
+    made = {f"ntf-{nid}" for nid, _, _ in rows}
+    received = set(receiver.deliveries)
+    return Deliveries(
+        sent=len(made),
+        delivered=len(made & received),
+        duplicates=sum(n - 1 for n in receiver.deliveries.values()),
+        lost=len(made - received),
+        unknown=len(received - made),
+        dead_lettered=sum(status == "failed" for _, status, _ in rows),
+        made_during_fault=sum(fault[0] <= created < fault[1] for _, _, created in rows),
+        attempts_failed=int(attempts[0]) if attempts else 0,
+        attempts_during_fault=int(attempts[1]) if attempts else 0,
+        last_first_delivery_s=max(receiver.first_at.values(), default=fault_ended) - fault_ended,
+    )
+
+
+async def webhook_down(
+    database_url: str,
+    *,
+    stations: int,
+    down_s: float,
+    log_dir: Path,
+    retry_max_s: float = 30.0,
+) -> Deliveries:
+    """A webhook receiver down for down_s while alerts fire, then back: each delivered once.
+
+    The stations all send NO2 far above its limit and come online one after another over the
+    first two thirds of the outage, so alerts fire and notifications are made all through it.
+    The worker's retries wait at most retry_max_s (ENVLINK_NOTIFY_RETRY_MAX_S), so the backlog
+    is delivered within about that long of the receiver's return.
+    """
+    await prepare(database_url, stations)
+    receiver = Receiver()
+    hook = await receiver.start()
+    await receiver.stop()  # down before the first alert fires
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await subscribe_webhook(conn, hook)
+    retries = {"ENVLINK_NOTIFY_RETRY_BASE_S": "1", "ENVLINK_NOTIFY_RETRY_MAX_S": f"{retry_max_s:g}"}
+    worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log", retries)
+    await worker.start()
+    went_down = datetime.now(UTC)
+    came_back: list[tuple[datetime, float]] = []  # on the wall clock, on time.monotonic()
+
+    async def fault() -> None:
+        await asyncio.sleep(down_s)
+        await receiver.start()
+        came_back.append((datetime.now(UTC), time.monotonic()))
+        print(f"webhook receiver back at {time.strftime('%X')} after {down_s:.0f} s", flush=True)
+
+    try:
+        counts = await ingest_through(
+            fault,
+            database_url=database_url,
+            worker=worker,
+            stations=stations,
+            seconds=down_s + 2,
+            fault_after_s=0.0,
+            hot_every=1,
+            spread_s=down_s * 2 / 3,
+        )
+        if (counts.lost, counts.unacknowledged) != (0, 0):
+            raise RuntimeError(f"the fleet's readings were not all stored: {counts.line()}")
+        return await count_deliveries(
+            database_url,
+            receiver,
+            fault=(went_down, came_back[0][0]),
+            fault_ended=came_back[0][1],
+            settle_s=retry_max_s * 2 + 30,
+        )
+    finally:
+        await worker.stop()
+        await receiver.stop()
+
+
+async def restart_database_dispatching(
+    data_dir: Path, *, stations: int, seconds: float, down_s: float, log_dir: Path
+) -> tuple[Counts, Deliveries]:
+    """Stop the worker's private PostgreSQL while notifications are being delivered, then start it.
+
+    The stations all send NO2 far above its limit, coming online one after another over the first
+    two thirds of `seconds`; the receiver takes a second to answer each delivery. As soon as one
+    is being answered the database stops, so its outcome can only be recorded after the return.
+    """
+    server = await asyncio.to_thread(start_embedded, data_dir)
+    database_url = server.url
+    await prepare(database_url, stations)
+    receiver = Receiver(delay_s=1.0)
+    hook = await receiver.start()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await subscribe_webhook(conn, hook)
+    retries = {"ENVLINK_NOTIFY_RETRY_BASE_S": "1", "ENVLINK_NOTIFY_RETRY_MAX_S": "5"}
+    worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log", retries)
+    await worker.start()
+    outage: list[tuple[datetime, float]] = []  # stopped, started again: wall clock, monotonic
+
+    async def fault() -> None:
+        nonlocal server
+        await asyncio.wait_for(receiver.asked.wait(), timeout=seconds)  # one being answered
+        outage.append((datetime.now(UTC), time.monotonic()))
+        await asyncio.to_thread(server.stop)
+        print(f"database stopped at {time.strftime('%X')} for {down_s:.0f} s", flush=True)
+        await asyncio.sleep(down_s)
+        server = await asyncio.to_thread(start_embedded, data_dir)
+        outage.append((datetime.now(UTC), time.monotonic()))
+        if server.url != database_url:
+            raise RuntimeError(f"the database came back elsewhere: {server.url}")
+
+    try:
+        counts = await ingest_through(
+            fault,
+            database_url=database_url,
+            worker=worker,
+            stations=stations,
+            seconds=seconds,
+            fault_after_s=0.0,
+            hot_every=1,
+            spread_s=seconds * 2 / 3,
+        )
+        deliveries = await count_deliveries(
+            database_url,
+            receiver,
+            fault=(outage[0][0], outage[1][0]),
+            fault_ended=outage[1][1],
+            settle_s=60,
+        )
+        return counts, deliveries
+    finally:
+        await worker.stop()
+        await receiver.stop()
+        await asyncio.to_thread(server.stop)
 
 
 @dataclass
@@ -515,13 +806,7 @@ async def mixed_load(
     receiver = Receiver()
     hook = await receiver.start()
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await seed_rules(
-            conn, load_rules(ROOT / "config" / "thresholds.yaml"), at=datetime.now(UTC)
-        )
-        spec = SubscriptionIn(code="bench-hook", channel="webhook", target=hook, group_wait_s=0)
-        await create_subscription(
-            conn, agency="joint_office", spec=spec, via="api", at=datetime.now(UTC)
-        )
+        await subscribe_webhook(conn, hook)
         _, key = await create_key(conn, agency="joint_office", roles=["reader"], rate_limit=10**7)
     worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log")
     api = EnvlinkProcess("api", database_url, free_port(), log_dir / "api.log")
@@ -593,50 +878,93 @@ def mixed_verdict(mixed: Mixed) -> list[str]:
     return problems
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("fault", choices=["kill-worker", "restart-database", "mixed-load"])
-    parser.add_argument("--stations", type=int, help="50, or 200 for mixed-load")
-    parser.add_argument("--seconds", type=float, help="60, or 600 for mixed-load")
-    parser.add_argument("--down", type=float, default=10.0, help="seconds the database is away")
-    parser.add_argument("--connections", type=int, default=64, help="API readers (mixed-load)")
-    args = parser.parse_args()
-    mixed = args.fault == "mixed-load"
-    stations = args.stations or (200 if mixed else 50)
-    seconds = args.seconds or (600.0 if mixed else 60.0)
-    with tempfile.TemporaryDirectory(prefix="envlink-faults-") as folder:
-        log_dir = Path(folder)
-        if args.fault == "restart-database":
-            counts = await restart_database(
-                log_dir / "db",
-                stations=stations,
-                seconds=seconds,
-                down_s=args.down,
+def ingest_problems(counts: Counts) -> list[str]:
+    if (counts.lost, counts.duplicates, counts.stored) != (0, 0, counts.sent):
+        return ["acknowledged readings lost, stored twice or never stored"]
+    return []
+
+
+async def run(args: argparse.Namespace, log_dir: Path) -> tuple[list[str], list[str]]:
+    """Run the fault the arguments name: the lines of its report and its problems."""
+    if args.fault == "restart-database-dispatching":
+        counts, deliveries = await restart_database_dispatching(
+            log_dir / "db",
+            stations=args.stations,
+            seconds=args.seconds,
+            down_s=args.down,
+            log_dir=log_dir,
+        )
+        lines = [f"ingest: {counts.line()}", f"notifications: {deliveries.line()}"]
+        return lines, ingest_problems(counts) + deliveries.problems()
+    if args.fault == "restart-database":
+        counts = await restart_database(
+            log_dir / "db",
+            stations=args.stations,
+            seconds=args.seconds,
+            down_s=args.down,
+            log_dir=log_dir,
+        )
+        return [counts.line()], ingest_problems(counts)
+    async with fresh_database("envlink_faults") as database:
+        if args.fault == "mixed-load":
+            mixed = await mixed_load(
+                database.url,
+                stations=args.stations,
+                seconds=args.seconds,
+                connections=args.connections,
                 log_dir=log_dir,
             )
-        else:
-            async with fresh_database("envlink_faults") as database:
-                if mixed:
-                    report = await mixed_load(
-                        database.url,
-                        stations=stations,
-                        seconds=seconds,
-                        connections=args.connections,
-                        log_dir=log_dir,
-                    )
-                else:
-                    counts = await kill_worker(
-                        database.url, stations=stations, seconds=seconds, log_dir=log_dir
-                    )
-    print(f"{args.fault}: {stations} stations, {seconds:.0f} s")
-    if mixed:
-        print("\n".join(report.lines()))
-        problems = mixed_verdict(report)
-    else:
-        print(counts.line())
-        problems = []
-        if (counts.lost, counts.duplicates, counts.stored) != (0, 0, counts.sent):
-            problems.append("acknowledged readings lost, stored twice or never stored")
+            return mixed.lines(), mixed_verdict(mixed)
+        if args.fault == "webhook-down":
+            deliveries = await webhook_down(
+                database.url,
+                stations=args.stations,
+                down_s=args.down,
+                log_dir=log_dir,
+                retry_max_s=args.retry_max,
+            )
+            return [deliveries.line()], deliveries.problems()
+        counts = await kill_worker(
+            database.url, stations=args.stations, seconds=args.seconds, log_dir=log_dir
+        )
+        return [counts.line()], ingest_problems(counts)
+
+
+# Per fault: stations, seconds of sending, seconds the database or the receiver is away.
+DEFAULTS = {
+    "kill-worker": (50, 60.0, 0.0),
+    "restart-database": (50, 60.0, 10.0),
+    "restart-database-dispatching": (50, 60.0, 10.0),
+    "webhook-down": (50, 0.0, 300.0),
+    "mixed-load": (200, 600.0, 0.0),
+}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("fault", choices=list(DEFAULTS))
+    parser.add_argument("--stations", type=int, help="50, or 200 for mixed-load")
+    parser.add_argument("--seconds", type=float, help="60, or 600 for mixed-load")
+    parser.add_argument(
+        "--down", type=float, help="seconds the database (10) or the webhook receiver (300) is away"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="API readers (mixed-load)")
+    parser.add_argument(
+        "--retry-max",
+        type=float,
+        default=30.0,
+        help="longest wait between two delivery attempts (webhook-down)",
+    )
+    args = parser.parse_args()
+    stations, seconds, down = DEFAULTS[args.fault]
+    args.stations = args.stations or stations
+    args.seconds = args.seconds or seconds
+    args.down = args.down or down
+    with tempfile.TemporaryDirectory(prefix="envlink-faults-") as folder:
+        lines, problems = await run(args, Path(folder))
+    took = f"{args.down:.0f} s down" if args.fault == "webhook-down" else f"{args.seconds:.0f} s"
+    print(f"{args.fault}: {args.stations} stations, {took}")
+    print("\n".join(lines))
     print("PASS" if not problems else "FAIL:\n  " + "\n  ".join(problems))
     sys.exit(1 if problems else 0)
 

@@ -60,12 +60,14 @@ from store.outbox import (
     notification_items,
     record_attempt,
 )
-from store.pool import Conn
+from store.pool import Conn, unreachable
 
 log = logging.getLogger(__name__)
 
 # A failed delivery's next attempt (ENVLINK_NOTIFY_RETRY_BASE_S / _MAX_S set the worker's).
 REDELIVERY = Backoff(base_s=5.0, max_s=300.0)
+# Writing an attempt's outcome again while the database cannot be reached: soon after it returns.
+RECORD_RETRY = Backoff(base_s=0.25, max_s=2.0)
 
 # Subscription channel -> the channel (channels.build_channels) that delivers it.
 CHANNEL_FOR: dict[str, str] = {
@@ -319,14 +321,17 @@ class Dispatcher:
             await wakeup.wait(max(wait, 0.01))
 
     async def _claim(self, limit: int) -> list[tuple[ClaimedNotification, Notification | str]]:
-        """Claim due notifications and build their messages (or say why one cannot be built)."""
+        """Claim due notifications and build their messages (or say why one cannot be built).
+
+        One transaction: when the database goes away before the messages are built, the claims
+        are undone with it, instead of holding the notifications back until their leases expire.
+        """
         now = self._clock()
         catalogue = await self._catalogue.get()
-        async with self._pool.connection() as conn:
-            async with conn.transaction():
-                claimed = await claim_notifications(
-                    conn, now=now, limit=limit, lease_s=self._lease_s, worker=self.worker
-                )
+        async with self._pool.connection() as conn, conn.transaction():
+            claimed = await claim_notifications(
+                conn, now=now, limit=limit, lease_s=self._lease_s, worker=self.worker
+            )
             if not claimed:
                 return []
             return await self._build(conn, catalogue, claimed)
@@ -372,21 +377,16 @@ class Dispatcher:
             backoff=self._backoff,
             jitter=self._jitter(),
         )
-        async with self._pool.connection() as conn, conn.transaction():
-            recorded = await record_attempt(
-                conn,
-                notification_id=claimed.id,
-                token=claimed.claim_token,
-                attempt=claimed.attempts,
-                started_at=started,
-                finished_at=finished,
-                outcome=result.status,
-                response_code=result.response_code,
-                error=error if result.status != "sent" else result.error,
-                worker=self.worker,
-                status=status,
-                due_at=due_at,
-            )
+        recorded = await self._record(
+            claimed,
+            started_at=started,
+            finished_at=finished,
+            outcome=result.status,
+            response_code=result.response_code,
+            error=error if result.status != "sent" else result.error,
+            status=status,
+            due_at=due_at,
+        )
         if not recorded:
             log.warning(
                 "notification %d: the claim expired during the attempt; outcome kept as an attempt",
@@ -395,6 +395,41 @@ class Dispatcher:
         elif status == "failed":
             log.warning("notification %d dead-lettered: %s", claimed.id, error)
         return Attempted(claimed.id, claimed.attempts, result, status, due_at, recorded)
+
+    async def _record(self, claimed: ClaimedNotification, **attempt: Any) -> bool:
+        """Record an attempt's outcome, waiting for the database while it cannot be reached.
+
+        A delivery that reached its receiver while the database was away must not be sent again
+        when it returns: the outcome is kept here, under the claim, until it can be written.
+        Only an outage longer than the lease lets a dispatcher claim the notification again
+        meanwhile (a second delivery under the same idempotency key).
+        """
+        failures = 0
+        while True:
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    return await record_attempt(
+                        conn,
+                        notification_id=claimed.id,
+                        token=claimed.claim_token,
+                        attempt=claimed.attempts,
+                        worker=self.worker,
+                        **attempt,
+                    )
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                failures += 1
+                delay = RECORD_RETRY.delay_s(failures)
+                log.warning(
+                    "notification %d: cannot record attempt %d (%s: %s); trying again in %.1f s",
+                    claimed.id,
+                    claimed.attempts,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def _send(
         self, claimed: ClaimedNotification, notification: Notification | str

@@ -415,6 +415,38 @@ async def test_two_dispatchers_never_send_the_same_notification(
     assert counts == [(200, 200, 1)]
 
 
+async def test_an_outcome_whose_connection_was_cut_is_recorded_and_not_sent_again(
+    world: World, client: httpx.AsyncClient, settings: Settings, database_url: str
+) -> None:
+    """The database drops the dispatcher's connection while the receiver is answering."""
+    asked = asyncio.Event()
+
+    def answer(seen: Seen) -> Reply:
+        asked.set()
+        return Reply(200, delay_s=0.3)
+
+    async with receiving(answer) as receiver:
+        await _alert_notified(world, receiver.url())
+        cut = "envlink cut-mid-delivery"
+        async with AsyncConnectionPool(
+            database_url, min_size=1, max_size=1, kwargs={"application_name": cut}
+        ) as pool:
+            sending = asyncio.create_task(dispatcher(pool, client, settings, Clock()).drain())
+            await asyncio.wait_for(asked.wait(), timeout=10)
+            terminated = await _query(
+                world.pool,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                cut,
+            )
+            assert terminated == [(1,)]
+            [attempted] = await sending
+    assert (attempted.status, attempted.recorded) == ("sent", True)
+    assert [r.key for r in receiver.requests] == ["ntf-1"]
+    assert await attempts(world.pool) == [(1, 1, "sent", 200, None)]
+    assert await statuses(world.pool) == [(1, "sent", 1)]
+
+
 async def test_cap_by_webhook_and_by_api_validates_against_the_cap_schema(
     world: World, client: httpx.AsyncClient, settings: Settings
 ) -> None:
