@@ -25,6 +25,7 @@ from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
 from envlink.check import LIVENESS_MAX_AGE_S, Finding, check, liveness
 from envlink.demo import KEYS_FILE, demo_keys
+from envlink.history import history_days, load_history
 from envlink.runtime import (
     check_timescaledb,
     database,
@@ -104,10 +105,17 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--simulate", action="store_true", help="also run the simulator")
     serve_parser = commands.add_parser("serve", help="API and worker in one process")
     serve_parser.add_argument("--simulate", action="store_true", help="also run the simulator")
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="embedded database, catalogue, simulator and API"
         " (on ENVLINK_API_HOST:ENVLINK_API_PORT, 127.0.0.1:8000 unless set)",
+    )
+    demo.add_argument(
+        "--history",
+        type=_history,
+        metavar="Nd",
+        help="first load N days of simulated hourly data (e.g. 400d), skipping days that hold"
+        " data already; it raises no alerts",
     )
     check = commands.add_parser(
         "check",
@@ -214,6 +222,13 @@ def _positive(text: str) -> int:
     return number
 
 
+def _history(text: str) -> int:
+    try:
+        return history_days(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -283,6 +298,8 @@ def _run_with(
             report, rules = asyncio.run(run_seed(url, settings))
             subscriptions = asyncio.run(run_seed_subscriptions(url, settings))
             print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
+        if args.command == "demo" and args.history:
+            _load_history(url, settings, args.history)
         if args.command == "keys":
             return asyncio.run(_keys(url, args))
         if args.command == "check":
@@ -375,6 +392,23 @@ class _ProgressBar:
         if self.drawn:
             sys.stderr.write("\n")
             self.drawn = False
+
+
+def _load_history(url: str, settings: Settings, days: int) -> None:
+    """`envlink demo --history Nd`: the simulated past, with a progress bar in days."""
+    bar = _ProgressBar("loading history", unit="days")
+    try:
+        report = asyncio.run(
+            load_history(
+                url,
+                days=days,
+                water_min_samples=settings.water_daily_min_samples,
+                progress=bar,
+            )
+        )
+    finally:
+        bar.close()
+    print("\n".join(report.lines()), flush=True)
 
 
 async def _to_timescaledb(url: str, settings: Settings) -> int:

@@ -84,7 +84,7 @@ async def write_readings(
             except psycopg.errors.UniqueViolation:
                 merging = True
         newest.append(await _merge(conn, chunk, start, source_id, received_at, result))
-    await _keep_latest(conn, [rows[position] for position in _newest_of_all(newest)])
+    await keep_latest(conn, [rows[position] for position in _newest_of_all(newest)])
     return result
 
 
@@ -95,6 +95,7 @@ _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _TRAILER = b"\xff\xff"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_PG_EPOCH_S = int(_PG_EPOCH.timestamp())
 
 # A field of a binary COPY row: its big-endian numpy type and a column, or one value for all.
 _Field = tuple[str, npt.NDArray[Any] | int]
@@ -235,6 +236,50 @@ async def _copy_fresh(
             await copy.write(_tuples([*block.fields(), *tail], block.missing, 4))
         await copy.write(_TRAILER)
     return _Newest.among(columns, offset, order)
+
+
+async def copy_new_readings(
+    conn: Conn,
+    *,
+    station_id: npt.NDArray[np.int32],
+    parameter_id: npt.NDArray[np.int16],
+    period_s: int,
+    time_s: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+    qc: npt.NDArray[np.int16],
+    source_id: int,
+    received_at: datetime,
+) -> int:
+    """COPY readings none of which is stored yet, given as columns (times in seconds since
+    the epoch, NaN for no value) in key order; the rows written.
+
+    For bulk loads of a past that holds nothing yet: a stored key aborts the COPY (unique
+    violation), and reading_latest is the caller's (keep_latest). The caller owns the
+    transaction and must have created the partitions the rows fall in.
+    """
+    columns = _Columns(
+        station_id=station_id.astype(np.int32),
+        parameter_id=parameter_id.astype(np.int16),
+        period_s=np.full(len(station_id), period_s, dtype=np.int32),
+        time=(time_s.astype(np.int64) - _PG_EPOCH_S) * 1_000_000,
+        value=value.astype(np.float64),
+        missing=np.isnan(value),
+        qc=qc.astype(np.int16),
+    )
+    tail: list[_Field] = [(">i2", source_id), (">i8", _micros([received_at])[0])]
+    async with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY reading (station_id, parameter_id, period_s, time, value, qc, source_id,"
+            " received_at) FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
+        await copy.write(_SIGNATURE)
+        for start in range(0, len(columns), _BLOCK):
+            block = columns.take(slice(start, start + _BLOCK))
+            await copy.write(_tuples([*block.fields(), *tail], block.missing, 4))
+        await copy.write(_TRAILER)
+    return len(columns)
 
 
 _STAGE = """
@@ -477,7 +522,7 @@ WHERE EXCLUDED.time > l.time
 """
 
 
-async def _keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:
+async def keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:
     """Bring reading_latest up to `rows`, each series' newest row as stored."""
     if not rows:
         return

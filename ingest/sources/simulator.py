@@ -1,21 +1,28 @@
 """Plausible readings for every station × parameter of the catalogue, for demos and load.
 
-Values are a deterministic function of (station, parameter, time): a diurnal cycle, a semidiurnal
-tide in the estuary, day-long pollution episodes at some stations, rare sensor faults and noise.
-Re-simulating the same instant gives the same value, so a restarted simulator re-sends
-duplicates, never revisions. The simulator source (`SimulatorJob`) delivers them each round
-through the real paths where it has them: its MQTT stations through the broker, every station
-over its own HJ 212 connection, and the rest straight through the pipeline.
+Values are a deterministic function of (station, parameter, time): a diurnal cycle, the seasons,
+a semidiurnal tide in the estuary, day-long pollution episodes at some stations, rare sensor
+faults and noise (counter-based, so a year of one series is computed at once). Re-simulating the
+same instant gives the same value, so a restarted simulator re-sends duplicates, never
+revisions, and the demo's history (envlink demo --history) stores what it would have sent.
+The simulator source (`SimulatorJob`) delivers them each round through the real paths where it
+has them: its MQTT stations through the broker, every station over its own HJ 212 connection,
+and the rest straight through the pipeline.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 import zlib
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
 
 from core.timeutil import CST, utcnow
 from ingest.pipeline import Pipeline, SourceRef
@@ -32,6 +39,11 @@ log = logging.getLogger(__name__)
 SIMULATOR = SourceRef(code="simulator", kind="simulator")
 
 M2_TIDE_H = 12.42  # principal lunar semidiurnal period
+HOUR_S = 3600
+DAY_S = 24 * HOUR_S
+YEAR_DAYS = 365.2425
+CST_OFFSET_S = 8 * HOUR_S  # Asia/Shanghai has kept +08:00 since 1992
+_EPOCH_DAY = date(1970, 1, 1)
 
 # (base, diurnal amplitude, hour of the diurnal peak, relative noise) in canonical units.
 _PROFILES: dict[str, tuple[float, float, float, float]] = {
@@ -78,6 +90,11 @@ _PROFILES: dict[str, tuple[float, float, float, float]] = {
     "po4p": (0.02, 0.0, 0.0, 0.1),
     "cod_mn_alkaline": (1.8, 0.0, 0.0, 0.1),
 }
+# How strongly each air pollutant follows the day's weather (a stagnant day concentrates them,
+# a rainy or windy one clears the air), as the exponent of a log-normal factor of spread
+# WEATHER_SPREAD; the weather is shared region-wide in part and changes smoothly from day to day.
+WEATHER_SPREAD = 0.35
+_WEATHER = {"pm25": 1.0, "pm10": 1.0, "no2": 0.7, "so2": 0.6, "co": 0.6, "o3": 0.6}
 # Pollutants that an episode multiplies (and DO, which an episode depresses).
 _EPISODE = {
     "pm25": 2.8,
@@ -91,40 +108,144 @@ _EPISODE = {
     "do": 0.45,
 }
 _FAULT_RATE = 0.002
+# The seasons of the Pearl River Delta: (swing, relative?, day of the year it peaks). Relative
+# swings multiply the value by 1 ± swing, the others add ± swing (canonical unit). Particles,
+# NO2, SO2 and CO peak in the dry, still winter; ozone in the sunny autumn; heat, humidity and
+# runoff (turbidity, phosphorus) in the wet summer; the salt tide creeps up the estuary in the
+# dry season, when the river carries least water.
+_SEASONS: dict[str, tuple[float, bool, float]] = {
+    "pm25": (0.45, True, 15.0),
+    "pm10": (0.40, True, 15.0),
+    "no2": (0.20, True, 15.0),
+    "so2": (0.15, True, 15.0),
+    "co": (0.15, True, 15.0),
+    "o3": (0.25, True, 280.0),
+    "air_temp": (7.0, False, 200.0),
+    "humidity": (8.0, False, 150.0),
+    "pressure": (7.0, False, 15.0),
+    "water_temp": (6.0, False, 210.0),
+    "do": (0.12, True, 15.0),
+    "turbidity": (0.35, True, 170.0),
+    "tp": (0.15, True, 170.0),
+    "nh3n": (0.25, True, 15.0),
+    "conductivity": (0.10, True, 30.0),
+    "salinity": (0.50, True, 20.0),
+}
 
 
 def _rng(*parts: object) -> random.Random:
     return random.Random(zlib.crc32("|".join(map(str, parts)).encode()))
 
 
-def _has_episode(station: str, day: datetime) -> bool:
+@functools.lru_cache(maxsize=1 << 16)
+def _has_episode(station: str, day: date) -> bool:
     """About one station-day in twelve has a pollution episode (06:00-18:00 local)."""
-    return _rng("episode", station, day.date()).random() < 1 / 12
+    return _rng("episode", station, day).random() < 1 / 12
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _weather_day(city: str, day: int) -> float:
+    """A city's weather on a local day (days since 1970-01-01), as a standard normal number:
+    mostly the region's, partly its own."""
+    region = _rng("weather", day).gauss(0, 1)
+    return 0.8 * region + 0.6 * _rng("weather", city, day).gauss(0, 1)
+
+
+def _weather(city: str, local_days: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The city's weather at these instants (local days), from one local noon to the next."""
+    since_noon = local_days - 0.5
+    first = np.floor(since_noon)
+    days, which = np.unique(first, return_inverse=True)
+    on_day = np.array([_weather_day(city, int(day)) for day in days.tolist()])
+    next_day = np.array([_weather_day(city, int(day) + 1) for day in days.tolist()])
+    share = since_noon - first
+    index = which.reshape(-1)
+    weather: npt.NDArray[np.float64] = (1 - share) * on_day[index] + share * next_day[index]
+    return weather
+
+
+# splitmix64's finaliser: a counter-based generator, so the noise of any instant is computed
+# directly (and for a year of instants at once) rather than drawn from a stream.
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_MASK64 = (1 << 64) - 1
+
+
+def _uniform(seconds: npt.NDArray[np.int64], *parts: object) -> npt.NDArray[np.float64]:
+    """A uniform number in (0, 1) for each whole second, fixed by `parts` and the second."""
+    salt = np.uint64(zlib.crc32("|".join(map(str, parts)).encode()) * _GOLDEN & _MASK64)
+    x = seconds.astype(np.uint64) * np.uint64(_GOLDEN) + salt
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    x ^= x >> np.uint64(31)
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+
+
+def _gauss(seconds: npt.NDArray[np.int64], *parts: object) -> npt.NDArray[np.float64]:
+    """A standard normal number for each whole second (Box-Muller over two uniforms)."""
+    radius = np.sqrt(-2.0 * np.log(_uniform(seconds, *parts, "r")))
+    return radius * np.cos(2 * math.pi * _uniform(seconds, *parts, "a"))
+
+
+def _seasonal(code: str, local_days: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The seasonal swing of a parameter on these local days: cos(day of year - peak day)."""
+    _, _, peak_day = _SEASONS[code]
+    return np.cos(2 * math.pi * (local_days - peak_day) / YEAR_DAYS)
+
+
+def canonical_values(
+    station: StationRef,
+    parameter: ParameterRef,
+    seconds: npt.ArrayLike,
+    *,
+    estuary: bool,
+) -> npt.NDArray[np.float64]:
+    """The simulated values of one parameter at one station at instants given in seconds since
+    the epoch (whole seconds seed the noise), in the canonical unit."""
+    moments = np.asarray(seconds, dtype=np.float64)
+    whole = np.floor(moments).astype(np.int64)
+    local = moments + CST_OFFSET_S
+    hour = np.mod(local, DAY_S) / HOUR_S
+    base, amplitude, peak, noise = _PROFILES.get(
+        parameter.code,
+        (parameter.valid_min + (parameter.valid_max - parameter.valid_min) * 0.002, 0.0, 12.0, 0.1),
+    )
+    value = base + amplitude * np.cos(2 * math.pi * (hour - peak) / 24)
+    if parameter.code in _SEASONS:
+        swing, relative, _ = _SEASONS[parameter.code]
+        season = swing * _seasonal(parameter.code, local / DAY_S)
+        value = value * (1 + season) if relative else value + season
+    if estuary and parameter.code in ("salinity", "conductivity"):
+        tide = 0.5 * (1 + np.sin(2 * math.pi * (moments / HOUR_S) / M2_TIDE_H))
+        value = value + (7.0 if parameter.code == "salinity" else 9000.0) * tide
+    if parameter.code in _WEATHER:
+        spread = WEATHER_SPREAD * _WEATHER[parameter.code]
+        value = value * np.exp(spread * _weather(station.city, local / DAY_S))
+    factor = _EPISODE.get(parameter.code, 1.0)
+    if factor != 1.0:
+        days, which = np.unique(np.floor_divide(local, DAY_S), return_inverse=True)
+        on_day = [_has_episode(station.code, _EPOCH_DAY + timedelta(days=d)) for d in days.tolist()]
+        episode = np.array(on_day, dtype=bool)[which.reshape(-1)]
+        value = np.where(episode & (hour >= 6) & (hour < 18), value * factor, value)
+    value = value * (1 + noise * _gauss(whole, "noise", station.code, parameter.code))
+    if parameter.code == "wind_dir":
+        return np.mod(value, 360.0)
+    return np.clip(value, parameter.valid_min, parameter.valid_max)
 
 
 def canonical_value(
     station: StationRef, parameter: ParameterRef, at: datetime, *, estuary: bool
 ) -> float:
     """The simulated value of one parameter at one station and instant, in the canonical unit."""
-    local = at.astimezone(CST)
-    hour = local.hour + local.minute / 60 + local.second / 3600
-    base, amplitude, peak, noise = _PROFILES.get(
-        parameter.code,
-        (parameter.valid_min + (parameter.valid_max - parameter.valid_min) * 0.002, 0.0, 12.0, 0.1),
-    )
-    value = base + amplitude * math.cos(2 * math.pi * (hour - peak) / 24)
-    if estuary and parameter.code in ("salinity", "conductivity"):
-        tide_h = at.timestamp() / 3600
-        tide = 0.5 * (1 + math.sin(2 * math.pi * tide_h / M2_TIDE_H))
-        value += (7.0 if parameter.code == "salinity" else 9000.0) * tide
-    if 6 <= local.hour < 18 and _has_episode(station.code, local):
-        value *= _EPISODE.get(parameter.code, 1.0)
-    value *= 1 + noise * _rng("noise", station.code, parameter.code, int(at.timestamp())).gauss(
-        0, 1
-    )
-    if parameter.code == "wind_dir":
-        return value % 360
-    return min(max(value, parameter.valid_min), parameter.valid_max)
+    return float(canonical_values(station, parameter, [at.timestamp()], estuary=estuary)[0])
+
+
+def faults(
+    station: StationRef, parameter: ParameterRef, seconds: npt.ArrayLike
+) -> npt.NDArray[np.bool_]:
+    """Which of these instants (seconds since the epoch) the sensor reports as faulty."""
+    whole = np.floor(np.asarray(seconds, dtype=np.float64)).astype(np.int64)
+    return _uniform(whole, "fault", station.code, parameter.code) < _FAULT_RATE
 
 
 def simulate(
@@ -146,12 +267,7 @@ def simulate(
                 value /= conversion_factor(parameter.code, link.unit, parameter.unit)
             except UnitError:
                 continue  # a catalogue unit the converter rejects is reported by real intake
-            qc = QC.VALID
-            if (
-                _rng("fault", station.code, parameter.code, int(at.timestamp())).random()
-                < _FAULT_RATE
-            ):
-                qc = QC.FAULT
+            qc = QC.FAULT if faults(station, parameter, [at.timestamp()])[0] else QC.VALID
             readings.append(
                 ReadingIn(
                     station=station.code,
@@ -173,6 +289,57 @@ def hourly_history(catalogue: CatalogueSnapshot, now: datetime, *, hours: int) -
     for back in range(hours, 0, -1):
         readings.extend(simulate(catalogue, last_hour - timedelta(hours=back), period_s=3600))
     return readings
+
+
+def round_4(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Python's round(v, 4) of each value, as simulate() rounds what it sends, at numpy speed.
+
+    numpy scales by 10^4 before rounding, which may tip a value lying within a hair of a half
+    the other way; those few are rounded by Python itself.
+    """
+    scaled = values * 1e4
+    rounded = np.rint(scaled) / 1e4
+    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6
+    for index in np.flatnonzero(near_half).tolist():
+        rounded[index] = round(float(values[index]), 4)
+    return rounded
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSeries:
+    """One series' simulated hourly means as the pipeline stores them (canonical unit)."""
+
+    station_id: int
+    parameter_id: int
+    hours_s: npt.NDArray[np.int64]  # each hour's start, seconds since the epoch, ascending
+    values: npt.NDArray[np.float64]
+    qc: npt.NDArray[np.int16]
+
+
+def stored_hourly_means(
+    catalogue: CatalogueSnapshot, hours_s: npt.NDArray[np.int64]
+) -> Iterator[StoredSeries]:
+    """Every series' hourly means at these hour starts, in key order (station id, parameter id).
+
+    Exactly what `hourly_history` sends and the pipeline stores: the value in the station's
+    unit to 4 decimals, converted back, and none outside the parameter's valid range (which
+    the pipeline rejects); so a live simulator re-sending any of these hours sends duplicates.
+    """
+    for station in sorted(catalogue.stations.values(), key=lambda s: s.id):
+        links = sorted(catalogue.parameters_of(station), key=lambda pair: pair[0].id)
+        estuary = any(p.code == "salinity" for p, _ in links)
+        for parameter, link in links:
+            try:
+                factor = conversion_factor(parameter.code, link.unit, parameter.unit)
+            except UnitError:
+                continue  # simulate() sends nothing for it either
+            canonical = canonical_values(station, parameter, hours_s, estuary=estuary)
+            values = round_4(canonical / factor) * factor + 0.0
+            kept = (values >= parameter.valid_min) & (values <= parameter.valid_max)
+            qc = np.where(faults(station, parameter, hours_s), QC.FAULT.code, QC.VALID.code)
+            yield StoredSeries(
+                station.id, parameter.id, hours_s[kept], values[kept], qc[kept].astype(np.int16)
+            )
 
 
 def simulated_history(
