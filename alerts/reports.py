@@ -49,7 +49,9 @@ from alerts.standards import surface_evaluated_items
 from alerts.standards.aqi import aqi_level_index
 from alerts.windows import HOURS_PER_DAY
 from core.errors import InvalidInput, StationNotFound
-from core.timeutil import CST
+from core.timeutil import CST, cst_day_start
+from schemas.episodes import EpisodeOut
+from store.episodes import list_episodes
 from store.pool import Conn
 from store.reports import (
     AirStation,
@@ -120,6 +122,9 @@ async def air_period_report(
     about = {"kind": scope, "code": code, "stations": [s.code for s in stations]}
     parts = period.parts()
     reports = [_part_report(part, period, len(parts) > 1, loads, about) for part in parts]
+    city = None if scope == "region" else stations[0].city
+    for part, report in zip(parts, reports, strict=True):
+        report["episodes"] = await period_episodes(conn, part.start, part.end, city=city)
     return reports[0] if len(reports) == 1 else {"parts": reports}
 
 
@@ -156,6 +161,23 @@ async def air_months(conn: Conn, city: str, start: date, end: date) -> list[Mont
                     daily_category=tuple(None if k < 0 else CATEGORIES[k] for k in levels),
                 )
             )
+    return found
+
+
+async def period_episodes(
+    conn: Conn, start: date, end: date, *, city: str | None
+) -> list[dict[str, Any]]:
+    """The regional episodes overlapping the days [start, end) (that take in `city`), in time
+    order, as GET /v1/episodes lists them."""
+    rows = await list_episodes(
+        conn, start=cst_day_start(start), end=cst_day_start(end), city=city, limit=10_000
+    )
+    found = []
+    for row in reversed(rows):
+        episode = EpisodeOut.model_validate(row, from_attributes=True)
+        episode.start = episode.start.astimezone(CST)
+        episode.end = None if episode.end is None else episode.end.astimezone(CST)
+        found.append(episode.model_dump(mode="json"))
     return found
 
 

@@ -24,6 +24,7 @@ from api.routers import (
     alerts,
     audit,
     catalogue,
+    episodes,
     export,
     health,
     ingest,
@@ -137,6 +138,7 @@ def create_app(
         audit.router,
         situation.router,
         reports.router,
+        episodes.router,
     ):
         app.include_router(keyed, responses=RATE_LIMITED)
     _serve_screen(app)

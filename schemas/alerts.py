@@ -28,7 +28,8 @@ AlertEventKind = Literal[
 
 
 class AlertOut(BaseModel):
-    """One alert: one episode of one rule at one station (or one city for city-wide rules)."""
+    """One alert: one episode of one rule at one station (or one city for city-wide rules, or
+    the region for regional episode rules)."""
 
     id: int
     rule_id: str
@@ -36,8 +37,8 @@ class AlertOut(BaseModel):
     kind: RuleKind
     state: AlertState
     severity: Severity
-    station: str | None = Field(description="None for a city-wide alert")
-    city: City | None
+    station: str | None = Field(description="None for a city-wide or regional alert")
+    city: City | None = Field(description="None for a regional alert (both cities)")
     area: Area | None
     parameter: str | None
     value: float | None = Field(description="The statistic's latest value (canonical unit)")

@@ -15,8 +15,9 @@ Statistics (and the kinds that may use them):
 - `water_day`: the day's mean of valid water samples (threshold, water_class);
 - `water_sample`: the class of each hour's sample, every item's newest valid hourly value
   within its reporting interval (water_class; alerts/assessment/water.py).
-Staleness and propagation have no statistic: staleness measures silence in multiples of each
-parameter's reporting interval, propagation reacts to other rules' breaches.
+Staleness, propagation and regional episodes have no statistic: staleness measures silence in
+multiples of each parameter's reporting interval, propagation reacts to other rules' breaches, a
+regional episode rule (EVALUATION.md §7) judges the cities' daily or rolling 24-hour AQI together.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from schemas.config import read_yaml_model
 
 Severity = Literal["advisory", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("advisory", "warning", "critical")
-RuleKind = Literal["threshold", "aqi", "water_class", "staleness", "rate_of_change", "propagation"]
+RuleKind = Literal[
+    "threshold", "aqi", "water_class", "staleness", "rate_of_change", "propagation",
+    "regional_episode",
+]  # fmt: skip
 Statistic = Literal[
     "instant",
     "mean_1h",
@@ -55,6 +59,7 @@ _STATISTICS: dict[str, frozenset[str]] = {
     "rate_of_change": frozenset({"instant"}),
     "staleness": frozenset(),
     "propagation": frozenset(),
+    "regional_episode": frozenset(),
 }
 _NEEDS_PARAMETER = frozenset({"threshold", "rate_of_change"})
 _RULE_ID = r"^[a-z][a-z0-9_]{1,63}$"
@@ -140,6 +145,27 @@ class Propagation(Strict):
     basis: Text = Field(min_length=1)
 
 
+_BOTH_CITIES: tuple[City, ...] = ("guangzhou", "dongguan")
+
+
+class RegionalEpisode(Strict):
+    """EnvLink's own joint rule (EVALUATION.md §7): a regional air episode is open while every
+    listed city's AQI is above `aqi_above` for at least `min_days` consecutive days (the daily
+    AQI) or 24 x `min_days` consecutive hours (the rolling 24-hour AQI). The levels grade the
+    episode by its worst city AQI so far."""
+
+    cities: list[City] = Field(default_factory=lambda: list(_BOTH_CITIES), min_length=1)
+    aqi_above: Whole = Field(default=100, ge=0, le=500)
+    min_days: Whole = Field(default=2, ge=1, le=30)
+    series: Literal["daily", "rolling_24h"] = "daily"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if len(set(self.cities)) != len(self.cities):
+            raise ValueError(f"cities: each city once, not {self.cities}")
+        return self
+
+
 class RuleDefinition(Strict):
     """A rule of the joint agreement, as config/thresholds.yaml and the API write it."""
 
@@ -161,6 +187,7 @@ class RuleDefinition(Strict):
     rate: RateOfChange | None = None
     staleness: StalenessSpec | None = None
     propagation: Propagation | None = None
+    episode: RegionalEpisode | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -181,6 +208,7 @@ class RuleDefinition(Strict):
             ("rate", "rate_of_change"),
             ("staleness", "staleness"),
             ("propagation", "propagation"),
+            ("episode", "regional_episode"),
         ):
             present = getattr(self, name) is not None
             if present != (self.kind == needed):
@@ -199,7 +227,31 @@ class RuleDefinition(Strict):
         for ladder in self.ladders:
             self._check_ladder(ladder)
         self._check_ladders_disjoint()
+        if self.episode is not None:
+            self._check_episode_levels(self.episode)
         return self
+
+    def _check_episode_levels(self, episode: RegionalEpisode) -> None:
+        """Every episode raises an alert, which keeps its grade until the episode ends."""
+        if self.direction != "above" or self.scope.city_wide:
+            raise ValueError(f"rule {self.id}: a regional episode is judged above, region-wide")
+        for ladder in self.ladders:
+            if ladder.levels[0].trigger > episode.aqi_above:
+                raise ValueError(
+                    f"rule {self.id}: the first level's trigger must be at most aqi_above"
+                    f" {episode.aqi_above}, so that every episode raises an alert"
+                )
+            for level in ladder.levels:
+                if level.clear < 0:
+                    raise ValueError(
+                        f"rule {self.id}: {level.severity} clear {level.clear} must be at least 0,"
+                        " the value of a step without an episode"
+                    )
+                if level.clear > episode.aqi_above:
+                    raise ValueError(
+                        f"rule {self.id}: {level.severity} clear {level.clear} must be at most"
+                        f" aqi_above {episode.aqi_above}: an episode keeps its grade until it ends"
+                    )
 
     def _check_ladder(self, ladder: Ladder) -> None:
         severities = [level.severity for level in ladder.levels]

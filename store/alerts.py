@@ -758,7 +758,7 @@ class AlertNow:
     severity: str
     value: float | None
     station: str | None
-    city: str
+    city: str | None  # None for a regional alert
     area: str | None
     fired_at: datetime | None
     resolved_at: datetime | None

@@ -92,7 +92,7 @@ class RoutedEvent:
     rule_id: str
     alert_kind: str
     station: str | None
-    city: str
+    city: str | None  # None for a regional alert
     area: str | None
     addressed_to: list[int]
     fired_at: datetime | None

@@ -16,6 +16,7 @@ from alerts.assessment.air import (
     city_inputs,
     daily_inputs,
     hourly_inputs,
+    rolling_24h_inputs,
     values_at,
 )
 from alerts.assessment.observed import Observed, status_of
@@ -44,6 +45,7 @@ __all__ = [
     "city_inputs",
     "daily_inputs",
     "hourly_inputs",
+    "rolling_24h_inputs",
     "sample_hours",
     "standing",
     "status_of",

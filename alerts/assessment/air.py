@@ -19,10 +19,16 @@ from datetime import datetime
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from alerts.assessment.observed import BoolArray, IntArray, Observed
+from alerts.assessment.observed import BoolArray, FloatArray, IntArray, Observed
 from alerts.assessment.period import DAY, HOUR, Period
 from alerts.standards import AqiResult, daily_aqi, hourly_aqi
-from alerts.windows import HOURS_PER_DAY, moving_8h_mean, moving_24h_mean, o3_daily_max_8h
+from alerts.windows import (
+    HOURS_PER_DAY,
+    O3_DAILY_WINDOW_FIRST_HOUR,
+    moving_8h_mean,
+    moving_24h_mean,
+    o3_daily_max_8h,
+)
 from core.timeutil import CST
 
 AQI_POLLUTANTS = ("so2", "no2", "co", "o3", "pm10", "pm25")
@@ -93,6 +99,39 @@ def daily_inputs(day_means: Mapping[str, Observed], o3_hours: Observed) -> dict[
         "o3_8h_max": Observed(np.array([np.nan if m is None else m for m in maximum_8h]), received),
         "o3_1h_max": Observed(np.where(_any(valid, 1), maximum_1h, np.nan), received),
     }
+
+
+def rolling_24h_inputs(hourly: Mapping[str, Observed]) -> dict[str, Observed]:
+    """A station's rolling 24-hour AQI inputs at each hour of its hourly means, keyed as
+    DAILY_INPUTS: the daily AQI's inputs over the 24 hours ending with that hour instead of the
+    natural day — the 24-hour moving means (20 valid hours), the largest O3 8-hour moving mean
+    of the 17 windows inside those hours and the largest O3 1-hour mean. Give 30 earlier hours
+    for the first hour that matters to see its whole window.
+    """
+    length = len(next(iter(hourly.values())).values) if hourly else 0
+    empty = Observed(np.full(length, np.nan), np.zeros(length, dtype=bool))
+    means = {code: hourly.get(code, empty) for code in AQI_POLLUTANTS}
+    inputs = {
+        code: Observed(
+            moving_24h_mean(means[code].values), _received_within(means[code].received, 24)
+        )
+        for code in DAY_MEANS
+    }
+    o3 = means["o3"]
+    received = _received_within(o3.received, HOURS_PER_DAY)
+    windows = HOURS_PER_DAY - O3_DAILY_WINDOW_FIRST_HOUR
+    inputs["o3_8h_max"] = Observed(_moving_max(moving_8h_mean(o3.values), windows), received)
+    inputs["o3_1h_max"] = Observed(_moving_max(o3.values, HOURS_PER_DAY), received)
+    return inputs
+
+
+def _moving_max(values: FloatArray, hours: int) -> FloatArray:
+    """The largest valid value of the `hours` values ending with each one (NaN if none)."""
+    padded = np.concatenate([np.full(hours - 1, np.nan), values])
+    frames = sliding_window_view(padded, hours)
+    valid = np.isfinite(frames)
+    found = np.where(valid, frames, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(valid.any(axis=1), found, np.nan)
 
 
 def city_inputs(

@@ -11,7 +11,7 @@ process's catalogue snapshot, handed in by the loop, with the rules in force), `
 rules × subjects a batch wakes), `kinds` (one object per rule kind: what it watches and needs,
 and its pure point builders), `fetch` (reading what the kinds need), `decide` (what points do
 to alerts), `persist` (alert and event rows), `timers` (pending timers and staleness) and
-`propagation` (pre-alerts downstream).
+`propagation` (pre-alerts downstream), `episodes` (the regional episodes their alerts announce).
 """
 
 from alerts.engine.plan import Touched

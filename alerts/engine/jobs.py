@@ -18,10 +18,12 @@ from store.catalogue import StationRef
 if TYPE_CHECKING:
     from alerts.engine.kinds.base import SeriesKind
 
-# (rule id, station id, city): a station's alert, or a city-wide alert (station None).
+# (rule id, station id, city): a station's alert, a city-wide alert (station None), or a
+# regional alert (both None).
 Subject = tuple[str, int | None, str | None]
-# City-wide subjects lock on a negative key, apart from every station's id.
+# City-wide and regional subjects lock on a negative key, apart from every station's id.
 _CITY_KEYS = {"guangzhou": -1, "dongguan": -2}
+_REGION_KEY = -3
 
 
 @dataclass
@@ -67,7 +69,10 @@ def in_scope(rule: RuleDefinition, station: StationRef) -> bool:
 
 
 def subject_of(rule: RuleDefinition, station: StationRef) -> Subject:
-    """The subject a station's data is judged for: the station, or its city (city-wide rules)."""
+    """The subject a station's data is judged for: the station, its city (city-wide rules), or
+    the region (regional episode rules)."""
+    if rule.episode is not None:
+        return (rule.id, None, None)
     if rule.scope.city_wide:
         return (rule.id, None, station.city)
     return (rule.id, station.id, None)
@@ -76,7 +81,9 @@ def subject_of(rule: RuleDefinition, station: StationRef) -> Subject:
 def lock_key(subject: Subject) -> tuple[str, int]:
     """The advisory lock that serialises a subject's evaluation across workers."""
     rule_id, station_id, city = subject
-    return rule_id, station_id if station_id is not None else _CITY_KEYS[city or ""]
+    if station_id is not None:
+        return rule_id, station_id
+    return rule_id, _REGION_KEY if city is None else _CITY_KEYS[city]
 
 
 @dataclass

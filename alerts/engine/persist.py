@@ -17,8 +17,9 @@ from alerts.engine.catalogue import ActiveRule, Catalogue
 from alerts.engine.jobs import Subject, Written
 from alerts.rules import Alert, Event, Track
 from schemas.alerts import AlertState
-from schemas.rules import Severity
+from schemas.rules import RuleDefinition, Severity
 from store.alerts import AlertRow, NewAlert, NewEvent, insert_alerts, insert_events, update_alerts
+from store.catalogue import CatalogueSnapshot
 from store.pool import Conn
 
 
@@ -88,18 +89,28 @@ def written(
     tracks: Sequence[Track],
     now: datetime,
 ) -> list[tuple[Written, NewAlert]]:
-    """A rule's decided tracks at a subject, addressed to every agency, with their rows."""
+    """A rule's decided tracks at a subject, addressed to its agencies, with their rows."""
     definition = rule.definition
     parameter_id = (
         catalogue.snapshot.parameter_id(definition.parameter) if definition.parameter else None
     )
+    agencies = addressees(catalogue.snapshot, definition)
     return [
         (
             Written(track, rule, subject, parameter_id),
-            row_of(rule, subject, parameter_id, track.alert, catalogue.snapshot.agency_ids, now),
+            row_of(rule, subject, parameter_id, track.alert, agencies, now),
         )
         for track in tracks
     ]
+
+
+def addressees(catalogue: CatalogueSnapshot, rule: RuleDefinition) -> list[int]:
+    """The agencies a rule's alerts are for: every agency, but a regional episode's are for its
+    cities' agencies and the joint office (the agency of no city)."""
+    if rule.episode is None:
+        return catalogue.agency_ids
+    cities = set(rule.episode.cities)
+    return [a.id for a in catalogue.agencies.values() if a.city is None or a.city in cities]
 
 
 async def store(conn: Conn, items: Sequence[tuple[Written, NewAlert]], now: datetime) -> int:

@@ -83,10 +83,18 @@ def _floor(period: Period | None, moment: datetime) -> datetime:
 
 
 def _stations(catalogue: CatalogueSnapshot, job: Job) -> list[int]:
-    """The stations whose data a subject is judged on: the station, or its city's in scope."""
+    """The stations whose data a subject is judged on: the station, its city's in scope, or
+    (a region) every station the rule's kind watches."""
     _, station_id, city = job.subject
     if station_id is not None:
         return [station_id]
+    if city is None:
+        codes = job.kind.codes(job.definition)
+        return [
+            s.id
+            for s in catalogue.stations_by_id.values()
+            if any(job.kind.watches(job.definition, s, code) for code in codes)
+        ]
     return [
         s.id
         for s in catalogue.stations_by_id.values()

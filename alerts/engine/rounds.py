@@ -1,8 +1,9 @@
 """The engine's two entry points, as the alert loop calls them, and the order of their steps.
 
 `evaluate` runs after each batch of dirty series: plan the jobs the touched series wake, lock
-their subjects, read their alerts, fetch what their kinds need, make points, decide, store,
-propagate; then judge again the silence of touched stations whose silence alert is open.
+their subjects, read their alerts, fetch what their kinds need, make points, decide, store
+(with the episodes of regional-episode alerts), propagate; then judge again the silence of
+touched stations whose silence alert is open.
 `sweep` runs periodically: maintenance windows new or ended, pending timers due, staleness.
 """
 
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 
 from alerts.engine.catalogue import Catalogue, load
 from alerts.engine.decide import decide
+from alerts.engine.episodes import record_episodes
 from alerts.engine.fetch import fetch
 from alerts.engine.jobs import Subject, Written, lock_key
 from alerts.engine.kinds import STALENESS
@@ -21,6 +23,7 @@ from alerts.engine.persist import store, written
 from alerts.engine.plan import LOOKBACK, Touched, plan, widen
 from alerts.engine.propagation import propagate
 from alerts.engine.timers import promote_pending, staleness
+from alerts.rules import Point
 from store.alerts import (
     AlertRow,
     NewAlert,
@@ -100,9 +103,11 @@ async def _evaluate(
     needs = [need for job in jobs.values() for need in job.kind.needs(job, catalogue.snapshot)]
     data = await fetch(conn, needs, windows, now)
     decided: list[tuple[Written, NewAlert]] = []
+    points: dict[Subject, list[Point]] = {}
     for subject, job in jobs.items():
-        points = job.kind.points(job, catalogue.snapshot, data)
-        tracks = decide(job, by_subject.get(subject, []), points, now)
+        points[subject] = job.kind.points(job, catalogue.snapshot, data)
+        tracks = decide(job, by_subject.get(subject, []), points[subject], now)
         decided += written(catalogue, job.rule, subject, tracks, now)
     events = await store(conn, decided, now)
+    await record_episodes(conn, [(w, points[w.subject]) for w, _ in decided])
     return events + await propagate(conn, catalogue, [w for w, _ in decided], now)

@@ -81,6 +81,7 @@ CITY_NAMES: dict[str, tuple[str, str]] = {
     "guangzhou": ("Guangzhou (city-wide)", "广州市（全市）"),
     "dongguan": ("Dongguan (city-wide)", "东莞市（全市）"),
 }
+REGION_NAMES = ("Guangzhou–Dongguan (region)", "广州—东莞（区域）")
 
 
 def notification_key(notification_id: int) -> str:
@@ -174,8 +175,14 @@ def alert_snapshot(
 def _station(facts: AlertFacts, centres: Mapping[str, tuple[float, float]]) -> StationInfo:
     if facts.station is not None:
         return StationInfo(**facts.station)
+    if facts.city is None:
+        # A regional alert (an episode in both cities) is placed between the cities' centres.
+        at = list(centres.values()) or [(23.0, 113.5)]
+        lat, lon = sum(p[0] for p in at) / len(at), sum(p[1] for p in at) / len(at)
+        name, name_zh = REGION_NAMES
+        return StationInfo("region", name, name_zh, "region", "region-wide", "air", lat, lon)
     # A city-wide alert (the city's mean AQI) is placed at the centre of the city's stations.
-    city = facts.city or "guangzhou"
+    city = facts.city
     lat, lon = centres.get(city, (23.0, 113.5))
     name, name_zh = CITY_NAMES.get(city, (city, city))
     return StationInfo(city, name, name_zh, city, "city-wide", "air", lat, lon)

@@ -50,11 +50,13 @@ STATE_LABELS: dict[str, dict[Lang, str]] = {
 CITY_LABELS: dict[str, dict[Lang, str]] = {
     "guangzhou": {"zh": "广州", "en": "Guangzhou"},
     "dongguan": {"zh": "东莞", "en": "Dongguan"},
+    "region": {"zh": "广州—东莞", "en": "Guangzhou–Dongguan"},
 }
 AREA_LABELS: dict[str, dict[Lang, str]] = {
     "dongjiang": {"zh": "东江", "en": "Dongjiang"},
     "shiziyang": {"zh": "狮子洋", "en": "Shiziyang"},
     "city-wide": {"zh": "全市", "en": "City-wide"},  # city AQI alerts have no station
+    "region-wide": {"zh": "区域", "en": "Region-wide"},  # regional episodes have no city
 }
 # Canonical ASCII units (DESIGN §9) as a reader writes them.
 _UNIT_DISPLAY: dict[str, dict[Lang, str]] = {
@@ -161,6 +163,7 @@ def what(alert: AlertSnapshot, lang: Lang) -> str:
             "staleness": f"数据中断{f'（{name}）' if name else ''}",
             "rate_of_change": f"{name or '监测值'}突变",
             "propagation": f"上游{name or ''}污染预计到达",
+            "regional_episode": "区域空气污染过程",
         }
         return zh[alert.kind]
     en = {
@@ -170,6 +173,7 @@ def what(alert: AlertSnapshot, lang: Lang) -> str:
         "staleness": f"station silent{f' ({name})' if name else ''}",
         "rate_of_change": f"rapid change in {name or 'readings'}",
         "propagation": f"upstream {name + ' ' if name else ''}pollution expected",
+        "regional_episode": "regional air pollution episode",
     }
     return en[alert.kind]
 

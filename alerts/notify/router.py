@@ -40,6 +40,7 @@ ENDED = frozenset({"resolved", "retracted"})
 # A group holding muted news looks again at least this often (a silence may be ended early).
 HELD_RECHECK = timedelta(seconds=60)
 GROUP_LABELS = ("rule", "station", "area", "city", "kind")
+REGION = "region"  # the label of a regional alert's place
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +66,17 @@ def matches(subscription: SubscriptionRow, event: RoutedEvent) -> bool:
     """Whether the subscription's agency and filters (all but severity) take the event's alert.
 
     A city-wide alert has no station and no area: it matches any area filter, never a station
-    filter.
+    filter. A regional alert has no city either: its addressees are its cities' agencies, and it
+    matches any city filter.
     """
     if not subscription.enabled or subscription.agency_id not in event.addressed_to:
         return False
     areas = subscription.areas
     if areas is not None and event.area is not None and event.area not in areas:
         return False
+    cities = subscription.cities if event.city is not None else None
     checks = (
-        (subscription.cities, event.city),
+        (cities, event.city),
         (subscription.stations, event.station),
         (subscription.kinds, event.alert_kind),
         (subscription.rules, event.rule_id),
@@ -82,15 +85,17 @@ def matches(subscription: SubscriptionRow, event: RoutedEvent) -> bool:
 
 
 def label(event: RoutedEvent, name: str) -> str:
-    """An alert's value of a grouping label; city-wide alerts stand in for station and area."""
+    """An alert's value of a grouping label; city-wide and regional alerts stand in for station
+    and area (and a regional alert for the city)."""
+    place = f"city:{event.city}" if event.city is not None else REGION
     if name == "rule":
         return event.rule_id
     if name == "station":
-        return event.station or f"city:{event.city}"
+        return event.station or place
     if name == "area":
-        return event.area or f"city:{event.city}"
+        return event.area or place
     if name == "city":
-        return event.city
+        return event.city or REGION
     if name == "kind":
         return event.alert_kind
     raise ValueError(f"unknown group label {name!r}; use one of {GROUP_LABELS}")

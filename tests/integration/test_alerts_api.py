@@ -36,7 +36,7 @@ async def test_rules_are_listed_with_version_and_author(
     response = await client.get("/v1/rules", headers=reader)
     assert response.status_code == 200
     items = response.json()["items"]
-    assert len(items) == 18
+    assert len(items) == 19
     no2 = next(item for item in items if item["id"] == "no2_1h")
     assert {k: no2[k] for k in ("version", "changed_via", "changed_by", "changed_at")} == {
         "version": 1,

@@ -158,8 +158,8 @@ async def test_the_bulletin_gives_the_reports_figures(
         (None, "dg-a-humen", {"status": "insufficient_data", "have": 0, "need": 6}),
     ]
     assert len(bulletin["stations"]) == 9  # the assessment stations: not Maofengshan
-    assert bulletin["episodes"] is None
-    assert bulletin["notes"]["episodes_status"] == "not_available"
+    assert bulletin["episodes"] == []  # the region's air report lists none this month
+    assert bulletin["notes"]["episodes_status"] == "listed"
 
     # The charts' months are the city's air report of each month; the calendar its days.
     charts = {chart["city"]: chart for chart in bulletin["charts"]}
@@ -320,8 +320,7 @@ async def test_the_page_is_bilingual_with_inline_charts_and_nothing_from_outside
         ("优良天数比例(%)", "Good-day share (%)"),
         ("综合指数", "Composite index"),
         ("沿程断面水质类别", "Section classes along the river"),
-        ("区域污染过程尚未纳入空气质量报告，本期不列出",
-         "Regional episodes are not yet part of the air report: none listed"),
+        ("本月无区域污染过程", "No regional episode this month"),
     ):  # fmt: skip
         assert f'<span lang="zh">{zh}</span><span lang="en">{en}</span>' in page
     assert "氨氮(1.40)" in page

@@ -193,6 +193,7 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
     "GET /v1/audit": _static("/v1/audit"),
     "GET /v1/situation": _static("/v1/situation", area="dongjiang"),
     "GET /v1/reports/air": _static("/v1/reports/air", scope="region", period="2026-11"),
+    "GET /v1/episodes": _static("/v1/episodes", start="2026-11-01", end="2026-12-01"),
     "GET /v1/reports/water": _static(
         "/v1/reports/water", scope="river", code="dongjiang", period="2026-11"
     ),

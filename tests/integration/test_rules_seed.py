@@ -42,11 +42,11 @@ async def _seed(pool: AsyncConnectionPool, rules: RuleSet, at: datetime = AT) ->
 
 async def test_seed_inserts_then_reports_unchanged(db: AsyncConnectionPool) -> None:
     first = await _seed(db, _file_rules())
-    assert (len(first.inserted), first.updated, first.unchanged, first.kept) == (18, [], [], {})
+    assert (len(first.inserted), first.updated, first.unchanged, first.kept) == (19, [], [], {})
     second = await _seed(db, _file_rules(), LATER)
-    assert (second.inserted, second.updated, len(second.unchanged)) == ([], [], 18)
+    assert (second.inserted, second.updated, len(second.unchanged)) == ([], [], 19)
     assert second.lines() == [
-        "rule: 0 inserted, 0 updated, 18 unchanged, 0 kept as changed through the API"
+        "rule: 0 inserted, 0 updated, 19 unchanged, 0 kept as changed through the API"
     ]
     async with db.connection() as conn:
         stored = await current_rules(conn)
@@ -60,7 +60,7 @@ async def test_a_file_change_to_a_config_rule_is_a_new_version(db: AsyncConnecti
     await _seed(db, _file_rules())
     changed = _with_change(_file_rules(), "do_low", for_s=900)
     report = await _seed(db, changed, LATER)
-    assert (report.updated, len(report.unchanged)) == (["do_low"], 17)
+    assert (report.updated, len(report.unchanged)) == (["do_low"], 18)
     async with db.connection() as conn:
         versions = await rule_versions(conn, "do_low")
     assert [(v.version, v.definition.for_s, v.changed_at) for v in versions] == [
@@ -78,7 +78,7 @@ async def test_a_rule_changed_through_the_api_is_never_overwritten(db: AsyncConn
     report = await _seed(db, _file_rules(), LATER)
     assert report.kept == {"nh3n_high": ["for_s: file 0, database 1800"]}
     assert report.lines() == [
-        "rule: 0 inserted, 0 updated, 17 unchanged, 1 kept as changed through the API",
+        "rule: 0 inserted, 0 updated, 18 unchanged, 1 kept as changed through the API",
         "  rule nh3n_high was changed through the API and is kept; thresholds.yaml differs in:"
         " for_s: file 0, database 1800",
     ]
@@ -125,9 +125,9 @@ async def test_run_seed_loads_catalogue_and_rules_into_a_fresh_database(new_data
     catalogue, rules = await run_seed(url, Settings(database_url=url, config_dir=CONFIG_DIR))
     assert "station: 20 inserted, 0 updated, 0 unchanged" in catalogue.lines()
     assert rules.lines() == [
-        "rule: 18 inserted, 0 updated, 0 unchanged, 0 kept as changed through the API"
+        "rule: 19 inserted, 0 updated, 0 unchanged, 0 kept as changed through the API"
     ]
     _, again = await run_seed(url, Settings(database_url=url, config_dir=CONFIG_DIR))
     assert again.lines() == [
-        "rule: 0 inserted, 0 updated, 18 unchanged, 0 kept as changed through the API"
+        "rule: 0 inserted, 0 updated, 19 unchanged, 0 kept as changed through the API"
     ]

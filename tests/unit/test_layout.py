@@ -30,6 +30,8 @@ PURE = {
         "core", "schemas", "store.alerts", "store.catalogue", "alerts.assessment",
         "alerts.standards", "alerts.windows", "alerts.rules", "alerts.propagation",
         "alerts.engine.jobs", "alerts.engine.kinds",
+        # The period evaluation is pure too; the regional episode kind judges by its rule.
+        "alerts.evaluation",
     },
 }  # fmt: skip
 

@@ -203,6 +203,23 @@ def test_a_city_wide_alert_names_the_city_in_both_languages() -> None:
     assert place(city, "en") == "guangzhou (guangzhou), Guangzhou · City-wide"
 
 
+def test_a_regional_episode_is_placed_in_the_region() -> None:
+    region = replace(HUANGPU, code="region", name="Guangzhou–Dongguan (region)",
+                     name_zh="广州—东莞（区域）", city="region", area="region-wide")  # fmt: skip
+    assert place(region, "zh") == "广州—东莞（区域） (region)，广州—东莞 · 区域"
+    assert place(region, "en") == (
+        "Guangzhou–Dongguan (region) (region), Guangzhou–Dongguan · Region-wide"
+    )
+    episode = replace(pm25_alert(), kind="regional_episode", parameter=None, station=region)
+    firing = notification([NotificationEvent(episode)], kind="firing")
+    assert headline(firing.events[0], firing, "zh") == (
+        "[严重] 告警：广州—东莞（区域） 区域空气污染过程"
+    )
+    assert headline(firing.events[0], firing, "en") == (
+        "[Critical] ALERT: regional air pollution episode at Guangzhou–Dongguan (region)"
+    )
+
+
 def test_times_are_shown_in_china_standard_time() -> None:
     assert format_time(datetime(2026, 11, 26, 16, 30, 59, tzinfo=UTC)) == "2026-11-27 00:30 +08:00"
 

@@ -77,7 +77,7 @@ class Events:
         state: str | None = None,
         station: str | None = "gz-a-huangpu",
         area: str | None = "dongjiang",
-        city: str = "guangzhou",
+        city: str | None = "guangzhou",
         rule: str = "no2_instant",
         alert_kind: str = "threshold",
         addressed_to: tuple[int, ...] = (GZ, DG, OFFICE),
@@ -152,6 +152,13 @@ def test_a_subscription_hears_alerts_addressed_to_its_agency_that_pass_its_filte
     city_wide = event(2, "firing", station=None, area=None, alert_kind="aqi")
     assert router.matches(replace(sub, areas=["shiziyang"]), city_wide)
     assert not router.matches(replace(sub, stations=["gz-a-huangpu"]), city_wide)
+    # A regional episode concerns both cities: any city filter takes it, if addressed to the
+    # subscription's agency.
+    regional = event(3, "firing", station=None, area=None, city=None, alert_kind="regional_episode")
+    assert router.matches(replace(sub, cities=["guangzhou"]), regional)
+    assert router.matches(replace(sub, areas=["shiziyang"]), regional)
+    assert not router.matches(replace(sub, stations=["gz-a-huangpu"]), regional)
+    assert not router.matches(sub, event(4, "firing", city=None, addressed_to=(DG, OFFICE)))
 
 
 def test_group_keys_follow_group_by(event: Events) -> None:
@@ -162,6 +169,11 @@ def test_group_keys_follow_group_by(event: Events) -> None:
     assert router.group_key(subscription(group_by=["rule"]), firing) == "rule=no2_instant"
     assert router.group_key(subscription(group_by=[]), firing) == "all"
     assert router.group_key(subscription(), city_wide) == "rule=aqi_city,station=city:guangzhou"
+    regional = event(3, "firing", station=None, area=None, city=None, rule="regional_episode")
+    by_place = subscription(group_by=["rule", "station", "area", "city"])
+    assert router.group_key(by_place, regional) == (
+        "rule=regional_episode,station=region,area=region,city=region"
+    )
 
 
 def test_pending_acknowledged_and_cancelled_events_are_not_news(event: Events) -> None:

@@ -6,8 +6,8 @@ averaged, then the AQI computed — the same assessment /v1/aqi answers with.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -153,9 +153,33 @@ def _daily(job: Job, ids: Mapping[str, int | None], data: Data) -> list[Point]:
             if day >= first
         }
     )
+    points = []
+    for day, result in zip(days, daily_results(job.stations, ids, data, days), strict=True):
+        if result is None:
+            continue
+        points.append(
+            point(
+                job.definition,
+                cst_day_start(day),
+                None if result.aqi is None else float(result.aqi),
+                span_s=86400,
+                period_s=86400,
+                details=_details(result, len(job.stations)),
+            )
+        )
+    return points
+
+
+def daily_results(
+    stations: Sequence[int], ids: Mapping[str, int | None], data: Data, days: Sequence[date]
+) -> list[AqiResult | None]:
+    """The daily AQI of these stations together (a city: the mean of each input over them) on
+    each day, None for a day with no input at all."""
+    if not stations:
+        return [None] * len(days)
     starts = [cst_day_start(day) for day in days]
     per_station = []
-    for station_id in job.stations:
+    for station_id in stations:
         means = {}
         for code in DAY_MEANS:
             pid = ids[code]
@@ -166,20 +190,9 @@ def _daily(job: Job, ids: Mapping[str, int | None], data: Data) -> list[Point]:
         o3_days = np.concatenate(o3_hours) if o3_hours else np.empty(0)
         per_station.append(daily_inputs(means, Observed.of(o3_days)))
     city, _ = city_inputs(per_station)
-    points = []
+    results: list[AqiResult | None] = []
     for index, start in enumerate(starts):
         values = values_at(city, index)
-        if all(value is None for value in values.values()):
-            continue
-        result = aqi(DAY, values, start)
-        points.append(
-            point(
-                job.definition,
-                start,
-                None if result.aqi is None else float(result.aqi),
-                span_s=86400,
-                period_s=86400,
-                details=_details(result, len(job.stations)),
-            )
-        )
-    return points
+        empty = all(value is None for value in values.values())
+        results.append(None if empty else aqi(DAY, values, start))
+    return results
