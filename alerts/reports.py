@@ -128,6 +128,23 @@ async def air_period_report(
     return reports[0] if len(reports) == 1 else {"parts": reports}
 
 
+async def station_air_reports(
+    conn: Conn, stations: Sequence[AirStation], period: Period
+) -> dict[str, list[dict[str, Any]]]:
+    """Each station's published figures of the period's parts, without last year: one load.
+
+    The bulletin's station ranking; each part evaluated as the station's air report does.
+    """
+    loaded = await _load(conn, stations, "station", period.start, period.end)
+    return {
+        code: [
+            air_report(_evaluate([Loaded(loaded.start, loaded.end, {code: series})], part))
+            for part in period.parts()
+        ]
+        for code, series in loaded.units.items()
+    }
+
+
 @dataclass(frozen=True)
 class MonthAir:
     """A city's month as its air report publishes it, and the AQI of each of its days."""

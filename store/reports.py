@@ -96,16 +96,18 @@ async def _grid(
     start: date | datetime,
     end: date | datetime,
 ) -> GridValues:
-    cur = await conn.execute(
-        query.encode(),
-        {
-            "stations": list(station_ids),
-            "codes": None if codes is None else list(codes),
-            "start": start,
-            "end": end,
-        },
-    )
-    rows = await cur.fetchall()
+    # Binary results: numbers arrive as bytes to unpack, not text to parse (a year of hours).
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(
+            query.encode(),
+            {
+                "stations": list(station_ids),
+                "codes": None if codes is None else list(codes),
+                "start": start,
+                "end": end,
+            },
+        )
+        rows = await cur.fetchall()
     return GridValues(
         station_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
         parameters=np.array([r[1] for r in rows], dtype=np.str_),

@@ -17,7 +17,13 @@ from typing import Any
 
 from alerts.evaluation.periods import Period, month
 from alerts.evaluation.publish import CHANGE_PLACES, published
-from alerts.reports import CITIES, air_months, air_period_report, water_period_report
+from alerts.reports import (
+    CITIES,
+    air_months,
+    air_period_report,
+    station_air_reports,
+    water_period_report,
+)
 from core.errors import InvalidInput
 from core.rounding import exact
 from core.timeutil import CST, FIRST_YEAR, LAST_YEAR
@@ -192,9 +198,11 @@ def _summary(unit: AirUnitReport) -> SummaryRow:
 async def _stations(conn: Conn, period: Period) -> list[StationRank]:
     """Every assessment station's composite index, cleanest first (equal indices share a rank)."""
     names = await station_names(conn)
+    stations = await air_stations(conn)
+    reports = await station_air_reports(conn, stations, period)
     found = []
-    for station in await air_stations(conn):
-        report = _one_part(await air_period_report(conn, "station", station.code, period))
+    for station in stations:
+        (report,) = reports[station.code]
         named = names[station.code]
         found.append(
             StationRank.model_validate(

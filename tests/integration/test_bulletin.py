@@ -158,6 +158,13 @@ async def test_the_bulletin_gives_the_reports_figures(
         (None, "dg-a-humen", {"status": "insufficient_data", "have": 0, "need": 6}),
     ]
     assert len(bulletin["stations"]) == 9  # the assessment stations: not Maofengshan
+    for ranked in bulletin["stations"]:
+        station = await _json(
+            client, "/v1/reports/air", scope="station", code=ranked["code"], period="2026-11"
+        )
+        assert (ranked["composite_index"], ranked["good_day_share"]) == (
+            station["composite_index"]["value"], station["good_day_share"],
+        )  # fmt: skip
     assert bulletin["episodes"] == []  # the region's air report lists none this month
     assert bulletin["notes"]["episodes_status"] == "listed"
 
