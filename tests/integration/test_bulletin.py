@@ -20,6 +20,8 @@ from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
 from store.keys import create_key
+from tests.integration.test_engine import Feed, _rules
+from tests.integration.test_episodes import RULE, _feed
 from tests.integration.test_reports_api import DONGJIANG_NH3N, O3, STEADY, _november, _water_days
 
 NOVEMBER = [date(2026, 11, 1) + timedelta(days=i) for i in range(30)]
@@ -339,6 +341,39 @@ async def test_the_page_is_bilingual_with_inline_charts_and_nothing_from_outside
         "/v1/reports/bulletin", params={"month": "2026-11", "format": "html", "lang": "en"}
     )
     assert english.text.startswith('<!DOCTYPE html>\n<html class="en" lang="en">')
+
+
+async def test_the_months_episodes_are_the_air_reports(
+    db: AsyncConnectionPool, client: httpx.AsyncClient
+) -> None:
+    # The joint rule's episode of test_episodes: 10-14 November, 8 city-days, peak 210.
+    await _rules(db, RULE)
+    feed = Feed(db)
+    for day in range(5):
+        await _feed(feed, day)
+    region = await _json(client, "/v1/reports/air", scope="region", period="2026-11")
+    (episode,) = region["episodes"]
+    bulletin = await _json(client, "/v1/reports/bulletin", month="2026-11")
+    assert bulletin["episodes"] == [
+        {key: value for key, value in episode.items() if key not in ("rule_id", "series")}
+    ]
+    assert bulletin["episodes"][0] == {
+        "id": 1, "start": "2026-11-10T00:00:00+08:00", "end": "2026-11-14T00:00:00+08:00",
+        "cities": ["guangzhou", "dongguan"], "city_days": 8, "peak_aqi": 210,
+        "peak_category": "heavily_polluted", "primary_pollutants": ["pm25"], "alert_id": 1,
+    }  # fmt: skip
+    zipped = await client.get("/v1/reports/bulletin", params={"month": "2026-11", "format": "csv"})
+    rows = list(csv.reader(io.StringIO(
+        zipfile.ZipFile(io.BytesIO(zipped.content)).read("episodes.csv").decode("utf-8-sig")
+    )))  # fmt: skip
+    assert rows[1] == [
+        "1", "2026-11-10T00:00:00+08:00", "2026-11-14T00:00:00+08:00", "guangzhou dongguan",
+        "8", "210", "heavily_polluted", "pm25", "1",
+    ]  # fmt: skip
+    page = await client.get("/v1/reports/bulletin", params={"month": "2026-11", "format": "html"})
+    assert "<td>210</td>" in page.text and "2026-11-10T00:00:00+08:00" in page.text
+    october = await _json(client, "/v1/reports/bulletin", month="2026-10")
+    assert october["episodes"] == []
 
 
 async def test_a_month_without_data_is_short_everywhere(client: httpx.AsyncClient) -> None:
