@@ -11,15 +11,16 @@ const AREAS = ["dongjiang", "shiziyang"];
 const RANGES = { "1d": [1, "raw"], "7d": [7, "1h"], "30d": [30, "1h"], "1y": [365, "1d"] };
 const INTERVALS = ["raw", "1h", "1d"];
 const MAX_PAGES = 20; // of 10 000 readings: a year of 15-minute values fits
+const FIRST_VIEW = "envlink:first-view"; // a performance mark, for the first view drawn
 const REFRESH_MS = 60_000; // the situation view also refreshes on every alert event
-const STATE_COLOURS = { reporting: "#2e9d3a", late: "#ffd400", silent: "#d7191c", maintenance: "#7a7a7a" };
+const STATE_COLOURS = { reporting: "#2e9d3a", late: "#ffd400", silent: "#d7191c", maintenance: "#666666" };
 const TRENDS = { rising: "↑", falling: "↓", steady: "→", unknown: "?" };
 // Water classes I–V and worse than V (6), one colour each; dark text where the colour is light.
 const WATER_COLOURS = { 1: "#1e6fd9", 2: "#1e6fd9", 3: "#2e9d3a", 4: "#ffd400", 5: "#ff7e00", 6: "#d7191c" };
 
 const state = {
   me: null, view: "overview", station: null, stream: null, area: "dongjiang",
-  chart: { parameter: null, range: "1d", interval: "raw" }, silencing: null,
+  chart: { parameter: null, range: "1d", interval: "raw" }, silencing: null, month: null,
 };
 const language = () => sessionStorage.getItem(LANGUAGE) || "zh";
 const t = (word) => words[language()][word] ?? word;
@@ -47,10 +48,17 @@ async function api(path, options = {}) {
   return answer.json();
 }
 
-/** Dark text on light backgrounds (yellow, green), white on dark ones. */
+/** WCAG relative luminance of "#rrggbb". */
+function luminance(colour) {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16) / 255)
+    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+/** The text colour with the higher WCAG contrast: dark on yellow, green or orange, white on dark ones. */
 function textOn(colour) {
-  const [r, g, b] = [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16));
-  return 0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#111" : "#fff";
+  const light = luminance(colour);
+  return (light + 0.05) / (luminance("#111111") + 0.05) >= 1.05 / (light + 0.05) ? "#111" : "#fff";
 }
 
 function swatch(colour, text) {
@@ -79,8 +87,9 @@ async function stationState(feature) {
 }
 
 async function overview(root) {
-  const [stations, rivers, alerts, ...cityAqi] = await Promise.all([
+  const [stations, rivers, alerts, sources, ...cityAqi] = await Promise.all([
     api("/v1/stations?format=geojson"), api("/v1/rivers"), api("/v1/alerts?state=firing&limit=1000"),
+    api("/v1/sources").catch(() => null),
     ...CITIES.map((city) => api(`/v1/aqi?city=${city}`).catch(() => null)),
   ]);
   const cities = el("section", { class: "cities" });
@@ -95,7 +104,21 @@ async function overview(root) {
     counts.append(el("div", { class: severity, "data-severity": severity }, `${t(severity)}: ${n}`));
   }
   cities.append(counts);
+  if (sources) cities.append(sourcesCard(sources));
   root.append(cities, await map(stations, rivers));
+}
+
+/** How many sources deliver, fail or have delivered nothing yet; the failing ones named. */
+function sourcesCard(sources) {
+  const card = el("div", { class: "card", "data-sources-health": "" }, el("h2", {}, t("sources")));
+  for (const condition of ["healthy", "failing", "never"]) {
+    const codes = sources.items.filter((s) => health(s) === condition).map((s) => s.code);
+    const line = el("div", { class: condition === "failing" && codes.length ? "failing" : "", "data-health": condition },
+      `${t(condition)}: ${codes.length}`);
+    if (condition !== "healthy" && codes.length) line.append(` (${codes.join(", ")})`);
+    card.append(line);
+  }
+  return card;
 }
 
 /** The stations and river reaches on an equirectangular projection of their bounding box. */
@@ -137,27 +160,34 @@ async function alertsView(root) {
   ]);
   const names = Object.fromEntries(stations.items.map((s) => [s.code, named(s)]));
   const responder = can("responder");
-  const table = el("table", {}, el("tr", {}, ...["severity", "where", "parameter", "state", "since", "acked"].map((w) => el("th", {}, t(w)))));
+  const columns = ["severity", "where", "parameter", "state", "since", "acked",
+    ...(responder ? ["acknowledge"] : []), ...(silencer ? ["silence"] : [])];
+  const body = el("tbody");
+  const table = el("table", { class: "board" },
+    el("thead", {}, el("tr", {}, ...columns.map((w) => el("th", { scope: "col" }, t(w))))), body);
   for (const alert of alerts.items) {
+    const acknowledged = alert.acknowledged_by.includes(state.me.agency);
     const row = el("tr", { "data-alert": alert.id },
       el("td", { class: alert.severity }, t(alert.severity)),
       el("td", {}, alert.station ? names[alert.station] ?? alert.station : t(alert.city)),
       el("td", {}, alert.parameter ?? ""), el("td", {}, t(alert.state)),
       el("td", {}, clock(alert.fired_at ?? alert.opened_at)),
       el("td", {}, alert.acknowledged_by.join(", ")));
-    if (responder && !alert.acknowledged_by.includes(state.me.agency)) {
-      const button = el("button", { type: "button", "data-ack": alert.id }, t("acknowledge"));
-      button.addEventListener("click", async () => {
-        await api(`/v1/alerts/${alert.id}/ack`, { method: "POST" });
-        show("alerts");
-      });
-      row.append(el("td", {}, button));
-    }
+    if (responder) row.append(el("td", {}, acknowledged ? "" : ackButton(alert)));
     if (silencer) row.append(el("td", {}, silenceCell(alert, silences.items)));
-    table.append(row);
-    if (state.silencing === alert.id) table.append(silenceForm(alert));
+    body.append(row);
+    if (state.silencing === alert.id) body.append(silenceForm(alert));
   }
   root.append(table);
+}
+
+function ackButton(alert) {
+  const button = el("button", { type: "button", "data-ack": alert.id }, t("acknowledge"));
+  button.addEventListener("click", async () => {
+    await api(`/v1/alerts/${alert.id}/ack`, { method: "POST" });
+    show("alerts");
+  });
+  return button;
 }
 
 /** Whether a silence of the key's agency in force mutes this alert's messages. */
@@ -385,13 +415,119 @@ async function sourcesView(root) {
     el("p", {}, `${t("leader")}: ${leader ? `${leader.owner} (${clock(leader.elected_at)})` : t("noLeader")}`), scheduler);
 }
 
-const VIEWS = { overview, alerts: alertsView, station: stationView, situation: situationView, sources: sourcesView };
+
+/** Last month in Asia/Shanghai, as YYYY-MM. */
+function lastMonth() {
+  const now = new Date(Date.now() + 8 * 3_600_000);
+  const year = now.getUTCFullYear(), month = now.getUTCMonth(); // 0-based: last month's 1-based number
+  return month === 0 ? `${year - 1}-12` : `${year}-${String(month).padStart(2, "0")}`;
+}
+
+/** A bulletin figure: a number, "—", or the shortfall of data it had. */
+function figure(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "object") return `${t("insufficient")} (${value.have}/${value.need})`;
+  return String(value);
+}
+
+const signed = (value) => (value === null || value === undefined ? "—" : `${value > 0 ? "+" : ""}${value}`);
+const classLabel = (label) => ({ 劣V: t("worseThanV"), 劣四类: t("worseThanIV") })[label] ?? label ?? "—";
+const CATEGORIES = ["excellent", "good", "lightly_polluted", "moderately_polluted", "heavily_polluted", "severely_polluted"];
+const DOWNLOADS = { html: "html", csv: "zip", json: "json" };
+
+/** A table with a caption, column headers and rows of cells (each row: [attributes, cells]). */
+function captioned(caption, columns, rows) {
+  const head = el("tr", {}, ...columns.map((w) => el("th", { scope: "col" }, t(w))));
+  const body = rows.map(([attributes, cells]) => el("tr", attributes, ...cells.map((c) => el("td", {}, c))));
+  return el("table", {}, el("caption", {}, t(caption)), el("thead", {}, head), el("tbody", {}, ...body));
+}
+
+/** Fetch a bulletin file with the key (a header, so no bare link) and hand it to the browser. */
+async function download(month, format) {
+  const query = new URLSearchParams({ month, format, lang: language() });
+  const answer = await fetch(`/v1/reports/bulletin?${query}`, {
+    headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` },
+  });
+  if (!answer.ok) throw new Error(`bulletin ${format}: ${answer.status}`);
+  const link = el("a", { href: URL.createObjectURL(await answer.blob()), download: `envlink-bulletin-${month}.${DOWNLOADS[format]}` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}
+
+async function bulletinView(root) {
+  state.month ??= lastMonth();
+  const month = state.month;
+  const chooser = el("input", { type: "month", id: "bulletin-month", value: month, max: lastMonth(), "data-bulletin-month": "" });
+  chooser.addEventListener("change", () => { if (chooser.value) { state.month = chooser.value; show("bulletin"); } });
+  const status = el("span", { role: "status", class: "error" });
+  const buttons = Object.keys(DOWNLOADS).map((format) => {
+    const button = el("button", { type: "button", "data-download": format }, t(`download_${format}`));
+    button.addEventListener("click", () => download(month, format).then(
+      () => { status.textContent = ""; }, () => { status.textContent = t("downloadFailed"); }));
+    return button;
+  });
+  root.append(el("div", { class: "controls" }, el("label", { for: "bulletin-month" }, t("month")), chooser, ...buttons, status));
+  let found;
+  try {
+    found = await api(`/v1/reports/bulletin?month=${month}`);
+  } catch {
+    root.append(el("p", { class: "error", role: "alert" }, t("bulletinFailed")));
+    return;
+  }
+  root.append(el("h2", {}, `${t("bulletinTitle")} ${found.month}`),
+    el("p", {}, `${t(found.notes.data_status)} · ${t("generated")} ${clock(found.generated_at)}`),
+    ...bulletinTables(found));
+}
+
+function bulletinTables(found) {
+  const air = found.air.map((u) => [{ "data-unit": u.unit }, [named(u), String(u.this_period.valid_days),
+    ...CATEGORIES.map((c) => String(u.this_period.category_days[c] ?? 0)), String(u.this_period.exceedance_days)]]);
+  const pollutants = found.air.flatMap((u) => u.pollutants.map((p) => [{ "data-pollutant": `${u.unit}:${p.pollutant}` },
+    [named(u), p.pollutant, t(`stat_${p.statistic}`), `${figure(p.value)} ${p.unit}`, figure(p.last_year),
+      signed(p.change_percent), p.limit === null ? "—" : String(p.limit)]]));
+  const water = found.water;
+  return [
+    captioned("summary", ["unit", "goodDayShare", "lastYear", "changePoints", "compositeIndex", "lastYear", "changePercent"],
+      found.summary.map((r) => [{ "data-summary": r.unit }, [named(r), figure(r.good_day_share),
+        figure(r.good_day_share_last_year), signed(r.good_day_share_change_points), figure(r.composite_index),
+        figure(r.composite_index_last_year), signed(r.composite_index_change_percent)]])),
+    captioned("airDays", ["unit", "validDays", ...CATEGORIES, "exceedanceDays"], air),
+    captioned("pollutants", ["unit", "parameter", "statistic", "value", "lastYear", "changePercent", "limit"], pollutants),
+    captioned("ranking", ["rank", "station", "compositeIndex", "primary", "goodDayShare"],
+      found.stations.map((s) => [{ "data-rank": s.code }, [s.rank === null ? "—" : String(s.rank), named(s),
+        figure(s.composite_index), s.composite_index_primary.join(", ") || "—", figure(s.good_day_share)]])),
+    captioned("sections", ["section", "target", "waterClassColumn", "lastYear", "compliant", "exceedances"],
+      water.sections.map((s) => [{ "data-section": s.code }, [named(s), classLabel(s.target_label),
+        classLabel(s.class_label), classLabel(s.last_year_class_label),
+        s.compliant === null ? "—" : t(s.compliant ? "yes" : "no"), exceedances(s.exceedances)]])),
+    captioned("waterGroups", ["name", "sectionCount", "goodShare", "worseShare", "compliantShare", "grade"],
+      [...water.rivers, ...water.cities].map((g) => [{ "data-group": `${g.kind}:${g.code}` }, [named(g),
+        String(g.sections), figure(g.good_share), figure(g.worse_than_v_share), figure(g.compliant_share),
+        (language() === "zh" ? g.grade_zh : g.grade) ?? "—"]])),
+    el("p", { class: "legend" }, `${t("ruleSets")}: ${[...new Set(found.notes.rule_sets)].join(", ")}`),
+  ];
+}
+
+/** "氨氮 (0.24)" in Chinese, the item's code in English. */
+function exceedances(items) {
+  if (!items.length) return "—";
+  return items.map((e) => `${language() === "zh" ? e.name_zh : e.item}${e.multiple === null ? "" : ` (${e.multiple})`}`).join(", ");
+}
+
+const VIEWS = {
+  overview, alerts: alertsView, station: stationView, situation: situationView, bulletin: bulletinView,
+  sources: sourcesView,
+};
 
 async function show(view) {
   state.view = view;
   const root = el("section", { "data-view": view });
   await VIEWS[view](root);
-  if (state.view === view) $("#view").replaceChildren(root);
+  if (state.view !== view) return;
+  $("#view").replaceChildren(root);
+  if (!performance.getEntriesByName(FIRST_VIEW).length) performance.mark(FIRST_VIEW);
 }
 
 function translate() {

@@ -5,8 +5,12 @@ API's series, suspect and invalid ones marked, the limits as lines), the situati
 (stations in the API's order with their states), every source's ingest health, an alert from
 the database on the alerts board, a silence created from it, a new alert on the open board
 within 3 s (the alert stream), the acknowledge and silence buttons for responders only, nothing
-loaded from outside EnvLink, no console error. A screenshot of each view in each language is
-saved under the test's tmp_path.
+loaded from outside EnvLink, no console error; last month's bulletin as the API gives it and its
+three files downloaded; the sources' health on the overview; no serious or critical axe-core
+violation in any view; the navigation by Tab with a visible focus; the overview and the board on
+a 390×844 viewport without sideways scrolling; the first view's transfer (< 1 MiB) and render
+time (printed; guarded at 5 s). A screenshot of each view in each language is saved under the
+test's tmp_path.
 
 Needs `chromium` and `chromium-driver` (Debian packages). ENVLINK_BROWSER_TESTS: `auto` (the
 default) skips, saying why, where they are not installed; `on` (what .ci/run sets, after
@@ -16,9 +20,12 @@ installing them) fails without them; `off` skips.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
+import time
+import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -51,11 +58,15 @@ NO2_BEFORE = {k: (30.0 + (7 * k) % 13, "valid") for k in range(1, 19)} | {
     5: (150.0, "suspect"),
     9: (5.0, "invalid"),
 }
-VIEWS = ("overview", "station", "situation", "sources", "alerts")
+VIEWS = ("overview", "station", "situation", "bulletin", "sources", "alerts")
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"  # tests/e2e/vendor/refresh.sh
+FIRST_VIEW_BYTES = 1 << 20  # the first view's transfer, compressed
+FIRST_VIEW_S = 5.0  # a guard only: the first view is drawn well within 1.5 s on loopback
+PHONE = (390, 844)
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 
-def _browser() -> Any:
+def _browser(downloads: Path) -> Any:
     """Headless Chromium from Debian's packages, driven by selenium through chromedriver."""
     wanted = os.environ.get("ENVLINK_BROWSER_TESTS", "auto")
     if wanted == "off":
@@ -78,12 +89,17 @@ def _browser() -> Any:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium = _browser()
+def browser(tmp_path: Path) -> Iterator[Any]:
+    (tmp_path / "downloads").mkdir()
+    chromium = _browser(tmp_path / "downloads")
     try:
         yield chromium
     finally:
@@ -232,11 +248,148 @@ def _labels_are(browser: Any, language: str) -> None:
     assert found == [], (found, text)
 
 
+def _accessible(browser: Any, view: str) -> None:
+    """axe-core (vendored) finds no serious or critical violation of WCAG A/AA in the page."""
+    if not browser.execute_script("return typeof axe !== 'undefined'"):
+        browser.execute_script(AXE.read_text(encoding="utf-8"))
+    found = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        " axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa',"
+        " 'best-practice'], resultTypes: ['violations']})"
+        ".then((r) => done(r.violations.filter((v) => ['serious', 'critical'].includes(v.impact))"
+        ".map((v) => [v.id, v.nodes.slice(0, 3).map((n) => n.target.join(' '))])),"
+        " (e) => done(String(e)));"
+    )
+    assert found == [], (view, found)
+
+
+def _first_view(browser: Any) -> tuple[int, float]:
+    """Reload with an empty cache (the key stays in the session): the bytes transferred up to
+    the first view drawn, compressed, and the time from navigation to it, in ms."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_cdp_cmd("Network.clearBrowserCache", {})
+    browser.refresh()
+    WebDriverWait(browser, WAIT_S).until(
+        lambda b: b.execute_script(
+            "return performance.getEntriesByName('envlink:first-view').length"
+        )
+    )
+    size, drawn = browser.execute_script(
+        "const drawn = performance.getEntriesByName('envlink:first-view')[0].startTime;"
+        " const entries = [...performance.getEntriesByType('navigation'),"
+        " ...performance.getEntriesByType('resource').filter((e) => e.startTime <= drawn)];"
+        " return [entries.reduce((sum, e) => sum + e.transferSize, 0), drawn];"
+    )
+    return int(size), float(drawn)
+
+
+def _tab_to(browser: Any, selector: str) -> Any:
+    """Tab from the top of the page until `selector` has the focus, visibly outlined."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    for _ in range(20):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script(f"return document.activeElement.matches({json.dumps(selector)})"):
+            break
+    else:
+        raise AssertionError(f"{selector} is not reached by Tab")
+    outline = browser.execute_script(
+        "const style = getComputedStyle(document.activeElement);"
+        " return [style.outlineStyle, style.outlineWidth]"
+    )
+    assert outline == ["solid", "3px"], outline
+    return browser.switch_to.active_element
+
+
+def _fits(browser: Any, *selectors: str) -> None:
+    """Nothing overflows the viewport's width; each selector's elements are displayed in it."""
+    from selenium.webdriver.common.by import By
+
+    width, inner, wide = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth,"
+        " [...document.querySelectorAll('body *')].filter((e) =>"
+        " e.getBoundingClientRect().right > window.innerWidth + 0.5).slice(0, 5)"
+        ".map((e) => e.tagName + '.' + e.className + ' ' + e.getBoundingClientRect().right)]"
+    )
+    assert (inner, width <= inner) == (PHONE[0], True), (width, inner, wide)
+    for selector in selectors:
+        found = browser.find_elements(By.CSS_SELECTOR, selector)
+        assert found, selector
+        for element in found:
+            right = browser.execute_script(
+                "arguments[0].scrollIntoView({block: 'center'});"
+                " return arguments[0].getBoundingClientRect().right",
+                element,
+            )
+            assert element.is_displayed() and right <= inner, (selector, right)
+
+
+def _bulletin(browser: Any, expected: dict[str, Any], downloads: Path) -> None:
+    """Last month's bulletin as the API gives it, and its three files downloaded."""
+    from selenium.webdriver.common.by import By
+
+    root = _go(browser, "bulletin")
+    bulletin = expected["bulletin"]
+    month = root.find_element(By.CSS_SELECTOR, "[data-bulletin-month]")
+    assert month.get_attribute("value") == bulletin["month"]
+
+    def attributes(name: str) -> list[str]:
+        return [
+            str(e.get_attribute(name)) for e in root.find_elements(By.CSS_SELECTOR, f"[{name}]")
+        ]
+
+    assert attributes("data-summary") == [r["unit"] for r in bulletin["summary"]]
+    assert attributes("data-unit") == [u["unit"] for u in bulletin["air"]]
+    assert attributes("data-rank") == [r["code"] for r in bulletin["stations"]]
+    assert attributes("data-section") == [r["code"] for r in bulletin["water"]["sections"]]
+    assert len(attributes("data-pollutant")) == sum(len(u["pollutants"]) for u in bulletin["air"])
+    region = root.find_element(By.CSS_SELECTOR, '[data-unit="region"]')
+    assert region.text.startswith(f"{bulletin['air'][2]['name']} "), region.text
+    assert len(region.find_elements(By.TAG_NAME, "td")) == 9
+    name = f"envlink-bulletin-{bulletin['month']}"
+    for format, suffix in (("json", "json"), ("csv", "zip"), ("html", "html")):
+        root.find_element(By.CSS_SELECTOR, f'[data-download="{format}"]').click()
+        path = downloads / f"{name}.{suffix}"
+        deadline = time.monotonic() + WAIT_S
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert path.exists(), sorted(p.name for p in downloads.iterdir())
+    saved = json.loads((downloads / f"{name}.json").read_text(encoding="utf-8"))
+    assert (saved["month"], saved["summary"]) == (bulletin["month"], bulletin["summary"])
+    with zipfile.ZipFile(downloads / f"{name}.zip") as tables:
+        assert "summary.csv" in tables.namelist(), tables.namelist()
+    page = (downloads / f"{name}.html").read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html") and bulletin["month"] in page
+
+
+def _phone(browser: Any, shots: Path) -> None:
+    """The overview and the alerts board on a phone-sized viewport: no sideways scrolling, the
+    navigation and the board's buttons on screen."""
+    width, height = PHONE
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        _go(browser, "overview")
+        _fits(browser, "[data-go]", "#language", "#sign-out", "svg.map", "[data-alert-counts]")
+        browser.save_screenshot(str(shots / "overview-phone.png"))
+        _go(browser, "alerts")
+        _fits(browser, "[data-go]", "button[data-ack]", "[data-silenced]")
+        browser.save_screenshot(str(shots / "alerts-phone.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 def _scenario(
     browser: Any, url: str, keys: dict[str, str], expected: dict[str, Any], shots: Path
 ) -> None:
     """What a duty officer does; runs in a thread, while the server answers on the test's loop."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, WAIT_S)
@@ -252,7 +405,12 @@ def _scenario(
 
     browser.get(url + "/")
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+    _accessible(browser, "sign-in")
     _sign_in(browser, keys["responder"])
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '[data-view="overview"] svg'))
+    expected["first_view"] = _first_view(browser)
+    size, drawn = expected["first_view"]
+    assert (size < FIRST_VIEW_BYTES, drawn < FIRST_VIEW_S * 1000) == (True, True), (size, drawn)
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '[data-view="overview"] svg'))
     circles = browser.find_elements(By.CSS_SELECTOR, "circle[data-station]")
     assert sorted(c.get_attribute("data-station") for c in circles) == expected["stations"]
@@ -263,6 +421,9 @@ def _scenario(
     for station in expected["air"]:
         assert " · AQI " in text_of(f'text[data-label="{station}"]')
     assert "严重: 1" in text_of("[data-alert-counts]")
+    assert text_of("[data-sources-health]") == (
+        f"数据源\n正常: {len(expected['sources'])}\n出错: 0\n尚无数据: 0"
+    )
     outside = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
         ".filter(n => !n.startsWith(location.origin))"
@@ -271,12 +432,17 @@ def _scenario(
     for view in VIEWS:  # every view in Chinese, the default
         _go(browser, view)
         _labels_are(browser, "zh")
+        _accessible(browser, view)
         browser.save_screenshot(str(shots / f"{view}-zh.png"))
+    shown = browser.find_element(By.CSS_SELECTOR, "#view > [data-view]")
+    _tab_to(browser, '[data-go="bulletin"]').send_keys(Keys.ENTER)
+    _redrawn(browser, shown, '#view > [data-view="bulletin"]')
+    _tab_to(browser, "[data-bulletin-month]")
 
     _go(browser, "overview")
     browser.find_element(By.ID, "language").click()
     wait.until(lambda b: text_of('[data-city="dongguan"]').startswith("Dongguan City AQI"))
-    assert text_of("nav") == "Overview\nAlerts\nStation\nSituation\nSources"
+    assert text_of("nav") == "Overview\nAlerts\nStation\nSituation\nBulletin\nSources"
     _labels_are(browser, "en")
     browser.save_screenshot(str(shots / "overview-en.png"))
 
@@ -304,6 +470,11 @@ def _scenario(
         _labels_are(browser, "en")
         browser.save_screenshot(str(shots / f"situation-{area}-en.png"))
 
+    _bulletin(browser, expected, shots / "downloads")
+    _labels_are(browser, "en")
+    _accessible(browser, "bulletin-en")
+    browser.save_screenshot(str(shots / "bulletin-en.png"))
+
     _go(browser, "sources")
     assert attributes("[data-source]", "data-source") == [(c,) for c in expected["sources"]]
     assert attributes("[data-source]", "data-health") == [("healthy",)] * len(expected["sources"])
@@ -325,6 +496,7 @@ def _scenario(
     assert silenced.text.startswith("Silenced until ")
     _labels_are(browser, "en")
     browser.save_screenshot(str(shots / "alerts-en.png"))
+    _phone(browser, shots)
     wait.until(lambda b: b.find_element(By.ID, "live").is_displayed())
 
 
@@ -399,7 +571,10 @@ async def _expected(api: httpx.AsyncClient, air: list[str]) -> dict[str, Any]:
         for area in ("dongjiang", "shiziyang")
     }
     stations = (await get("/v1/stations"))["items"]
+    shanghai = now + timedelta(hours=8)
+    last_month = (shanghai.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
     return {
+        "bulletin": await get("/v1/reports/bulletin", month=last_month),
         "raw_qc": [item["qc"] for item in raw["items"]],
         "hourly": len(hourly["items"]),
         "hourly_missing": sum(item["value"] is None for item in hourly["items"]),
@@ -449,7 +624,10 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
     shots = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.glob("*.png")))
     assert shots == sorted(
         [f"{view}-zh.png" for view in VIEWS]
-        + [f"{view}-en.png" for view in ("overview", "station", "sources", "alerts")]
+        + [f"{view}-en.png" for view in ("overview", "station", "bulletin", "sources", "alerts")]
+        + ["overview-phone.png", "alerts-phone.png"]
         + [f"situation-{area}-en.png" for area in ("dongjiang", "shiziyang")]
     )
+    size, drawn = expected["first_view"]
+    print(f"first view: {size} bytes transferred, drawn {drawn:.0f} ms after navigation")
     print(f"screenshots: {tmp_path}")
