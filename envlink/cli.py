@@ -403,6 +403,7 @@ def _load_history(url: str, settings: Settings, days: int) -> None:
                 url,
                 days=days,
                 water_min_samples=settings.water_daily_min_samples,
+                earliest=settings.earliest_reading_date,
                 progress=bar,
             )
         )

@@ -95,16 +95,18 @@ async def load_history(
     *,
     days: int,
     water_min_samples: int,
+    earliest: date = date.min,
     now: datetime | None = None,
     progress: Progress | None = None,
 ) -> HistoryReport:
     """Load the `days` days before `now`'s day, and that day up to its last full hour, where
-    they hold no data; each batch of days in one transaction."""
+    they hold no data, none before `earliest` (as the pipeline accepts none); each batch of
+    days in one transaction."""
     started = time.monotonic()
     now = now or utcnow()
     end = hour_start(now)  # the hour in progress is the live simulator's
     today = now.astimezone(CST).date()
-    first = today - timedelta(days=days)
+    first = max(today - timedelta(days=days), earliest)
     report = HistoryReport(first, today)
     conn = await connect(url)
     try:
@@ -112,7 +114,7 @@ async def load_history(
         held = await held_days(
             conn, first, today + timedelta(days=1), start=cst_day_start(first), stop=end
         )
-        wanted = [first + timedelta(days=n) for n in range(days + 1)]
+        wanted = [first + timedelta(days=n) for n in range((today - first).days + 1)]
         report.kept = [day for day in wanted if day in held]
         missing = [day for day in wanted if day not in held and cst_day_start(day) < end]
         await _prepare(conn, missing, end)

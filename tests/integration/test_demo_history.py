@@ -153,6 +153,15 @@ async def test_a_rerun_keeps_the_days_holding_data(
     assert await _counts(db, ("reading", "reading_hourly", "reading_daily")) == stored
 
 
+async def test_no_day_before_the_earliest_accepted_date_is_loaded(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    report = await _load(database_url, earliest=date(2026, 11, 25))
+    assert (report.first, report.loaded) == (date(2026, 11, 25), LOADED_DAYS[2:])
+    first = await _rows(db, "SELECT min(time) FROM reading")
+    assert first == [(datetime(2026, 11, 25, tzinfo=CST),)]
+
+
 async def test_the_live_simulator_re_sends_the_loaded_hours_as_duplicates(
     db: AsyncConnectionPool, database_url: str
 ) -> None:
