@@ -32,7 +32,7 @@ from store.catalogue import StationRef
 
 Comparison = Literal["<=", ">=", ">"]
 
-# Every EnvLink air station is in a Grade II (urban) area (STANDARDS.md §3).
+# Every EnvLink air station is in a Grade II (urban) area (docs/standards.md §3.1).
 AIR_GRADE = 2
 AIR_AVERAGINGS = ("1h", "8h", "24h", "annual")
 GB3095_NAMES = {

@@ -1,4 +1,4 @@
-"""Period air and water reports, read from the rollups (EVALUATION.md).
+"""Period air and water reports, read from the rollups (docs/evaluation.md).
 
 The evaluation itself is alerts/evaluation's: this module reads a scope's daily means
 (reading_daily) and hourly O3 (reading_hourly, for the MDA8 windows) for the period and the same

@@ -1,12 +1,15 @@
-"""Hourly and daily rollup values from raw readings, with the validity rules (STANDARDS §3, §4).
+"""Hourly and daily rollup values from raw readings, with the validity rules.
+
+The rules: docs/standards.md §3.2 (air) and §4 (water).
 
 Pure functions over numpy arrays. An hour's value is the station's reported hourly mean where
-one is valid (DESIGN §9: reported means win); otherwise the mean of its valid minute or real-time
-samples, which for air and weather needs 45 minutes of sampling and for water one valid sample
-(the air minimums do not apply to water, STANDARDS §4). A day's value is the reported daily mean
-where valid; otherwise, for air, the mean of at least 20 valid hourly values, and for water the
-mean of the day's valid samples (at least `water_min_samples`). Only QC valid and below_detection
-feed statistics; a value that may not be used is None ("insufficient data").
+one is valid (docs/conventions.md §5: reported means win); otherwise the mean of its valid
+minute or real-time samples, which for air and weather needs 45 minutes of sampling and for
+water one valid sample (the air minimums do not apply to water, docs/standards.md §4). A day's
+value is the reported daily mean where valid; otherwise, for air, the mean of at least 20 valid
+hourly values, and for water the mean of the day's valid samples (at least `water_min_samples`).
+Only QC valid and below_detection feed statistics; a value that may not be used is None
+("insufficient data").
 """
 
 from __future__ import annotations

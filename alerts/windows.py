@@ -1,4 +1,4 @@
-"""Window statistics with the standards' data-validity minimums (STANDARDS.md §3), over numpy.
+"""Window statistics with the standards' data-validity minimums (docs/standards.md §3.2).
 
 Hourly series are float arrays, one value per hour, NaN where the hour has no valid mean. Hour h
 of a natural day is [h:00, h+1:00), published under its end label h+1:00 (the "16:00" value is

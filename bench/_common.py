@@ -92,10 +92,11 @@ async def fresh_database(
 
 @asynccontextmanager
 async def timescaledb_server() -> AsyncIterator[str]:
-    """A throwaway PostgreSQL 15 server that preloads TimescaleDB (../shared/timescaledb); its URL.
+    """A throwaway PostgreSQL 15 server that preloads TimescaleDB; its URL.
 
     Started with `start-cluster` in a temporary directory on a free port, stopped and removed
-    afterwards. The build must be installed first (`bash ../shared/timescaledb/install`).
+    afterwards, by the scripts of the TimescaleDB build CI uses, which must be installed first as
+    `.ci/run` does.
     """
     scripts = ROOT.parent / "shared" / "timescaledb"
     with tempfile.TemporaryDirectory(prefix="envlink-bench-timescaledb-") as data_dir:

@@ -6,7 +6,7 @@ years: 5 years at 50 M) and 10-second real-time data up to the same hour for the
 at 50 M, 1.5 days at 5 M). Rows are made by the server (generate_series INSERTs, one
 transaction per series, two connections); the rollups by bulk SQL over what was loaded
 (store/rollups.py's shapes, the values the app's rollups would hold: every hour's valid
-reported mean wins, STANDARDS §3); `reading_latest` from each series' last rows; then
+reported mean wins, docs/conventions.md §5); `reading_latest` from each series' last rows; then
 VACUUM ANALYZE. A progress bar shows the load.
 
 Then it serves that database twice at once, `envlink api --workers 2` (with a reader key) and
@@ -82,7 +82,7 @@ RATIO_TARGET, RATIO_GOAL = 0.6, 0.8
 EXPORT_ROWS, EXPORT_RATIO_GOAL = 10_000_000, 0.5
 P99_TARGET_S, P99_YEAR_TARGET_S = 0.050, 0.150
 START_S = 120.0
-# The daily rollup's minimums: the app's default setting for water, STANDARDS §3 for air.
+# The daily rollup's minimums: the app's default setting for water, GB 3095 Table 4 for air.
 WATER_MIN_SAMPLES: int = Settings.model_fields["water_daily_min_samples"].default
 # Typical levels the synthetic values swing around (daily cycle ±30 %, noise ±10 %); other
 # parameters take 5 % of their valid range above its minimum.
@@ -103,7 +103,7 @@ SELECT %(station)s, %(parameter)s, %(period)s, t,
        %(source)s, now()
 FROM generate_series(%(first)s::timestamptz, %(last)s::timestamptz, %(step)s::interval) AS t
 """
-# Every hour holds a valid reported mean, which wins over the real-time data (DESIGN §9).
+# Every hour holds a valid reported mean, which wins over real-time data (docs/conventions.md §5).
 _HOURLY_ROLLUPS = """
 INSERT INTO reading_hourly (station_id, parameter_id, hour, value, samples, coverage_s, min, max,
                             origin, computed_at)

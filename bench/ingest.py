@@ -315,7 +315,7 @@ def main() -> None:
     parser.add_argument(
         "--timescaledb",
         action="store_true",
-        help="on a throwaway TimescaleDB server (bash ../shared/timescaledb/install first)",
+        help="on a throwaway TimescaleDB server (its build installed first, as .ci/run does)",
     )
     args = parser.parse_args()
     if args.rows < 1 or args.runs < 1:

@@ -1,4 +1,4 @@
-"""Time conventions (DESIGN §9): timestamptz everywhere, naive inputs are China Standard Time."""
+"""Time conventions (docs/conventions.md §1): timestamptz everywhere, naive inputs are CST."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""History QC: flat lines and isolated spikes over the series that changed (DESIGN §4, §9).
+"""History QC: flat lines and isolated spikes over the series that changed (docs/conventions.md §4).
 
 It judges readings already stored, so no station waits for it: the alert loop runs it on the
 keys it claims, before their rollups, in its own transaction (envlink.runtime wires it in).
@@ -32,7 +32,7 @@ from store.rollups import DirtyKey, ReadingKey
 
 log = logging.getLogger(__name__)
 
-# Re-flags by the history checks are revisions by this source (DESIGN §9).
+# Re-flags by the history checks are revisions by this source (docs/conventions.md §2).
 QC_SOURCE = SourceRef(code="qc", kind="qc")
 
 

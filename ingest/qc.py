@@ -1,9 +1,9 @@
 """Quality checks: ranges and times need no history; flat lines and spikes look at the series.
 
-History checks (DESIGN §9) only ever move a `valid` reading to `suspect`; device states (M, C, S,
-F, D, T, B) and `below_detection` are the sources' word and are neither judged nor used as
-evidence. They run over the readings of one series (station, parameter, averaging period) in
-time order, with numpy:
+History checks (docs/conventions.md §4) only ever move a `valid` reading to `suspect`; device
+states (M, C, S, F, D, T, B) and `below_detection` are the sources' word and are neither judged
+nor used as evidence. They run over the readings of one series (station, parameter, averaging
+period) in time order, with numpy:
 
 - **Flat line / stuck value**: a run of readings, each unchanged (within a tiny tolerance) from
   the one before, of at least N = ceil(hours / step) readings (and `min_readings`) that lasts
@@ -48,7 +48,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 FLAT_LINE = "flat_line"
 SPIKE = "spike"
-# A reading time further ahead of the clock than this cannot be right (DESIGN §9).
+# A reading time further ahead of the clock than this cannot be right (docs/conventions.md §3).
 MAX_AHEAD = timedelta(days=1)
 
 

@@ -1,4 +1,4 @@
-"""Unit normalisation to each parameter's canonical unit (DESIGN §9, STANDARDS.md §3)."""
+"""Unit normalisation to each parameter's canonical unit (docs/standards.md §7, §3.3)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ _FACTORS = {
     ("Pa", "hPa"): 0.01,
 }
 
-# Gas mixing ratios at 25 °C and 1013.25 hPa (STANDARDS.md §3): µg/m³ per ppb, or mg/m³ per ppm.
+# Gas mixing ratios at 25 °C and 1013.25 hPa (docs/standards.md §3.3): µg/m³ per ppb, mg/m³ per ppm.
 _PPB_TO_UG_M3 = {"so2": 2.62, "no2": 1.88, "o3": 1.96}
 _PPM_TO_MG_M3 = {"co": 1.145}
 

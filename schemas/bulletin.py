@@ -1,4 +1,4 @@
-"""The monthly joint bulletin (EVALUATION.md §8): both cities' and the region's air, the
+"""The monthly joint bulletin (docs/evaluation.md §8): both cities' and the region's air, the
 sections' water, and the notes, as GET /v1/reports/bulletin and `envlink report` give it.
 
 Every figure is the one the air or water report publishes for the same scope and period
@@ -245,7 +245,7 @@ class BulletinNotes(BaseModel):
 
 
 class Bulletin(BaseModel):
-    """The monthly joint bulletin of Guangzhou and Dongguan (EVALUATION.md §8)."""
+    """The monthly joint bulletin of Guangzhou and Dongguan (docs/evaluation.md §8)."""
 
     month: str
     period: BulletinPeriod

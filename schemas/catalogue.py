@@ -21,7 +21,7 @@ class Strict(BaseModel):
 
 
 class ParameterDef(Strict):
-    """A parameter of the registry (DESIGN §9 code, canonical unit, HJ 212 code, valid range)."""
+    """A registry parameter: code and canonical unit (docs/standards.md §7), HJ 212 code, range."""
 
     code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     name: str

@@ -1,4 +1,4 @@
-"""Shared vocabulary (DESIGN §9): QC states, cities, areas, media, roles, the list envelope.
+"""Shared vocabulary (docs/conventions.md): QC states, cities, areas, media, roles, list envelope.
 
 And the input types every door shares, so that hostile input is refused where it is declared:
 Text (no NUL, no lone surrogate), Finite (no NaN or infinity), Instant and Day (no year a

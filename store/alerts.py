@@ -19,7 +19,7 @@ from schemas.common import QC
 from store.coordination import ALERT_EVENTS_CHANNEL
 from store.pool import Conn
 
-# Only these QC states feed statistics and alerts (DESIGN §9).
+# Only these QC states feed statistics and alerts (docs/conventions.md §4).
 _FEEDING_QC = [QC.VALID.code, QC.BELOW_DETECTION.code]
 RowT = TypeVar("RowT")
 

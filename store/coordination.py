@@ -1,9 +1,9 @@
 """Every NOTIFY channel and advisory-lock key EnvLink uses, in one place so that none collide.
 
-Processes coordinate only through the database (DESIGN §1). A NOTIFY wakes whoever listens on its
-channel when the sending transaction commits; each process hears them on its one listening
-connection (store/listen.py). An advisory lock serialises work across processes; its key must be
-the same in every process and differ from every other key.
+Processes coordinate only through the database (docs/conventions.md §7). A NOTIFY wakes whoever
+listens on its channel when the sending transaction commits; each process hears them on its one
+listening connection (store/listen.py). An advisory lock serialises work across processes; its
+key must be the same in every process and differ from every other key.
 
 Key spaces: the single-key locks below take a bigint. The plain keys have their high 32 bits
 zero; a series lock packs ROLLUP_LOCK_TAG into the high 32 bits, so it never meets a plain key.

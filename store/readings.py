@@ -1,4 +1,4 @@
-"""Readings: the idempotent bulk write path (DESIGN §9) and the queries the API serves."""
+"""Readings: the idempotent bulk write path (docs/conventions.md §2) and the API's queries."""
 
 from __future__ import annotations
 
@@ -662,7 +662,7 @@ class TrendPoints:
 # Per series and slot of the window (newest - (k + 1) step, newest - k step], the newest valid
 # value of one period: one short backward index probe each, so a series reporting every few
 # seconds costs as little as an hourly one. Only valid and below-detection values say where a
-# series is going (DESIGN §9).
+# series is going (docs/conventions.md §4).
 _TREND_POINTS = """
 SELECT w.station_id, w.parameter_id, p.noise,
        coalesce(array_agg(extract(epoch FROM r.time)::float8 + w.period_s ORDER BY r.time)

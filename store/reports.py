@@ -32,7 +32,7 @@ async def air_stations(
 ) -> list[AirStation]:
     """One air station by code (any), or a city's (None: both cities') assessment stations.
 
-    Assessment stations are the air stations not marked background (EVALUATION.md §2).
+    Assessment stations are the air stations not marked background (docs/evaluation.md §2).
     """
     cur = await conn.execute(
         "SELECT id, code, city FROM station WHERE medium = 'air'"

@@ -2,7 +2,7 @@
 
 Ingest marks the keys it stored as dirty and notifies `envlink_readings` in its own transaction;
 the alert loop claims dirty keys, rewrites the rollups of their hours and days, and deletes the
-keys in one transaction of its own (DESIGN §3).
+keys in one transaction of its own (docs/architecture.md, store/).
 """
 
 from __future__ import annotations

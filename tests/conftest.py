@@ -117,8 +117,8 @@ async def _offers_timescaledb(server: str) -> bool:
 async def timescaledb_database(server_url: str) -> AsyncIterator[Callable[[], str]]:
     """Empty databases on a server that preloads TimescaleDB, for tests that need one.
 
-    The test server when it does; else a private `start-cluster` server (the shared build in
-    ../shared/timescaledb), or the tests that need one are skipped with the reason.
+    The test server when it does; else a private `start-cluster` server (the TimescaleDB build
+    CI installs, see .ci/run), or the tests that need one are skipped with the reason.
     """
     if await _offers_timescaledb(server_url):
         with _databases(server_url) as make:

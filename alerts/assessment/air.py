@@ -171,7 +171,7 @@ def _daily(values: Mapping[str, float | None], start: datetime) -> AqiResult:
 
 
 # The HJ 633 report of each period kind: its inputs and how they become an AQI. Longer periods
-# have no AQI of their own (they count days by their daily AQI, EVALUATION.md §3).
+# have no AQI of their own (they count days by their daily AQI, docs/evaluation.md §3).
 _REPORTS: dict[str, tuple[Mapping[str, tuple[str, str]], Callable[..., AqiResult]]] = {
     HOUR.name: (HOURLY_INPUTS, _hourly),
     DAY.name: (DAILY_INPUTS, _daily),

@@ -1,4 +1,4 @@
-"""Assessment periods on the Asia/Shanghai calendar, each named by its start (DESIGN §9).
+"""Assessment periods on the Asia/Shanghai calendar, named by their start (docs/conventions.md §1).
 
 A `Period` is a kind of period (an hour, a natural day): it finds the period holding an instant
 and the start of the next one. The assessments take arrays with one value per consecutive

@@ -7,7 +7,7 @@ overall class, limiting items with their exceedance multiples.
 Which value of an item a sample takes is decided here, once, for the API and the alerts alike.
 The sample of an hour is judged from the hourly rollups, not from raw readings: that is where
 the validity rules already apply (only QC valid and below-detection data, a station's own
-reported hourly mean winning over samples, STANDARDS §4), and it gives exactly one class per
+reported hourly mean winning over samples, docs/standards.md §4), and it gives exactly one class per
 hour, the unit /v1/water-quality is asked for — raw samples would give several classes within
 an hour (DO every 15 minutes, nutrients at their own instants) and no single answer. An item's
 value stands for one reporting interval of its series, counted in whole hours from the hour it

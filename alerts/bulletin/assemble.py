@@ -1,4 +1,4 @@
-"""The monthly joint bulletin assembled from the air and water reports (EVALUATION.md §8).
+"""The monthly joint bulletin assembled from the air and water reports (docs/evaluation.md §8).
 
 Nothing is evaluated here a second time: every figure is taken from the report of the same
 scope and month (alerts.reports: the cities', the region's and each assessment station's air
@@ -110,7 +110,7 @@ async def assemble_bulletin(conn: Conn, period: Period, *, now: datetime) -> Bul
 
 
 def month_episodes(region_report: Mapping[str, Any]) -> list[EpisodeRow] | None:
-    """The month's regional episodes as the region's air report lists them (EVALUATION.md §7).
+    """The month's regional episodes as the region's air report lists them (docs/evaluation.md §7).
 
     None while the air report carries no `episodes` list: the bulletin then says the episodes
     are not available rather than that there were none.

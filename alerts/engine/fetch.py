@@ -17,7 +17,7 @@ from core.timeutil import CST, cst_day_start
 from store.alerts import MaintenanceWindow, SeriesSince, daily_values, hourly_values, raw_points
 from store.pool import Conn
 
-# Readings up to a day ahead are accepted (DESIGN §9), so reads run that far.
+# Readings up to a day ahead are accepted (docs/conventions.md §3), so reads run that far.
 AHEAD = timedelta(days=1)
 
 

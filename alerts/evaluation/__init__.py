@@ -1,4 +1,4 @@
-"""Periodic evaluation (EVALUATION.md §1-§7): pure functions over numpy arrays, no database.
+"""Periodic evaluation (docs/evaluation.md §1-§7): pure functions over numpy arrays, no database.
 
 - rules: the rule set (HJ 663 / GB 3095 / HJ 633 editions and the settings) of a day;
 - periods: months, quarters, years, ranges, and their parts by rule set;

@@ -1,4 +1,4 @@
-"""Daily air values of a station or city over consecutive natural days (EVALUATION.md §2).
+"""Daily air values of a station or city over consecutive natural days (docs/evaluation.md §2).
 
 Hourly means come in as float arrays of shape (days, 24), hour 0 being 00:00-01:00 Asia/Shanghai,
 NaN where an hour has no valid mean. A day's mean needs 20 valid hours; the O3 daily maximum

@@ -1,4 +1,4 @@
-"""Regional air episodes (EVALUATION.md §7): EnvLink's own rule, configurable and named as such.
+"""Regional air episodes (docs/evaluation.md §7): EnvLink's own rule, configurable, named so.
 
 No national numeric definition exists. The joint rule: an episode is open while EVERY listed
 city's AQI (daily, or rolling 24-hour) is above the threshold, for at least the given number of

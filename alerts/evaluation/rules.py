@@ -1,7 +1,7 @@
-"""Which rule set evaluates a day (EVALUATION.md §1), and the settings that travel with it.
+"""Which rule set evaluates a day (docs/evaluation.md §1), and the settings that travel with it.
 
 A rule set is the HJ 663, GB 3095 and HJ 633 editions in force on a day plus the evaluation
-settings: the points EVALUATION.md marks **(setting)**, each with its stated default. Like the
+settings: the points docs/evaluation.md §9 lists as settings, each with its default. Like the
 standards' editions, settings are versioned by the first day they apply to, so a period keeps
 the figures it was published with. A period never mixes two rule sets (see periods.py).
 """
@@ -33,7 +33,7 @@ class Statistic:
 
 
 _MEAN = Statistic("mean", None, "annual")
-# EVALUATION.md §2: the statistic each pollutant reports (from which daily value), and what a
+# docs/evaluation.md §2: the statistic each pollutant reports (from which daily value), and what a
 # year must meet to comply (each statistic against the limit of its averaging).
 PERIOD_STATISTICS: Mapping[str, tuple[str, Statistic]] = MappingProxyType(
     {
@@ -59,7 +59,7 @@ COMPLIANCE_STATISTICS: Mapping[str, tuple[Statistic, ...]] = MappingProxyType(
 
 @dataclass(frozen=True)
 class SeaGradeThresholds:
-    """EVALUATION.md §6 sea-area grade (setting): percent of points by GB 3097 class."""
+    """docs/evaluation.md §6 sea-area grade (setting): percent of points by GB 3097 class."""
 
     excellent_class_1: int = 60
     excellent_class_1_2: int = 90
@@ -71,7 +71,7 @@ class SeaGradeThresholds:
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """The (setting)s of EVALUATION.md with their stated defaults; a change is a new version.
+    """The settings of docs/evaluation.md §9 with their defaults; a change is a new version.
 
     - every_month_valid (§2): a quarter — and any period of several months that is not a whole
       year — needs every month valid; False: only its total of the months' minimums.
@@ -85,7 +85,7 @@ class EvaluationSettings:
       divides by (averaging, from the rule set's edition) and (pollutant, weight) pairs for the
       terms (one not listed weighs 1; None: unweighted). The GB 3095-2026 index is thus
       unweighted with the 2026 limits, and labelled so.
-    - from_published (EnvLink's reading, not a setting of EVALUATION.md): compliance,
+    - from_published (EnvLink's reading of how the cities publish): compliance,
       exceedance multiples, composite-index terms and changes use a statistic's published
       (rounded) value, as the cities' own figures do; False: full precision.
     - water_month_min_valid_days (§5): valid daily means an automatic station needs a month.

@@ -1,4 +1,4 @@
-"""Sea-area grade of GB 3097 points (EVALUATION.md §6, thresholds a setting).
+"""Sea-area grade of GB 3097 points (docs/evaluation.md §6, thresholds a setting).
 
 Each point carries its single-factor class (1..4, 5 = 劣四类) from evaluate_sea_point; the area
 is graded on the shares of points by class, checked from the best grade down.

@@ -1,4 +1,4 @@
-"""How many valid days a period's statistic needs (GB 3095 Table 4, EVALUATION.md §2 and §5).
+"""How many valid days a period's statistic needs (GB 3095 Table 4; docs/evaluation.md §2, §5).
 
 A whole calendar year needs 324 valid days. Otherwise each calendar month the period touches
 needs its monthly minimum (27, February 25; water: the setting), scaled down for a month the

@@ -1,4 +1,4 @@
-"""Surface-water period evaluation (GB 3838, EVALUATION.md §5) and sea-water points (§6).
+"""Surface-water period evaluation (GB 3838, docs/evaluation.md §5) and sea-water points (§6).
 
 A section's period class is the single-factor class of its items' period means: automatic
 stations average their valid daily means (a month needs the completeness setting, default 20

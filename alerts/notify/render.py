@@ -58,7 +58,7 @@ AREA_LABELS: dict[str, dict[Lang, str]] = {
     "city-wide": {"zh": "全市", "en": "City-wide"},  # city AQI alerts have no station
     "region-wide": {"zh": "区域", "en": "Region-wide"},  # regional episodes have no city
 }
-# Canonical ASCII units (DESIGN §9) as a reader writes them.
+# Canonical ASCII units (docs/standards.md §7) as a reader writes them.
 _UNIT_DISPLAY: dict[str, dict[Lang, str]] = {
     "ug/m3": {"zh": "μg/m³", "en": "μg/m³"},
     "mg/m3": {"zh": "mg/m³", "en": "mg/m³"},

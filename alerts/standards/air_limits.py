@@ -1,6 +1,6 @@
-"""GB 3095 ambient air concentration limits: 2012, 2026 transition and 2026 final (STANDARDS §3).
+"""GB 3095 ambient air concentration limits: 2012, 2026 transition and 2026 final (GB 3095 Table 1).
 
-Also the HJ 663 assessment edition (2013 / 2026) that goes with them (EVALUATION.md §1).
+Also the HJ 663 assessment edition (2013 / 2026) that goes with them (docs/standards.md §1).
 
 Averaging codes: "1h", "8h" (O3 daily maximum 8-hour mean), "24h" and "annual". Grade 1 is for
 protected areas, grade 2 for urban areas. The edition follows the period start's date.

@@ -1,4 +1,4 @@
-"""HJ 633 air quality index, editions 2012 and 2026 (STANDARDS.md §2).
+"""HJ 633 air quality index, editions 2012 and 2026 (docs/standards.md §2).
 
 Inputs are keyed by parameter code (µg/m³; CO mg/m³). Real-time: "so2", "no2", "co", "o3",
 "pm10", "pm25" hourly means, plus the O3 8-hour moving mean under 2012. Daily: the same codes for

@@ -1,4 +1,4 @@
-"""The standards' tables as literal data (STANDARDS.md §2-§5); the logic lives beside them."""
+"""The standards' tables as literal data (docs/standards.md §2-§5); the logic lives beside them."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ AQI_LEVELS: tuple[tuple[int | None, str, str, str, str, str], ...] = (
     (None, "VI", "六级", "Severely polluted", "严重污染", "#7E0023"),
 )
 
-# Which breakpoint column each AQI input is read on (STANDARDS.md §2.1, §2.2). Input keys are the
+# Which breakpoint column each AQI input is read on (docs/standards.md §2.2). Input keys are the
 # parameter codes; "o3_8h" is the O3 8-hour moving mean, "o3_8h_max" / "o3_1h_max" the O3 daily
 # maximum 8-hour / 1-hour means. PM 1-hour means are read on the 24h columns.
 AQI_HOURLY_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
@@ -99,7 +99,7 @@ AQI_ABOVE_TOP: dict[str, dict[tuple[str, str], int | None]] = {
     "2026": {("so2", "1h"): 200, ("o3", "8h"): 300},
 }
 
-# HJ 663 (air quality assessment): editions in force from their first day (EVALUATION.md §1).
+# HJ 663 (air quality assessment): editions in force from their first day (docs/standards.md §1).
 HJ663_EDITIONS: tuple[tuple[str, date], ...] = (
     ("2013", date.min),
     ("2026", date(2026, 3, 1)),
@@ -113,8 +113,8 @@ AIR_EDITIONS: tuple[tuple[str, date], ...] = (
 )
 
 # (pollutant, averaging, grade) -> limits for (2012, 2026_transition, 2026_final); None where
-# STANDARDS.md gives no value. "8h" is the O3 daily maximum 8-hour mean.
-# ⚠ SO2 and NO2 annual: 2012 from GB 3095-2012 Table 1 (EVALUATION.md §4); the transition keeps
+# no value is known (docs/standards.md §3.1). "8h" is the O3 daily maximum 8-hour mean.
+# ⚠ SO2 and NO2 annual: 2012 from GB 3095-2012 Table 1 (docs/evaluation.md §4); the transition keeps
 # them, as it changes only the particulate limits (its SO2 and NO2 24-h and 1-h limits are 2012's);
 # the final values are not known here.
 AIR_LIMITS: dict[tuple[str, str, int], tuple[float | None, float | None, float | None]] = {
@@ -221,7 +221,7 @@ SEA_WATER_MAX: dict[str, tuple[float, float, float, float]] = {
     "din": (0.20, 0.30, 0.40, 0.50),
     "po4p": (0.015, 0.030, 0.030, 0.045),
     "petroleum": (0.05, 0.05, 0.30, 0.50),
-    # ⚠ the metal rows rest on one source (STANDARDS.md §5).
+    # ⚠ the metal rows rest on one source (docs/standards.md §5).
     "hg": (0.00005, 0.0002, 0.0002, 0.0005),
     "cd": (0.001, 0.005, 0.010, 0.010),
     "pb": (0.001, 0.005, 0.010, 0.050),

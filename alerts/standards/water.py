@@ -1,8 +1,9 @@
-"""Water quality classes: GB 3838-2002 surface water and GB 3097-1997 sea water (STANDARDS §4-§5).
+"""Water quality classes: GB 3838-2002 surface water and GB 3097-1997 sea water.
 
-Items use the EnvLink parameter codes (DESIGN §9). GB 3097's own items are "cod_mn_alkaline"
-(COD by alkaline permanganate), "din" (inorganic nitrogen) and "po4p" (reactive phosphate); they
-are never taken from "codmn"/"cod", "nh3n" or "tp", which measure something else.
+See docs/standards.md §4-§5. Items use the EnvLink parameter codes (docs/standards.md §7).
+GB 3097's own items are "cod_mn_alkaline" (COD by alkaline permanganate), "din" (inorganic
+nitrogen) and "po4p" (reactive phosphate); they are never taken from "codmn"/"cod", "nh3n" or
+"tp", which measure something else.
 Surface classes are 1..5 with 6 meaning 劣V; sea classes are 1..4 with 5 meaning 劣四类.
 """
 

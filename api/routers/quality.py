@@ -53,7 +53,7 @@ def _yesterday() -> date:
     return utcnow().astimezone(CST).date() - timedelta(days=1)
 
 
-# Exceedance multiples are published to two decimals (EVALUATION.md).
+# Exceedance multiples are published to two decimals (docs/evaluation.md §3, §5).
 EXCEEDANCE_DECIMALS = 2
 
 

@@ -74,7 +74,7 @@ async def air_report(
     start: Annotated[Day | None, Query(description=_PERIOD_HELP)] = None,
     end: Annotated[Day | None, Query(description=_PERIOD_HELP)] = None,
 ) -> dict[str, Any]:
-    """The air evaluation of a period (EVALUATION.md's methods, read from the daily and hourly
+    """The air evaluation of a period (docs/evaluation.md §1-§4, read from the daily and hourly
     rollups): rule set, valid and category days, good-day share, exceedance and heavy-pollution
     days, each pollutant's statistic against its limit (a year: compliance), the composite index,
     primary-pollutant days and shares, and last year's same period as published and recomputed
@@ -158,7 +158,7 @@ async def bulletin(
         Literal["zh", "en"], Query(description="The HTML page's first language (it toggles)")
     ] = "zh",
 ) -> Any:
-    """The monthly joint bulletin of Guangzhou and Dongguan (EVALUATION.md §8), assembled from
+    """The monthly joint bulletin of Guangzhou and Dongguan (docs/evaluation.md §8), assembled from
     the air and water reports of the month: the summary (good-day shares, composite indices
     and their changes on last year like for like), each city's and the region's category days,
     pollutant table and primary-pollutant shares, the month's regional episodes, the stations

@@ -1,5 +1,5 @@
--- Rollups kept by the application from a queue of dirty windows (DESIGN §3), identically on
--- plain PostgreSQL and TimescaleDB.
+-- Rollups kept by the application from a queue of dirty windows (docs/architecture.md, store/),
+-- identically on plain PostgreSQL and TimescaleDB.
 --
 -- Ingest appends the key of every stored (accepted or revised) reading to series_dirty in the
 -- same transaction as the reading, then NOTIFYs envlink_readings. The alert loop claims rows

@@ -43,8 +43,8 @@ pytestmark = pytest.mark.slow
 NOW = HJ212_NOW  # 12:00 China Standard Time, the start_server fixture's clock
 WAIT_S = 5.0
 
-# Every frame of HJ212.md and hj212-field-packets.txt (CR LF removed). None of their MNs is in
-# the catalogue.
+# HJ 212-2017's example frames and real frames sent by devices and platforms in public projects
+# (CR LF removed). None of their MNs is in the catalogue.
 DOC_9013 = (
     "##0087QN=20160801085857223;ST=91;CN=9013;PW=123456;MN=010000A8900016F000169DC0;Flag=4;"
     "CP=&&&&2A80"

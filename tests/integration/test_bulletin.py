@@ -1,6 +1,6 @@
 """GET /v1/reports/bulletin over real PostgreSQL: rollups of a month for a station of each city
 and the Dongjiang's sections, the bulletin's figures checked against the air and water reports
-of the same month and against the month worked by hand (EVALUATION.md §3's example)."""
+of the same month and against the month worked by hand (docs/evaluation.md §3's example)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`GET /v1/limits` on real PostgreSQL: GB 3095 limits and the joint rules' levels by the edition
-in force on the date (the 2026-03-01 and 2031-01-01 boundaries, STANDARDS.md §1), GB 3838 and
+in force on the date (the 2026-03-01 and 2031-01-01 boundaries, docs/standards.md §1), GB 3838 and
 GB 3097 classes with the station's target, and the refusals that name what was wrong."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ async def test_so2_gets_every_averaging_and_every_rule_on_it(client: httpx.Async
         ("so2_24h", "warning", 150.0),
     ]  # fmt: skip
     final = await _limits(client, station="dg-a-yuanling", parameter="so2", date="2031-01-01")
-    # The final limits give no SO2 annual value (STANDARDS.md §3 lists none).
+    # The final limits give no SO2 annual value (docs/standards.md §3.1 lists none).
     assert [(x["averaging"], x["limit"]) for x in final["limits"]] == [("1h", 150.0), ("24h", 50.0)]
     assert [x["trigger"] for x in final["thresholds"]] == [150.0, 500.0, 50.0]
 

@@ -1,5 +1,5 @@
 """GET /v1/reports/air over real PostgreSQL: rollup rows written as the rollup loop writes them,
-figures checked against a month worked out by hand (EVALUATION.md §3's example month)."""
+figures checked against a month worked out by hand (docs/evaluation.md §3's example month)."""
 
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ async def test_bad_input_names_the_field(
 
 # --- water ------------------------------------------------------------------------------------
 
-# EVALUATION.md §5's example river: six sections II, II, III, III, IV, 劣V by their NH3-N means
+# docs/evaluation.md §5's example river: six sections II, II, III, III, IV, 劣V by their NH3-N means
 # (GB 3838 limits I 0.15, II 0.5, III 1.0, IV 1.5, V 2.0 mg/L).
 DONGJIANG_NH3N = {
     "dg-w-shilong": 0.4, "dg-w-zhongtang": 0.4, "gz-w-xintang": 0.8, "gz-w-dadun": 0.8,

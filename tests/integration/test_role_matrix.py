@@ -1,4 +1,4 @@
-"""Roles, exactly: every operation of the OpenAPI document × every role (DESIGN §9).
+"""Roles, exactly: every operation of the OpenAPI document × every role (docs/conventions.md §6).
 
 Without a key every operation but /healthz, /readyz and /metrics answers 401; a key lacking the
 role an operation needs answers 403 naming that role; any other key gets the operation's

@@ -289,7 +289,7 @@ async def test_a_time_without_offset_is_refused_by_name(db: AsyncConnectionPool)
 def _applied_in_order(
     stored: dict[_Key, tuple[float | None, int]], rows: list[ReadingRow]
 ) -> tuple[set[int], set[int], dict[_Key, list[tuple[float | None, int]]]]:
-    """DESIGN §9 by hand: duplicates, revisions and replaced values of applying rows in order."""
+    """docs/conventions.md §2 by hand: duplicates, revisions, replaced values of rows in order."""
     duplicates, revisions = set(), set()
     replaced: dict[_Key, list[tuple[float | None, int]]] = {}
     for position, row in enumerate(rows):

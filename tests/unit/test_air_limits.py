@@ -1,4 +1,4 @@
-"""GB 3095 limits by edition and grade, against STANDARDS.md §3."""
+"""GB 3095 limits by edition and grade, against GB 3095 Table 1 (docs/standards.md §3.1)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ LIMITS: dict[tuple[str, str, int], tuple[float | None, float | None, float | Non
     ("pm25", "24h", 1): (35, 35, 25),
     ("o3", "8h", 1): (100, 100, 100),
     ("o3", "1h", 1): (160, 160, 160),
-    # GB 3095-2012 Table 1 (EVALUATION.md §4), kept by the transition; final not known.
+    # GB 3095-2012 Table 1 (docs/standards.md §3.1), kept by the transition; final not known.
     ("so2", "annual", 2): (60, 60, None),
     ("no2", "annual", 2): (40, 40, None),
-    # STANDARDS.md gives no value for these.
+    # No value is known for these (docs/standards.md §3.1).
     ("co", "24h", 1): (None, None, None),
     ("co", "1h", 1): (None, None, None),
     ("pm10", "annual", 1): (None, None, None),

@@ -1,4 +1,4 @@
-"""HJ 633 AQI, editions 2012 and 2026, against STANDARDS.md §2 (tables copied independently)."""
+"""HJ 633 AQI, editions 2012 and 2026, against HJ 633 Table 1 (copied independently of the code)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Air evaluation (EVALUATION.md §2-§4): every worked example and every boundary as a test."""
+"""Air evaluation (docs/evaluation.md §2-§4): every worked example and every boundary as a test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Regional air episodes (EVALUATION.md §7): both cities above 100 for two days or more."""
+"""Regional air episodes (docs/evaluation.md §7): both cities above 100 for two days or more."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Surface-water period evaluation (EVALUATION.md §5) and sea-water points and areas (§6)."""
+"""Surface-water period evaluation (docs/evaluation.md §5) and sea-water points and areas (§6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Backfill requests on the wire: the range a request asks for, its frame, the station's answers.
 
-The frames are checked byte for byte, their CRC against HJ212.md's bit-by-bit definition (the
+The frames are checked byte for byte, their CRC against HJ 212-2017's bit-by-bit definition (the
 reference implementation of tests/unit/test_hj212_protocol.py), which gives 1C80 for the
 standard's own example.
 """

@@ -124,7 +124,7 @@ OLD_2051 = (
     "B01-Min=895.13,B01-Avg=909.87,B01-Max=932.28,B01-Cou=54.59;011-Min=999.99,011-Avg=999.99,"
     "011-Max=999.99,011-Cou=54.59;060-Min=30.18,060-Avg=30.18,060-Max=30.18,060-Cou=1.65&&7640"
 )
-# hj212-field-packets.txt, in its order.
+# Real frames sent by devices and platforms in public projects, in a fixed order.
 FIELD_FRAMES = (
     STANDARD_1062,
     WATER_2011_V2,
@@ -155,7 +155,7 @@ def segment_of(frame: str) -> bytes:
 
 
 def reference_crc(data: bytes) -> int:
-    """HJ212.md's CRC, bit by bit, to check the table-driven implementation against."""
+    """HJ 212-2017's CRC, bit by bit, to check the table-driven implementation against."""
     register = 0xFFFF
     for byte in data:
         register = (register >> 8) ^ byte

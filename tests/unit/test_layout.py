@@ -92,7 +92,7 @@ def test_sql_lives_only_in_store(package: str) -> None:
 
 
 def test_evaluation_is_pure() -> None:
-    """alerts/evaluation works on arrays: no database, no API, no psycopg (EVALUATION.md)."""
+    """alerts/evaluation works on arrays: no database, no API, no psycopg (docs/architecture.md)."""
     forbidden = {"store", "schemas", "ingest", "api", "envlink", "psycopg", "psycopg_pool"}
     modules = _modules("alerts/evaluation")
     wrong = [

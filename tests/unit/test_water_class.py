@@ -1,4 +1,4 @@
-"""GB 3838-2002 and GB 3097-1997 classes and assessments, against STANDARDS.md §4-§5."""
+"""GB 3838-2002 and GB 3097-1997 classes and assessments, against the standards' tables."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from alerts.standards import (
     surface_water_class,
 )
 
-# GB 3838-2002 Table 1, "≤" items, classes I..V (copied from STANDARDS.md §4).
+# GB 3838-2002 Table 1, "≤" items, classes I..V (copied from the standard).
 SURFACE_MAX = {
     "codmn": (2, 4, 6, 10, 15),
     "cod": (15, 15, 20, 30, 40),
@@ -41,7 +41,7 @@ SURFACE_MAX = {
     "fecal_coliform": (200, 2000, 10000, 20000, 40000),
 }
 TP = {"river": (0.02, 0.1, 0.2, 0.3, 0.4), "lake": (0.01, 0.025, 0.05, 0.1, 0.2)}
-# GB 3097-1997 "≤" items, classes 1..4 (copied from STANDARDS.md §5).
+# GB 3097-1997 "≤" items, classes 1..4 (copied from the standard).
 SEA_MAX = {
     "cod_mn_alkaline": (2, 3, 4, 5),
     "bod5": (1, 3, 4, 5),

@@ -1,4 +1,4 @@
-"""Window statistics and their validity minimums (STANDARDS.md §2-§3)."""
+"""Window statistics and their validity minimums (GB 3095 Table 4; docs/standards.md §2-§3)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """HJ 212 codec: CRC, stream framing, data-segment parsing, data items, flags and replies.
 
 Pure functions and one small stateful decoder; no sockets, no database, stdlib only. The
-protocol as EnvLink meets it in the field is described in the project's HJ212.md notes.
+protocol (HJ 212-2017) as EnvLink meets it in the field is summed up in docs/standards.md §8.
 
 Framing rule (FrameDecoder). A frame is `##` + 4 decimal digits L + L bytes of segment + 4 hex
 digits of CRC + CR LF. A data segment never contains CR LF, so the first CR LF after a frame's
