@@ -1,4 +1,4 @@
-"""Regional air episodes as GET /v1/episodes and the air report list them (EVALUATION.md §7)."""
+"""Regional air episodes, as GET /v1/episodes and air reports list them (docs/evaluation.md §7)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ Statistics (and the kinds that may use them):
   within its reporting interval (water_class; alerts/assessment/water.py).
 Staleness, propagation and regional episodes have no statistic: staleness measures silence in
 multiples of each parameter's reporting interval, propagation reacts to other rules' breaches, a
-regional episode rule (EVALUATION.md §7) judges the cities' daily or rolling 24-hour AQI together.
+regional episode rule (docs/evaluation.md §7) judges the cities' daily or rolling 24-hour AQI
+together.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ _BOTH_CITIES: tuple[City, ...] = ("guangzhou", "dongguan")
 
 
 class RegionalEpisode(Strict):
-    """EnvLink's own joint rule (EVALUATION.md §7): a regional air episode is open while every
+    """EnvLink's own joint rule (docs/evaluation.md §7): a regional air episode is open while every
     listed city's AQI is above `aqi_above` for at least `min_days` consecutive days (the daily
     AQI) or 24 x `min_days` consecutive hours (the rolling 24-hour AQI). The levels grade the
     episode by its worst city AQI so far."""

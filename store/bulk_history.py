@@ -3,9 +3,9 @@
 A bulk load (the demo's simulated history) writes whole Asia/Shanghai days that held nothing
 before: hourly means by binary COPY (store.readings.copy_new_readings), then their rollups by
 one statement per kind over the series loaded, the values the alert loop's rollups would hold
-(alerts.rollups, STANDARDS §3): a valid hourly mean is the hour's value ('reported'), any other
-an hour without one; a day is the mean of its hours, given enough of them. It marks nothing
-dirty and notifies nobody: the alert loop and its engine never see the loaded past.
+(alerts.rollups, docs/standards.md §3.2): a valid hourly mean is the hour's value ('reported'),
+any other an hour without one; a day is the mean of its hours, given enough of them. It marks
+nothing dirty and notifies nobody: the alert loop and its engine never see the loaded past.
 """
 
 from __future__ import annotations

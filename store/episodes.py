@@ -1,4 +1,4 @@
-"""Regional air episodes (EVALUATION.md §7) as the alert engine records them, and their reads.
+"""Regional air episodes (docs/evaluation.md §7) as the alert engine records them, and their reads.
 
 An episode row belongs to the regional-episode alert that announces it (one each); the engine
 writes it in the round that decides the alert, so the two never disagree. The caller owns every

@@ -51,7 +51,7 @@ async def episodes(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Text | None = None,
 ) -> Page[EpisodeOut]:
-    """Regional air episodes (EVALUATION.md §7), the latest start first, each with the alert
+    """Regional air episodes (docs/evaluation.md §7), the latest start first, each with the alert
     that announced it. An episode overlapping [start, end) is listed, one still going on too."""
     if start is not None and end is not None and end <= start:
         raise InvalidInput(f"end: {end} must be after start {start}")

@@ -1,4 +1,4 @@
--- Regional air episodes (EVALUATION.md §7): a rule kind whose alert belongs to the region, not
+-- Regional air episodes (docs/evaluation.md §7): a rule kind whose alert belongs to the region, not
 -- to one station or city (station_id and city both NULL), and the episodes its alerts record.
 ALTER TABLE alert DROP CONSTRAINT alert_kind_check;
 ALTER TABLE alert ADD CONSTRAINT alert_kind_check

@@ -1,4 +1,4 @@
-"""The regional episode rule kind (EVALUATION.md §7) without a database: its points at every
+"""The regional episode rule kind (docs/evaluation.md §7) without a database: its points at every
 boundary (the threshold, the consecutive days, the rolling 24 hours, one city or both, closing),
 the episode its alert records, its addressees, its plan and its schema.
 
@@ -35,7 +35,7 @@ O3 = 50.0  # all day: O3 daily maximum 8-hour mean 50, IAQI 32
 GZ, DG = 1, 3  # the air stations of each city in the catalogue (2 is a background site)
 LADDER = [
     {
-        "standard": "EVALUATION.md §7",
+        "standard": "docs/evaluation.md §7",
         "levels": [
             {"severity": "advisory", "trigger": 100, "clear": 100, "basis": "both above 100"},
             {"severity": "warning", "trigger": 150, "clear": 100, "basis": "a city above 150"},
@@ -177,7 +177,7 @@ def test_closing_and_what_the_points_say() -> None:
     }
     assert found[2].details["cities"] == {"guangzhou": 100, "dongguan": 137}
     assert "episode" not in found[2].details
-    assert found[0].details["standard"] == "EVALUATION.md §7"
+    assert found[0].details["standard"] == "docs/evaluation.md §7"
     assert list(job.kind.needs(job, SNAPSHOT))[:2] == [
         Need("daily", GZ, PARAMETERS["so2"], cst_day_start(_day(0))),
         Need("daily", GZ, PARAMETERS["no2"], cst_day_start(_day(0))),

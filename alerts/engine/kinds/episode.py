@@ -1,4 +1,4 @@
-"""Regional episode rules (EVALUATION.md §7): every listed city's AQI above a threshold together.
+"""Regional episode rules (docs/evaluation.md §7): every listed city's AQI above a threshold.
 
 The subject is the region (no station, no city). Each city's daily or rolling 24-hour AQI comes
 from alerts/assessment, the same assessment as the city-wide AQI rules (a city averages each
