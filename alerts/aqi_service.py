@@ -101,7 +101,11 @@ def _split(
 async def _hourly_read(
     conn: Conn, station_ids: Sequence[int], hour: datetime, parameters: dict[str, ParameterRef]
 ) -> _AirRead:
-    """The 24 hours ending with `hour`: enough for the SO2 24-hour moving mean of that hour."""
+    """The 24 hours ending with `hour`: enough for the SO2 24-hour moving mean of that hour.
+
+    Every station's grid is one row of an array per pollutant, so the moving means of a city's
+    stations are computed at once (one station at a time cost a city of 200 a quarter second).
+    """
     start = hour - timedelta(hours=HOURS_PER_DAY - 1)
     rows = await hourly_rollups(
         conn,
@@ -110,19 +114,35 @@ async def _hourly_read(
         start=start,
         end=HOUR.after(hour),
     )
-    series = _split(rows, parameters)
+    codes = {p.id: p.code for p in parameters.values()}
+    index = {station_id: i for i, station_id in enumerate(station_ids)}
+    shape = (len(station_ids), HOURS_PER_DAY)
+    values = {code: np.full(shape, np.nan) for code in AQI_POLLUTANTS}
+    held = {code: np.zeros(shape, dtype=bool) for code in AQI_POLLUTANTS}
+    last_hour: dict[tuple[int, str], HourlyRollupRow] = {}
+    for row in rows:
+        code = codes[row.parameter_id]
+        slot = int((row.hour - start).total_seconds() // HOUR_S)
+        if code not in values or row.station_id not in index or not 0 <= slot < HOURS_PER_DAY:
+            continue
+        i = index[row.station_id]
+        held[code][i, slot] = True
+        if row.value is not None:
+            values[code][i, slot] = row.value
+        if slot == HOURS_PER_DAY - 1:
+            last_hour[(row.station_id, code)] = row
+    every = hourly_inputs({code: Observed(values[code], held[code]) for code in AQI_POLLUTANTS})
     read = _AirRead()
-    for station_id in station_ids:
-        hourly: dict[str, Observed] = {}
-        origins: dict[str, str] = {}
-        for code in AQI_POLLUTANTS:
-            own = series.get((station_id, code), [])
-            hourly[code], by_slot = _grid(own, start, HOURS_PER_DAY)
-            last = by_slot.get(HOURS_PER_DAY - 1)
-            if last is not None and last.value is not None:
-                origins[code] = last.origin
-        read.inputs[station_id] = hourly_inputs(hourly)
-        read.origins[station_id] = origins
+    for station_id, i in index.items():
+        read.inputs[station_id] = {
+            key: Observed(observed.values[i], observed.received[i])
+            for key, observed in every.items()
+        }
+        read.origins[station_id] = {
+            code: last.origin
+            for code in AQI_POLLUTANTS
+            if (last := last_hour.get((station_id, code))) is not None and last.value is not None
+        }
     return read
 
 

@@ -48,12 +48,18 @@ def hourly_mean(
 
 
 def moving_8h_mean(hourly: npt.ArrayLike) -> FloatArray:
-    """8-hour moving means: index i covers hours i-7..i and needs 6 valid hours, else NaN."""
+    """8-hour moving means: index i covers hours i-7..i and needs 6 valid hours, else NaN.
+
+    Along the last axis: a 2-D array is one series per row (stations at once).
+    """
     return _moving_mean(hourly, 8, MIN_VALID_HOURS_8H)
 
 
 def moving_24h_mean(hourly: npt.ArrayLike) -> FloatArray:
-    """24-hour moving means: index i covers hours i-23..i and needs 20 valid hours, else NaN."""
+    """24-hour moving means: index i covers hours i-23..i and needs 20 valid hours, else NaN.
+
+    Along the last axis, as moving_8h_mean.
+    """
     return _moving_mean(hourly, 24, MIN_VALID_HOURS_24H)
 
 
@@ -82,14 +88,14 @@ def water_daily_mean(values: npt.ArrayLike, *, min_count: int = 1) -> float | No
 
 def _moving_mean(hourly: npt.ArrayLike, window: int, min_valid: int) -> FloatArray:
     series = np.asarray(hourly, dtype=np.float64)
-    if series.ndim != 1:
-        raise ValueError(f"hourly means must be 1-D, not shape {series.shape}")
+    if series.ndim not in (1, 2):
+        raise ValueError(f"hourly means must be 1-D or 2-D, not shape {series.shape}")
     # Hours before the array's start are unknown, so they count as missing.
-    padded = np.concatenate([np.full(window - 1, np.nan), series])
-    frames = sliding_window_view(padded, window)
+    padding = np.full((*series.shape[:-1], window - 1), np.nan)
+    frames = sliding_window_view(np.concatenate([padding, series], axis=-1), window, axis=-1)
     valid = np.isfinite(frames)
-    counts = valid.sum(axis=1)
-    sums = np.where(valid, frames, 0.0).sum(axis=1)
+    counts = valid.sum(axis=-1)
+    sums = np.where(valid, frames, 0.0).sum(axis=-1)
     means = np.full(series.shape, np.nan)
     enough = counts >= min_valid
     means[enough] = sums[enough] / counts[enough]

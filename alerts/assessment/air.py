@@ -60,9 +60,10 @@ def _any(rows: BoolArray, axis: int) -> BoolArray:
 
 
 def _received_within(received: BoolArray, hours: int) -> BoolArray:
-    """Whether anything was received in the `hours` hours ending with each hour."""
-    padded = np.concatenate([np.zeros(hours - 1, dtype=bool), received])
-    return _any(sliding_window_view(padded, hours), 1)
+    """Whether anything was received in the `hours` hours ending with each hour (last axis)."""
+    padding = np.zeros((*received.shape[:-1], hours - 1), dtype=bool)
+    windows = sliding_window_view(np.concatenate([padding, received], axis=-1), hours, axis=-1)
+    return _any(windows, -1)
 
 
 def hourly_inputs(hourly: Mapping[str, Observed]) -> dict[str, Observed]:
@@ -70,9 +71,10 @@ def hourly_inputs(hourly: Mapping[str, Observed]) -> dict[str, Observed]:
 
     Moving means count the hours before the arrays' start as missing: give 23 earlier hours
     (2012 editions) for the SO2 24-hour mean to be computable at the first hour that matters.
+    Arrays of one row per station give every station's inputs at once, row by row.
     """
-    length = len(next(iter(hourly.values())).values) if hourly else 0
-    empty = Observed(np.full(length, np.nan), np.zeros(length, dtype=bool))
+    shape = next(iter(hourly.values())).values.shape if hourly else (0,)
+    empty = Observed(np.full(shape, np.nan), np.zeros(shape, dtype=bool))
     means = {code: hourly.get(code, empty) for code in AQI_POLLUTANTS}
     o3, so2 = means["o3"], means["so2"]
     return {

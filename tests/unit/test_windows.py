@@ -148,3 +148,13 @@ def test_water_daily_mean(values: list[float], min_count: int, expected: float |
 def test_water_daily_mean_rejects_min_count_below_one() -> None:
     with pytest.raises(ValueError):
         water_daily_mean(np.array([1.0]), min_count=0)
+
+
+def test_moving_means_of_several_series_at_once_match_them_one_by_one() -> None:
+    rng = np.random.default_rng(7)
+    hourly = rng.uniform(0.0, 300.0, (5, 30))
+    hourly[rng.random((5, 30)) < 0.2] = NAN
+    for moving in (moving_8h_mean, moving_24h_mean):
+        np.testing.assert_array_equal(moving(hourly), np.vstack([moving(row) for row in hourly]))
+    with pytest.raises(ValueError):
+        moving_8h_mean(np.zeros((2, 2, 24)))
