@@ -22,6 +22,7 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 from uvicorn.supervisors import Multiprocess
 
+from alerts.bulletin.monthly import BULLETIN_GRACE_S, bulletin_trigger, generate_monthly_bulletin
 from alerts.loop import AlertLoop
 from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
@@ -203,6 +204,16 @@ class Worker:
         await create_partitions_ahead(self.pool)
         self.scheduler.add_job(
             create_partitions_ahead, "interval", hours=6, args=[self.pool], id="partitions"
+        )
+        # The month before's joint bulletin, on the 1st at 09:00 Asia/Shanghai (a new version).
+        self.scheduler.add_job(
+            generate_monthly_bulletin,
+            bulletin_trigger(),
+            args=[self.pool],
+            id="bulletin",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=BULLETIN_GRACE_S,
         )
         if self.settings.raw_retention_days is not None:
             self.scheduler.add_job(

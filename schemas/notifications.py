@@ -21,6 +21,7 @@ from schemas.rules import RuleKind, Severity
 
 ChannelName = Literal["webhook", "webhook_cap", "wecom", "dingtalk", "email"]
 Language = Literal["zh", "en", "both"]
+SubscriptionKind = Literal["alerts", "bulletin"]
 GroupLabel = Literal["rule", "station", "area", "city", "kind"]
 # "firing" is the first message of a group, "update" a later one with new events, "repeat" a
 # reminder without new events, "escalation" the copy sent to a subscription's escalation target.
@@ -102,6 +103,11 @@ class SubscriptionIn(Strict):
         description="Signs webhooks (HMAC-SHA256) and DingTalk URLs; never shown again",
     )
     language: Language = "zh"
+    kind: SubscriptionKind = Field(
+        default="alerts",
+        description="alerts: alert notifications (filters and grouping apply); bulletin: the"
+        " monthly joint bulletin",
+    )
     filters: Filters = Field(default_factory=Filters)
     group_by: list[GroupLabel] = Field(
         default_factory=lambda: list(DEFAULT_GROUP_BY),
@@ -181,6 +187,7 @@ class SubscriptionOut(BaseModel):
     target: str
     has_secret: bool
     language: Language
+    kind: SubscriptionKind
     filters: Filters
     group_by: list[GroupLabel]
     group_wait_s: int

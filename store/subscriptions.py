@@ -51,6 +51,7 @@ class SubscriptionRow:
     changed_via: str
     created_at: datetime
     updated_at: datetime
+    kind: str = "alerts"
 
 
 _SUBSCRIPTION = """
@@ -58,7 +59,7 @@ SELECT s.id, s.code, s.agency_id, g.code AS agency, s.enabled, s.channel, s.targ
        s.language, s.areas, s.cities, s.stations, s.kinds, s.rules, s.min_severity, s.group_by,
        s.group_wait_s, s.group_wait_critical_s, s.group_interval_s, s.repeat_interval_s,
        s.escalate_after_s, s.escalation_channel, s.escalation_target, s.escalation_secret,
-       s.changed_via, s.created_at, s.updated_at
+       s.changed_via, s.created_at, s.updated_at, s.kind
 FROM subscription s JOIN agency g ON g.id = s.agency_id
 """
 # The columns a subscription's definition sets (the same from the file and the API).
@@ -68,6 +69,7 @@ _SPEC_COLUMNS = (
     "target",
     "secret",
     "language",
+    "kind",
     "areas",
     "cities",
     "stations",
@@ -95,6 +97,7 @@ def _spec_columns(spec: SubscriptionIn) -> dict[str, Any]:
         "target": spec.target,
         "secret": spec.secret,
         "language": spec.language,
+        "kind": spec.kind,
         "areas": list(filters.areas) if filters.areas else None,
         "cities": list(filters.cities) if filters.cities else None,
         "stations": list(filters.stations) if filters.stations else None,

@@ -55,6 +55,7 @@ MUTABLE_TABLES += ("subscription", "silence", "notification_cursor", "notificati
 MUTABLE_TABLES += ("notification_group", "notification_group_member", "notification")
 MUTABLE_TABLES += ("notification_item", "delivery_attempt", "audit_log", "stream_token")
 MUTABLE_TABLES += ("rate_bucket", "backfill_request")
+MUTABLE_TABLES += ("bulletin",)
 
 
 def _with_database(url: str, name: str) -> str:

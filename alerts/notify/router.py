@@ -63,13 +63,16 @@ def routed(event: RoutedEvent) -> bool:
 
 
 def matches(subscription: SubscriptionRow, event: RoutedEvent) -> bool:
-    """Whether the subscription's agency and filters (all but severity) take the event's alert.
+    """Whether the subscription's agency and filters (all but severity) take the event's alert
+    (an alerts subscription's; a bulletin subscription takes none).
 
     A city-wide alert has no station and no area: it matches any area filter, never a station
     filter. A regional alert has no city either: its addressees are its cities' agencies, and it
     matches any city filter.
     """
     if not subscription.enabled or subscription.agency_id not in event.addressed_to:
+        return False
+    if subscription.kind != "alerts":
         return False
     areas = subscription.areas
     if areas is not None and event.area is not None and event.area not in areas:

@@ -233,6 +233,7 @@ def _subscription_out(row: SubscriptionRow) -> SubscriptionOut:
             "target": row.target,
             "has_secret": row.secret is not None,
             "language": row.language,
+            "kind": row.kind,
             "filters": Filters.model_validate(
                 {
                     "areas": row.areas,

@@ -149,6 +149,8 @@ def test_a_subscription_hears_alerts_addressed_to_its_agency_that_pass_its_filte
     assert not router.matches(replace(sub, stations=["dg-a-humen"]), event(1, "firing"))
     assert not router.matches(replace(sub, kinds=["aqi"]), event(1, "firing"))
     assert not router.matches(replace(sub, rules=["o3_8h"]), event(1, "firing"))
+    # A bulletin subscription hears no alert.
+    assert not router.matches(replace(sub, kind="bulletin"), event(1, "firing"))
     city_wide = event(2, "firing", station=None, area=None, alert_kind="aqi")
     assert router.matches(replace(sub, areas=["shiziyang"]), city_wide)
     assert not router.matches(replace(sub, stations=["gz-a-huangpu"]), city_wide)
