@@ -131,10 +131,12 @@ def in_flow_order(
 
 
 def touches(alert: AlertListing, codes: Collection[str], cities: Collection[str]) -> bool:
-    """Whether an alert concerns these stations: one of them, or a city-wide alert of a city
-    they are in."""
+    """Whether an alert concerns these stations: one of them, a city-wide alert of a city they
+    are in, or a regional episode that takes in such a city."""
     if alert.station is not None:
         return alert.station in codes
+    if alert.city is None:
+        return bool(set(alert.details.get("cities", ())) & set(cities))
     return alert.city in cities
 
 

@@ -90,8 +90,9 @@ class SituationOut(BaseModel):
         description="Water stations in flow order (reach by reach, by river km), then air"
     )
     alerts: list[AlertOut] = Field(
-        description="Pending and firing alerts of these stations, and city-wide ones of their"
-        " cities, as /v1/alerts (acknowledged_by: the agencies that acknowledged), newest first"
+        description="Pending and firing alerts of these stations, and city-wide and regional"
+        " episode ones of their cities, as /v1/alerts (acknowledged_by: the agencies that"
+        " acknowledged), newest first"
     )
     arrivals: list[ArrivalOut] = Field(
         description="Where and when open water alerts' breaches arrive, within the propagation"

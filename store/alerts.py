@@ -564,12 +564,14 @@ LEFT JOIN station s ON s.id = a.station_id
 LEFT JOIN parameter p ON p.id = a.parameter_id
 """
 # City-wide alerts have no station: their city is the alert's own, and they cover both areas.
+# A regional episode has neither: it concerns the cities its points name (details.cities).
 _LIST_ALERTS = (
     _LISTING + " WHERE (%(id)s::bigint IS NULL OR a.id = %(id)s)"
     " AND (%(states)s::text[] IS NULL OR a.state = ANY(%(states)s))"
     " AND (%(kind)s::text IS NULL OR a.kind = %(kind)s)"
     " AND (%(station)s::text IS NULL OR s.code = %(station)s)"
-    " AND (%(city)s::text IS NULL OR coalesce(s.city, a.city) = %(city)s)"
+    " AND (%(city)s::text IS NULL OR coalesce(s.city, a.city) = %(city)s"
+    "      OR (a.station_id IS NULL AND a.city IS NULL AND a.details->'cities' ? %(city)s))"
     " AND (%(area)s::text IS NULL OR s.area = %(area)s OR a.station_id IS NULL)"
     " AND (%(since)s::timestamptz IS NULL OR a.opened_at >= %(since)s"
     "      OR a.state IN ('pending', 'firing')"

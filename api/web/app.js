@@ -169,7 +169,7 @@ async function alertsView(root) {
     const acknowledged = alert.acknowledged_by.includes(state.me.agency);
     const row = el("tr", { "data-alert": alert.id },
       el("td", { class: alert.severity }, t(alert.severity)),
-      el("td", {}, alert.station ? names[alert.station] ?? alert.station : t(alert.city)),
+      el("td", {}, alert.station ? names[alert.station] ?? alert.station : t(alert.city ?? "region")),
       el("td", {}, alert.parameter ?? ""), el("td", {}, t(alert.state)),
       el("td", {}, clock(alert.fired_at ?? alert.opened_at)),
       el("td", {}, alert.acknowledged_by.join(", ")));

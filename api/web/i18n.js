@@ -3,7 +3,7 @@ export const words = {
   zh: {
     apiKey: "API 密钥", signIn: "登录", signOut: "退出", overview: "总览", alerts: "告警",
     station: "站点", badKey: "密钥无效、已吊销或已过期", cityAqi: "城市 AQI",
-    guangzhou: "广州", dongguan: "东莞", activeAlerts: "当前告警", advisory: "提示",
+    guangzhou: "广州", dongguan: "东莞", region: "广州—东莞区域", activeAlerts: "当前告警", advisory: "提示",
     warning: "警告", critical: "严重", noData: "无数据", since: "开始", severity: "级别",
     where: "地点", state: "状态", acknowledge: "确认", acked: "已确认", parameter: "参数",
     value: "数值", age: "距今", qc: "质控", map: "地图", waterClass: "类",
@@ -45,7 +45,7 @@ export const words = {
   en: {
     apiKey: "API key", signIn: "Sign in", signOut: "Sign out", overview: "Overview",
     alerts: "Alerts", station: "Station", badKey: "The key is unknown, revoked or expired",
-    cityAqi: "City AQI", guangzhou: "Guangzhou", dongguan: "Dongguan",
+    cityAqi: "City AQI", guangzhou: "Guangzhou", dongguan: "Dongguan", region: "Guangzhou–Dongguan region",
     activeAlerts: "Active alerts", advisory: "Advisory", warning: "Warning",
     critical: "Critical", noData: "No data", since: "Since", severity: "Severity",
     where: "Where", state: "State", acknowledge: "Acknowledge", acked: "Acknowledged",

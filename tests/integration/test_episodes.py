@@ -88,6 +88,12 @@ async def test_an_episode_opens_escalates_closes_and_is_listed(
     assert await _alerts(db) == [(1, rule, None, None, "firing", "critical", 210, trigger)]
     ongoing = await _get(reader, "/v1/episodes")
     assert [(e["end"], e["city_days"], e["peak_aqi"]) for e in ongoing["items"]] == [(None, 8, 210)]
+    # The regional alert concerns each city: their lists and situations show it.
+    for city in ("guangzhou", "dongguan"):
+        listed = await _get(reader, "/v1/alerts", city=city)
+        assert [a["id"] for a in listed["items"]] == [1], city
+        now = await _get(reader, "/v1/situation", city=city)
+        assert [a["id"] for a in now["alerts"]] == [1], city
     await _feed(feed, 4)  # Dongguan has no AQI above 100: the episode ends
     assert await _alerts(db) == [(1, rule, None, None, "resolved", "critical", 0, trigger)]
     assert await _events(db) == [
