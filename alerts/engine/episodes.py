@@ -5,7 +5,8 @@ alert, its episode row is written from the in-force points inside the alert's sp
 what earlier rounds recorded (a round reads only a few days back, so the start, the peak and the
 primary pollutants seen before are kept): [start, end) ends at the alert's clearing point, and
 the city-days count the natural days from the start to the end (or the newest step) per city.
-A retracted alert takes its episode with it.
+A retracted alert takes its episode with it, and so does one that revised data closes at its own
+trigger (no step of the episode is left in force).
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ async def record_episodes(conn: Conn, decided: Sequence[tuple[Written, Sequence[
     mine = [(w, points) for w, points in decided if w.rule.definition.episode is not None]
     if not mine:
         return
-    await delete_episodes(
-        conn, [_id(w.track.alert) for w, _ in mine if w.track.alert.state == "retracted"]
-    )
-    live = [(w, points) for w, points in mine if w.track.alert.state != "retracted"]
+    gone = [_id(w.track.alert) for w, _ in mine if not covers_an_episode(w.track.alert)]
+    await delete_episodes(conn, gone)
+    live = [(w, points) for w, points in mine if covers_an_episode(w.track.alert)]
     before = await episodes_of_alerts(conn, [_id(w.track.alert) for w, _ in live])
     found = []
     for written, points in live:
@@ -48,6 +48,14 @@ async def record_episodes(conn: Conn, decided: Sequence[tuple[Written, Sequence[
         if episode is not None:
             found.append(episode)
     await save_episodes(conn, found)
+
+
+def covers_an_episode(alert: Alert) -> bool:
+    """Whether an alert still stands for an episode: not retracted, nor closed at its own
+    trigger (revised data that leaves no day of the episode in force)."""
+    if alert.state == "retracted":
+        return False
+    return alert.clear_point_at is None or alert.clear_point_at > alert.trigger_time
 
 
 def episode_of(

@@ -163,3 +163,21 @@ async def test_episodes_page_latest_first(
     assert rest["next_cursor"] is None
     bad = await reader.get("/v1/episodes", params={"cursor": "not-a-cursor"})
     assert bad.status_code == 400
+
+
+async def test_revised_data_that_undoes_an_episode_closes_it_and_unlists_it(
+    db: AsyncConnectionPool, reader: httpx.AsyncClient
+) -> None:
+    await _rules(db, RULE)
+    feed = Feed(db)
+    await _feed(feed, 0)
+    await _feed(feed, 1)
+    assert [e["start"] for e in (await _get(reader, "/v1/episodes"))["items"]] == [
+        "2026-11-10T00:00:00+08:00"
+    ]
+    # Guangzhou's second day is revised to PM2.5 40: no AQI above 100 that day, no episode.
+    revised = [r for r in _means("gz-a-huangpu", _day(1), 40.0) if r.parameter == "pm25"]
+    await feed.send(*revised, at=cst_day_start(_day(2)) + timedelta(hours=3))
+    trigger = cst_day_start(_day(1))
+    assert await _alerts(db) == [(1, RULE.id, None, None, "resolved", "advisory", 0, trigger)]
+    assert await _get(reader, "/v1/episodes") == {"items": [], "next_cursor": None}

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from alerts.engine.catalogue import ActiveRule, Catalogue
-from alerts.engine.episodes import episode_of
+from alerts.engine.episodes import covers_an_episode, episode_of
 from alerts.engine.jobs import Job, lock_key
 from alerts.engine.kinds import SERIES_KINDS, Data, Need
 from alerts.engine.persist import addressees
@@ -279,6 +279,9 @@ def test_the_episode_an_alert_records() -> None:
     assert (closed.end, closed.city_days, closed.peak_aqi, closed.peak_category) == (
         end, 12, 210, "heavily_polluted"
     )  # fmt: skip
+    # Revised data that closes the alert at its own trigger leaves no episode.
+    assert covers_an_episode(_alert(trigger, clear=end))
+    assert not covers_an_episode(_alert(trigger, clear=trigger))
     # An alert with no episode point and nothing recorded records nothing.
     assert episode_of("episode", spec, _alert(trigger), [], None) is None
 
