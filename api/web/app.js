@@ -145,10 +145,12 @@ async function map(stations, rivers) {
     drawing.append(el("circle", { cx: x, cy: y, r: 7, fill: found ? found.colour : "#bbb", "data-station": code, tabindex: 0 }),
       el("text", { x: x + 10, y: y + 4, "data-label": code }, label));
   });
-  drawing.addEventListener("click", (event) => {
+  const open = (event) => {
     const code = event.target.getAttribute("data-station");
-    if (code) { state.station = code; show("station"); }
-  });
+    if (code) { event.preventDefault(); state.station = code; show("station"); }
+  };
+  drawing.addEventListener("click", open);
+  drawing.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") open(event); });
   return drawing;
 }
 

@@ -285,7 +285,8 @@ def _first_view(browser: Any) -> tuple[int, float]:
 
 
 def _tab_to(browser: Any, selector: str) -> Any:
-    """Tab from the top of the page until `selector` has the focus, visibly outlined."""
+    """Tab from the top of the page until `selector` has the focus, visibly outlined (a map's
+    station: drawn with an orange ring)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -298,9 +299,10 @@ def _tab_to(browser: Any, selector: str) -> Any:
         raise AssertionError(f"{selector} is not reached by Tab")
     outline = browser.execute_script(
         "const style = getComputedStyle(document.activeElement);"
-        " return [style.outlineStyle, style.outlineWidth]"
+        " return document.activeElement instanceof SVGElement"
+        " ? [style.stroke, style.strokeWidth] : [style.outlineStyle, style.outlineWidth]"
     )
-    assert outline == ["solid", "3px"], outline
+    assert outline in (["solid", "3px"], ["rgb(255, 153, 0)", "4px"]), outline
     return browser.switch_to.active_element
 
 
@@ -328,7 +330,8 @@ def _fits(browser: Any, *selectors: str) -> None:
 
 
 def _bulletin(browser: Any, expected: dict[str, Any], downloads: Path) -> None:
-    """Last month's bulletin as the API gives it, and its three files downloaded."""
+    """Last month's bulletin as the API gives it; then the month before, chosen in the picker,
+    and its three files downloaded."""
     from selenium.webdriver.common.by import By
 
     root = _go(browser, "bulletin")
@@ -349,7 +352,17 @@ def _bulletin(browser: Any, expected: dict[str, Any], downloads: Path) -> None:
     region = root.find_element(By.CSS_SELECTOR, '[data-unit="region"]')
     assert region.text.startswith(f"{bulletin['air'][2]['name']} "), region.text
     assert len(region.find_elements(By.TAG_NAME, "td")) == 9
-    name = f"envlink-bulletin-{bulletin['month']}"
+    earlier = expected["bulletin_earlier"]
+    browser.execute_script(
+        "arguments[0].value = arguments[1];"
+        " arguments[0].dispatchEvent(new Event('change', {bubbles: true}))",
+        month,
+        earlier["month"],
+    )
+    root = _redrawn(browser, root, '#view > [data-view="bulletin"]')
+    assert root.find_element(By.TAG_NAME, "h2").text.endswith(f" {earlier['month']}")
+    assert attributes("data-section") == [r["code"] for r in earlier["water"]["sections"]]
+    name = f"envlink-bulletin-{earlier['month']}"
     for format, suffix in (("json", "json"), ("csv", "zip"), ("html", "html")):
         root.find_element(By.CSS_SELECTOR, f'[data-download="{format}"]').click()
         path = downloads / f"{name}.{suffix}"
@@ -358,11 +371,11 @@ def _bulletin(browser: Any, expected: dict[str, Any], downloads: Path) -> None:
             time.sleep(0.1)
         assert path.exists(), sorted(p.name for p in downloads.iterdir())
     saved = json.loads((downloads / f"{name}.json").read_text(encoding="utf-8"))
-    assert (saved["month"], saved["summary"]) == (bulletin["month"], bulletin["summary"])
+    assert (saved["month"], saved["summary"]) == (earlier["month"], earlier["summary"])
     with zipfile.ZipFile(downloads / f"{name}.zip") as tables:
         assert "summary.csv" in tables.namelist(), tables.namelist()
     page = (downloads / f"{name}.html").read_text(encoding="utf-8")
-    assert page.lstrip().lower().startswith("<!doctype html") and bulletin["month"] in page
+    assert page.lstrip().lower().startswith("<!doctype html") and earlier["month"] in page
 
 
 def _phone(browser: Any, shots: Path) -> None:
@@ -438,6 +451,12 @@ def _scenario(
     _tab_to(browser, '[data-go="bulletin"]').send_keys(Keys.ENTER)
     _redrawn(browser, shown, '#view > [data-view="bulletin"]')
     _tab_to(browser, "[data-bulletin-month]")
+    shown = _go(browser, "overview")
+    station = expected["air"][0]
+    _tab_to(browser, f'circle[data-station="{station}"]').send_keys(Keys.ENTER)
+    shown = _redrawn(browser, shown, '#view > [data-view="station"]')
+    picked = shown.find_element(By.CSS_SELECTOR, "[data-station-picker]")
+    assert picked.get_attribute("value") == station
 
     _go(browser, "overview")
     browser.find_element(By.ID, "language").click()
@@ -572,9 +591,11 @@ async def _expected(api: httpx.AsyncClient, air: list[str]) -> dict[str, Any]:
     }
     stations = (await get("/v1/stations"))["items"]
     shanghai = now + timedelta(hours=8)
-    last_month = (shanghai.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    last_month = shanghai.replace(day=1) - timedelta(days=1)
+    month_before = last_month.replace(day=1) - timedelta(days=1)
     return {
-        "bulletin": await get("/v1/reports/bulletin", month=last_month),
+        "bulletin": await get("/v1/reports/bulletin", month=last_month.strftime("%Y-%m")),
+        "bulletin_earlier": await get("/v1/reports/bulletin", month=month_before.strftime("%Y-%m")),
         "raw_qc": [item["qc"] for item in raw["items"]],
         "hourly": len(hourly["items"]),
         "hourly_missing": sum(item["value"] is None for item in hourly["items"]),
