@@ -13,33 +13,19 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
-from typing import Final, get_args
+from typing import TYPE_CHECKING, Final, get_args
 
-from alerts.bulletin.assemble import assemble_bulletin, bulletin_month
-from alerts.bulletin.page import Language, render_html
-from alerts.bulletin.tables import bulletin_zip
-from api.routers.keys import audited
 from core.errors import EnvLinkError, InvalidInput, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from core.timeutil import parse_time, rfc3339, utcnow
 from envlink.check import LIVENESS_MAX_AGE_S, Finding, check, liveness
-from envlink.demo import KEYS_FILE, demo_keys
+from envlink.database import database
 from envlink.history import history_days, load_history
-from envlink.runtime import (
-    check_timescaledb,
-    database,
-    run_migrations,
-    run_seed,
-    run_seed_subscriptions,
-    serve,
-    serve_api_processes,
-)
 from ingest.pipeline import Pipeline
 from ingest.sources.csv_folder import FileReport, import_file
 from ingest.sources.hj212.protocol import request_window
 from ingest.sources.http_pull import HttpPullJob, PullError
-from schemas.bulletin import Bulletin
 from schemas.common import ROLES, Area, City
 from schemas.readings import INTERVAL_PERIOD_S, Interval
 from schemas.sources import Feed, load_sources
@@ -56,6 +42,13 @@ from store.keys import ApiKey, create_key, get_key, list_keys, revoke_key
 from store.migrate import Migration, migrate_to_timescaledb
 from store.pool import connect, open_pool
 from store.timescale import TimescaleOptions, reading_layout
+
+if TYPE_CHECKING:
+    from alerts.bulletin.page import Language
+    from schemas.bulletin import Bulletin
+
+# The API, the worker and the bulletin are imported by the commands that use them, so that the
+# others (backfill, check, export, keys…) start in a fraction of the time.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kind",
         choices=tuple(KIND_PERIOD_S),
         default="hourly",
-        help="with --station: the data asked for (CN 2061, 2051 or 2031); default hourly",
+        help="with --station: the data asked for (CN 2051, 2061 or 2031); default hourly",
     )
     backfill.add_argument(
         "--timeout",
@@ -248,6 +241,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         settings = settings.model_copy(update={"database_url": None})
     if args.command == "report":
+        from alerts.bulletin.assemble import bulletin_month
+
         bulletin_month(args.month)  # a bad month stops here, before any database starts
     # The API's port is taken before anything starts: a port in use stops start-up at once.
     api_socket = _listen(settings) if args.command in ("api", "serve", "demo") else None
@@ -290,16 +285,6 @@ def _run_with(
     with database(settings) as url:
         if args.command == "migrate" and args.to_timescaledb:
             return asyncio.run(_to_timescaledb(url, settings))
-        if args.command in ("migrate", "demo"):
-            applied, layout = asyncio.run(run_migrations(url, settings))
-            _print_applied(applied)
-            print(layout)
-        if args.command in ("seed", "demo"):
-            report, rules = asyncio.run(run_seed(url, settings))
-            subscriptions = asyncio.run(run_seed_subscriptions(url, settings))
-            print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
-        if args.command == "demo" and args.history:
-            _load_history(url, settings, args.history)
         if args.command == "keys":
             return asyncio.run(_keys(url, args))
         if args.command == "check":
@@ -315,41 +300,68 @@ def _run_with(
         if args.command == "report":
             found = asyncio.run(_bulletin(url, args.month))
             return _write_bulletin(found, args.out, args.lang)
-        if args.command in ("api", "worker", "serve"):
-            asyncio.run(check_timescaledb(url, settings))
-        if args.command == "demo":
-            keys = asyncio.run(demo_keys(url, settings.data_dir))
-            where = settings.data_dir / KEYS_FILE
-            banner = [
-                f"EnvLink demo: {_api_url(settings)}/docs",
-                f"API keys (kept in {where}, mode 0600, and reused at the next start):",
-                *(f"  {key.agency} ({', '.join(key.roles)}): {key.key}" for key in keys),
-            ]
-            asyncio.run(
-                serve(
-                    url,
-                    settings,
-                    api=True,
-                    worker=True,
-                    simulate=True,
-                    api_socket=api_socket,
-                    announce="\n".join(banner),
-                )
+        return _prepare_or_serve(url, args, settings, api_socket)
+
+
+def _prepare_or_serve(
+    url: str, args: argparse.Namespace, settings: Settings, api_socket: socket.socket | None
+) -> int:
+    """migrate, seed, demo, api, worker and serve: the commands that need the runtime."""
+    from envlink.demo import KEYS_FILE, demo_keys
+    from envlink.runtime import (
+        check_timescaledb,
+        run_migrations,
+        run_seed,
+        run_seed_subscriptions,
+        serve,
+        serve_api_processes,
+    )
+
+    if args.command in ("migrate", "demo"):
+        applied, layout = asyncio.run(run_migrations(url, settings))
+        _print_applied(applied)
+        print(layout)
+    if args.command in ("seed", "demo"):
+        report, rules = asyncio.run(run_seed(url, settings))
+        subscriptions = asyncio.run(run_seed_subscriptions(url, settings))
+        print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
+    if args.command == "demo" and args.history:
+        _load_history(url, settings, args.history)
+    if args.command in ("api", "worker", "serve"):
+        asyncio.run(check_timescaledb(url, settings))
+    if args.command == "demo":
+        keys = asyncio.run(demo_keys(url, settings.data_dir))
+        where = settings.data_dir / KEYS_FILE
+        banner = [
+            f"EnvLink demo: {_api_url(settings)}/docs",
+            f"API keys (kept in {where}, mode 0600, and reused at the next start):",
+            *(f"  {key.agency} ({', '.join(key.roles)}): {key.key}" for key in keys),
+        ]
+        asyncio.run(
+            serve(
+                url,
+                settings,
+                api=True,
+                worker=True,
+                simulate=True,
+                api_socket=api_socket,
+                announce="\n".join(banner),
             )
-        elif args.command == "api" and args.workers > 1:
-            assert api_socket is not None
-            return serve_api_processes(url, settings, workers=args.workers, api_socket=api_socket)
-        elif args.command in ("api", "worker", "serve"):
-            asyncio.run(
-                serve(
-                    url,
-                    settings,
-                    api=args.command in ("api", "serve"),
-                    worker=args.command in ("worker", "serve"),
-                    simulate=getattr(args, "simulate", False),
-                    api_socket=api_socket,
-                )
+        )
+    elif args.command == "api" and args.workers > 1:
+        assert api_socket is not None
+        return serve_api_processes(url, settings, workers=args.workers, api_socket=api_socket)
+    elif args.command in ("api", "worker", "serve"):
+        asyncio.run(
+            serve(
+                url,
+                settings,
+                api=args.command in ("api", "serve"),
+                worker=args.command in ("worker", "serve"),
+                simulate=getattr(args, "simulate", False),
+                api_socket=api_socket,
             )
+        )
     return 0
 
 
@@ -442,6 +454,8 @@ async def _create_key(
     expires: str | None,
     rate_limit: int | None = None,
 ) -> tuple[ApiKey, str]:
+    from api.routers.keys import audited  # the API's view of a key, for the audit log
+
     conn = await connect(url)
     try:
         expires_at = parse_time(expires, field="--expires") if expires else None
@@ -478,6 +492,8 @@ async def _keys(url: str, args: argparse.Namespace) -> int:
         )
         print(plain)
         return 0
+    from api.routers.keys import audited
+
     conn = await connect(url)
     try:
         if args.keys_command == "list":
@@ -700,6 +716,8 @@ async def _export(url: str, settings: Settings, args: argparse.Namespace) -> int
 
 async def _bulletin(url: str, month: str) -> Bulletin:
     """The month's bulletin, assembled now."""
+    from alerts.bulletin.assemble import assemble_bulletin, bulletin_month
+
     conn = await connect(url)
     try:
         return await assemble_bulletin(conn, bulletin_month(month), now=utcnow())
@@ -709,6 +727,9 @@ async def _bulletin(url: str, month: str) -> Bulletin:
 
 def _write_bulletin(found: Bulletin, out: Path, language: Language) -> int:
     """`envlink report`: the bulletin as JSON, CSV zip and HTML files in `out`."""
+    from alerts.bulletin.page import render_html
+    from alerts.bulletin.tables import bulletin_zip
+
     stem = f"envlink-bulletin-{found.month}"
     files = {
         f"{stem}.json": found.model_dump_json(indent=2).encode("utf-8"),

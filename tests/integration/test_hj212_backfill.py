@@ -184,6 +184,50 @@ async def test_a_connection_closed_mid_answer_fails_the_request(
     )  # fmt: skip
 
 
+async def test_an_answer_without_its_9012_completes_after_a_quiet_spell(
+    start_server: StartServer, db: AsyncConnectionPool
+) -> None:
+    _, device = await started(start_server, db)
+    request = await ask(db)
+    assert await device.frames(1) == [REQUEST]
+    # No 9011 either: the data itself shows the station is answering.
+    await device.send_segments(hourly(9, 41.5), hourly(10, 42.5))
+    assert len(await device.frames(2)) == 2
+    assert outcome(await finished(db, request.id)) == (
+        "completed", 2, 2, 0, 0, 0,
+        "the station sent no 9012 (end of the answer); taken as complete after 0.3 s without"
+        " packets",
+    )  # fmt: skip
+    await device.silent(0.5)  # and it was not asked again
+    await device.close()
+
+
+async def test_a_server_stopping_fails_what_it_was_following(
+    start_server: StartServer, db: AsyncConnectionPool
+) -> None:
+    server, device = await started(start_server, db)
+    request = await ask(db)
+    assert await device.frames(1) == [REQUEST]
+    await device.send_segments(answer("9011", "QnRtn=1"))
+    await until_state(db, request.id, "answered")
+    await server.stop()
+    assert outcome(await finished(db, request.id)) == (
+        "failed", 0, 0, 0, 0, 0, "the HJ 212 server stopped before the station finished",
+    )  # fmt: skip
+    await device.close()
+
+
+async def until_state(db: AsyncConnectionPool, request_id: int, state: str) -> None:
+    for _ in range(int(WAIT_S / 0.02)):
+        async with db.connection() as conn:
+            request = await backfill_request(conn, request_id)
+        assert request is not None
+        if request.state == state:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"request {request_id} still {request.state}, not {state}")
+
+
 async def test_a_station_nobody_holds_fails_as_not_connected(
     start_server: StartServer, db: AsyncConnectionPool
 ) -> None:
