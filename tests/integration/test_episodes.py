@@ -17,10 +17,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import cst_day_start
 from schemas.readings import ReadingIn
-from schemas.rules import load_rules
+from schemas.rules import RuleDefinition, load_rules
 from store.keys import create_key
 from tests.conftest import CONFIG_DIR
-from tests.integration.test_engine import Feed, _air, _alerts, _events, _rules
+from tests.integration.test_engine import HOUR, Feed, _air, _alerts, _events, _rules
 
 RULE = next(
     r for r in load_rules(CONFIG_DIR / "thresholds.yaml").rules if r.kind == "regional_episode"
@@ -181,3 +181,47 @@ async def test_revised_data_that_undoes_an_episode_closes_it_and_unlists_it(
     trigger = cst_day_start(_day(1))
     assert await _alerts(db) == [(1, RULE.id, None, None, "resolved", "advisory", 0, trigger)]
     assert await _get(reader, "/v1/episodes") == {"items": [], "next_cursor": None}
+
+
+async def test_a_rolling_24_hour_episode_from_hourly_means(
+    db: AsyncConnectionPool, reader: httpx.AsyncClient
+) -> None:
+    definition = RULE.model_dump()
+    definition["id"] = "episode_24h"
+    definition["episode"]["series"] = "rolling_24h"
+    await _rules(db, RuleDefinition.model_validate(definition))
+    feed = Feed(db)
+    first = cst_day_start(D1)
+    wobble = [0.0, 1.0, 2.0, 1.0, 0.0, -1.0, -2.0, -1.0]  # no stuck sensor to history QC
+
+    def hours(day: int, pm25: float) -> list[ReadingIn]:
+        found = []
+        for h in range(day * 24, day * 24 + 24):
+            values = {**CLEAN, "o3": 50.0, "pm25": pm25}
+            for code, value in values.items():
+                moved = (
+                    value * (1 + wobble[h % 8] / 100) if code != "pm25" else pm25 + wobble[h % 8]
+                )
+                for station in ("gz-a-huangpu", "dg-a-shilong"):
+                    found.append(
+                        _air(moved, first + h * HOUR, parameter=code, station=station,
+                             period_s=3600)
+                    )  # fmt: skip
+        return found
+
+    # PM2.5 about 80 for three days: the rolling 24-hour AQI is about 120 from the 20th hour
+    # (the first 24-hour mean with 20 valid hours); 48 hours of it complete the episode.
+    for day in range(3):
+        await feed.send(*hours(day, 80.0), at=first + (day + 1) * 24 * HOUR + HOUR)
+    ((alert_id, _, _, _, state, severity, _, trigger),) = await _alerts(db)
+    assert (state, severity, trigger) == ("firing", "advisory", first + 66 * HOUR)
+    (episode,) = (await _get(reader, "/v1/episodes"))["items"]
+    assert (episode["series"], episode["start"], episode["end"]) == (
+        "rolling_24h", "2026-11-10T19:00:00+08:00", None
+    )  # fmt: skip
+    # Clean air on the fourth day: the 24-hour means fall below the threshold within hours.
+    await feed.send(*hours(3, 20.0), at=first + 4 * 24 * HOUR + HOUR)
+    assert [row[4] for row in await _alerts(db)] == ["resolved"]
+    (episode,) = (await _get(reader, "/v1/episodes"))["items"]
+    assert episode["end"].startswith("2026-11-13T")
+    assert (episode["city_days"], episode["alert_id"]) == (8, alert_id)
