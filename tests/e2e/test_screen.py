@@ -3,9 +3,11 @@ sign in with a key, both cities' AQI and every station's label on the map, the E
 switching every visible label, a station's latest values and its chart (as many points as the
 API's series, suspect and invalid ones marked, the limits as lines), the situation of both areas
 (stations in the API's order with their states), every source's ingest health, an alert from
-the database on the alerts board, a silence created from it, a new alert on the open board
-within 3 s (the alert stream), the acknowledge and silence buttons for responders only, nothing
-loaded from outside EnvLink, no console error; last month's bulletin as the API gives it and its
+the database on the alerts board, a silence created from it; a breach sent over HJ 212 to a
+real `envlink worker` on the open board within 3 s of the packet's acknowledgement (the worker's
+alert loop, then the alert stream), acknowledged by the responder and shown so to a reader; the
+acknowledge and silence buttons for responders only, nothing loaded from outside EnvLink, no
+console error; last month's bulletin as the API gives it and its
 three files downloaded; the sources' health on the overview; no serious or critical axe-core
 violation in any view; the navigation by Tab with a visible focus; the overview and the board on
 a 390×844 viewport without sideways scrolling; the first view's transfer (< 1 MiB) and render
@@ -37,13 +39,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts.rollups import hour_start
 from api.app import create_app
+from bench.faults import EnvlinkProcess, free_port
 from core.settings import Settings
 from core.timeutil import utcnow
 from ingest.pipeline import Pipeline, SourceRef
+from ingest.sources.hj212.client import Hj212Client
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import load_rules
-from store.alerts import NewAlert, NewEvent, insert_alerts, insert_events, notify_alert_events
+from store.alerts import NewAlert, insert_alerts
 from store.keys import create_key
+from store.rollups import pending_dirty
 from store.rules import seed_rules
 from tests.conftest import CONFIG_DIR, worker_loop
 from tests.integration.test_api_pool import served
@@ -52,6 +57,9 @@ pytestmark = pytest.mark.slow
 
 WAIT_S = 10
 LIVE_S = 3  # a new alert is on the open board within this
+# The breach sent over HJ 212: NO2 (a21004) at Huangpu far above its critical threshold (700).
+BREACH_STATION, BREACH_MN, BREACH_NAME = "gz-a-huangpu", "44010010000086", "Huangpu"
+BREACH_NO2 = 900.0
 AIR = {"so2": 8.0, "no2": 35.0, "co": 0.7, "o3": 90.0, "pm10": 70.0, "pm25": 40.0}
 # The first air station's NO2 in the hours before: hours back -> (value, QC as delivered).
 NO2_BEFORE = {k: (30.0 + (7 * k) % 13, "valid") for k in range(1, 19)} | {
@@ -177,17 +185,66 @@ def _sign_in(browser: Any, key: str) -> None:
     field.submit()
 
 
-async def _fire(pool: AsyncConnectionPool) -> int:
-    """A second alert at Shilong, fired now with its event, told to the API's alert feed."""
-    now = utcnow()
-    async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute("SELECT id FROM station WHERE code = 'dg-w-shilong'")
-        station = await cur.fetchone()
-        assert station is not None
-        (alert,) = await insert_alerts(conn, [_new_alert("nh3n_high", station[0], "warning", now)])
-        await insert_events(conn, [(alert, NewEvent("firing", "firing", "warning", None))], at=now)
-        await notify_alert_events(conn)
-    return alert
+async def _settled(db: AsyncConnectionPool) -> None:
+    """Wait until the worker's alert loop has processed every committed reading."""
+    async with asyncio.timeout(60):
+        while True:
+            async with db.connection() as conn:
+                if await pending_dirty(conn) == 0:
+                    return
+            await asyncio.sleep(0.05)
+
+
+def _new_row(browser: Any, known: set[str], name: str) -> tuple[str, float]:
+    """Watch the open board for a row not in `known` at the station called `name`: its alert's
+    id and time.monotonic() when it was first seen (looked for every 20 ms)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('[data-alert]')]"
+            ".map((r) => [r.getAttribute('data-alert'), r.cells[1].textContent])"
+        )
+        found = [alert for alert, where in rows if alert not in known and name in where]
+        if found:
+            return str(found[0]), time.monotonic()
+        time.sleep(0.02)
+    raise AssertionError(f"no new alert at {name} on the board in {WAIT_S} s")
+
+
+def _board_ids(browser: Any) -> set[str]:
+    from selenium.webdriver.common.by import By
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "[data-alert]")
+    return {str(r.get_attribute("data-alert")) for r in rows}
+
+
+async def _breach(
+    db: AsyncConnectionPool, settings: Settings, browser: Any, logs: Path
+) -> tuple[int, float]:
+    """Send a breach over HJ 212 to a real `envlink worker` while the board is open; returns the
+    alert's id as the board shows it and the seconds from the packet's acknowledgement to it."""
+    assert settings.database_url is not None
+    worker = EnvlinkProcess("worker", settings.database_url, free_port(), logs / "worker.log")
+    await worker.start()
+    logger = Hj212Client(mn=BREACH_MN)
+    try:
+        await logger.connect("127.0.0.1", worker.port)
+        # A first packet of ordinary PM10 lets the worker's first round (and its sweep) pass.
+        now = utcnow().replace(microsecond=0)
+        answer = await logger.upload("2011", now - timedelta(seconds=2), {"a34002": (60.0, "N")})
+        assert answer is not None and answer.cn == "9014"
+        await _settled(db)
+        known = await asyncio.to_thread(_board_ids, browser)
+        watching = asyncio.create_task(asyncio.to_thread(_new_row, browser, known, BREACH_NAME))
+        answer = await logger.upload("2011", utcnow(), {"a21004": (BREACH_NO2, "N")})
+        acknowledged = time.monotonic()
+        assert answer is not None and answer.cn == "9014"
+        alert, seen = await watching
+    finally:
+        await logger.close()
+        status = await worker.stop()
+    assert (status, worker.errors()) == (0, [])
+    return int(alert), seen - acknowledged
 
 
 def _go(browser: Any, view: str) -> Any:
@@ -545,22 +602,36 @@ def _station_chart(browser: Any, root: Any, expected: dict[str, Any]) -> None:
     assert len(chart.find_elements(By.CSS_SELECTOR, "rect.missing")) == expected["hourly_missing"]
 
 
-def _live_and_reader(browser: Any, keys: dict[str, str], expected: dict[str, Any]) -> None:
-    """The new alert reaches the open board within 3 s; a reader sees no acknowledge or silence
-    button; nothing went to the console as an error."""
+def _acknowledged_and_read(browser: Any, keys: dict[str, str], expected: dict[str, Any]) -> None:
+    """The responder acknowledges the breach from the board; a reader then sees the responder's
+    agency in its Acknowledged column and no acknowledge or silence button; nothing went to the
+    console as an error."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, WAIT_S)
-    live = f'[data-alert="{expected["new_alert"]}"]'
-    row = WebDriverWait(browser, LIVE_S).until(lambda b: b.find_element(By.CSS_SELECTOR, live))
-    assert row.text.startswith("Warning Shilong")
+    breach = f'[data-alert="{expected["breach"]}"]'
+
+    def cells() -> list[str]:
+        """The row's cells as shown, read at once (the board is redrawn as events come)."""
+        found: list[str] = browser.execute_script(
+            "const row = document.querySelector(arguments[0]);"
+            " return row ? [...row.cells].map((c) => c.innerText) : []",
+            breach,
+        )
+        return found
+
+    row = browser.find_element(By.CSS_SELECTOR, breach)
+    assert cells()[:4] == ["Critical", expected["breach_where"], "no2", "Firing"], cells()
+    row.find_element(By.CSS_SELECTOR, "button[data-ack]").click()
+    wait.until(lambda b: cells()[5:7] == ["dg_eeb", ""])
+    assert browser.find_elements(By.CSS_SELECTOR, f"{breach} button[data-ack]") == []
 
     browser.find_element(By.ID, "sign-out").click()
     _sign_in(browser, keys["reader"])
-    row = wait.until(
-        lambda b: b.find_element(By.CSS_SELECTOR, f'[data-alert="{expected["alert"]}"]')
-    )
+    wait.until(lambda b: cells())
+    assert cells() == ["Critical", expected["breach_where"], "no2", "Firing", cells()[4], "dg_eeb"]
+    row = browser.find_element(By.CSS_SELECTOR, f'[data-alert="{expected["alert"]}"]')
     assert row.text.startswith("Critical Shilong")
     assert browser.find_elements(By.CSS_SELECTOR, "button[data-ack]") == []
     assert browser.find_elements(By.CSS_SELECTOR, "button[data-silence]") == []
@@ -635,10 +706,20 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
         }  # fmt: skip
         keys = {"responder": responder, "reader": reader}
         await asyncio.to_thread(_scenario, browser, url, keys, expected, tmp_path)
-        expected["new_alert"] = await _fire(db)
-        await asyncio.to_thread(_live_and_reader, browser, keys, expected)
+        expected["breach"], live_s = await _breach(db, settings, browser, tmp_path)
+        print(f"breach over HJ 212: on the board {live_s:.2f} s after its acknowledgement")
+        assert live_s < LIVE_S
+        expected["breach_where"] = next(s["name"] for s in stations if s["code"] == BREACH_STATION)
+        await asyncio.to_thread(_acknowledged_and_read, browser, keys, expected)
         async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": responder}) as api:
             silences = (await api.get("/v1/silences")).json()["items"]
+            breach = (await api.get(f"/v1/alerts/{expected['breach']}")).json()
+    assert (breach["rule_id"], breach["station"], breach["severity"]) == (
+        "no2_1h",
+        BREACH_STATION,
+        "critical",
+    )
+    assert breach["acknowledged_by"] == ["dg_eeb"]
     assert [(s["rules"], s["stations"], s["comment"]) for s in silences] == [
         (["do_low"], ["dg-w-shilong"], "pump test at Shilong")
     ]
