@@ -69,6 +69,18 @@ class Forbidden(EnvLinkError, PermissionError):
     code = "forbidden"
 
 
+class LinkExpired(Forbidden):
+    """A signed link (a bulletin's) past its expiry."""
+
+    code = "link_expired"
+
+
+class BadSignature(Forbidden):
+    """A signed link whose signature does not match what it names (tampered, or another key)."""
+
+    code = "bad_signature"
+
+
 class RateLimited(EnvLinkError):
     """The key, or the client address after failed authentications, has used up its requests."""
 

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
         description="The API as users reach it; notifications link to alerts under it",
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Signs the bulletin links sent to WeCom, DingTalk and webhooks (HMAC-SHA256);"
+        " required when a bulletin subscription uses one of them",
+    )
     notify_http_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         default=10.0, description="Timeout of one webhook/WeCom/DingTalk/SMTP delivery attempt"
     )

@@ -316,6 +316,7 @@ class Worker:
             lease_s=settings.notify_lease_s,
             backoff=Backoff(settings.notify_retry_base_s, settings.notify_retry_max_s),
             poll_s=settings.notify_poll_s,
+            signing_key=settings.signing_key.get_secret_value() if settings.signing_key else None,
         )
         self.tasks.append(asyncio.create_task(stage.run(self.listener), name="notify-stage"))
         self.tasks.append(

@@ -260,7 +260,9 @@ class NotificationOut(BaseModel):
 
     id: int
     key: str
-    kind: NotificationKind
+    kind: NotificationKind | Literal["bulletin"] = Field(
+        description="An alert message's kind, or bulletin (a stored monthly bulletin version)"
+    )
     status: NotificationStatus
     agency: str
     subscription: str | None = Field(description="The subscription's code; None once deleted")

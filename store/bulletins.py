@@ -60,3 +60,61 @@ async def bulletin_body(conn: Conn, month: date, version: int) -> str | None:
     )
     row = await cur.fetchone()
     return None if row is None else str(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class BulletinFiles:
+    """One stored version's page and CSV zip, as generated."""
+
+    month: date
+    version: int
+    generated_at: datetime
+    html: str
+    csv_zip: bytes
+
+
+async def bulletin_files(conn: Conn, month: date, version: int) -> BulletinFiles | None:
+    """The page and zip of one stored version, or None."""
+    async with conn.cursor(row_factory=class_row(BulletinFiles)) as cur:
+        await cur.execute(
+            "SELECT month, version, generated_at, html, csv_zip FROM bulletin"
+            " WHERE month = %s AND version = %s",
+            [month, version],
+        )
+        return await cur.fetchone()
+
+
+async def delivered_bulletins(conn: Conn, notification_ids: list[int]) -> dict[int, BulletinFiles]:
+    """The bulletin version each of these notifications delivers (those that deliver one)."""
+    cur = await conn.execute(
+        "SELECT n.id, b.month, b.version, b.generated_at, b.html, b.csv_zip"
+        " FROM notification n JOIN bulletin b ON b.id = n.bulletin_id WHERE n.id = ANY(%s)",
+        [notification_ids],
+    )
+    return {int(row[0]): BulletinFiles(*row[1:]) for row in await cur.fetchall()}
+
+
+async def queue_bulletin_deliveries(
+    conn: Conn, stored: StoredBulletin, *, at: datetime, deadline_at: datetime
+) -> list[int]:
+    """One outbox notification per enabled bulletin subscription for this version, due now.
+
+    A subscription is given a version once (the unique index on subscription and version): queuing
+    again adds nothing. Returns the ids of the notifications added.
+    """
+    cur = await conn.execute(
+        "INSERT INTO notification (subscription_id, agency_id, kind, group_key, channel, target,"
+        " secret, language, status, created_at, deadline_at, due_at, bulletin_id)"
+        " SELECT s.id, s.agency_id, 'bulletin', %(key)s, s.channel, s.target, s.secret,"
+        " s.language, 'pending', %(at)s, %(deadline)s, %(at)s, %(bulletin)s"
+        " FROM subscription s WHERE s.kind = 'bulletin' AND s.enabled ORDER BY s.id"
+        " ON CONFLICT (subscription_id, bulletin_id) WHERE bulletin_id IS NOT NULL DO NOTHING"
+        " RETURNING id",
+        {
+            "key": f"bulletin/{stored.month:%Y-%m}/v{stored.version}",
+            "at": at,
+            "deadline": deadline_at,
+            "bulletin": stored.id,
+        },
+    )
+    return sorted(int(row[0]) for row in await cur.fetchall())

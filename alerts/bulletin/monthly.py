@@ -1,5 +1,7 @@
 """The worker's monthly bulletin: on the 1st at 09:00 Asia/Shanghai, the month before, assembled
-and stored as its next version (generating it again keeps the earlier versions)."""
+and stored as its next version (generating it again keeps the earlier versions), and in the same
+transaction one delivery per bulletin subscription put in the outbox, which the dispatchers send
+like alert notifications (retries, once per subscription and version)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from alerts.bulletin.page import render_html
 from alerts.bulletin.tables import bulletin_zip
 from alerts.evaluation.periods import Period, month
 from core.timeutil import CST, utcnow
-from store.bulletins import StoredBulletin, store_bulletin
+from store.bulletins import StoredBulletin, queue_bulletin_deliveries, store_bulletin
+from store.outbox import notify_outbox
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 BULLETIN_DAY, BULLETIN_HOUR = 1, 9
 # A worker that was down at 09:00 still generates it within the day.
 BULLETIN_GRACE_S = 15 * 3600
+# How long the dispatchers keep trying to deliver a bulletin before dead-lettering it.
+BULLETIN_DELIVERY_DEADLINE = timedelta(days=3)
 
 
 def bulletin_trigger() -> CronTrigger:
@@ -53,5 +58,14 @@ async def generate_monthly_bulletin(
                 html=render_html(found),
                 csv_zip=bulletin_zip(found),
             )
-    log.info("bulletin %s stored as version %d", period.label, stored.version)
+            queued = await queue_bulletin_deliveries(
+                conn, stored, at=at, deadline_at=at + BULLETIN_DELIVERY_DEADLINE
+            )
+            await notify_outbox(conn)
+    log.info(
+        "bulletin %s stored as version %d; %d deliveries queued",
+        period.label,
+        stored.version,
+        len(queued),
+    )
     return stored

@@ -29,6 +29,7 @@ from typing import Any, cast
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from alerts.notify.bulletin import BulletinLinks, BulletinMessage
 from alerts.notify.channels.base import Channel, ChannelTarget, DeliveryResult, clip
 from alerts.notify.channels.cap import cap_sender, render_cap
 from alerts.notify.message import (
@@ -44,11 +45,13 @@ from alerts.notify.message import (
 )
 from core.errors import InvalidInput, NotFound
 from core.retry import RESTART, Backoff, keep_running, log_failure
+from core.signing import BULLETIN_LINK_TTL, bulletin_link
 from core.timeutil import CST, utcnow
 from schemas.alerts import AlertEventKind, AlertState
 from schemas.notifications import Language, NotificationKind
 from schemas.rules import RuleDefinition, RuleKind, Severity
 from store.alerts import AlertFacts, alert_events, alert_facts
+from store.bulletins import BulletinFiles, delivered_bulletins
 from store.catalogue import AgencyRow, CatalogueCache, CatalogueSnapshot
 from store.coordination import OUTBOX_CHANNEL
 from store.listen import Listener, Wakeup
@@ -82,6 +85,57 @@ CITY_NAMES: dict[str, tuple[str, str]] = {
     "dongguan": ("Dongguan (city-wide)", "东莞市（全市）"),
 }
 REGION_NAMES = ("Guangzhou–Dongguan (region)", "广州—东莞（区域）")
+
+
+# What the dispatcher sends: an alert notification or a bulletin version.
+Message = Notification | BulletinMessage
+# Why a bulletin cannot go out by a link channel on a server without a signing key.
+NO_SIGNING_KEY = (
+    "a bulletin sent by {channel} needs a signed link: set ENVLINK_SIGNING_KEY on the worker"
+    " and the API (the same value)"
+)
+
+
+def bulletin_message(
+    claimed: ClaimedNotification,
+    files: BulletinFiles,
+    *,
+    public_base_url: str,
+    signing_key: str | None,
+) -> BulletinMessage:
+    """The bulletin a claimed notification delivers; e-mail attaches it, others link to it.
+
+    ValueError (the message cannot be made) for a link channel without a signing key.
+    """
+    month = f"{files.month:%Y-%m}"
+    links = None
+    if claimed.channel != "email":
+        if signing_key is None:
+            raise ValueError(NO_SIGNING_KEY.format(channel=claimed.channel))
+        # The links expire 30 days after the message was made, the same on every re-send.
+        expires_at = claimed.created_at + BULLETIN_LINK_TTL
+        link = {
+            f: bulletin_link(
+                public_base_url,
+                signing_key,
+                month=month,
+                version=files.version,
+                file_format=f,
+                expires_at=expires_at,
+            )
+            for f in ("html", "csv")
+        }
+        links = BulletinLinks(link["html"], link["csv"], expires_at)
+    return BulletinMessage(
+        id=notification_key(claimed.id),
+        month=month,
+        version=files.version,
+        language=claimed.language,
+        created_at=claimed.created_at,
+        html=files.html,
+        csv_zip=files.csv_zip,
+        links=links,
+    )
 
 
 def notification_key(notification_id: int) -> str:
@@ -257,8 +311,11 @@ class Dispatcher:
         poll_s: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
+        signing_key: str | None = None,
     ) -> None:
         self._pool = pool
+        # Signs the links of bulletins sent by webhook, WeCom and DingTalk (ENVLINK_SIGNING_KEY).
+        self._signing_key = signing_key
         # The process's catalogue (agencies, city centres); a dispatcher given none keeps its own.
         self._catalogue = catalogue or CatalogueCache(pool)
         self._channels = dict(channels)
@@ -327,7 +384,7 @@ class Dispatcher:
                 wait = min(wait, (due - self._clock()).total_seconds())
             await wakeup.wait(max(wait, 0.01))
 
-    async def _claim(self, limit: int) -> list[tuple[ClaimedNotification, Notification | str]]:
+    async def _claim(self, limit: int) -> list[tuple[ClaimedNotification, Message | str]]:
         """Claim due notifications and build their messages (or say why one cannot be built).
 
         One transaction: when the database goes away before the messages are built, the claims
@@ -345,7 +402,7 @@ class Dispatcher:
 
     async def _build(
         self, conn: Conn, catalogue: CatalogueSnapshot, claimed: list[ClaimedNotification]
-    ) -> list[tuple[ClaimedNotification, Notification | str]]:
+    ) -> list[tuple[ClaimedNotification, Message | str]]:
         items: dict[int, list[ItemPayload]] = defaultdict(list)
         for item in await notification_items(conn, [c.id for c in claimed]):
             items[item.notification_id].append(item)
@@ -353,10 +410,14 @@ class Dispatcher:
             f.id: f
             for f in await alert_facts(conn, {i.alert_id for v in items.values() for i in v})
         }
-        ready: list[tuple[ClaimedNotification, Notification | str]] = []
+        bulletins = await delivered_bulletins(conn, [c.id for c in claimed if c.kind == "bulletin"])
+        ready: list[tuple[ClaimedNotification, Message | str]] = []
         for entry in claimed:
             try:
-                notification: Notification | str = build_notification(
+                if entry.kind == "bulletin":
+                    ready.append((entry, self._bulletin(entry, bulletins.get(entry.id))))
+                    continue
+                notification: Message | str = build_notification(
                     entry,
                     items[entry.id],
                     facts,
@@ -370,8 +431,19 @@ class Dispatcher:
             ready.append((entry, notification))
         return ready
 
+    def _bulletin(self, entry: ClaimedNotification, files: BulletinFiles | None) -> Message | str:
+        if files is None:
+            return "cannot build the message: its bulletin version is no longer stored"
+        try:
+            return bulletin_message(
+                entry, files, public_base_url=self._base_url, signing_key=self._signing_key
+            )
+        except ValueError as exc:
+            log.error("notification %d: %s", entry.id, exc)
+            return f"cannot build the message: {exc}"
+
     async def _deliver(
-        self, claimed: ClaimedNotification, notification: Notification | str
+        self, claimed: ClaimedNotification, notification: Message | str
     ) -> Attempted:
         started = self._clock()
         result = await self._send(claimed, notification)
@@ -439,7 +511,7 @@ class Dispatcher:
                 await asyncio.sleep(delay)
 
     async def _send(
-        self, claimed: ClaimedNotification, notification: Notification | str
+        self, claimed: ClaimedNotification, notification: Message | str
     ) -> DeliveryResult:
         if isinstance(notification, str):
             return DeliveryResult("failed", error=clip(notification))
@@ -456,6 +528,8 @@ class Dispatcher:
         )
         try:
             async with asyncio.timeout(self._attempt_limit_s):
+                if isinstance(notification, BulletinMessage):
+                    return await channel.send_bulletin(notification, target)
                 return await channel.send(notification, target)
         except TimeoutError:
             return DeliveryResult(

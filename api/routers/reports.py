@@ -12,12 +12,14 @@ from alerts.bulletin.page import render_html
 from alerts.bulletin.tables import bulletin_zip
 from alerts.evaluation.periods import Period, date_range, parse_period
 from alerts.reports import air_period_report, water_period_report
-from api.deps import ConnDep, KeyDep
+from api.deps import ConnDep, KeyDep, SettingsDep
 from api.errors import error_responses
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
+from core.signing import BULLETIN_SIGNED_PATH, check_bulletin_link
 from core.timeutil import utcnow
 from schemas.bulletin import Bulletin
 from schemas.common import Day, ErrorOut, Text
+from store.bulletins import bulletin_files
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 422, 503))
 
@@ -177,3 +179,72 @@ async def bulletin(
     if file_format == "html":
         return Response(render_html(found, lang), media_type=f"{HTML_CONTENT_TYPE}; charset=utf-8")
     return found
+
+
+@router.get(
+    BULLETIN_SIGNED_PATH.removeprefix("/v1"),
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The stored bulletin version as generated: the HTML page (format=html)"
+            " or the zip of CSV tables (format=csv)",
+            "content": {HTML_CONTENT_TYPE: {}, ZIP_CONTENT_TYPE: {}},
+        },
+        400: {"model": ErrorOut, "description": "month is not a month EnvLink handles"},
+        403: {
+            "model": ErrorOut,
+            "description": "bad_signature: sig does not match month, version, format and expires"
+            " (or the server has no signing key); link_expired: the link is past expires",
+        },
+        404: {"model": ErrorOut, "description": "no stored version of that month"},
+        422: {"model": ErrorOut, "description": "a parameter missing or malformed"},
+    },
+)
+async def signed_bulletin(
+    conn: ConnDep,
+    settings: SettingsDep,
+    month: Annotated[
+        str,
+        Query(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM"),
+    ],
+    version: Annotated[int, Query(ge=1, le=2**31 - 1, description="The stored version")],
+    expires: Annotated[
+        int, Query(ge=0, le=2**40, description="When the link expires, unix seconds")
+    ],
+    sig: Annotated[
+        str,
+        Query(
+            min_length=64,
+            max_length=64,
+            pattern=r"^[0-9a-f]{64}$",
+            description="HMAC-SHA256 (hex) of the link with the server's signing key",
+        ),
+    ],
+    file_format: Annotated[
+        Literal["html", "csv"], Query(alias="format", description="html or csv (the zip)")
+    ] = "html",
+) -> Response:
+    """A stored bulletin version through the signed link a bulletin message carries: no API key,
+    valid for 30 days from the message (ENVLINK_SIGNING_KEY signs it). The page or zip is the
+    version as the worker generated it, not assembled again."""
+    key = settings.signing_key.get_secret_value() if settings.signing_key else None
+    check_bulletin_link(
+        key,
+        month=month,
+        version=version,
+        file_format=file_format,
+        expires=expires,
+        sig=sig,
+        now=utcnow(),
+    )
+    stored = await bulletin_files(conn, bulletin_month(month).start, version)
+    if stored is None:
+        raise NotFound(f"version: the bulletin of {month} has no stored version {version}")
+    if file_format == "csv":
+        name = f"envlink-bulletin-{month}-v{version}.zip"
+        return Response(
+            stored.csv_zip,
+            media_type=ZIP_CONTENT_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return Response(stored.html, media_type=f"{HTML_CONTENT_TYPE}; charset=utf-8")

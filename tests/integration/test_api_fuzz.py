@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
 from api.app import create_app
 from core.settings import Settings
@@ -37,8 +38,13 @@ from tests.integration.test_api_pool import served
 from tests.integration.test_engine import HOUR, T0, Feed, _air, _rule, _rules
 
 # What the run changes in the settings: anything that would refuse the fuzzer for its pace
-# rather than for its input (it sends hundreds of requests a second with one key).
-FUZZ_SETTINGS: dict[str, Any] = {"rate_limits": "off"}
+# rather than for its input (it sends hundreds of requests a second with one key), and a signing
+# key, so that the keyless signed bulletin link checks what it is given (the fuzzer cannot guess
+# a signature: it gets 403 bad_signature, or 422 for a malformed parameter).
+FUZZ_SETTINGS: dict[str, Any] = {
+    "rate_limits": "off",
+    "signing_key": SecretStr("fuzz-signing-key-0123456789"),
+}
 
 # The longest the pass may take before the test gives up on it, short of pytest's own limit:
 # it costs about 45 s of CPU in all (schemathesis and the server), which a busy two-core

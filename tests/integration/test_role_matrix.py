@@ -1,9 +1,11 @@
 """Roles, exactly: every operation of the OpenAPI document × every role (docs/conventions.md §6).
 
-Without a key every operation but /healthz, /readyz and /metrics answers 401; a key lacking the
-role an operation needs answers 403 naming that role; any other key gets the operation's
-documented 2xx. Each key holds one role. An operation added without an entry in REQUESTS fails
-the test, so its roles are decided when it is written.
+Without a key every operation but /healthz, /readyz, /metrics and the signed bulletin link
+answers 401; a key lacking the role an operation needs answers 403 naming that role; any other
+key gets the operation's documented 2xx. The signed bulletin link is keyless: its signature is
+its authority, so every role (and no key) gets its 200 alike; a key changes nothing. Each key
+holds one role. An operation added without an entry in REQUESTS fails the test, so its roles are
+decided when it is written.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
 from api.app import create_app
 from core.settings import Settings
+from core.signing import bulletin_link
+from core.timeutil import utcnow
+from store.bulletins import bulletin_versions, store_bulletin
 from store.keys import create_key
 from tests.integration.test_api_pool import served
 from tests.integration.test_engine import T0, Feed, _air, _rule, _rules
@@ -54,7 +62,13 @@ NEEDS: dict[str, frozenset[str]] = {
         ]
     },
 }
-NO_KEY_NEEDED = {"GET /healthz", "GET /readyz", "GET /metrics"}
+NO_KEY_NEEDED = {
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /v1/reports/bulletin/signed",
+}
+SIGNING_KEY = "role-matrix-signing-key-0123"
 
 
 @dataclass
@@ -143,6 +157,22 @@ async def _subscription_post(world: World) -> Call:
     return Call("/v1/subscriptions", json=world.subscription_body())
 
 
+async def _signed_bulletin(world: World) -> Call:
+    """A signed link to a stored version (stored once)."""
+    async with world.pool.connection() as conn, conn.transaction():
+        if not await bulletin_versions(conn, date(2026, 11, 1)):
+            await store_bulletin(
+                conn, month=date(2026, 11, 1), generated_at=T0, body="{}", html="<p>11</p>",
+                csv_zip=b"PK\x05\x06" + bytes(18),
+            )  # fmt: skip
+    link = bulletin_link(
+        "http://envlink", SIGNING_KEY, month="2026-11", version=1, file_format="html",
+        expires_at=utcnow() + timedelta(days=1),
+    )  # fmt: skip
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    return Call("/v1/reports/bulletin/signed", query)
+
+
 # How to call each operation so that a key with the role gets its 2xx.
 REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
     "GET /healthz": _static("/healthz"),
@@ -198,6 +228,7 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
         "/v1/reports/water", scope="river", code="dongjiang", period="2026-11"
     ),
     "GET /v1/reports/bulletin": _static("/v1/reports/bulletin", month="2026-11"),
+    "GET /v1/reports/bulletin/signed": _signed_bulletin,
 }
 
 
@@ -222,7 +253,8 @@ async def test_every_operation_answers_every_role_exactly(
             _, plain = await create_key(conn, agency=agency, roles=[role])
             headers[role] = {"Authorization": f"Bearer {plain}"}
         _, boss = await create_key(conn, agency="gz_eeb", roles=list(ROLES))
-    app = create_app(settings.model_copy(update={"rate_limits": "off"}))
+    update = {"rate_limits": "off", "signing_key": SecretStr(SIGNING_KEY)}
+    app = create_app(settings.model_copy(update=update))
     operations = [
         (method.upper(), path, operation)
         for path, methods in app.openapi()["paths"].items()

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 
 import httpx
 
+from alerts.notify.bulletin import BulletinMessage
 from alerts.notify.message import Notification
 
 DeliveryStatus = Literal["sent", "retry", "failed"]
@@ -73,6 +74,12 @@ class Channel(Protocol):
 
     async def send(self, notification: Notification, target: ChannelTarget) -> DeliveryResult:
         """Deliver one notification to one target, once."""
+        ...
+
+    async def send_bulletin(
+        self, bulletin: BulletinMessage, target: ChannelTarget
+    ) -> DeliveryResult:
+        """Deliver one bulletin version to one target, once (same rules as `send`)."""
         ...
 
 

@@ -24,6 +24,7 @@ from urllib.parse import quote_plus
 import httpx
 import orjson
 
+from alerts.notify.bulletin import BulletinMessage, markdown, subject
 from alerts.notify.channels.base import ChannelTarget, DeliveryResult, http_result, post
 from alerts.notify.channels.robot import robot_result
 from alerts.notify.message import Notification
@@ -62,7 +63,20 @@ class DingTalkChannel:
 
     async def send(self, notification: Notification, target: ChannelTarget) -> DeliveryResult:
         """POST the markdown message once to the signed URL and read DingTalk's errcode."""
-        message = {"title": title(notification), "text": text(notification)}
+        return await self._post(title(notification), text(notification), target)
+
+    async def send_bulletin(
+        self, bulletin: BulletinMessage, target: ChannelTarget
+    ) -> DeliveryResult:
+        """POST the bulletin's title and signed links once as markdown to the signed URL."""
+        return await self._post(
+            truncate_utf8(subject(bulletin), MAX_TITLE_BYTES), markdown(bulletin), target
+        )
+
+    async def _post(
+        self, title_text: str, markdown_text: str, target: ChannelTarget
+    ) -> DeliveryResult:
+        message = {"title": title_text, "text": markdown_text}
         body = orjson.dumps({"msgtype": "markdown", "markdown": message})
         url = signed_url(target.address, target.secret, int(self._clock() * 1000))
         headers = {"Content-Type": "application/json; charset=utf-8"}

@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, parseaddr
 
+from alerts.notify.bulletin import BulletinMessage, email_message
 from alerts.notify.channels.base import ChannelTarget, DeliveryResult, DeliveryStatus, clip
 from alerts.notify.message import Notification
 from alerts.notify.render import Lang, full_subject, languages, render_text
@@ -131,6 +132,17 @@ class EmailChannel:
             return DeliveryResult("failed", error=f"bad e-mail target: {exc}")
         message = build_message(notification, from_address=self._config.from_address, to=to)
         # smtplib blocks; its socket timeout bounds the thread, so the attempt cannot hang.
+        return await asyncio.to_thread(self._submit, message, to)
+
+    async def send_bulletin(
+        self, bulletin: BulletinMessage, target: ChannelTarget
+    ) -> DeliveryResult:
+        """Submit the bulletin (page and CSV zip attached) once to the relay."""
+        try:
+            to = recipients(target.address)
+        except ValueError as exc:
+            return DeliveryResult("failed", error=f"bad e-mail target: {exc}")
+        message = email_message(bulletin, from_address=self._config.from_address, to=to)
         return await asyncio.to_thread(self._submit, message, to)
 
     def _submit(self, message: EmailMessage, to: list[str]) -> DeliveryResult:

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import orjson
 
+from alerts.notify.bulletin import BulletinMessage, webhook_body
 from alerts.notify.channels.base import (
     ChannelTarget,
     DeliveryResult,
@@ -121,6 +122,13 @@ class WebhookChannel:
             if not result.ok:
                 return result
         return result
+
+    async def send_bulletin(
+        self, bulletin: BulletinMessage, target: ChannelTarget
+    ) -> DeliveryResult:
+        """POST the bulletin's signed links once, as JSON (CAP has no place for a bulletin)."""
+        body = orjson.dumps(webhook_body(bulletin))
+        return await self._post(target, body, "application/json", bulletin.id)
 
     async def _post(
         self, target: ChannelTarget, body: bytes, content_type: str, key: str

@@ -14,6 +14,7 @@ from __future__ import annotations
 import httpx
 import orjson
 
+from alerts.notify.bulletin import BulletinMessage, markdown
 from alerts.notify.channels.base import ChannelTarget, DeliveryResult, http_result, post
 from alerts.notify.channels.robot import robot_result
 from alerts.notify.message import Notification
@@ -33,7 +34,16 @@ class WeComChannel:
 
     async def send(self, notification: Notification, target: ChannelTarget) -> DeliveryResult:
         """POST the markdown message once and read WeCom's errcode."""
-        body = orjson.dumps({"msgtype": "markdown", "markdown": {"content": content(notification)}})
+        return await self._post(content(notification), target)
+
+    async def send_bulletin(
+        self, bulletin: BulletinMessage, target: ChannelTarget
+    ) -> DeliveryResult:
+        """POST the bulletin's title and signed links once as markdown."""
+        return await self._post(markdown(bulletin), target)
+
+    async def _post(self, markdown_content: str, target: ChannelTarget) -> DeliveryResult:
+        body = orjson.dumps({"msgtype": "markdown", "markdown": {"content": markdown_content}})
         headers = {"Content-Type": "application/json; charset=utf-8"}
         response = await post(self._client, target.address, content=body, headers=headers)
         if isinstance(response, DeliveryResult):
