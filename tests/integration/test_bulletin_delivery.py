@@ -27,6 +27,7 @@ from core.signing import bulletin_link
 from core.timeutil import utcnow
 from schemas.notifications import SubscriptionIn
 from store.bulletins import BulletinFiles, bulletin_files, queue_bulletin_deliveries
+from store.keys import create_key
 from store.outbox import attempts_of, list_notifications
 from store.subscriptions import create_subscription
 from tests.e2e.test_channels import Mailbox, Receiver, start_smtp
@@ -201,6 +202,17 @@ async def test_a_new_version_is_delivered_again_and_a_link_channel_needs_the_sig
         failed = await list_notifications(conn, status="failed")
         tries = await attempts_of(conn, [n.id for n in failed])
     assert [(n.kind, n.channel) for n in failed] == [("bulletin", "wecom")] * 2
+    async with db.connection() as conn:
+        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
+    async with _api(db, settings) as api:
+        listed = await api.get("/v1/notifications", headers={"X-API-Key": plain})
+    assert listed.status_code == 200, listed.text
+    assert sorted((n["kind"], n["channel"], n["status"]) for n in listed.json()["items"]) == [
+        ("bulletin", "email", "sent"),
+        ("bulletin", "email", "sent"),
+        ("bulletin", "wecom", "failed"),
+        ("bulletin", "wecom", "failed"),
+    ]
     assert [t.error for t in tries] == [
         "cannot build the message: a bulletin sent by wecom needs a signed link: set"
         " ENVLINK_SIGNING_KEY on the worker and the API (the same value)"
