@@ -44,6 +44,7 @@ warm-up stayed within 20 % to the end.
                                      [--down 10]
     .venv/bin/python bench/faults.py webhook-down [--stations 50] [--down 300] [--retry-max 30]
     .venv/bin/python bench/faults.py mixed-load [--stations 200] [--seconds 600] [--connections 64]
+                                     [--api-processes 1]
 
 `kill-worker`, `webhook-down` and `mixed-load` make their database on the server of
 ENVLINK_DATABASE_URL when set (dropped at the end), else on an embedded server in a temporary
@@ -56,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -226,8 +228,10 @@ class EnvlinkProcess:
         port: int,
         log_path: Path,
         settings: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.command = command
+        self.options = options
         self.env = {
             **os.environ,
             "ENVLINK_DATABASE_URL": database_url,
@@ -244,7 +248,7 @@ class EnvlinkProcess:
         """Start the process and wait until it listens on its port."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
-                [sys.executable, "-m", "envlink.cli", self.command],
+                [sys.executable, "-m", "envlink.cli", self.command, *self.options],
                 env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
@@ -255,6 +259,16 @@ class EnvlinkProcess:
                 return
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{self.command} did not listen on {self.port} in {timeout_s:.0f} s")
+
+    def memory(self) -> dict[str, int]:
+        """Resident memory in bytes of the process and of each process it started (API workers)."""
+        assert self.process is not None
+        root = psutil.Process(self.process.pid)
+        children = sorted(root.children(recursive=True), key=lambda child: child.pid)
+        return {
+            self.command: root.memory_info().rss,
+            **{f"{self.command} {n}": c.memory_info().rss for n, c in enumerate(children, 1)},
+        }
 
     @property
     def rss(self) -> int:
@@ -731,6 +745,11 @@ async def restart_database_dispatching(
         await asyncio.to_thread(server.stop)
 
 
+def growth(start: float, end: float) -> float:
+    """How much memory grew from start to end, as a share of start (infinite from nothing)."""
+    return end / start - 1 if start else math.inf
+
+
 @dataclass
 class Mixed:
     """What a mixed-load run did: ingest counts, API answers, alerts, deliveries, memory."""
@@ -748,7 +767,7 @@ class Mixed:
     def lines(self) -> list[str]:
         answers = ", ".join(f"{n} × {status}" for status, n in sorted(self.api_answers.items()))
         memory = ", ".join(
-            f"{name} {start:.0f} → {end:.0f} MB ({(end / start - 1) * 100:+.0f} %)"
+            f"{name} {start:.0f} → {end:.0f} MB ({growth(start, end) * 100:+.0f} %)"
             for name, (start, end) in self.rss_mb.items()
         )
         return [
@@ -759,6 +778,11 @@ class Mixed:
             f"RSS: {memory}",
             "errors logged: "
             + ", ".join(f"{name} {len(lines)}" for name, lines in self.errors.items()),
+            *(
+                f"  {name}: {line[:300]}"
+                for name, lines in self.errors.items()
+                for line in lines[:3]
+            ),
         ]
 
 
@@ -798,10 +822,23 @@ async def read_api(
     return answers
 
 
+def api_options(processes: int) -> tuple[str, ...]:
+    return ("--workers", str(processes)) if processes > 1 else ()
+
+
 async def mixed_load(
-    database_url: str, *, stations: int, seconds: float, connections: int, log_dir: Path
+    database_url: str,
+    *,
+    stations: int,
+    seconds: float,
+    connections: int,
+    log_dir: Path,
+    api_processes: int = 1,
 ) -> Mixed:
-    """HJ 212 stations, API readers and alerts notifying a webhook, all at once for `seconds`."""
+    """HJ 212 stations, API readers and alerts notifying a webhook, all at once for `seconds`.
+
+    The API serves from `api_processes` processes (`envlink api --workers N`).
+    """
     await prepare(database_url, stations)
     receiver = Receiver()
     hook = await receiver.start()
@@ -809,10 +846,12 @@ async def mixed_load(
         await subscribe_webhook(conn, hook)
         _, key = await create_key(conn, agency="joint_office", roles=["reader"], rate_limit=10**7)
     worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log")
-    api = EnvlinkProcess("api", database_url, free_port(), log_dir / "api.log")
+    api = EnvlinkProcess(
+        "api", database_url, free_port(), log_dir / "api.log", options=api_options(api_processes)
+    )
     await asyncio.gather(worker.start(), api.start())
     answers: list[tuple[int, float]] = []
-    rss: dict[str, list[int]] = {"worker": [], "api": []}
+    rss: dict[str, list[int]] = {}  # process -> after warm-up, at the end
 
     async def load() -> None:
         warm_up = min(10.0, seconds / 6)
@@ -820,11 +859,11 @@ async def mixed_load(
             read_api(f"http://127.0.0.1:{api.port}", key, connections, seconds)
         )
         await asyncio.sleep(warm_up)
-        rss["worker"].append(worker.rss)
-        rss["api"].append(api.rss)
+        for name, size in {**worker.memory(), **api.memory()}.items():
+            rss[name] = [size]
         answers.extend(await reading)
-        rss["worker"].append(worker.rss)
-        rss["api"].append(api.rss)
+        for name, size in {**worker.memory(), **api.memory()}.items():
+            rss.setdefault(name, [0]).append(size)
 
     try:
         counts = await ingest_through(
@@ -871,7 +910,7 @@ def mixed_verdict(mixed: Mixed) -> list[str]:
     if mixed.alerts == 0 or mixed.deliveries == 0 or mixed.delivered_twice:
         problems.append("alerts did not fire and reach the webhook exactly once each")
     for name, (start, end) in mixed.rss_mb.items():
-        if abs(end / start - 1) > 0.2:
+        if abs(growth(start, end)) > 0.2:
             problems.append(f"{name} RSS moved more than 20 % after warm-up")
     for name, lines in mixed.errors.items():
         problems += [f"{name}: {line}" for line in lines[:5]]
@@ -913,6 +952,7 @@ async def run(args: argparse.Namespace, log_dir: Path) -> tuple[list[str], list[
                 seconds=args.seconds,
                 connections=args.connections,
                 log_dir=log_dir,
+                api_processes=args.api_processes,
             )
             return mixed.lines(), mixed_verdict(mixed)
         if args.fault == "webhook-down":
@@ -949,6 +989,9 @@ async def main() -> None:
         "--down", type=float, help="seconds the database (10) or the webhook receiver (300) is away"
     )
     parser.add_argument("--connections", type=int, default=64, help="API readers (mixed-load)")
+    parser.add_argument(
+        "--api-processes", type=int, default=1, help="envlink api --workers N (mixed-load)"
+    )
     parser.add_argument(
         "--retry-max",
         type=float,
