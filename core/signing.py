@@ -12,11 +12,20 @@ import hmac
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from core.errors import BadSignature, LinkExpired
+from core.errors import BadSignature, InvalidInput, LinkExpired
 
 # How long a bulletin link sent in a message works.
 BULLETIN_LINK_TTL = timedelta(days=30)
 BULLETIN_SIGNED_PATH = "/v1/reports/bulletin/signed"
+
+
+def check_signing_key(kind: str, channel: str, key_set: bool, *, code: str) -> None:
+    """InvalidInput unless a bulletin subscription by a link channel has a signing key to use."""
+    if kind == "bulletin" and channel != "email" and not key_set:
+        raise InvalidInput(
+            f"kind: subscription {code} sends the bulletin by {channel} as a signed link, which"
+            " needs ENVLINK_SIGNING_KEY (the same on the API and the worker); set it, or use e-mail"
+        )
 
 
 def bulletin_signature(

@@ -30,9 +30,11 @@ from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
 from api.app import create_app
 from api.metrics import MULTIPROCESS_DIR
+from core.errors import InvalidInput, SettingsError
 from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
+from core.signing import check_signing_key
 from envlink.check import HEARTBEAT_S
 from ingest.history import HistoryQc
 from ingest.jobs import create_partitions_ahead, delete_old_raw_readings
@@ -130,8 +132,18 @@ async def run_seed(url: str, settings: Settings) -> tuple[SeedReport, RuleSeedRe
 
 
 async def run_seed_subscriptions(url: str, settings: Settings) -> SubscriptionSeedReport:
-    """Load config/subscriptions.yaml (after the catalogue); API-changed ones are kept."""
+    """Load config/subscriptions.yaml (after the catalogue); API-changed ones are kept.
+
+    SettingsError for an enabled bulletin subscription by a link channel without a signing key.
+    """
     subscriptions = load_subscriptions(settings.config_dir / "subscriptions.yaml")
+    for spec in (s for s in subscriptions.subscriptions if s.enabled):
+        try:
+            check_signing_key(
+                spec.kind, spec.channel, settings.signing_key is not None, code=spec.code
+            )
+        except InvalidInput as exc:
+            raise SettingsError(f"subscriptions.yaml: {exc}") from None
     conn = await connect(url, autocommit=False)
     try:
         async with conn.transaction():

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from alerts.notify.dispatcher import notification_key
-from api.deps import ConnDep, KeyDep, require_role, stream_key
+from api.deps import ConnDep, KeyDep, SettingsDep, require_role, stream_key
 from api.errors import error_responses
 from api.links import link, linked
 from api.output import ZoneDep, in_zone
@@ -30,6 +30,7 @@ from api.pagination import decode_cursor, encode_cursor
 from api.params import BIGINT_MAX, PathId
 from api.stream import AlertFeed, StreamEnded
 from core.errors import Forbidden, InvalidInput
+from core.signing import check_signing_key
 from core.timeutil import as_aware, rfc3339, utcnow
 from schemas.common import Area, City, ErrorOut, Page, Text
 from schemas.keys import StreamTokenOut
@@ -287,9 +288,12 @@ async def subscriptions(conn: ConnDep, key: AdminKey, zone: ZoneDep) -> Page[Sub
     },
 )
 async def add_subscription(
-    conn: ConnDep, key: AdminKey, zone: ZoneDep, body: SubscriptionIn
+    conn: ConnDep, key: AdminKey, zone: ZoneDep, settings: SettingsDep, body: SubscriptionIn
 ) -> SubscriptionOut:
-    """Subscribe your agency to alerts through a channel."""
+    """Subscribe your agency to alerts or the monthly bulletin through a channel (a bulletin by
+    webhook, WeCom or DingTalk needs ENVLINK_SIGNING_KEY: 400 otherwise)."""
+    if body.enabled:
+        check_signing_key(body.kind, body.channel, settings.signing_key is not None, code=body.code)
     async with conn.transaction():
         row = await create_subscription(conn, agency=key.agency, spec=body, via="api", at=utcnow())
         await _audit(conn, key, "subscription.create", f"subscription:{row.id}", after=row)
@@ -306,9 +310,16 @@ async def subscription(
 
 @router.put("/subscriptions/{subscription_id}", responses=error_responses(400, 403, 404))
 async def change_subscription(
-    conn: ConnDep, key: AdminKey, zone: ZoneDep, subscription_id: PathId, body: SubscriptionIn
+    conn: ConnDep,
+    key: AdminKey,
+    zone: ZoneDep,
+    settings: SettingsDep,
+    subscription_id: PathId,
+    body: SubscriptionIn,
 ) -> SubscriptionOut:
     """Replace a subscription; a secret left out keeps the one stored (secrets are write-only)."""
+    if body.enabled:
+        check_signing_key(body.kind, body.channel, settings.signing_key is not None, code=body.code)
     async with conn.transaction():
         existing = await _own_subscription(conn, key, subscription_id)
         if body.secret is None and existing.secret is not None:

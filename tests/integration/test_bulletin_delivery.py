@@ -9,6 +9,7 @@ import email.policy
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -22,9 +23,11 @@ from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
 from alerts.notify.dispatcher import Dispatcher
 from api.app import create_app
+from core.errors import SettingsError
 from core.settings import Settings
 from core.signing import bulletin_link
 from core.timeutil import utcnow
+from envlink.runtime import run_seed_subscriptions
 from schemas.notifications import SubscriptionIn
 from store.bulletins import BulletinFiles, bulletin_files, queue_bulletin_deliveries
 from store.keys import create_key
@@ -217,3 +220,43 @@ async def test_a_new_version_is_delivered_again_and_a_link_channel_needs_the_sig
         "cannot build the message: a bulletin sent by wecom needs a signed link: set"
         " ENVLINK_SIGNING_KEY on the worker and the API (the same value)"
     ] * 2
+
+
+async def test_a_bulletin_by_link_needs_a_signing_key_where_subscriptions_are_made(
+    db: AsyncConnectionPool, settings: Settings, tmp_path: Path
+) -> None:
+    async with db.connection() as conn:
+        _, plain = await create_key(conn, agency="gz_eeb", roles=["admin"])
+    body = {"code": "gz-bulletin-hook", "channel": "webhook", "target": "https://h.example.cn/b"}
+    body |= {"kind": "bulletin"}
+    app = create_app(settings, pool=db)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE, headers={"X-API-Key": plain}
+    ) as keyless:
+        refused = await keyless.post("/v1/subscriptions", json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["message"] == (
+            "kind: subscription gz-bulletin-hook sends the bulletin by webhook as a signed link,"
+            " which needs ENVLINK_SIGNING_KEY (the same on the API and the worker); set it, or"
+            " use e-mail"
+        )
+        mailed = await keyless.post(
+            "/v1/subscriptions",
+            json={**body, "code": "gz-bulletin-mail", "channel": "email", "target": "a@example.cn"},
+        )
+        assert mailed.status_code == 201, mailed.text
+    async with _api(db, settings) as signing:
+        made = await signing.post("/v1/subscriptions", json=body, headers={"X-API-Key": plain})
+    assert made.status_code == 201, made.text
+    (tmp_path / "subscriptions.yaml").write_text(
+        "subscriptions:\n"
+        "  - {code: dg-bulletin-robot, agency: dg_eeb, channel: wecom, kind: bulletin,\n"
+        "     target: 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k'}\n"
+    )
+    with pytest.raises(SettingsError) as raised:
+        await run_seed_subscriptions("postgresql://nowhere.invalid/x", Settings(
+            database_url=settings.database_url, config_dir=tmp_path
+        ))  # fmt: skip
+    assert str(raised.value).startswith(
+        "subscriptions.yaml: kind: subscription dg-bulletin-robot sends the bulletin by wecom"
+    )
