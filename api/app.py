@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
@@ -141,7 +142,7 @@ def create_app(
         episodes.router,
     ):
         app.include_router(keyed, responses=RATE_LIMITED)
-    _serve_screen(app)
+    _serve_screen(app, settings.map_tile_url)
     return app
 
 
@@ -163,12 +164,17 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _serve_screen(app: FastAPI) -> None:
-    """The agencies' screen at `/`, its files under `/web/`; it talks to the API like any client."""
+def _serve_screen(app: FastAPI, tile_url: str | None) -> None:
+    """The agencies' screen at `/`, its files under `/web/`; it talks to the API like any client.
+    A tile server, if the site has one, is named to the page in a meta element."""
+    page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    if tile_url is not None:
+        meta = f'<meta name="envlink-map-tiles" content="{html.escape(tile_url)}">'
+        page = page.replace("</head>", f"{meta}\n</head>", 1)
 
     @app.get("/", include_in_schema=False)
-    async def screen() -> FileResponse:
-        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    async def screen() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         description="Signs the bulletin links sent to WeCom, DingTalk and webhooks (HMAC-SHA256);"
         " required when a bulletin subscription uses one of them",
     )
+    map_tile_url: str | None = Field(
+        default=None,
+        pattern=r"^(https?://[^\s/]+)?/[^\s\"<>]*\{z\}[^\s\"<>]*$",
+        description="A tile server for the screen's overview map, e.g."
+        " https://tiles.example.org/{z}/{x}/{y}.png (Web Mercator, 256 px tiles); unset: no tiles",
+    )
     notify_http_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         default=10.0, description="Timeout of one webhook/WeCom/DingTalk/SMTP delivery attempt"
     )

@@ -27,7 +27,7 @@ const t = (word) => words[language()][word] ?? word;
 const $ = (selector) => document.querySelector(selector);
 
 function el(tag, attributes = {}, ...children) {
-  if (["svg", "circle", "text", "polyline", "line"].includes(tag)) return svg(tag, attributes, ...children);
+  if (["svg", "circle", "text", "polyline", "line", "image"].includes(tag)) return svg(tag, attributes, ...children);
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
   node.append(...children);
@@ -121,18 +121,54 @@ function sourcesCard(sources) {
   return card;
 }
 
-/** The stations and river reaches on an equirectangular projection of their bounding box. */
+/** The site's tile server (ENVLINK_MAP_TILE_URL, named by the page's meta element), or null. */
+const tileUrl = () => document.querySelector('meta[name="envlink-map-tiles"]')?.content || null;
+const TILE = 256; // px, Web Mercator tiles
+
+/** A point in Web Mercator, in pixels of the whole world at zoom 0. */
+function mercator([lon, lat]) {
+  const sin = Math.sin((lat * Math.PI) / 180);
+  return [((lon + 180) / 360) * TILE, (0.5 - Math.log((1 + sin) / (1 - sin)) / (4 * Math.PI)) * TILE];
+}
+
+/** The tiles under the drawing, at the zoom nearest its scale (`k` drawing px per zoom-0 px). */
+function tiles(template, [minX, minY], k, width, height, pad) {
+  const z = Math.max(0, Math.min(19, Math.round(Math.log2(k))));
+  const n = 2 ** z, size = (TILE * k) / n;
+  const span = (low, extent) => [Math.floor(((low - pad / k) * n) / TILE), Math.floor(((low + (extent - pad) / k) * n) / TILE)];
+  const [x0, x1] = span(minX, width), [y0, y1] = span(minY, height);
+  const drawn = [];
+  for (let y = Math.max(0, y0); y <= Math.min(n - 1, y1); y += 1) {
+    for (let x = x0; x <= x1; x += 1) {
+      const wrapped = ((x % n) + n) % n;
+      const href = template.replace("{z}", z).replace("{x}", wrapped).replace("{y}", y);
+      drawn.push(el("image", {
+        href, x: pad + ((x * TILE) / n - minX) * k, y: pad + ((y * TILE) / n - minY) * k,
+        width: size, height: size, preserveAspectRatio: "none", "aria-hidden": "true", "data-tile": `${z}/${wrapped}/${y}`,
+      }));
+    }
+  }
+  return drawn;
+}
+
+/** The stations and river reaches over their bounding box: on the site's map tiles (Web
+ * Mercator) if it has a tile server, else on an equirectangular projection. */
 async function map(stations, rivers) {
   const points = [...stations.features.map((f) => f.geometry.coordinates),
     ...rivers.features.flatMap((f) => f.geometry.coordinates)];
-  const lons = points.map((p) => p[0]), lats = points.map((p) => p[1]);
-  const [west, east, south, north] = [Math.min(...lons), Math.max(...lons), Math.min(...lats), Math.max(...lats)];
-  const scale = Math.cos(((south + north) / 2) * Math.PI / 180);
+  const template = tileUrl();
+  const lats = points.map((p) => p[1]);
+  const scale = Math.cos(((Math.min(...lats) + Math.max(...lats)) / 2) * Math.PI / 180);
+  const project = template ? mercator : ([lon, lat]) => [lon * scale, -lat];
+  const projected = points.map(project);
+  const xs = projected.map((p) => p[0]), ys = projected.map((p) => p[1]);
+  const [minX, maxX, minY, maxY] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const width = 900, pad = 40;
-  const k = (width - 2 * pad) / Math.max((east - west) * scale, 1e-6);
-  const height = Math.ceil((north - south) * k + 2 * pad);
-  const xy = ([lon, lat]) => [pad + (lon - west) * scale * k, pad + (north - lat) * k];
+  const k = (width - 2 * pad) / Math.max(maxX - minX, 1e-9);
+  const height = Math.ceil((maxY - minY) * k + 2 * pad);
+  const xy = (point) => { const [x, y] = project(point); return [pad + (x - minX) * k, pad + (y - minY) * k]; };
   const drawing = el("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": t("map") });
+  if (template) drawing.append(...tiles(template, [minX, minY], k, width, height, pad));
   for (const reach of rivers.features) {
     drawing.append(el("polyline", { class: "river", points: reach.geometry.coordinates.map((c) => xy(c).join(",")).join(" ") }));
   }

@@ -14,6 +14,9 @@ a 390×844 viewport without sideways scrolling; the first view's transfer (< 1 M
 time (printed; guarded at 5 s). A screenshot of each view in each language is saved under the
 test's tmp_path.
 
+With a site's tile server set (ENVLINK_MAP_TILE_URL, one on loopback here), the overview map is
+drawn on the tiles under it, each station on its own tile, every tile asked of that server.
+
 Needs `chromium` and `chromium-driver` (Debian packages). ENVLINK_BROWSER_TESTS: `auto` (the
 default) skips, saying why, where they are not installed; `on` (what .ci/run sets, after
 installing them) fails without them; `off` skips.
@@ -22,14 +25,20 @@ installing them) fails without them; `off` skips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import os
 import re
 import shutil
+import struct
+import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -733,3 +742,127 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
     size, drawn = expected["first_view"]
     print(f"first view: {size} bytes transferred, drawn {drawn:.0f} ms after navigation")
     print(f"screenshots: {tmp_path}")
+
+
+def _png() -> bytes:
+    """A 1×1 grey PNG: a tile as a tile server sends it."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        body = tag + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xcc\xcc\xcc"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@contextlib.contextmanager
+def _tile_server() -> Iterator[tuple[str, set[str]]]:
+    """A tile server on loopback: its URL template and the tiles asked of it ("z/x/y")."""
+    asked: set[str] = set()
+    tile = _png()
+
+    class Tiles(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.add(self.path.removeprefix("/tiles/").removesuffix(".png"))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(tile)))
+            self.end_headers()
+            self.wfile.write(tile)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/tiles/{{z}}/{{x}}/{{y}}.png", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _mercator(lon: float, lat: float) -> tuple[float, float]:
+    """Web Mercator pixels of the world at zoom 0 (256 px)."""
+    sin = math.sin(math.radians(lat))
+    return (lon + 180) / 360 * 256, (0.5 - math.log((1 + sin) / (1 - sin)) / (4 * math.pi)) * 256
+
+
+def _tiles_under(points: list[list[float]]) -> tuple[int, set[str], dict[str, str]]:
+    """The zoom, the tiles under the 900 px wide map of `points` (40 px around them), and the
+    tile of each point, as the screen chooses them."""
+    projected = [_mercator(lon, lat) for lon, lat in points]
+    xs, ys = [p[0] for p in projected], [p[1] for p in projected]
+    k = (900 - 80) / (max(xs) - min(xs))
+    height = math.ceil((max(ys) - min(ys)) * k + 80)
+    zoom = round(math.log2(k))
+    n = 2**zoom
+
+    def span(low: float, extent: float) -> range:
+        first = math.floor((low - 40 / k) * n / 256)
+        return range(first, math.floor((low + (extent - 40) / k) * n / 256) + 1)
+
+    under = {f"{zoom}/{x}/{y}" for x in span(min(xs), 900) for y in span(min(ys), height)}
+    own = {
+        f"{lon},{lat}": f"{zoom}/{math.floor(x * n / 256)}/{math.floor(y * n / 256)}"
+        for (lon, lat), (x, y) in zip(points, projected, strict=True)
+    }
+    return zoom, under, own
+
+
+def _on_tiles(
+    browser: Any, url: str, key: str, stations: dict[str, str], tiles: tuple[set[str], set[str]]
+) -> None:
+    """The overview draws the tiles under the map (`tiles`: those and the ones the tile server
+    was asked for) and each station on its own tile."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url + "/")
+    _sign_in(browser, key)
+    wait = WebDriverWait(browser, WAIT_S)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '[data-view="overview"] svg'))
+    drawn = {
+        str(image.get_attribute("data-tile")): image
+        for image in browser.find_elements(By.CSS_SELECTOR, "svg.map image[data-tile]")
+    }
+    under, asked = tiles
+    assert set(drawn) == under
+    wait.until(lambda b: asked == under)
+    for code, tile in stations.items():
+        circle = browser.find_element(By.CSS_SELECTOR, f'circle[data-station="{code}"]')
+        cx, cy = (float(circle.get_attribute(name)) for name in ("cx", "cy"))
+        x, y, size = (float(drawn[tile].get_attribute(name)) for name in ("x", "y", "width"))
+        assert (x <= cx < x + size, y <= cy < y + size) == (True, True), (code, tile, cx, cy)
+    _accessible(browser, "overview-tiles")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+async def test_the_overview_map_draws_on_the_sites_tile_server(
+    db: AsyncConnectionPool, settings: Settings, browser: Any
+) -> None:
+    async with db.connection() as conn:
+        _, reader = await create_key(conn, agency="gz_eeb", roles=["reader"])
+    with _tile_server() as (template, asked):
+        tiled = settings.model_copy(update={"map_tile_url": template})
+        async with served(create_app(tiled, pool=db)) as url:
+            async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": reader}) as api:
+                stations = (await api.get("/v1/stations", params={"format": "geojson"})).json()
+                rivers = (await api.get("/v1/rivers")).json()
+            points = [f["geometry"]["coordinates"] for f in stations["features"]] + [
+                point for f in rivers["features"] for point in f["geometry"]["coordinates"]
+            ]
+            zoom, under, own = _tiles_under(points)
+            assert len(under) > 1, (zoom, under)
+            of_station = {
+                f["properties"]["code"]: own["{},{}".format(*f["geometry"]["coordinates"])]
+                for f in stations["features"]
+            }
+            await asyncio.to_thread(_on_tiles, browser, url, reader, of_station, (under, asked))

@@ -47,6 +47,12 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ),
         ("ENVLINK_LOG_LEVEL", "LOUD", "Value error, must be one of DEBUG, INFO, WARNING, ERROR"),
         ("ENVLINK_TIMESCALEDB", "yes", "Input should be 'auto', 'required' or 'off'"),
+        (
+            "ENVLINK_MAP_TILE_URL",
+            "https://tiles.example.org/osm.png",
+            "String should match pattern "
+            "'^(https?://[^\\s/]+)?/[^\\s\\\"<>]*\\{z\\}[^\\s\\\"<>]*$'",
+        ),
         ("ENVLINK_TIMESCALEDB_CHUNK_DAYS", "0", "Input should be greater than or equal to 1"),
         ("ENVLINK_RAW_RETENTION_DAYS", "0", "Input should be greater than or equal to 1"),
         (
