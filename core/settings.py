@@ -121,7 +121,6 @@ class Settings(BaseSettings):
     )
     signing_key: SecretStr | None = Field(
         default=None,
-        min_length=16,
         description="Signs the bulletin links sent to WeCom, DingTalk and webhooks (HMAC-SHA256);"
         " required when a bulletin subscription uses one of them",
     )
@@ -207,10 +206,17 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
 
-    @field_validator("raw_retention_days", "hj212_max_connections", mode="before")
+    @field_validator("raw_retention_days", "hj212_max_connections", "signing_key", mode="before")
     @classmethod
     def _blank_keeps_everything(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @field_validator("mqtt_host", "mqtt_username", "mqtt_client_id", "smtp_host", "smtp_username")
     @classmethod
@@ -228,6 +234,10 @@ class Settings(BaseSettings):
         return self.sources_file or self.config_dir / "sources.yaml"
 
 
+# Settings whose values an error message must not show.
+_SECRET_SETTINGS = {"ENVLINK_SIGNING_KEY", "ENVLINK_SMTP_PASSWORD", "ENVLINK_MQTT_PASSWORD"}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning validation errors into one message that names each bad variable."""
     try:
@@ -236,5 +246,8 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             name = "ENVLINK_" + "_".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
+            given = error.get("input")
+            if name in _SECRET_SETTINGS:
+                given = "***"  # a secret is never repeated, even a wrong one
+            problems.append(f"{name}={given!r}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -71,6 +71,22 @@ def test_bad_values_name_the_variable(
     assert str(caught.value) == f"invalid settings: {name}={value!r}: {message}"
 
 
+def test_the_signing_key_is_unset_when_blank_and_at_least_16_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENVLINK_SIGNING_KEY", "")
+    assert load_settings().signing_key is None
+    monkeypatch.setenv("ENVLINK_SIGNING_KEY", "0123456789abcdef")
+    key = load_settings().signing_key
+    assert key is not None and key.get_secret_value() == "0123456789abcdef"
+    monkeypatch.setenv("ENVLINK_SIGNING_KEY", "too-short")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid settings: ENVLINK_SIGNING_KEY='***': Value error, must be at least 16 characters"
+    )
+
+
 def test_empty_database_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVLINK_DATABASE_URL", "")
     assert load_settings().database_url is None
