@@ -150,7 +150,7 @@ async def bulletin(
     conn: ConnDep,
     key: KeyDep,
     month: Annotated[
-        str,
+        Text,
         Query(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM"),
     ],
     file_format: Annotated[
@@ -204,7 +204,7 @@ async def signed_bulletin(
     conn: ConnDep,
     settings: SettingsDep,
     month: Annotated[
-        str,
+        Text,
         Query(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM"),
     ],
     version: Annotated[int, Query(ge=1, le=2**31 - 1, description="The stored version")],
@@ -212,7 +212,7 @@ async def signed_bulletin(
         int, Query(ge=0, le=2**40, description="When the link expires, unix seconds")
     ],
     sig: Annotated[
-        str,
+        Text,
         Query(
             min_length=64,
             max_length=64,

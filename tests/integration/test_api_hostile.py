@@ -35,6 +35,10 @@ VALID = {
     "scope": "region",
     "start": "2026-11-01T00:00:00+08:00",
     "end": "2026-11-02T00:00:00+08:00",
+    "month": "2026-11",
+    "version": "1",
+    "expires": "1",
+    "sig": "0" * 64,
 }
 ABSURD_DAYS = {
     "0001-01-01": "must be in the years 1900-2199",
