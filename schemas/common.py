@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     Strict,
+    StringConstraints,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
@@ -79,6 +80,20 @@ class _TextPattern:
         return json_schema
 
 
+class _PublishedPattern:
+    """Publishes a pattern the field checks: beside a BeforeValidator, pydantic leaves it out."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = self.pattern
+        return json_schema
+
+
 _Moment = TypeVar("_Moment", bound=date)
 # The years FIRST_YEAR to LAST_YEAR as a pattern of ISO 8601 text (the wall-clock year leads).
 YEARS_PATTERN = "^(19|2[01])[0-9]{2}-"
@@ -127,6 +142,22 @@ def _in_years(value: _Moment) -> _Moment:
 # Every text a client or config gives EnvLink: no NUL, no lone surrogate, so that a 422 names
 # the field instead of the database refusing the text later.
 Text = Annotated[str, BeforeValidator(_storable_text), _TextPattern()]
+# A month, YYYY-MM, and a signature (HMAC-SHA256 in hex): checked as text first, so that a NUL
+# or lone surrogate is named as such rather than as a pattern mismatch, then for their shape.
+MONTH_PATTERN = "^[0-9]{4}-[0-9]{2}$"
+SIGNATURE_PATTERN = "^[0-9a-f]{64}$"
+Month = Annotated[
+    str,
+    BeforeValidator(_storable_text),
+    StringConstraints(min_length=7, max_length=7, pattern=MONTH_PATTERN),
+    _PublishedPattern(MONTH_PATTERN),
+]
+Signature = Annotated[
+    str,
+    BeforeValidator(_storable_text),
+    StringConstraints(min_length=64, max_length=64, pattern=SIGNATURE_PATTERN),
+    _PublishedPattern(SIGNATURE_PATTERN),
+]
 # Every number a client or config gives EnvLink that is not a reading's value: no NaN, no ±inf,
 # and a number, as the schema says, not true/false or text that pydantic would read as one.
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]

@@ -14,11 +14,12 @@ from alerts.evaluation.periods import Period, date_range, parse_period
 from alerts.reports import air_period_report, water_period_report
 from api.deps import ConnDep, KeyDep, SettingsDep
 from api.errors import error_responses
+from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput, NotFound
 from core.signing import BULLETIN_SIGNED_PATH, check_bulletin_link
 from core.timeutil import utcnow
 from schemas.bulletin import Bulletin
-from schemas.common import Day, ErrorOut, Text
+from schemas.common import Day, ErrorOut, Month, Signature, Text
 from store.bulletins import bulletin_files
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 422, 503))
@@ -149,10 +150,8 @@ HTML_CONTENT_TYPE = "text/html"
 async def bulletin(
     conn: ConnDep,
     key: KeyDep,
-    month: Annotated[
-        Text,
-        Query(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM"),
-    ],
+    zone: ZoneDep,
+    month: Annotated[Month, Query(description="YYYY-MM")],
     file_format: Annotated[
         Literal["json", "csv", "html"], Query(alias="format", description="json, csv or html")
     ] = "json",
@@ -168,7 +167,7 @@ async def bulletin(
     water section's class against its target and last year's, the rivers' and cities' shares
     and grades, the Dongjiang north main stream's and the Shiziyang estuary's grades, and the
     notes (rule sets, validity, data status)."""
-    found = await assemble_bulletin(conn, bulletin_month(month), now=utcnow())
+    found = in_zone(await assemble_bulletin(conn, bulletin_month(month), now=utcnow()), zone)
     if file_format == "csv":
         name = f"envlink-bulletin-{found.month}.zip"
         return Response(
@@ -203,22 +202,14 @@ async def bulletin(
 async def signed_bulletin(
     conn: ConnDep,
     settings: SettingsDep,
-    month: Annotated[
-        Text,
-        Query(min_length=7, max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM"),
-    ],
+    month: Annotated[Month, Query(description="YYYY-MM")],
     version: Annotated[int, Query(ge=1, le=2**31 - 1, description="The stored version")],
     expires: Annotated[
         int, Query(ge=0, le=2**40, description="When the link expires, unix seconds")
     ],
     sig: Annotated[
-        Text,
-        Query(
-            min_length=64,
-            max_length=64,
-            pattern=r"^[0-9a-f]{64}$",
-            description="HMAC-SHA256 (hex) of the link with the server's signing key",
-        ),
+        Signature,
+        Query(description="HMAC-SHA256 (hex) of the link with the server's signing key"),
     ],
     file_format: Annotated[
         Literal["html", "csv"], Query(alias="format", description="html or csv (the zip)")
