@@ -9,7 +9,7 @@ import io
 import re
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -18,11 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from core.settings import Settings
-from core.timeutil import CST
 from store.keys import create_key
 from tests.integration.test_engine import Feed, _rules
 from tests.integration.test_episodes import RULE, _feed
-from tests.integration.test_reports_api import DONGJIANG_NH3N, O3, STEADY, _november, _water_days
+from tests.integration.test_reports_api import DONGJIANG_NH3N, _november, _water_days, air_days
 
 NOVEMBER = [date(2026, 11, 1) + timedelta(days=i) for i in range(30)]
 TABLES = [
@@ -44,50 +43,13 @@ async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[h
         yield client
 
 
-async def _air_days(pool: AsyncConnectionPool, station: str, pm25: dict[date, float]) -> None:
-    """Daily rollups of `station` for each day (PM2.5 as given, the rest STEADY) and O3 hours."""
-    now = datetime.now(CST)
-    async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(
-            "SELECT (SELECT id FROM station WHERE code = %s), code, id FROM parameter"
-            " WHERE code IN ('so2', 'no2', 'co', 'o3', 'pm10', 'pm25')",
-            [station],
-        )
-        rows = await cur.fetchall()
-        sid = rows[0][0]
-        ids = {code: pid for _, code, pid in rows}
-        daily = [
-            (sid, ids[code], day, value, 24, value, value, "computed", now)
-            for day, fine in pm25.items()
-            for code, value in {**STEADY, "pm25": fine}.items()
-        ]
-        hourly = [
-            (sid, ids["o3"], datetime.combine(day, time(), CST) + timedelta(hours=h), O3,
-             1, 3600, O3, O3, "computed", now)
-            for day in pm25
-            for h in range(24)
-        ]  # fmt: skip
-        async with conn.cursor() as c:
-            await c.executemany(
-                "INSERT INTO reading_daily (station_id, parameter_id, day, value, hours, min,"
-                " max, origin, computed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                daily,
-            )
-            await c.executemany(
-                "INSERT INTO reading_hourly (station_id, parameter_id, hour, value, samples,"
-                " coverage_s, min, max, origin, computed_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                hourly,
-            )
-
-
 async def _seed(pool: AsyncConnectionPool) -> None:
     """Dongguan: §3's example month (and the same a year earlier); Guangzhou: 30 clean days
     (PM2.5 20); the Dongjiang's six sections II, II, III, III, IV, 劣V; Shilong's NH3-N 0.5 in
     2025-11."""
-    await _air_days(pool, "dg-a-shilong", _november())
-    await _air_days(pool, "dg-a-shilong", {d.replace(year=2025): v for d, v in _november().items()})
-    await _air_days(pool, "gz-a-huangpu", dict.fromkeys(NOVEMBER, 20.0))
+    await air_days(pool, "dg-a-shilong", _november())
+    await air_days(pool, "dg-a-shilong", {d.replace(year=2025): v for d, v in _november().items()})
+    await air_days(pool, "gz-a-huangpu", dict.fromkeys(NOVEMBER, 20.0))
     await _water_days(pool, DONGJIANG_NH3N, NOVEMBER)
     await _water_days(pool, {"dg-w-shilong": 0.5}, [d.replace(year=2025) for d in NOVEMBER])
 

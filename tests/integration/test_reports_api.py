@@ -35,25 +35,26 @@ async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[h
         yield client
 
 
-async def _days(pool: AsyncConnectionPool, pm25: dict[date, float]) -> None:
-    """Daily rollups of STATION for each day (PM2.5 as given) and its 24 hourly O3 means."""
+async def air_days(pool: AsyncConnectionPool, station: str, pm25: dict[date, float]) -> None:
+    """Daily rollups of `station` for each day (PM2.5 as given, the rest STEADY) and its 24
+    hourly O3 means."""
     now = datetime.now(CST)
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
             "SELECT (SELECT id FROM station WHERE code = %s), code, id FROM parameter"
             " WHERE code IN ('so2', 'no2', 'co', 'o3', 'pm10', 'pm25')",
-            [STATION],
+            [station],
         )
         rows = await cur.fetchall()
-        station = rows[0][0]
+        sid = rows[0][0]
         ids = {code: pid for _, code, pid in rows}
         daily = [
-            (station, ids[code], day, value, 24, value, value, "computed", now)
+            (sid, ids[code], day, value, 24, value, value, "computed", now)
             for day, fine in pm25.items()
             for code, value in {**STEADY, "pm25": fine}.items()
         ]
         hourly = [
-            (station, ids["o3"], datetime.combine(day, time(), CST) + timedelta(hours=h), O3,
+            (sid, ids["o3"], datetime.combine(day, time(), CST) + timedelta(hours=h), O3,
              1, 3600, O3, O3, "computed", now)
             for day in pm25
             for h in range(24)
@@ -87,7 +88,7 @@ async def _get(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
 
 
 async def test_a_month_worked_by_hand(db: AsyncConnectionPool, client: httpx.AsyncClient) -> None:
-    await _days(db, _november())
+    await air_days(db, STATION, _november())
     report = await _get(client, scope="station", code=STATION, period="2026-11")
     assert report["scope"] == {"kind": "station", "code": STATION, "stations": [STATION]}
     assert report["period"] == {
@@ -155,9 +156,9 @@ async def test_a_month_worked_by_hand(db: AsyncConnectionPool, client: httpx.Asy
 async def test_a_year_earlier_recomputed_like_for_like(
     db: AsyncConnectionPool, client: httpx.AsyncClient
 ) -> None:
-    await _days(db, _november())
+    await air_days(db, STATION, _november())
     last = {day.replace(year=2025): value for day, value in _november().items()}
-    await _days(db, last)
+    await air_days(db, STATION, last)
     report = await _get(client, scope="station", code=STATION, period="2026-11")
     before = report["last_year"]["as_published"]
     # Under HJ 633-2012 PM2.5 50 is AQI 69 and 90 is 119, 130 is 171: the same categories.
@@ -175,7 +176,7 @@ async def test_a_period_across_2026_03_01_is_two_parts(
 ) -> None:
     # PM2.5 70 is 良 (AQI 94) under HJ 633-2012 and 轻度 (AQI 109) under HJ 633-2026.
     days = [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 2)]
-    await _days(db, dict.fromkeys(days, 70.0))
+    await air_days(db, STATION, dict.fromkeys(days, 70.0))
     body = await _get(client, scope="station", code=STATION, start="2026-02-20", end="2026-03-10")
     before, after = body["parts"]
     assert (before["period"]["start"], before["period"]["end"]) == ("2026-02-20", "2026-03-01")
