@@ -114,13 +114,17 @@ def addressees(catalogue: CatalogueSnapshot, rule: RuleDefinition) -> list[int]:
 
 
 async def store(conn: Conn, items: Sequence[tuple[Written, NewAlert]], now: datetime) -> int:
-    """Write tracks in three round trips (new alerts, updates, events); returns the events."""
+    """Write tracks in three round trips (updates, new alerts, events); returns the events.
+
+    Updates go first: a round may close a subject's open alert and open its next one, and the
+    one-open-alert-per-subject index holds at every statement.
+    """
+    await update_alerts(conn, [(_id(w.track.alert), row) for w, row in items if not w.track.is_new])
     new = [(w.track, row) for w, row in items if w.track.is_new]
     for (track, _), alert_id in zip(
         new, await insert_alerts(conn, [r for _, r in new]), strict=True
     ):
         track.alert.id = alert_id
-    await update_alerts(conn, [(_id(w.track.alert), row) for w, row in items if not w.track.is_new])
     events = [(_id(w.track.alert), _event_row(e)) for w, _ in items for e in w.track.events]
     await insert_events(conn, events, at=now)
     return len(events)

@@ -168,6 +168,29 @@ async def test_oscillating_value_fires_once_then_resolves(db: AsyncConnectionPoo
     ]
 
 
+async def test_an_alert_resolved_and_a_new_one_opened_in_one_round(
+    db: AsyncConnectionPool,
+) -> None:
+    # A backlog (a worker back after a while) can close the subject's open alert and open its
+    # next one in the same round: the closing is written before the opening, which the one open
+    # alert per subject index would refuse otherwise.
+    await _rules(db, _rule("no2_instant"))
+    feed = Feed(db)
+    await feed.send(_air(205, T0), at=T0 + timedelta(minutes=5))
+    await feed.send(
+        _air(170, T0 + HOUR), _air(205, T0 + 2 * HOUR), at=T0 + 2 * HOUR + timedelta(minutes=5)
+    )
+    assert await _events(db) == [
+        (1, "firing", "firing", "warning", 205),
+        (1, "resolved", "resolved", "warning", 170),
+        (2, "firing", "firing", "warning", 205),
+    ]
+    assert [(a[0], a[4], a[7]) for a in await _alerts(db)] == [
+        (1, "resolved", T0),
+        (2, "firing", T0 + 2 * HOUR),
+    ]
+
+
 async def test_escalation_and_deescalation_on_the_same_alert(db: AsyncConnectionPool) -> None:
     await _rules(db, _rule("no2_instant"))
     feed = Feed(db)
