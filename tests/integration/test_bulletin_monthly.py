@@ -15,7 +15,7 @@ from core.settings import Settings
 from core.timeutil import CST
 from store.bulletins import bulletin_body, bulletin_versions
 from store.keys import create_key
-from tests.integration.test_bulletin import _air_days, _november
+from tests.integration.test_reports_api import _november, air_days
 
 FIRST = datetime(2026, 12, 1, 9, 0, tzinfo=CST)
 
@@ -35,7 +35,7 @@ def test_the_1st_at_0900_shanghai_for_the_month_before() -> None:
 async def test_generating_again_keeps_the_earlier_version(db: AsyncConnectionPool) -> None:
     first = await generate_monthly_bulletin(db, now=FIRST)
     assert (first.month, first.version, first.generated_at) == (date(2026, 11, 1), 1, FIRST)
-    await _air_days(db, "dg-a-shilong", _november())  # late data
+    await air_days(db, "dg-a-shilong", _november())  # late data
     later = FIRST.replace(day=3)
     second = await generate_monthly_bulletin(db, now=later)
     assert (second.month, second.version) == (date(2026, 11, 1), 2)
