@@ -31,16 +31,23 @@ def _free_port() -> int:
         return port
 
 
-def test_demo_serves_latest_for_every_station_parameter(tmp_path: Path) -> None:
-    api_port, hj212_port = _free_port(), _free_port()
+def demo_env(tmp_path: Path) -> tuple[int, dict[str, str]]:
+    """A demo's environment: its own data folder and free API and HJ 212 ports, no database
+    URL (the embedded server); and its API port."""
+    api_port = _free_port()
     env = {
         **os.environ,
         "ENVLINK_DATA_DIR": str(tmp_path / "envlink"),
         "ENVLINK_CONFIG_DIR": str(CONFIG_DIR),
         "ENVLINK_API_PORT": str(api_port),
-        "ENVLINK_HJ212_PORT": str(hj212_port),
+        "ENVLINK_HJ212_PORT": str(_free_port()),
         "ENVLINK_DATABASE_URL": "",
     }
+    return api_port, env
+
+
+def test_demo_serves_latest_for_every_station_parameter(tmp_path: Path) -> None:
+    api_port, env = demo_env(tmp_path)
     catalogue = load_catalogue(CONFIG_DIR)
     expected = {(code, p) for code, links in catalogue.station_parameters.items() for p in links}
     started = time.monotonic()

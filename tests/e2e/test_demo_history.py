@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from core.timeutil import CST
-from tests.conftest import CONFIG_DIR, ROOT
-from tests.e2e.test_demo import _free_port
+from tests.conftest import ROOT
+from tests.e2e.test_demo import demo_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +46,7 @@ def test_a_refused_history_stops_the_demo_before_it_starts(tmp_path: Path) -> No
 def test_last_months_air_report_has_figures_and_no_alert_is_about_the_past(
     tmp_path: Path,
 ) -> None:
-    api_port, hj212_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "ENVLINK_DATA_DIR": str(tmp_path / "envlink"),
-        "ENVLINK_CONFIG_DIR": str(CONFIG_DIR),
-        "ENVLINK_API_PORT": str(api_port),
-        "ENVLINK_HJ212_PORT": str(hj212_port),
-        "ENVLINK_DATABASE_URL": "",
-    }
+    api_port, env = demo_env(tmp_path)
     started_at = datetime.now(CST)
     started = time.monotonic()
     demo = subprocess.Popen(
