@@ -4,7 +4,9 @@ The evaluation itself is alerts/evaluation's: this module reads a scope's daily 
 (reading_daily) and hourly O3 (reading_hourly, for the MDA8 windows) for the period and the same
 period a year earlier, lays them into the core's day arrays, and evaluates each part of the period
 under its own rule set, with last year's figures as published and recomputed like for like.
-Water sections average their daily means (reading_daily) over the period (GB 3838, GB 3097).
+Water sections average their daily means (reading_daily) over the period (GB 3838, GB 3097);
+their laboratory items average the period's samples, a sample below detection entering the mean
+as the setting's fraction of its detection limit (docs/evaluation.md §5).
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ from store.reports import (
     GridValues,
     WaterSection,
     air_stations,
+    Samples,
     daily_grid,
     hourly_grid,
+    lab_parameters,
+    lab_samples,
     water_sections,
 )
 
@@ -274,6 +279,20 @@ def _series(grid: GridValues, station_id: int, code: str, length: int) -> FloatA
     return found
 
 
+def _lab_series(samples: Samples, station_id: int) -> dict[str, ItemSeries]:
+    """A station's laboratory items: their samples as they are, flagged below detection."""
+    rows = samples.station_ids == station_id
+    codes = samples.parameters[rows]
+    return {
+        str(code): ItemSeries(
+            samples.values[rows][codes == code],
+            samples.below_detection[rows][codes == code],
+            automatic=False,
+        )
+        for code in np.unique(codes)
+    }
+
+
 WaterScope = Literal["station", "reach", "river", "area", "city"]
 # A section without a target in the catalogue is judged against class III (GB 3838), a sea
 # point against class 2 (GB 3097): the classes the cities' functional zoning uses most.
@@ -305,13 +324,22 @@ async def _water_evaluation(
     grid = await daily_grid(
         conn, [s.id for s in sections], None, start=period.start, end=period.end
     )
+    lab = await lab_parameters(conn)
+    samples = await lab_samples(
+        conn,
+        [s.id for s in sections],
+        start=cst_day_start(period.start),
+        end=cst_day_start(period.end),
+    )
     settings = rule_set_for(period.start).settings
     surface, sea = [], []
     for section in sections:
+        automatic = set(grid.parameters[grid.station_ids == section.id]) - lab
         items = {
-            item: ItemSeries(_series(grid, section.id, item, period.days))
-            for item in sorted(set(grid.parameters[grid.station_ids == section.id]))
+            item: ItemSeries(_series(grid, section.id, item, period.days)) for item in automatic
         }
+        items.update(_lab_series(samples, section.id))
+        items = dict(sorted(items.items()))
         if section.water_standard == "gb3097":
             sea.append(
                 evaluate_sea_point(

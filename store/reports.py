@@ -2,7 +2,10 @@
 
 Daily means come from reading_daily (a natural day of Asia/Shanghai, NULL under 20 valid hours)
 and hourly means from reading_hourly; both are returned as offsets into the period so the
-caller can lay them into numpy arrays without touching a datetime per row.
+caller can lay them into numpy arrays without touching a datetime per row. Laboratory items
+(parameter group `lab`) are read as the period's samples instead, each with whether it was
+below detection: a period mean of samples takes half a detection limit (docs/evaluation.md §5),
+which a daily rollup holding the limit itself could no longer tell.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from psycopg.rows import class_row
 
+from schemas.common import QC
 from store.pool import Conn
 
 
@@ -113,6 +117,56 @@ async def _grid(
         parameters=np.array([r[1] for r in rows], dtype=np.str_),
         offsets=np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
         values=np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows)),
+    )
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Laboratory samples by (station id, parameter code): value (a detection limit where
+    below detection) and whether it was below detection, in time order."""
+
+    station_ids: npt.NDArray[np.int64]
+    parameters: npt.NDArray[np.str_]
+    values: npt.NDArray[np.float64]
+    below_detection: npt.NDArray[np.bool_]
+
+
+_LAB_SAMPLES = """
+SELECT r.station_id, p.code, r.value, r.qc = %(below)s
+FROM reading r JOIN parameter p ON p.id = r.parameter_id
+WHERE r.station_id = ANY(%(stations)s) AND p.grp = 'lab' AND r.qc = ANY(%(qc)s)
+  AND r.value IS NOT NULL AND r.time >= %(start)s AND r.time < %(end)s
+ORDER BY r.station_id, p.code, r.time, r.period_s
+"""
+
+
+async def lab_parameters(conn: Conn) -> frozenset[str]:
+    """The codes of the laboratory parameters (group `lab`)."""
+    cur = await conn.execute("SELECT code FROM parameter WHERE grp = 'lab'")
+    return frozenset(str(code) for (code,) in await cur.fetchall())
+
+
+async def lab_samples(
+    conn: Conn, station_ids: Sequence[int], *, start: datetime, end: datetime
+) -> Samples:
+    """The laboratory samples of these stations in [start, end) that feed statistics (QC valid
+    or below detection)."""
+    cur = await conn.execute(
+        _LAB_SAMPLES,
+        {
+            "stations": list(station_ids),
+            "below": QC.BELOW_DETECTION.code,
+            "qc": [QC.VALID.code, QC.BELOW_DETECTION.code],
+            "start": start,
+            "end": end,
+        },
+    )
+    rows = await cur.fetchall()
+    return Samples(
+        station_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        parameters=np.array([r[1] for r in rows], dtype=np.str_),
+        values=np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows)),
+        below_detection=np.fromiter((r[3] for r in rows), dtype=np.bool_, count=len(rows)),
     )
 
 
