@@ -58,9 +58,9 @@ from store.pool import Conn
 from store.reports import (
     AirStation,
     GridValues,
+    Samples,
     WaterSection,
     air_stations,
-    Samples,
     daily_grid,
     hourly_grid,
     lab_parameters,

@@ -166,7 +166,9 @@ async def test_the_estuary_sections_point_and_area(
 
     sections = {s["code"]: s for s in report["sections"]}
     assert list(sections) == ["gz-w-lianhuashan", "dg-w-shatian", "dg-w-humen"]
-    assert {code: (s["class"], s["class_label"], s["grade_zh"]) for code, s in sections.items()} == {
+    assert {
+        code: (s["class"], s["class_label"], s["grade_zh"]) for code, s in sections.items()
+    } == {
         "gz-w-lianhuashan": (3, "III", "良好"),
         "dg-w-shatian": (4, "IV", "轻度污染"),
         "dg-w-humen": (6, "劣V", "重度污染"),

@@ -214,6 +214,25 @@ def test_city_is_the_mean_of_its_stations() -> None:
     assert city.values["pm25"].tolist() == [40.0, 44.0]
 
 
+def test_city_aqi_is_from_city_concentrations_never_the_mean_of_station_aqis() -> None:
+    # HJ 633-2026 PM2.5: 60 -> IAQI 100. Stations at 0 and 120 average 60: the city's AQI is
+    # 100 (良), not the mean of the stations' AQIs (the 120 station alone is above 100).
+    days = date_range(date(2026, 7, 1), date(2026, 7, 2))
+    part = _only_part(days)
+    stations = [_air_days(days.start, 1, pm25=level) for level in (0.0, 120.0)]
+    city = evaluate_air(city_days(stations, EvaluationSettings()), part)
+    assert city.aqi is not None
+    assert city.aqi.aqi.tolist() == [100]
+    station_aqis = []
+    for station in stations:
+        found = evaluate_air(station, part).aqi
+        assert found is not None
+        station_aqis.append(float(found.aqi[0]))
+    assert station_aqis[1] > 100
+    assert sum(station_aqis) / 2 != 100
+    assert air_report(city)["category_days"]["good"] == 1
+
+
 def test_city_o3_mda8_setting() -> None:
     # Station A peaks in the morning, B in the evening: the mean of their MDA8s (station_mean)
     # is higher than the MDA8 of the city's hourly means (city_hourly).
@@ -287,6 +306,17 @@ def test_primary_pollutant_ties_count_for_each() -> None:
     }  # fmt: skip
     assert report["primary_pollutant_shares"]["pm25"] == 100.0
     assert report["primary_pollutant_shares"]["pm10"] == 50.0
+
+
+@pytest.mark.parametrize(("pm25", "aqi", "primary"), [(35.0, 50, 0), (36.0, 52, 1)])
+def test_a_primary_pollutant_only_above_aqi_50(pm25: float, aqi: int, primary: int) -> None:
+    # HJ 633-2026 PM2.5 35 -> IAQI 50 (优, no primary pollutant), 36 -> 52 (良, PM2.5).
+    found = _evaluate(date_range(date(2026, 7, 1), date(2026, 7, 2)), pm25=pm25)
+    assert found.aqi is not None
+    assert found.aqi.aqi.tolist() == [aqi]
+    report = air_report(found)
+    assert report["days_with_primary_pollutant"] == primary
+    assert report["primary_pollutant_days"]["pm25"] == primary
 
 
 def test_primary_pollutant_ties_split_when_the_setting_says_so() -> None:
@@ -378,6 +408,33 @@ def test_year_compliance_needs_both_statistics() -> None:
     clean = _evaluate(year(2025))
     assert clean.complies is True
     assert air_report(clean)["pollutants"]["so2"]["compliance"]["checks"][1]["statistic"] == "p98"
+
+
+def test_year_statistics_at_324_and_365_valid_days() -> None:
+    # SO2 on 324 days (41 without data), 1..324 µg/m³: P98 at rank 317.54 = 317.54 -> 318; the
+    # mean 162.5 publishes as 162 (half to even). O3 MDA8 1..365: P90 at rank 328.6 -> 329. CO
+    # 0.01..3.65 mg/m³: P95 at rank 346.8 = 3.468 -> 3.5.
+    so2 = np.full(365, np.nan)
+    so2[41:] = np.arange(1, 325)
+    np.random.default_rng(324).shuffle(so2)
+    o3 = np.arange(1, 366) * 1.0
+    co = np.arange(1, 366) / 100
+    found = _evaluate(year(2025), so2=so2, o3_8h_max=o3, co=co)
+    report = air_report(found)
+    checks = report["pollutants"]["so2"]["compliance"]["checks"]
+    assert [(c["statistic"], c["value"], c["limit"], c["complies"]) for c in checks] == [
+        ("mean", 162, 60.0, False), ("p98", 318, 150.0, False)
+    ]  # fmt: skip
+    assert report["pollutants"]["so2"]["valid_days"] == 324
+    assert found.pollutants["so2"].value == pytest.approx(162.5)
+    assert (report["pollutants"]["o3"]["statistic"], report["pollutants"]["o3"]["value"]) == (
+        "mda8_p90", 329
+    )  # fmt: skip
+    assert found.pollutants["o3"].value == pytest.approx(328.6)
+    assert (report["pollutants"]["co"]["statistic"], report["pollutants"]["co"]["value"]) == (
+        "p95", 3.5
+    )  # fmt: skip
+    assert found.pollutants["co"].value == pytest.approx(3.468)
 
 
 def test_year_short_of_324_days_has_no_verdict() -> None:

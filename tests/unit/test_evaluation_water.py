@@ -54,6 +54,15 @@ def test_automatic_month_needs_20_valid_days(valid: int, expected: object) -> No
     assert (found if isinstance(found, Insufficient) else found.mean) == expected
 
 
+@pytest.mark.parametrize(("valid", "expected"), [(10, 0.5), (9, Insufficient(9, 10))])
+def test_a_part_month_needs_its_share_of_20_days(valid: int, expected: object) -> None:
+    # 15 of November's 30 days: ceil(20 x 15 / 30) = 10 valid daily means.
+    values = np.full(15, np.nan)
+    values[:valid] = 0.5
+    found = item_mean("nh3n", ItemSeries(values), date(2026, 11, 1), date(2026, 11, 16), SETTINGS)
+    assert (found if isinstance(found, Insufficient) else found.mean) == expected
+
+
 def test_completeness_is_a_setting() -> None:
     relaxed = EvaluationSettings(water_month_min_valid_days=15)
     found = item_mean("nh3n", _daily(0.5, 15), *NOVEMBER, relaxed)
@@ -98,6 +107,41 @@ def test_an_item_below_detection_throughout_passes_classes_at_or_above_its_limit
     assert not isinstance(found, Insufficient)
     assert (found.mean, found.detection_limit) == (limit / 2, limit)
     assert _section_of("hg", series).assessment.item_classes["hg"] == item_class
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "item_class"),
+    [
+        # Hg (GB 3838 I-II 0.00005, III-IV 0.0001): (0.0001/2 + 0.00005)/2 = 0.00005, at the
+        # class I limit; the detection limit itself would give 0.000075, class III.
+        (0.0001, 0.00005, 1),
+        (0.0001, 0.00006, 3),
+    ],
+)
+def test_half_the_detection_limit_at_a_class_limit(
+    limit: float, value: float, item_class: int
+) -> None:
+    series = _samples(limit, value, below=(True, False))
+    found = item_mean("hg", series, *NOVEMBER, SETTINGS)
+    assert not isinstance(found, Insufficient)
+    assert found.mean == pytest.approx((limit / 2 + value) / 2, rel=1e-12)
+    assert _section_of("hg", series).assessment.item_classes["hg"] == item_class
+
+
+def test_below_detection_fraction_is_a_setting() -> None:
+    series = _samples(0.0001, 0.00005, below=(True, False))
+    whole = EvaluationSettings(below_detection_fraction=Fraction(1))
+    found = item_mean("hg", series, *NOVEMBER, whole)
+    assert not isinstance(found, Insufficient)
+    assert found.mean == pytest.approx(0.000075, rel=1e-12)
+    # Daily means of an automatic station take the same rule.
+    days = np.full(30, 0.4)
+    flags = np.zeros(30, dtype=bool)
+    flags[:10] = True
+    daily = item_mean("nh3n", ItemSeries(days, flags), *NOVEMBER, SETTINGS)
+    assert not isinstance(daily, Insufficient)
+    assert daily.mean == pytest.approx((10 * 0.2 + 20 * 0.4) / 30, rel=1e-12)
+    assert (daily.count, daily.detection_limit) == (30, None)
 
 
 def _section_of(item: str, series: ItemSeries) -> SectionEvaluation:
@@ -146,6 +190,12 @@ def test_ph_is_judged_against_6_to_9_without_a_multiple() -> None:
     assert [(e.item, e.multiple) for e in section.exceedances] == [("ph", None)]
     assert format_exceedances(section.exceedances, NAMES) == "pH"
     assert section.cwqi == Fraction("1.25") + Fraction("0.3")
+
+
+@pytest.mark.parametrize(("ph", "cwqi"), [("6.5", "0.5"), ("7", "0"), ("8", "0.5"), ("9", "1")])
+def test_cwqi_of_ph(ph: str, cwqi: str) -> None:
+    # (pH - 7)/2 above 7, else 7 - pH.
+    assert _section("s", Target(3), ph=float(ph)).cwqi == Fraction(cwqi)
 
 
 def test_do_has_no_multiple() -> None:
