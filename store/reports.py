@@ -134,8 +134,9 @@ class Samples:
 _LAB_SAMPLES = """
 SELECT r.station_id, p.code, r.value, r.qc = %(below)s
 FROM reading r JOIN parameter p ON p.id = r.parameter_id
-WHERE r.station_id = ANY(%(stations)s) AND p.grp = 'lab' AND r.qc = ANY(%(qc)s)
-  AND r.value IS NOT NULL AND r.time >= %(start)s AND r.time < %(end)s
+WHERE r.station_id = ANY(%(stations)s)
+  AND r.parameter_id = ANY(ARRAY(SELECT id FROM parameter WHERE grp = 'lab'))
+  AND r.qc = ANY(%(qc)s) AND r.value IS NOT NULL AND r.time >= %(start)s AND r.time < %(end)s
 ORDER BY r.station_id, p.code, r.time, r.period_s
 """
 
