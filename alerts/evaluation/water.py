@@ -32,11 +32,12 @@ from alerts.evaluation.validity import Insufficient, water_requirement
 from alerts.standards import (
     assess_sea_water,
     assess_surface_water,
+    sea_class_label,
     surface_class_label,
     surface_class_limit,
 )
 from alerts.standards.tables import SURFACE_WATER_PH, SURFACE_WATER_QUALITY
-from alerts.standards.water import WaterAssessment
+from alerts.standards.water import SEA_STANDARD, WaterAssessment
 from core.rounding import exact
 
 FloatArray = npt.NDArray[np.float64]
@@ -251,7 +252,7 @@ def evaluate_sea_point(
         means={item: means[item] for item in evaluated},
         insufficient=insufficient,
         assessment=assessment,
-        target=None,
+        target=Target(target_class),
         compliant=assessment.meets_target,
         exceedances=exceedances,
         exceedances_class_iii=(),
@@ -334,7 +335,9 @@ def section_report(section: SectionEvaluation) -> dict[str, Any]:
         "class_label": assessment.label,
         "grade_zh": assessment.description_zh,
         "grade": assessment.description,
-        "target": None if section.target is None else _target_report(section.target),
+        "target": None
+        if section.target is None
+        else _target_report(section.target, section.standard),
         "compliant": section.compliant,
         "exceedances": {
             "target": [_exceedance_report(e) for e in section.exceedances],
@@ -458,9 +461,10 @@ def _exceedance_report(exceedance: Exceedance) -> dict[str, Any]:
     }
 
 
-def _target_report(target: Target) -> dict[str, Any]:
+def _target_report(target: Target, standard: str) -> dict[str, Any]:
+    label = sea_class_label if standard == SEA_STANDARD else surface_class_label
     return {
         "class": target.water_class,
-        "label": surface_class_label(target.water_class),
+        "label": label(target.water_class),
         "item_limits": dict(target.item_limits),
     }

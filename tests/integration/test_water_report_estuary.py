@@ -155,7 +155,9 @@ async def test_the_estuary_sections_point_and_area(
     assert (items["cd"]["mean"], items["cd"]["detection_limit"]) == (0.001, 0.002)
     assert (items["ph"]["values"], items["ph"]["mean"]) == (30, pytest.approx(8.0, abs=1e-12))
     assert (point["class"], point["class_label"]) == (3, "3")
-    assert (point["target"], point["compliant"]) == (None, True)
+    # Judged against its target, class 3 (GB 3097 labels), which it meets.
+    assert point["target"] == {"class": 3, "label": "3", "item_limits": {}}
+    assert point["compliant"] is True
     assert point["exceedances"] == {"target": [], "class_iii": []}
     assert point["insufficient_data"] == {}
     # The area's one point is class 3: classes 1-2 0 % (< 60 %), 劣四类 0 % (<= 30 %) -> 差.

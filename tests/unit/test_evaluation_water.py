@@ -321,6 +321,7 @@ def test_sea_point_single_factor_class() -> None:
     }
     point = evaluate_sea_point("p", items, start=start, end=end, target_class=2, settings=SETTINGS)
     assert (point.water_class, point.assessment.label, point.compliant) == (2, "2", True)
+    assert section_report(point)["target"] == {"class": 2, "label": "2", "item_limits": {}}
     assert point.assessment.excluded == ("nh3n",)
     worse = evaluate_sea_point(
         "p", {"din": _samples(0.6)}, start=start, end=end, target_class=2, settings=SETTINGS
