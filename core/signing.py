@@ -28,6 +28,17 @@ def check_signing_key(kind: str, channel: str, key_set: bool, *, code: str) -> N
         )
 
 
+def missing_signing_key(codes: list[str]) -> str | None:
+    """What is wrong when bulletin subscriptions `codes` send links and no signing key is set."""
+    if not codes:
+        return None
+    return (
+        f"ENVLINK_SIGNING_KEY is not set, but bulletin subscriptions {', '.join(codes)} send"
+        " the bulletin as a signed link (webhook, WeCom, DingTalk): their deliveries fail. Set"
+        " it (the same value on the worker and the API), or send them by e-mail"
+    )
+
+
 def bulletin_signature(
     key: str, *, month: str, version: int, file_format: str, expires: int
 ) -> str:

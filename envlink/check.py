@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings import Settings
+from core.signing import missing_signing_key
 from core.timeutil import rfc3339
 from store.catalogue import stations_without_parameters
 from store.migrate import applied_versions, available_migrations
 from store.pool import Conn, connect, redact
 from store.rules import catalogue_codes, current_rules
 from store.sources import SourceStatus, source_statuses
+from store.subscriptions import bulletin_link_subscriptions
 from store.timescale import reading_layout
 
 # A worker touches its heartbeat this often; `--liveness` allows a few missed beats.
@@ -54,6 +56,7 @@ async def check(url: str, settings: Settings) -> list[Finding]:
             return findings  # the rest reads tables a missing migration may not have made
         findings.append(await timescaledb_finding(conn, settings))
         findings += await catalogue_findings(conn)
+        findings.append(await signing_key_finding(conn, settings))
         findings += [source_finding(status) for status in await source_statuses(conn)]
     finally:
         await conn.close()
@@ -121,6 +124,16 @@ async def catalogue_findings(conn: Conn) -> list[Finding]:
             "; ".join(problems) if problems else f"{len(rules)} rules, every reference known",
         ),
     ]
+
+
+async def signing_key_finding(conn: Conn, settings: Settings) -> Finding:
+    """A bulletin subscription that sends links needs ENVLINK_SIGNING_KEY to sign them."""
+    if settings.signing_key is not None:
+        return Finding("signing key", True, "set: bulletin links are signed")
+    problem = missing_signing_key(await bulletin_link_subscriptions(conn))
+    if problem is not None:
+        return Finding("signing key", False, problem)
+    return Finding("signing key", True, "not set; no bulletin subscription sends links")
 
 
 def source_finding(status: SourceStatus) -> Finding:

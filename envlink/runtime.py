@@ -34,7 +34,7 @@ from core.errors import InvalidInput, SettingsError
 from core.logging import quiet_accept_errors
 from core.retry import Backoff
 from core.settings import Settings
-from core.signing import check_signing_key
+from core.signing import check_signing_key, missing_signing_key
 from envlink.check import HEARTBEAT_S
 from ingest.history import HistoryQc
 from ingest.jobs import create_partitions_ahead, delete_old_raw_readings
@@ -56,7 +56,11 @@ from store.listen import Listener
 from store.migrate import Migration, migrate
 from store.pool import connect, open_pool
 from store.rules import RuleSeedReport, seed_rules
-from store.subscriptions import SubscriptionSeedReport, seed_subscriptions
+from store.subscriptions import (
+    SubscriptionSeedReport,
+    bulletin_link_subscriptions,
+    seed_subscriptions,
+)
 from store.timescale import TimescaleOptions, reading_layout, require_hypertable
 
 log = logging.getLogger(__name__)
@@ -186,6 +190,7 @@ class Worker:
         )
         self.scheduler = self.elected.scheduler
         await create_partitions_ahead(self.pool)
+        await self._check_signing_key()
         self.scheduler.add_job(
             create_partitions_ahead, "interval", hours=6, args=[self.pool], id="partitions"
         )
@@ -310,6 +315,17 @@ class Worker:
     def health(self) -> list[SourceHealth]:
         """Each started source's account of itself, in start order."""
         return [source.health() for source in self.sources]
+
+    async def _check_signing_key(self) -> None:
+        """One clear error at start when bulletin links cannot be signed (`envlink check` says
+        the same). The worker still starts: alerts and e-mailed bulletins do not need the key,
+        and a link delivery that cannot be made is dead-lettered saying why."""
+        if self.settings.signing_key is not None:
+            return
+        async with self.pool.connection() as conn:
+            problem = missing_signing_key(await bulletin_link_subscriptions(conn))
+        if problem is not None:
+            log.error("%s", problem)
 
     def _start_notifications(self) -> None:
         """Every worker runs a notification stage and a dispatcher; the database shares work."""

@@ -129,6 +129,16 @@ async def list_subscriptions(
         return await cur.fetchall()
 
 
+async def bulletin_link_subscriptions(conn: Conn) -> list[str]:
+    """Codes of the enabled bulletin subscriptions that send links (every channel but e-mail,
+    which attaches the files), by id."""
+    cur = await conn.execute(
+        "SELECT code FROM subscription WHERE kind = 'bulletin' AND enabled"
+        " AND channel <> 'email' ORDER BY id"
+    )
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
 async def get_subscription(conn: Conn, subscription_id: int) -> SubscriptionRow:
     """One subscription, or NotFound."""
     async with conn.cursor(row_factory=class_row(SubscriptionRow)) as cur:

@@ -11,16 +11,20 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
 from core.settings import Settings
+from core.timeutil import utcnow
 from envlink import cli
 from envlink.check import Finding, check, liveness
 from schemas.catalogue import load_catalogue
+from schemas.notifications import SubscriptionIn
 from schemas.rules import load_rules
 from store.catalogue import seed_catalogue
 from store.migrate import available_migrations, migrate
 from store.pool import redact
 from store.rules import seed_rules
+from store.subscriptions import create_subscription
 from tests.conftest import CONFIG_DIR
 
 LATEST = available_migrations()[-1].version
@@ -47,6 +51,7 @@ async def test_a_healthy_database_is_all_ok_and_a_failing_source_is_a_problem(
         "timescaledb",
         "catalogue stations",
         "catalogue rules",
+        "signing key",
         "source hj212",
         "source openaq",
     ]
@@ -62,6 +67,7 @@ async def test_a_healthy_database_is_all_ok_and_a_failing_source_is_a_problem(
     )
     assert found["catalogue stations"] == (True, "every station measures at least one parameter")
     assert found["catalogue rules"] == (True, "0 rules, every reference known")
+    assert found["signing key"] == (True, "not set; no bulletin subscription sends links")
     assert found["source hj212"] == (True, "last success 2026-11-26T12:00:00+08:00")
     assert found["source openaq"] == (
         False,
@@ -159,3 +165,40 @@ def test_check_liveness_exits_1_without_a_fresh_heartbeat(
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2].startswith("liveness               PROBLEM  heartbeat 60 s old at ")
     assert lines[-1] == "1 problem"
+
+
+async def test_bulletin_links_without_a_signing_key_are_a_problem(
+    db: AsyncConnectionPool, database_url: str, settings: Settings
+) -> None:
+    # E-mail attaches the bulletin: no key needed. A disabled subscription sends nothing.
+    await _subscribe(db, "gz-bulletin-mail", "email", "office@example.cn")
+    await _subscribe(db, "gz-bulletin-off", "dingtalk", "http://127.0.0.1:9/ding", enabled=False)
+    unsigned = settings.model_copy(update={"signing_key": None})
+    assert by_name(await check(database_url, unsigned))["signing key"] == (
+        True,
+        "not set; no bulletin subscription sends links",
+    )
+    await _subscribe(db, "gz-bulletin-hook", "webhook", "http://127.0.0.1:9/hook")
+    await _subscribe(db, "gz-bulletin-robot", "wecom", "http://127.0.0.1:9/robot")
+    assert by_name(await check(database_url, unsigned))["signing key"] == (
+        False,
+        "ENVLINK_SIGNING_KEY is not set, but bulletin subscriptions gz-bulletin-hook,"
+        " gz-bulletin-robot send the bulletin as a signed link (webhook, WeCom, DingTalk): their"
+        " deliveries fail. Set it (the same value on the worker and the API), or send them by"
+        " e-mail",
+    )
+    signed = settings.model_copy(update={"signing_key": SecretStr("check-signing-key-0123")})
+    assert by_name(await check(database_url, signed))["signing key"] == (
+        True,
+        "set: bulletin links are signed",
+    )
+
+
+async def _subscribe(
+    db: AsyncConnectionPool, code: str, channel: str, target: str, *, enabled: bool = True
+) -> None:
+    spec = SubscriptionIn(
+        code=code, channel=channel, target=target, kind="bulletin", enabled=enabled
+    )
+    async with db.connection() as conn, conn.transaction():
+        await create_subscription(conn, agency="gz_eeb", spec=spec, via="api", at=utcnow())

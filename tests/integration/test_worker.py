@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 import threading
@@ -15,13 +16,16 @@ import aiomqtt
 import orjson
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
 from core.settings import Settings
-from core.timeutil import CST
+from core.timeutil import CST, utcnow
 from envlink.runtime import Worker
 from ingest.sources.hj212.server import Hj212Server
+from schemas.notifications import SubscriptionIn
 from store.listen import Listener
 from store.sources import source_statuses
+from store.subscriptions import create_subscription
 from tests.integration.test_http_pull import UpstreamServer
 from tests.integration.test_mqtt import BROKER_HOST, BROKER_PORT, HOUR, _broker_listens
 
@@ -305,3 +309,44 @@ async def test_raw_retention_is_scheduled_only_when_set(
         assert (job.kwargs if job else None) == (None if days is None else {"days": days})
     finally:
         await worker.stop()
+
+
+@pytest.mark.parametrize("signing_key", [None, "worker-signing-key-0123"])
+async def test_a_worker_without_a_signing_key_says_so_once_at_start(
+    db: AsyncConnectionPool,
+    listener: Listener,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    signing_key: str | None,
+) -> None:
+    spec = SubscriptionIn(
+        code="dg-bulletin-hook", channel="webhook", target="http://127.0.0.1:9/", kind="bulletin"
+    )
+    async with db.connection() as conn, conn.transaction():
+        await create_subscription(conn, agency="dg_eeb", spec=spec, via="api", at=utcnow())
+    configured = settings.model_copy(
+        update={
+            "hj212_enabled": False,
+            "mqtt_host": None,
+            "alert_loop_enabled": False,
+            "notify_enabled": True,
+            "signing_key": None if signing_key is None else SecretStr(signing_key),
+        }
+    )
+    worker = Worker(db, listener, configured, simulate=False)
+    caplog.set_level(logging.ERROR, logger="envlink.runtime")
+    try:
+        await worker.start()
+        # It still starts: alerts and e-mailed bulletins need no key.
+        assert [task.get_name() for task in worker.tasks] == ["notify-stage", "notify-dispatch"]
+    finally:
+        await worker.stop()
+    errors = [r.getMessage() for r in caplog.records if r.name == "envlink.runtime"]
+    if signing_key is not None:
+        assert errors == []
+        return
+    assert errors == [
+        "ENVLINK_SIGNING_KEY is not set, but bulletin subscriptions dg-bulletin-hook send the"
+        " bulletin as a signed link (webhook, WeCom, DingTalk): their deliveries fail. Set it"
+        " (the same value on the worker and the API), or send them by e-mail"
+    ]
