@@ -122,6 +122,8 @@ def create_app(
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=6)
     _outermost(app)
     app.include_router(health.router)
+    # The signed bulletin link: its signature is its authority, so no key and no key's limit.
+    app.include_router(reports.signed_router)
     # Every other operation needs a key, and every key has a rate limit. Notifications come
     # before alerts: /v1/alerts/stream must not be taken for /v1/alerts/{alert_id}.
     for keyed in (

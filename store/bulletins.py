@@ -53,6 +53,40 @@ async def bulletin_versions(conn: Conn, month: date) -> list[StoredBulletin]:
         return await cur.fetchall()
 
 
+async def list_bulletins(
+    conn: Conn,
+    *,
+    month: date | None = None,
+    before: tuple[date, int] | None = None,
+    limit: int = 100,
+) -> list[StoredBulletin]:
+    """Stored versions, the latest month first and its latest version first; only `month`'s
+    when given; only those after `before` (a month and version) in that order."""
+    where: list[str] = []
+    args: dict[str, object] = {"limit": limit}
+    if month is not None:
+        where.append("month = %(month)s")
+        args["month"] = month
+    if before is not None:
+        where.append("(month, version) < (%(before_month)s, %(before_version)s)")
+        args["before_month"], args["before_version"] = before
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    async with conn.cursor(row_factory=class_row(StoredBulletin)) as cur:
+        await cur.execute(
+            "SELECT id, month, version, generated_at FROM bulletin"
+            f" {condition} ORDER BY month DESC, version DESC LIMIT %(limit)s",
+            args,
+        )
+        return await cur.fetchall()
+
+
+async def latest_bulletin_version(conn: Conn, month: date) -> int | None:
+    """The month's latest stored version, or None when it was never generated."""
+    cur = await conn.execute("SELECT max(version) FROM bulletin WHERE month = %s", [month])
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 async def bulletin_body(conn: Conn, month: date, version: int) -> str | None:
     """The JSON of one stored version, or None."""
     cur = await conn.execute(

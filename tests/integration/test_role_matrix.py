@@ -157,14 +157,24 @@ async def _subscription_post(world: World) -> Call:
     return Call("/v1/subscriptions", json=world.subscription_body())
 
 
-async def _signed_bulletin(world: World) -> Call:
-    """A signed link to a stored version (stored once)."""
+async def _store_bulletin(world: World) -> None:
+    """A stored version of 2026-11 (stored once)."""
     async with world.pool.connection() as conn, conn.transaction():
         if not await bulletin_versions(conn, date(2026, 11, 1)):
             await store_bulletin(
                 conn, month=date(2026, 11, 1), generated_at=T0, body="{}", html="<p>11</p>",
                 csv_zip=b"PK\x05\x06" + bytes(18),
             )  # fmt: skip
+
+
+async def _stored_bulletin(world: World) -> Call:
+    await _store_bulletin(world)
+    return Call("/v1/reports/bulletins/2026-11", {"format": "html"})
+
+
+async def _signed_bulletin(world: World) -> Call:
+    """A signed link to a stored version."""
+    await _store_bulletin(world)
     link = bulletin_link(
         "http://envlink", SIGNING_KEY, month="2026-11", version=1, file_format="html",
         expires_at=utcnow() + timedelta(days=1),
@@ -228,6 +238,8 @@ REQUESTS: dict[str, Callable[[World], Awaitable[Call]]] = {
         "/v1/reports/water", scope="river", code="dongjiang", period="2026-11"
     ),
     "GET /v1/reports/bulletin": _static("/v1/reports/bulletin", month="2026-11"),
+    "GET /v1/reports/bulletins": _static("/v1/reports/bulletins"),
+    "GET /v1/reports/bulletins/{month}": _stored_bulletin,
     "GET /v1/reports/bulletin/signed": _signed_bulletin,
 }
 

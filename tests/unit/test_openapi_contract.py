@@ -16,6 +16,8 @@ from core.settings import Settings
 from schemas.common import YEARS_PATTERN
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorOut"}
+# Operations that take no key: no 401 to document.
+KEYLESS = {"/v1/reports/bulletin/signed"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def test_every_v1_operation_documents_its_errors_in_the_error_envelope(
     for method, path, operation in _operations(spec):
         if not path.startswith("/v1/"):
             continue
-        for status in ("401", "422", "503"):
+        statuses = ("422", "503") if path in KEYLESS else ("401", "422", "503")
+        for status in statuses:
             assert _error_schema(operation, status) == ERROR_BODY, (method, path, status)
         assert "Retry-After" in operation["responses"]["503"]["headers"], (method, path)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
@@ -175,3 +178,66 @@ async def test_a_method_the_path_does_not_take_is_405_naming_every_method_it_tak
     assert (readings.status_code, readings.headers["Allow"]) == (405, "GET, POST")
     assert readings.json()["error"]["code"] == "method_not_allowed"
     assert (rule.status_code, rule.headers["Allow"]) == (405, "GET, PUT")
+
+
+def test_the_signed_bulletin_link_documents_the_answers_it_gives(spec: dict[str, Any]) -> None:
+    operation = spec["paths"]["/v1/reports/bulletin/signed"]["get"]
+    assert operation.get("security") is None
+    # Keyless: never 401, and no key's rate limit (429).
+    assert sorted(operation["responses"]) == ["200", "400", "403", "404", "422", "503"]
+    for status in ("400", "403", "404", "422", "503"):
+        assert _error_schema(operation, status) == ERROR_BODY, status
+    refused = operation["responses"]["403"]["description"]
+    assert "bad_signature" in refused and "link_expired" in refused
+    assert sorted(operation["responses"]["200"]["content"]) == ["application/zip", "text/html"]
+
+
+@pytest.mark.parametrize(
+    ("path", "models"),
+    [
+        ("/v1/reports/air", {"AirPeriodReport", "AirReportParts"}),
+        ("/v1/reports/water", {"WaterPeriodReport"}),
+        ("/v1/reports/bulletins", {"Page_StoredBulletinOut_"}),
+        ("/v1/reports/bulletins/{month}", {"Bulletin"}),
+    ],
+)
+def test_the_reports_answers_are_typed_objects(
+    spec: dict[str, Any], path: str, models: set[str]
+) -> None:
+    schema = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    refs = [schema] if "$ref" in schema else schema["anyOf"]
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in refs} == models
+    for name in models:
+        component = spec["components"]["schemas"][name]
+        assert component["type"] == "object" and component["properties"], name
+
+
+def test_the_report_objects_have_their_fields_and_no_others(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    air = schemas["AirPeriodReport"]
+    assert air["additionalProperties"] is False
+    for field in (
+        "rule_set", "valid_days", "category_days", "good_day_share", "exceedance_days",
+        "heavy_pollution_days", "pollutants", "composite_index", "primary_pollutant_days",
+        "primary_pollutant_shares", "last_year", "episodes",
+    ):  # fmt: skip
+        assert field in air["required"], field
+    pollutant = schemas["PollutantFigures"]["properties"]
+    assert {"statistic", "value", "valid_days", "limit", "exceedance_multiple"} <= set(pollutant)
+    assert set(schemas["PollutantTable"]["required"]) == {"so2", "no2", "co", "o3", "pm10", "pm25"}
+    last_year = schemas["AirLastYear"]["properties"]
+    assert set(last_year) == {"as_published", "like_for_like", "changes"}
+    shortfall = schemas["Shortfall"]["properties"]
+    assert shortfall["status"] == {
+        "type": "string",
+        "const": "insufficient_data",
+        "title": "Status",
+    }
+    section = schemas["SectionFigures"]
+    assert section["additionalProperties"] is False
+    assert {"items", "class", "target", "compliant", "exceedances", "cwqi"} <= set(
+        section["properties"]
+    )
+    assert set(schemas["SectionExceedances"]["properties"]) == {"target", "class_iii"}
+    water = schemas["WaterPeriodReport"]["properties"]
+    assert {"sections", "sea_points", "group", "sea_area", "last_year"} <= set(water)
