@@ -290,7 +290,7 @@ class SectionFigures(_Exact):
     class_label: str | None
     grade_zh: str | None
     grade: str | None
-    target: SectionTarget | None = Field(description="Sea points: none")
+    target: SectionTarget | None = Field(description="The class it is judged against")
     compliant: bool | None
     exceedances: SectionExceedances
     cwqi: float | None = Field(description="Sections only")

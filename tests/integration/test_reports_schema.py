@@ -3,8 +3,9 @@
 GET /v1/reports/air and /v1/reports/water answer the evaluation's JSON unchanged (the same
 object alerts.reports builds); each real answer — a month, a city, the region, a year with its
 compliance checks, a period across 2026-03-01 in parts, last year's in parts, river sections, a
-short station, sea points with their area grade — validates against the document's own schema of
-the route (JSON Schema 2020-12) and against the pydantic models, which allow no other field.
+short station, the estuary's sea point with its area grade — validates against the document's
+own schema of the route (JSON Schema 2020-12) and against the pydantic models, which allow no
+other field.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from core.timeutil import CST
 from schemas.reports import AirReportOut, WaterPeriodReport
 from store.keys import create_key
 from tests.integration.test_reports_api import DONGJIANG_NH3N, STATION, _november, air_days
+from tests.integration.test_water_report_estuary import _seed as estuary_seed
 
 AIR = TypeAdapter(AirReportOut)
 NOVEMBER = [date(2026, 11, 1) + timedelta(days=i) for i in range(30)]
@@ -129,9 +131,7 @@ async def test_water_answers_are_the_documented_objects(
     db: AsyncConnectionPool, client: httpx.AsyncClient
 ) -> None:
     river = {(code, "nh3n"): value for code, value in DONGJIANG_NH3N.items()}
-    # GB 3097 class 1 DIN 0.20, PO4-P 0.015; class 4 0.50, 0.045: a point worse than class 4.
-    sea = {("gz-w-nansha", "din"): 0.8, ("gz-w-nansha", "po4p"): 0.05}
-    await _water_days(db, {**river, **sea}, NOVEMBER)
+    await _water_days(db, river, NOVEMBER)
     await _water_days(
         db, {("dg-w-shilong", "nh3n"): 0.4}, [date(2026, 10, d) for d in range(1, 11)]
     )
@@ -147,13 +147,10 @@ async def test_water_answers_are_the_documented_objects(
     for body in bodies:
         _valid(validator, body)
         WaterPeriodReport.model_validate(body)
-    river_report, area, _, short, _ = bodies
+    river_report, _, _, short, _ = bodies
     assert not validator.is_valid({**river_report, "sections": [{"code": "x"}]})
     wanjiang = next(s for s in river_report["sections"] if s["code"] == "dg-w-wanjiang")
     assert [e["against"] for e in wanjiang["exceedances"]["class_iii"]] == ["class_iii"]
-    (point,) = area["sea_points"]
-    assert (point["code"], point["standard"], point["class"]) == ("gz-w-nansha", "GB 3097-1997", 5)
-    assert area["sea_area"]["points"] == 1
     assert short["group"] is None
     async with db.connection() as conn:
         built = await water_period_report(conn, "river", "dongjiang", parse_period("2026-11"))
@@ -165,3 +162,19 @@ async def test_a_field_the_document_does_not_name_is_refused() -> None:
     body = {"parts": [], "extra": 1}
     with pytest.raises(ValueError, match="extra"):
         AIR.validate_python(body)
+
+
+async def test_the_estuarys_sea_point_is_the_documented_object(
+    db: AsyncConnectionPool, client: httpx.AsyncClient
+) -> None:
+    # The estuary's sections and its GB 3097 point (lab samples), ingested and rolled up.
+    await estuary_seed(db)
+    validator = await _validator(client, "/v1/reports/water")
+    area = await _answer(
+        client, "/v1/reports/water", scope="area", code="shiziyang", period="2026-11"
+    )
+    _valid(validator, area)
+    WaterPeriodReport.model_validate(area)
+    (point,) = area["sea_points"]
+    assert (point["code"], point["standard"], point["class"]) == ("gz-w-nansha", "GB 3097-1997", 3)
+    assert area["sea_area"]["points"] == 1
