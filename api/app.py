@@ -52,6 +52,19 @@ GZIP_MINIMUM_BYTES = 1024
 WEB_DIR = Path(__file__).parent / "web"  # the screen: plain HTML, CSS and JavaScript modules
 
 
+async def end_streams(app: FastAPI) -> None:
+    """The server is stopping: end the app's open alert streams now.
+
+    An SSE stream never ends by itself, and uvicorn ends the app's lifespan only after every open
+    response has (or its graceful shutdown ran out and it cancelled them, a traceback each); a
+    server calls this as it begins to stop (envlink.runtime.ApiServer), so each stream ends
+    cleanly at once and its EventSource resumes from its Last-Event-ID when the API is back.
+    Streams opened after this end as they start. Idempotent; the lifespan's end does it too.
+    """
+    feed: AlertFeed = app.state.feed
+    await feed.stop()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -95,6 +108,7 @@ def create_app(
                     app.state.catalogue.listen(own_listener)
                 await own_listener.start()
                 opened.push_async_callback(own_listener.stop)
+            app.state.feed.reopen()
             opened.push_async_callback(app.state.feed.stop)
             opened.callback(app.state.metrics.close)
             yield

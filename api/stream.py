@@ -7,6 +7,10 @@ only, and hands them to every subscriber in memory. So N open streams hold no da
 connection and cost one read per wake-up, not N. A stream that resumes with Last-Event-ID behind
 the feed reads what it missed itself (a pooled connection for the catch-up only), then follows
 the feed. The feed runs while anyone subscribes and stops with its last subscriber.
+
+When the server begins to stop, `stop()` ends every open stream at once (each response then
+ends cleanly, within the server's graceful shutdown) and any stream opened after it ends as it
+starts; EventSource clients come back after `retry` and resume from their Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -98,6 +102,11 @@ class AlertFeed:
         self._wakeup = Wakeup()
         self.position: int | None = None  # the newest event handed out, while running
         self.reads = 0  # reads of new events made (one per wake-up, whatever the streams)
+        self.stopped = False  # the server is stopping: streams end as they start
+
+    def reopen(self) -> None:
+        """Take streams again (the app is served anew after a stop)."""
+        self.stopped = False
 
     @property
     def subscribers(self) -> int:
@@ -106,6 +115,9 @@ class AlertFeed:
     def subscribe(self, key_id: int) -> Subscriber:
         """A place in the feed for a stream of key `key_id`; the feed starts if it is idle."""
         subscriber = Subscriber(key_id, self.position)
+        if self.stopped:
+            subscriber.end()
+            return subscriber
         self._subscribers.add(subscriber)
         if self._task is None or self._task.done():
             self.position = None
@@ -120,7 +132,8 @@ class AlertFeed:
             self._wakeup.ring()  # the feed stops at once
 
     async def stop(self) -> None:
-        """End every stream and the feed (the API process is stopping)."""
+        """End every stream and the feed, and every stream opened after (the server is stopping)."""
+        self.stopped = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 from uvicorn.supervisors import Multiprocess
 
@@ -28,7 +29,7 @@ from alerts.notify.channels import build_channels
 from alerts.notify.channels.base import http_client
 from alerts.notify.dispatcher import Dispatcher
 from alerts.notify.stage import NotificationStage
-from api.app import create_app
+from api.app import create_app, end_streams
 from api.metrics import MULTIPROCESS_DIR
 from core.errors import InvalidInput, SettingsError
 from core.logging import quiet_accept_errors
@@ -402,6 +403,23 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
+class ApiServer(uvicorn.Server):
+    """uvicorn's server of the API, ending the API's open alert streams as it begins to stop.
+
+    uvicorn lets open responses finish before the app's lifespan ends, and an alert stream never
+    finishes by itself: without this, each open stream would hold the shutdown for the whole
+    graceful period, then be cancelled with a traceback.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await end_streams(self.app)
+        await super().shutdown(sockets)
+
+
 async def serve(
     url: str,
     settings: Settings,
@@ -487,7 +505,7 @@ async def serve(
                 log_config=None,  # uvicorn's lines through our handler: escaped like the rest
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
-            server = uvicorn.Server(config)
+            server = ApiServer(config, app)
             log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
             await _serve_until_stopped(server, api_socket, stop)
         else:

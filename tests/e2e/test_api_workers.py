@@ -1,4 +1,5 @@
-"""`envlink api --workers 2` as production runs it: two processes serve, SIGTERM stops them all."""
+"""`envlink api --workers 2` as production runs it: two processes serve, SIGTERM stops them all
+(an open alert stream of each ended cleanly at once, no traceback)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import AsyncConnectionPool
 
 from envlink.cli import _parser
+from envlink.runtime import GRACEFUL_SHUTDOWN_S
 from store.keys import create_key
 from tests.conftest import CONFIG_DIR, ROOT
 
@@ -99,6 +101,42 @@ def _serving_pid(workers: list[psutil.Process], api_port: int, client_port: int)
     raise AssertionError(f"no worker holds the connection from port {client_port}")
 
 
+async def _a_stream_on_each(
+    base: str, headers: dict[str, str], workers: list[psutil.Process], api_port: int
+) -> list[tuple[httpx.AsyncClient, asyncio.Task[tuple[list[str], float]]]]:
+    """An open alert stream served by each worker: its client, and the task reading it to its
+    end (its lines, and time.monotonic() when it ended)."""
+    streams: dict[int, tuple[httpx.AsyncClient, asyncio.Task[tuple[list[str], float]]]] = {}
+
+    async def follow(
+        client: httpx.AsyncClient, opened: asyncio.Future[int]
+    ) -> tuple[list[str], float]:
+        async with client.stream("GET", "/v1/alerts/stream", headers=headers) as response:
+            assert response.status_code == 200
+            _, port = response.extensions["network_stream"].get_extra_info("client_addr")
+            lines = []
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if not opened.done():
+                    opened.set_result(port)
+        return lines, time.monotonic()
+
+    for _ in range(40):
+        client = httpx.AsyncClient(base_url=base, timeout=30)
+        opened: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        following = asyncio.create_task(follow(client, opened))
+        async with asyncio.timeout(10):
+            pid = _serving_pid(workers, api_port, await opened)
+        if pid in streams:
+            following.cancel()
+            await client.aclose()
+        else:
+            streams[pid] = (client, following)
+        if len(streams) == len(workers):
+            return list(streams.values())
+    raise AssertionError(f"no stream served by each worker: {sorted(streams)}")
+
+
 async def test_two_worker_processes_serve_and_sigterm_stops_them_all(
     db: AsyncConnectionPool, database_url: str, api: subprocess.Popen[str], api_port: int
 ) -> None:
@@ -148,8 +186,18 @@ async def test_two_worker_processes_serve_and_sigterm_stops_them_all(
             break
     assert served_by == {worker.pid for worker in workers}
 
+    streams = await _a_stream_on_each(base, headers, workers, api_port)
     api.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
     assert await asyncio.to_thread(api.wait, 20) == 0
+    for stream, opened in streams:
+        lines, ended = await opened
+        # Ended by the server at once, cleanly (a cut connection raises in httpx).
+        assert lines == ["retry: 2000", ""]
+        assert ended - stopped_at < GRACEFUL_SHUTDOWN_S
+        await stream.aclose()
+    output = api.stdout.read() if api.stdout else ""
+    assert "Traceback" not in output, output
     assert [
         worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers
     ] == [False] * WORKERS

@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT to real processes: in-flight work finished, exit 0 within 10 s.
+"""SIGTERM and SIGINT to real processes: in-flight work finished, exit 0 within 10 s; an open
+alert stream of the API ended cleanly at once, not cut at the end of the graceful shutdown.
 
 `envlink api`, `worker` and `serve` as production runs them, and `python3 dev.py demo` stopped
 with Ctrl-C as a terminal sends it (to the whole foreground process group).
@@ -24,7 +25,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import utcnow
 from envlink.check import HEARTBEAT_S, liveness
+from envlink.runtime import GRACEFUL_SHUTDOWN_S
 from ingest.sources.hj212.client import Hj212Client
+from store.keys import create_key
 from tests.conftest import CONFIG_DIR, ROOT
 
 pytestmark = pytest.mark.slow
@@ -67,6 +70,20 @@ async def connected_station(process: subprocess.Popen[str], port: int) -> Hj212C
             await asyncio.sleep(0.2)
 
 
+async def follow_stream(port: int, key: str, opened: asyncio.Event) -> tuple[list[str], float]:
+    """Read the alert stream to its end: its lines, and time.monotonic() when it ended."""
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=STOP_S * 2) as client,
+        client.stream("GET", "/v1/alerts/stream", headers={"X-API-Key": key}) as response,
+    ):
+        assert response.status_code == 200
+        lines = []
+        async for line in response.aiter_lines():
+            lines.append(line)
+            opened.set()
+    return lines, time.monotonic()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("command", ["api", "worker", "serve"])
 async def test_a_stop_signal_finishes_in_flight_work_and_exits_0_within_10_s(
@@ -95,9 +112,15 @@ async def test_a_stop_signal_finishes_in_flight_work_and_exits_0_within_10_s(
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
-            station = None
+            station = stream = None
             if command in ("api", "serve"):
                 await until_healthy(process, api_port)
+                async with db.connection() as conn:
+                    _, key = await create_key(conn, agency="gz_eeb", roles=["reader"])
+                opened = asyncio.Event()
+                stream = asyncio.create_task(follow_stream(api_port, key, opened))
+                async with asyncio.timeout(STOP_S):
+                    await opened.wait()
             if command in ("worker", "serve"):
                 station = await connected_station(process, hj212_port)
                 moment = utcnow().replace(microsecond=0) - timedelta(minutes=2)
@@ -124,7 +147,14 @@ async def test_a_stop_signal_finishes_in_flight_work_and_exits_0_within_10_s(
             except subprocess.TimeoutExpired:
                 code = None
             took = time.monotonic() - stopped_at
+            if stream is not None:
+                lines, ended = await stream
+                # Ended by the server at once, cleanly (a cut connection raises in httpx).
+                assert lines == ["retry: 2000", ""]
+                assert ended - stopped_at < GRACEFUL_SHUTDOWN_S
         finally:
+            if stream is not None:
+                stream.cancel()
             if process.poll() is None:
                 process.kill()
                 process.wait()

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from api.deps import ApiDatabase, KeyDep
 from core.settings import Settings
+from envlink.runtime import ApiServer
 from store.keys import create_key, revoke_key
 from store.pool import Conn
 from tests.integration.test_engine import T0, Feed, _air, _rule, _rules
@@ -33,11 +34,13 @@ BURST = 4 * POOL_SIZE
 
 @contextlib.asynccontextmanager
 async def served(app: FastAPI) -> AsyncIterator[str]:
-    """`app` behind a real uvicorn server on a free loopback port (its lifespan runs)."""
-    server = uvicorn.Server(
+    """`app` behind a real uvicorn server on a free loopback port (its lifespan runs), as
+    `envlink api` serves it (open alert streams end as the server stops)."""
+    server = ApiServer(
         uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=1
-        )
+        ),
+        app,
     )
     serving = asyncio.create_task(server.serve())
     try:
