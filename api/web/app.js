@@ -167,19 +167,25 @@ async function map(stations, rivers) {
   const k = (width - 2 * pad) / Math.max(maxX - minX, 1e-9);
   const height = Math.ceil((maxY - minY) * k + 2 * pad);
   const xy = (point) => { const [x, y] = project(point); return [pad + (x - minX) * k, pad + (y - minY) * k]; };
-  const drawing = el("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": t("map") });
+  // A group, not an image: an image's children are hidden from assistive technology, and each
+  // station in it is a button with a name of its own.
+  const drawing = el("svg", { class: "map", viewBox: `0 0 ${width} ${height}`, role: "group", "aria-label": t("map") });
   if (template) drawing.append(...tiles(template, [minX, minY], k, width, height, pad));
   for (const reach of rivers.features) {
-    drawing.append(el("polyline", { class: "river", points: reach.geometry.coordinates.map((c) => xy(c).join(",")).join(" ") }));
+    drawing.append(el("polyline", { class: "river", "aria-hidden": "true", points: reach.geometry.coordinates.map((c) => xy(c).join(",")).join(" ") }));
   }
   const states = await Promise.all(stations.features.map(stationState));
   stations.features.forEach((feature, i) => {
     const [x, y] = xy(feature.geometry.coordinates);
     const { code, name, name_zh: nameZh } = feature.properties;
     const found = states[i];
-    const label = `${language() === "zh" ? nameZh : name} · ${found ? found.text : t("noData")}`;
-    drawing.append(el("circle", { cx: x, cy: y, r: 7, fill: found ? found.colour : "#bbb", "data-station": code, tabindex: 0 }),
-      el("text", { x: x + 10, y: y + 4, "data-label": code }, label));
+    const shown = language() === "zh" ? nameZh : name, level = found ? found.text : t("noData");
+    // The button's name says what its label and colour show, with the station's code; the label
+    // itself is not read a second time.
+    drawing.append(el("circle", {
+      cx: x, cy: y, r: 7, fill: found ? found.colour : "#bbb", "data-station": code, tabindex: 0, role: "button",
+      "aria-label": `${shown} (${code}) · ${level}`,
+    }), el("text", { x: x + 10, y: y + 4, "data-label": code, "aria-hidden": "true" }, `${shown} · ${level}`));
   });
   const open = (event) => {
     const code = event.target.getAttribute("data-station");
@@ -565,7 +571,17 @@ async function show(view) {
   await VIEWS[view](root);
   if (state.view !== view) return;
   $("#view").replaceChildren(root);
+  scrollables();
   if (!performance.getEntriesByName(FIRST_VIEW).length) performance.mark(FIRST_VIEW);
+}
+
+/** A table wider than the screen scrolls sideways within itself (a phone): it takes the
+ * keyboard's focus then, so that the arrow keys scroll it, and only then. */
+function scrollables() {
+  for (const table of document.querySelectorAll("main table")) {
+    if (table.scrollWidth > table.clientWidth + 1) table.tabIndex = 0;
+    else table.removeAttribute("tabindex");
+  }
 }
 
 function translate() {
@@ -617,6 +633,7 @@ $("#language").addEventListener("click", () => {
 for (const button of document.querySelectorAll("[data-go]")) {
   button.addEventListener("click", () => show(button.dataset.go));
 }
+window.addEventListener("resize", scrollables);
 setInterval(() => { if (state.me && state.view === "situation") show("situation"); }, REFRESH_MS);
 translate();
 if (sessionStorage.getItem(KEY)) signIn();

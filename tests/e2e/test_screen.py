@@ -9,10 +9,12 @@ alert loop, then the alert stream), acknowledged by the responder and shown so t
 acknowledge and silence buttons for responders only, nothing loaded from outside EnvLink, no
 console error; last month's bulletin as the API gives it and its
 three files downloaded; the sources' health on the overview; no serious or critical axe-core
-violation in any view; the navigation by Tab with a visible focus; the overview and the board on
-a 390×844 viewport without sideways scrolling; the first view's transfer (< 1 MiB) and render
-time (printed; guarded at 5 s). A screenshot of each view in each language is saved under the
-test's tmp_path.
+violation in any view, at 1280×800 and at 390×844; the navigation by Tab with a visible focus;
+each station on the map a button named with its name, code and AQI or water class, opened by
+Enter or Space; the overview and the board on a 390×844 viewport without sideways scrolling; the
+first view's transfer (< 1 MiB) and render time (printed; guarded at 5 s); the server stopped
+with the board's alert stream open, within its grace and with nothing logged. A screenshot of
+each view in each language is saved under the test's tmp_path.
 
 With a site's tile server set (ENVLINK_MAP_TILE_URL, one on loopback here), the overview map is
 drawn on the tiles under it, each station on its own tile, every tile asked of that server.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -80,6 +83,12 @@ AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"  # tests/e2e/
 FIRST_VIEW_BYTES = 1 << 20  # the first view's transfer, compressed
 FIRST_VIEW_S = 5.0  # a guard only: the first view is drawn well within 1.5 s on loopback
 PHONE = (390, 844)
+# A water station with a class on the map: its dissolved oxygen in the last complete hour.
+WATER_STATION, WATER_DO = "dg-w-shilong", 6.5
+ROMAN = {
+    "zh": ["", "I", "II", "III", "IV", "V", "劣V"],
+    "en": ["", "I", "II", "III", "IV", "V", "worse than V"],
+}
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 
@@ -135,40 +144,55 @@ def _new_alert(rule: str, station_id: int, severity: str, now: datetime) -> NewA
 
 async def _seed(pool: AsyncConnectionPool) -> tuple[int, list[str]]:
     """Every air station's six pollutants in the last complete hour, the first one's NO2 in the
-    18 hours before (NO2_BEFORE: one suspect, one invalid), the
+    18 hours before (NO2_BEFORE: one suspect, one invalid), WATER_STATION's dissolved oxygen, the
     thresholds, and one firing alert at a Dongguan water station; returns the alert's id and
     the air stations."""
     hour = hour_start(utcnow()) - timedelta(hours=1)
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT code FROM station WHERE medium = 'air' ORDER BY code")
         air = [row[0] for row in await cur.fetchall()]
-    batch: list[ReadingIn | Rejection] = [
-        ReadingIn.model_validate(
-            {
-                "station": station,
-                "parameter": code,
-                "time": hour,
-                "value": value,
-                "unit": "mg/m3" if code == "co" else "ug/m3",
-                "period_s": 3600,
-            }
-        )
-        for station in air
-        for code, value in AIR.items()
-    ] + [
-        ReadingIn.model_validate(
-            {
-                "station": air[0],
-                "parameter": "no2",
-                "time": hour - timedelta(hours=back),
-                "value": value,
-                "unit": "ug/m3",
-                "period_s": 3600,
-                "qc": qc,
-            }
-        )
-        for back, (value, qc) in NO2_BEFORE.items()
-    ]
+    batch: list[ReadingIn | Rejection] = (
+        [
+            ReadingIn.model_validate(
+                {
+                    "station": station,
+                    "parameter": code,
+                    "time": hour,
+                    "value": value,
+                    "unit": "mg/m3" if code == "co" else "ug/m3",
+                    "period_s": 3600,
+                }
+            )
+            for station in air
+            for code, value in AIR.items()
+        ]
+        + [
+            ReadingIn.model_validate(
+                {
+                    "station": air[0],
+                    "parameter": "no2",
+                    "time": hour - timedelta(hours=back),
+                    "value": value,
+                    "unit": "ug/m3",
+                    "period_s": 3600,
+                    "qc": qc,
+                }
+            )
+            for back, (value, qc) in NO2_BEFORE.items()
+        ]
+        + [
+            ReadingIn.model_validate(
+                {
+                    "station": WATER_STATION,
+                    "parameter": "do",
+                    "time": hour,
+                    "value": WATER_DO,
+                    "unit": "mg/L",
+                    "period_s": 3600,
+                }
+            )
+        ]
+    )
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
     result = await pipeline.ingest(batch, source=SourceRef("test", "test"))
     assert result.count("accepted") == len(batch), result.rejections
@@ -357,7 +381,7 @@ def _tab_to(browser: Any, selector: str) -> Any:
     from selenium.webdriver.common.keys import Keys
 
     browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
-    for _ in range(20):
+    for _ in range(60):
         ActionChains(browser).send_keys(Keys.TAB).perform()
         if browser.execute_script(f"return document.activeElement.matches({json.dumps(selector)})"):
             break
@@ -370,6 +394,20 @@ def _tab_to(browser: Any, selector: str) -> Any:
     )
     assert outline in (["solid", "3px"], ["rgb(255, 153, 0)", "4px"]), outline
     return browser.switch_to.active_element
+
+
+def _stations_named(browser: Any, names: dict[str, str]) -> None:
+    """Each station on the map is a button (in the accessibility tree Chromium builds) named as
+    `names` says: its name, code and AQI or water class; every other station has a name too."""
+    from selenium.webdriver.common.by import By
+
+    for code, name in names.items():
+        circle = browser.find_element(By.CSS_SELECTOR, f'circle[data-station="{code}"]')
+        assert (circle.aria_role, circle.accessible_name) == ("button", name), code
+    for circle in browser.find_elements(By.CSS_SELECTOR, "circle[data-station]"):
+        code = circle.get_attribute("data-station")
+        assert circle.aria_role == "button", code
+        assert f" ({code}) · " in circle.accessible_name, (code, circle.accessible_name)
 
 
 def _fits(browser: Any, *selectors: str) -> None:
@@ -445,20 +483,26 @@ def _bulletin(browser: Any, expected: dict[str, Any], downloads: Path) -> None:
 
 
 def _phone(browser: Any, shots: Path) -> None:
-    """The overview and the alerts board on a phone-sized viewport: no sideways scrolling, the
-    navigation and the board's buttons on screen."""
+    """Every view on a phone-sized viewport: no serious or critical axe-core violation; the
+    overview and the alerts board without sideways scrolling, the navigation and the board's
+    buttons on screen."""
     width, height = PHONE
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True},
     )
     try:
-        _go(browser, "overview")
-        _fits(browser, "[data-go]", "#language", "#sign-out", "svg.map", "[data-alert-counts]")
-        browser.save_screenshot(str(shots / "overview-phone.png"))
-        _go(browser, "alerts")
-        _fits(browser, "[data-go]", "button[data-ack]", "[data-silenced]")
-        browser.save_screenshot(str(shots / "alerts-phone.png"))
+        for view in VIEWS:
+            _go(browser, view)
+            assert browser.execute_script("return window.innerWidth") == width
+            _accessible(browser, f"{view}-phone")
+            if view == "overview":
+                _fits(
+                    browser, "[data-go]", "#language", "#sign-out", "svg.map", "[data-alert-counts]"
+                )
+            elif view == "alerts":
+                _fits(browser, "[data-go]", "button[data-ack]", "[data-silenced]")
+            browser.save_screenshot(str(shots / f"{view}-phone.png"))
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
@@ -499,6 +543,7 @@ def _scenario(
         )
     for station in expected["air"]:
         assert " · AQI " in text_of(f'text[data-label="{station}"]')
+    _stations_named(browser, expected["station_names"]["zh"])
     assert "严重: 1" in text_of("[data-alert-counts]")
     assert text_of("[data-sources-health]") == (
         f"数据源\n正常: {len(expected['sources'])}\n出错: 0\n尚无数据: 0"
@@ -523,12 +568,18 @@ def _scenario(
     shown = _redrawn(browser, shown, '#view > [data-view="station"]')
     picked = shown.find_element(By.CSS_SELECTOR, "[data-station-picker]")
     assert picked.get_attribute("value") == station
+    shown = _go(browser, "overview")
+    _tab_to(browser, f'circle[data-station="{WATER_STATION}"]').send_keys(Keys.SPACE)
+    shown = _redrawn(browser, shown, '#view > [data-view="station"]')
+    picked = shown.find_element(By.CSS_SELECTOR, "[data-station-picker]")
+    assert picked.get_attribute("value") == WATER_STATION
 
     _go(browser, "overview")
     browser.find_element(By.ID, "language").click()
     wait.until(lambda b: text_of('[data-city="dongguan"]').startswith("Dongguan City AQI"))
     assert text_of("nav") == "Overview\nAlerts\nStation\nSituation\nBulletin\nSources"
     _labels_are(browser, "en")
+    _stations_named(browser, expected["station_names"]["en"])
     browser.save_screenshot(str(shots / "overview-en.png"))
 
     browser.find_element(By.CSS_SELECTOR, f'circle[data-station="{expected["air"][0]}"]').click()
@@ -670,6 +721,20 @@ async def _expected(api: httpx.AsyncClient, air: list[str]) -> dict[str, Any]:
         for area in ("dongjiang", "shiziyang")
     }
     stations = (await get("/v1/stations"))["items"]
+    named = {s["code"]: s for s in stations}
+    aqi = await get("/v1/aqi", station=air[0])
+    water = await get("/v1/water-quality", station=WATER_STATION)
+    assert isinstance(aqi["aqi"], int) and water["overall_class"] is not None, (aqi, water)
+    levels = {
+        air[0]: {
+            "zh": f"AQI {aqi['aqi']} {aqi['category_zh']}",
+            "en": f"AQI {aqi['aqi']} {aqi['category']}",
+        },
+        WATER_STATION: {
+            "zh": f"{ROMAN['zh'][water['overall_class']]} 类",
+            "en": f"{ROMAN['en'][water['overall_class']]} Class",
+        },
+    }
     shanghai = now + timedelta(hours=8)
     last_month = shanghai.replace(day=1) - timedelta(days=1)
     month_before = last_month.replace(day=1) - timedelta(days=1)
@@ -683,6 +748,14 @@ async def _expected(api: httpx.AsyncClient, air: list[str]) -> dict[str, Any]:
         "situation": situation,
         "water": {s["code"] for s in stations if s["medium"] == "water"},
         "sources": [s["code"] for s in (await get("/v1/sources"))["items"]],
+        # Each station's button on the map, named in each language.
+        "station_names": {
+            language: {
+                code: f"{named[code][field]} ({code}) · {level[language]}"
+                for code, level in levels.items()
+            }
+            for language, field in (("zh", "name_zh"), ("en", "name"))
+        },
     }
 
 
@@ -690,39 +763,91 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
     db: AsyncConnectionPool, settings: Settings, browser: Any, tmp_path: Path
 ) -> None:
     alert, air = await _seed(db)
+    app = create_app(settings, pool=db)
+    logged = Logged()
+    try:
+        async with served(app) as url:
+            await _read_the_screen(db, settings, browser, tmp_path, url, alert, air)
+            # The reader's board is open: its alert stream ends with the server, at once.
+            for _ in range(WAIT_S * 20):  # the responder's stream ended, the reader's opened
+                if app.state.feed.subscribers == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert app.state.feed.subscribers == 1
+            logged.attach()  # after uvicorn set its loggers up (which drops their handlers)
+            stopping = time.monotonic()
+        stopped_s = time.monotonic() - stopping
+    finally:
+        logged.detach()
+    # No traceback, nothing cancelled: the server stopped well within its 1 s grace.
+    assert (logged.lines, stopped_s < 0.9) == ([], True), (logged.lines, stopped_s)
+    print(f"server stopped {stopped_s:.2f} s after it was asked to, its alert stream open")
+
+
+class Logged(logging.Handler):
+    """Every warning, error or traceback logged in this process while attached (uvicorn's own
+    logger does not pass its lines on to the root logger: it is watched too)."""
+
+    LOGGERS = ("", "uvicorn")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.levelname} {self.format(record)}")
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
+async def _read_the_screen(
+    db: AsyncConnectionPool,
+    settings: Settings,
+    browser: Any,
+    tmp_path: Path,
+    url: str,
+    alert: int,
+    air: list[str],
+) -> None:
+    """The duty officers' session on the served screen (the test's body, while it serves)."""
     async with db.connection() as conn:
         _, responder = await create_key(conn, agency="dg_eeb", roles=["reader", "responder"])
         _, reader = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    async with served(create_app(settings, pool=db)) as url:
-        async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": reader}) as api:
-            stations = (await api.get("/v1/stations")).json()["items"]
-            city_aqi = {
-                city: (await api.get("/v1/aqi", params={"city": city})).json()["aqi"]
-                for city in ("guangzhou", "dongguan")
-            }
-            expected = await _expected(api, air)
-        assert all(isinstance(value, int) for value in city_aqi.values()), city_aqi
-        # The hours before, oldest first, and the hour every air station reported.
-        before = [NO2_BEFORE[back][1] for back in sorted(NO2_BEFORE, reverse=True)]
-        assert expected["raw_qc"] == [*before, "valid"]
-        # An hour of each reading; the suspect one's and the invalid one's have no valid mean.
-        assert (expected["hourly"], expected["hourly_missing"]) == (len(NO2_BEFORE) + 1, 2)
-        assert all(expected["situation"].values()), expected["situation"]
-        assert expected["sources"] != []
-        expected |= {
-            "stations": sorted(s["code"] for s in stations), "air": air, "alert": alert,
-            **city_aqi,
-        }  # fmt: skip
-        keys = {"responder": responder, "reader": reader}
-        await asyncio.to_thread(_scenario, browser, url, keys, expected, tmp_path)
-        expected["breach"], live_s = await _breach(db, settings, browser, tmp_path)
-        print(f"breach over HJ 212: on the board {live_s:.2f} s after its acknowledgement")
-        assert live_s < LIVE_S
-        expected["breach_where"] = next(s["name"] for s in stations if s["code"] == BREACH_STATION)
-        await asyncio.to_thread(_acknowledged_and_read, browser, keys, expected)
-        async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": responder}) as api:
-            silences = (await api.get("/v1/silences")).json()["items"]
-            breach = (await api.get(f"/v1/alerts/{expected['breach']}")).json()
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": reader}) as api:
+        stations = (await api.get("/v1/stations")).json()["items"]
+        city_aqi = {
+            city: (await api.get("/v1/aqi", params={"city": city})).json()["aqi"]
+            for city in ("guangzhou", "dongguan")
+        }
+        expected = await _expected(api, air)
+    assert all(isinstance(value, int) for value in city_aqi.values()), city_aqi
+    # The hours before, oldest first, and the hour every air station reported.
+    before = [NO2_BEFORE[back][1] for back in sorted(NO2_BEFORE, reverse=True)]
+    assert expected["raw_qc"] == [*before, "valid"]
+    # An hour of each reading; the suspect one's and the invalid one's have no valid mean.
+    assert (expected["hourly"], expected["hourly_missing"]) == (len(NO2_BEFORE) + 1, 2)
+    assert all(expected["situation"].values()), expected["situation"]
+    assert expected["sources"] != []
+    expected |= {
+        "stations": sorted(s["code"] for s in stations), "air": air, "alert": alert,
+        **city_aqi,
+    }  # fmt: skip
+    keys = {"responder": responder, "reader": reader}
+    await asyncio.to_thread(_scenario, browser, url, keys, expected, tmp_path)
+    expected["breach"], live_s = await _breach(db, settings, browser, tmp_path)
+    print(f"breach over HJ 212: on the board {live_s:.2f} s after its acknowledgement")
+    assert live_s < LIVE_S
+    expected["breach_where"] = next(s["name"] for s in stations if s["code"] == BREACH_STATION)
+    await asyncio.to_thread(_acknowledged_and_read, browser, keys, expected)
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": responder}) as api:
+        silences = (await api.get("/v1/silences")).json()["items"]
+        breach = (await api.get(f"/v1/alerts/{expected['breach']}")).json()
     assert (breach["rule_id"], breach["station"], breach["severity"]) == (
         "no2_1h",
         BREACH_STATION,
@@ -736,7 +861,7 @@ async def test_a_duty_officer_signs_in_and_reads_the_screen(
     assert shots == sorted(
         [f"{view}-zh.png" for view in VIEWS]
         + [f"{view}-en.png" for view in ("overview", "station", "bulletin", "sources", "alerts")]
-        + ["overview-phone.png", "alerts-phone.png"]
+        + [f"{view}-phone.png" for view in VIEWS]
         + [f"situation-{area}-en.png" for area in ("dongjiang", "shiziyang")]
     )
     size, drawn = expected["first_view"]
