@@ -73,12 +73,22 @@ class Propagation:
         catalogue: CatalogueSnapshot,
         wanted: Sequence[tuple[Written, Severity]],
     ) -> list[tuple[Written, Severity, Arrival]]:
-        """Where each source's breach arrives within the rule's horizon."""
-        return [
+        """Where each source's breach arrives within the rule's horizon: the loudest first and,
+        among equally loud sources, the earliest arrival first, which a new pre-alert follows
+        (a water class breach judged by the hour must not push back the arrival time that an
+        instant reading of the same breach gives)."""
+        plans = [
             (item, severity, arrival)
             for item, severity in wanted
             for arrival in self.downstream(rule, catalogue, item.subject[1] or 0)
         ]
+        return sorted(
+            plans,
+            key=lambda plan: (
+                -severity_rank(plan[1]),
+                plan[2].expected_at(plan[0].track.alert.trigger_time),
+            ),
+        )
 
     def downstream(
         self, rule: RuleDefinition, catalogue: CatalogueSnapshot, station_id: int
