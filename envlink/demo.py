@@ -8,14 +8,20 @@ The file (mode 0600) holds the plain keys, so it is for a demo on one's own mach
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from fastapi import APIRouter, HTTPException, Request, Response
+
 from api.routers.keys import audited
+from schemas.notifications import Filters, SubscriptionIn
 from store.audit import record_audit
 from store.keys import authenticate, create_key
 from store.pool import Conn, connect
+from store.subscriptions import create_subscription, list_subscriptions, replace_subscription
 
 KEYS_FILE = "demo-keys.json"
 CITY_ROLES = ["admin", "reader", "responder", "writer"]
@@ -78,3 +84,89 @@ async def demo_keys(url: str, data_dir: Path) -> list[DemoKey]:
         await conn.close()
     _keep(path, {key.agency: key.key for key in keys})
     return keys
+
+
+STORY_FILE = "demo-story.json"
+
+
+def story_anchor(data_dir: Path, now: datetime) -> datetime:
+    """The instant the demo's story is anchored to: its first start (to the minute), kept in
+    the data directory so a restarted demo plays the same story and re-sends duplicates."""
+    path = data_dir / STORY_FILE
+    try:
+        kept = json.loads(path.read_text())
+        return datetime.fromisoformat(kept["anchor"]).astimezone(UTC)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    anchor = now.astimezone(UTC).replace(second=0, microsecond=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"anchor": anchor.isoformat()}, indent=2) + "\n")
+    return anchor
+
+
+# Where the demo's own subscriptions deliver: a webhook receiver served by the demo's API, which
+# prints each notification's headline on the console and appends it to INBOX_FILE. So a
+# newcomer sees notifications go out without any outside service (the seeded subscriptions of
+# config/subscriptions.yaml point at example hosts and are disabled).
+INBOX_PATH = "/demo/inbox"
+INBOX_FILE = "demo-inbox.jsonl"
+INBOX_LOG = logging.getLogger("envlink.demo.inbox")
+
+
+def inbox_router(data_dir: Path) -> APIRouter:
+    """The demo's webhook receiver (not part of the API: it is served by the demo only)."""
+    router = APIRouter(include_in_schema=False)
+    path = data_dir / INBOX_FILE
+
+    @router.post(INBOX_PATH, status_code=204)
+    async def receive(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            agency = body["notification"]["agency"]["code"]
+            headlines = [event["headline"]["en"] for event in body["events"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPException(
+                400, f"body: expected a notification's webhook JSON ({type(exc).__name__})"
+            ) from None
+        for line in headlines:
+            INBOX_LOG.info("notification to %s: %s", agency, line)
+        with path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(body, ensure_ascii=False) + "\n")
+        return Response(status_code=204)
+
+    return router
+
+
+def inbox_subscription(agency: str, api_url: str) -> SubscriptionIn:
+    """An agency's demo subscription: warnings and worse, to the demo's inbox, soon."""
+    return SubscriptionIn(
+        code=f"demo-inbox-{agency.replace('_', '-')}",
+        channel="webhook",
+        target=f"{api_url}{INBOX_PATH}",
+        language="both",
+        filters=Filters(min_severity="warning"),
+        group_wait_s=10,
+        group_interval_s=60,
+    )
+
+
+async def demo_subscriptions(url: str, api_url: str) -> list[str]:
+    """Create (or point at this start's port) each agency's inbox subscription; their codes.
+
+    Made through the API's path (changed_via 'api'), so `envlink seed` leaves them alone.
+    """
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            existing = {row.code: row for row in await list_subscriptions(conn)}
+            at = datetime.now(UTC)
+            for agency in DEMO_ROLES:
+                spec = inbox_subscription(agency, api_url)
+                row = existing.get(spec.code)
+                if row is None:
+                    await create_subscription(conn, agency=agency, spec=spec, via="api", at=at)
+                else:
+                    await replace_subscription(conn, row.id, spec=spec, via="api", at=at)
+        return [inbox_subscription(agency, api_url).code for agency in DEMO_ROLES]
+    finally:
+        await conn.close()

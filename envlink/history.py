@@ -29,6 +29,7 @@ from alerts.rollups import STATISTICS_QC, hour_start, is_water
 from alerts.windows import MIN_VALID_HOURS_DAY
 from core.timeutil import CST, cst_day_start, utcnow
 from ingest.sources.simulator import StoredSeries, stored_hourly_means
+from ingest.sources.story import Story
 from store.bulk_history import held_days, roll_up_loaded_days, roll_up_loaded_hours
 from store.catalogue import CatalogueSnapshot, read_catalogue
 from store.partitions import create_partitions, month_of
@@ -98,10 +99,11 @@ async def load_history(
     earliest: date = date.min,
     now: datetime | None = None,
     progress: Progress | None = None,
+    story: Story | None = None,
 ) -> HistoryReport:
     """Load the `days` days before `now`'s day, and that day up to its last full hour, where
     they hold no data, none before `earliest` (as the pipeline accepts none); each batch of
-    days in one transaction."""
+    days in one transaction. With the demo's `story`, the values are those its simulator sends."""
     started = time.monotonic()
     now = now or utcnow()
     end = hour_start(now)  # the hour in progress is the live simulator's
@@ -134,7 +136,7 @@ async def load_history(
                 stop = min(cst_day_start(batch[-1] + timedelta(days=1)), end)
                 async with conn.transaction():
                     readings, hourly, daily = await _load_batch(
-                        conn, catalogue, start, stop, source_id, water_min_samples, now
+                        conn, catalogue, start, stop, source_id, water_min_samples, now, story
                     )
                     await record_intake(
                         conn, source_id=source_id, at=now, accepted=readings, duplicate=0,
@@ -171,11 +173,12 @@ async def _load_batch(
     source_id: int,
     water_min_samples: int,
     now: datetime,
+    story: Story | None = None,
 ) -> tuple[int, int, int]:
     """Hours [start, stop) of every series: readings, rollups and reading_latest; the
     readings, hourly and daily rollups written."""
     hours_s = np.arange(int(start.timestamp()), int(stop.timestamp()), 3600, dtype=np.int64)
-    parts = [part for part in stored_hourly_means(catalogue, hours_s) if len(part.hours_s)]
+    parts = [part for part in stored_hourly_means(catalogue, hours_s, story) if len(part.hours_s)]
     if not parts:
         return 0, 0, 0
     sizes = [len(part.hours_s) for part in parts]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from psycopg_pool import AsyncConnectionPool
 from uvicorn.supervisors import Multiprocess
 
@@ -48,6 +49,7 @@ from ingest.sources.hj212.server import Hj212Server
 from ingest.sources.http_pull import HttpPullJob
 from ingest.sources.mqtt import Broker, MqttPublisher, MqttSubscriber
 from ingest.sources.simulator import SimulatorJob, simulated_history
+from ingest.sources.story import Story
 from schemas.catalogue import load_catalogue
 from schemas.notifications import load_subscriptions
 from schemas.rules import load_rules
@@ -165,6 +167,8 @@ class Worker:
     listener: Listener
     settings: Settings
     simulate: bool
+    # The demo's scripted scenes, played by the simulator (none: everyday readings only).
+    story: Story | None = None
     open_files: int = 1024  # the process's open-files limit, which sizes the HJ 212 cap
     name: str = field(default_factory=worker_name)  # as leader: host:pid
     # The process's catalogue, listening on `listener`; a worker given none makes it.
@@ -278,7 +282,8 @@ class Worker:
                 # The simulated stations dial in like real ones (a wildcard address is local).
                 host = settings.hj212_host
                 host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-                fleet = Hj212Fleet(host, hj212.port, history=simulated_history)
+                history = functools.partial(simulated_history, story=self.story)
+                fleet = Hj212Fleet(host, hj212.port, history=history)
             publisher = None
             if broker is not None and subscriber is not None and sources.mqtt.simulator_stations:
                 publisher = MqttPublisher(
@@ -292,6 +297,7 @@ class Worker:
                 interval_s=settings.simulator_interval_s,
                 mqtt=publisher,
                 hj212=fleet,
+                story=self.story,
             )
 
     async def _start_source(self, source: Source) -> None:
@@ -429,6 +435,8 @@ async def serve(
     simulate: bool = False,
     api_socket: socket.socket | None = None,
     announce: str | None = None,
+    story: Story | None = None,
+    extra_routes: APIRouter | None = None,
 ) -> None:
     """Run the API, the worker, or both in this process until interrupted.
 
@@ -480,6 +488,8 @@ async def serve(
             # Built before the listener starts, so it listens for revoked keys from the start.
             settings = settings.model_copy(update={"database_url": url})
             app = create_app(settings, pool=api_pool, listener=listener, catalogue_cache=catalogue)
+            if extra_routes is not None:
+                app.include_router(extra_routes)  # the demo's notification inbox
         await listener.start()
         opened.push_async_callback(listener.stop)
         tune_gc()
@@ -489,6 +499,7 @@ async def serve(
                 listener,
                 settings,
                 simulate=simulate,
+                story=story,
                 open_files=open_files,
                 catalogue=catalogue,
             )

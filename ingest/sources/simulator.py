@@ -5,9 +5,10 @@ a semidiurnal tide in the estuary, day-long pollution episodes at some stations,
 faults and noise (counter-based, so a year of one series is computed at once). Re-simulating the
 same instant gives the same value, so a restarted simulator re-sends duplicates, never
 revisions, and the demo's history (envlink demo --history) stores what it would have sent.
-The simulator source (`SimulatorJob`) delivers them each round through the real paths where it
-has them: its MQTT stations through the broker, every station over its own HJ 212 connection,
-and the rest straight through the pipeline.
+Given the demo's story (ingest.sources.story), it also plays its scripted scenes, still as a
+deterministic function of time. The simulator source (`SimulatorJob`) delivers them each round
+through the real paths where it has them: its MQTT stations through the broker, every station
+over its own HJ 212 connection, and the rest straight through the pipeline.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.base import SourceHealth
 from ingest.sources.hj212.client import Hj212Fleet
 from ingest.sources.mqtt import MqttPublisher
+from ingest.sources.story import Story
 from ingest.units import UnitError, conversion_factor
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn
@@ -39,13 +41,20 @@ log = logging.getLogger(__name__)
 SIMULATOR = SourceRef(code="simulator", kind="simulator")
 
 M2_TIDE_H = 12.42  # principal lunar semidiurnal period
+# The tide's range at the estuary stations, from low to high water. Kept small enough that a
+# flood tide raises conductivity by less than the estuary's jump rule (+500 uS/cm within an
+# hour, config/thresholds.yaml), which is meant for intrusions and discharges, not every tide.
+TIDE_SALINITY_PSU = 0.5
+TIDE_CONDUCTIVITY_US_CM = 800.0
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 YEAR_DAYS = 365.2425
 CST_OFFSET_S = 8 * HOUR_S  # Asia/Shanghai has kept +08:00 since 1992
 _EPOCH_DAY = date(1970, 1, 1)
 
-# (base, diurnal amplitude, hour of the diurnal peak, relative noise) in canonical units.
+# (base, diurnal amplitude, hour of the diurnal peak, relative noise) in canonical units. The
+# water items sit inside GB 3838 class II on an ordinary day (the sections' usual target), so
+# that a class alert means an episode or one of the demo's scenes, not the noise.
 _PROFILES: dict[str, tuple[float, float, float, float]] = {
     "so2": (9.0, 3.0, 10.0, 0.15),
     "no2": (32.0, 14.0, 8.5, 0.15),
@@ -60,12 +69,12 @@ _PROFILES: dict[str, tuple[float, float, float, float]] = {
     "wind_dir": (120.0, 40.0, 15.0, 0.2),
     "water_temp": (25.0, 1.2, 16.0, 0.01),
     "ph": (7.35, 0.2, 15.0, 0.01),
-    "do": (6.8, 0.9, 15.0, 0.04),
+    "do": (7.3, 0.9, 15.0, 0.04),
     "conductivity": (260.0, 10.0, 12.0, 0.03),
     "turbidity": (18.0, 3.0, 10.0, 0.15),
     "codmn": (2.9, 0.3, 12.0, 0.08),
-    "nh3n": (0.32, 0.08, 6.0, 0.1),
-    "tp": (0.09, 0.02, 6.0, 0.1),
+    "nh3n": (0.24, 0.06, 6.0, 0.1),
+    "tp": (0.065, 0.015, 6.0, 0.1),
     "tn": (1.7, 0.2, 6.0, 0.06),
     "salinity": (1.5, 0.0, 0.0, 0.05),
     # Laboratory items (monthly samples): typical values of a class II-III river.
@@ -217,7 +226,8 @@ def canonical_values(
         value = value * (1 + season) if relative else value + season
     if estuary and parameter.code in ("salinity", "conductivity"):
         tide = 0.5 * (1 + np.sin(2 * math.pi * (moments / HOUR_S) / M2_TIDE_H))
-        value = value + (7.0 if parameter.code == "salinity" else 9000.0) * tide
+        salinity = parameter.code == "salinity"
+        value = value + (TIDE_SALINITY_PSU if salinity else TIDE_CONDUCTIVITY_US_CM) * tide
     if parameter.code in _WEATHER:
         spread = WEATHER_SPREAD * _WEATHER[parameter.code]
         value = value * np.exp(spread * _weather(station.city, local / DAY_S))
@@ -254,15 +264,23 @@ def simulate(
     *,
     period_s: int = 0,
     stations: list[str] | None = None,
+    story: Story | None = None,
 ) -> list[ReadingIn]:
-    """One reading per station × parameter at `at`, in the unit each station sends."""
+    """One reading per station × parameter at `at`, in the unit each station sends (with the
+    story's scenes played, when given: a silent station sends nothing)."""
     readings = []
+    moment = [at.timestamp()]
     for station in catalogue.stations.values():
         if stations is not None and station.code not in stations:
+            continue
+        if story is not None and story.silent(catalogue, station.code, moment, period_s)[0]:
             continue
         estuary = any(p.code == "salinity" for p, _ in catalogue.parameters_of(station))
         for parameter, link in catalogue.parameters_of(station):
             value = canonical_value(station, parameter, at, estuary=estuary)
+            if story is not None:
+                played = story.apply(catalogue, station.code, parameter.code, moment, [value])
+                value = float(played[0])
             try:
                 value /= conversion_factor(parameter.code, link.unit, parameter.unit)
             except UnitError:
@@ -282,12 +300,26 @@ def simulate(
     return readings
 
 
-def hourly_history(catalogue: CatalogueSnapshot, now: datetime, *, hours: int) -> list[ReadingIn]:
+def hourly_history(
+    catalogue: CatalogueSnapshot, now: datetime, *, hours: int, story: Story | None = None
+) -> list[ReadingIn]:
     """Hourly means for the `hours` full hours before `now` (a demo starts with a history)."""
     last_hour = now.astimezone(CST).replace(minute=0, second=0, microsecond=0)
     readings: list[ReadingIn] = []
     for back in range(hours, 0, -1):
-        readings.extend(simulate(catalogue, last_hour - timedelta(hours=back), period_s=3600))
+        at = last_hour - timedelta(hours=back)
+        readings.extend(simulate(catalogue, at, period_s=3600, story=story))
+    return readings
+
+
+def story_backfill(catalogue: CatalogueSnapshot, story: Story, now: datetime) -> list[ReadingIn]:
+    """Real-time readings of the stations whose backfilled scenes were under way before `now`,
+    every BACKFILL_STEP_S of the last hours: so a scene's alerts start when it did."""
+    stations, instants = story.backfill(catalogue, now)
+    readings: list[ReadingIn] = []
+    for second in instants:
+        at = datetime.fromtimestamp(second, tz=UTC)
+        readings.extend(simulate(catalogue, at, stations=stations, story=story))
     return readings
 
 
@@ -317,7 +349,7 @@ class StoredSeries:
 
 
 def stored_hourly_means(
-    catalogue: CatalogueSnapshot, hours_s: npt.NDArray[np.int64]
+    catalogue: CatalogueSnapshot, hours_s: npt.NDArray[np.int64], story: Story | None = None
 ) -> Iterator[StoredSeries]:
     """Every series' hourly means at these hour starts, in key order (station id, parameter id).
 
@@ -334,8 +366,12 @@ def stored_hourly_means(
             except UnitError:
                 continue  # simulate() sends nothing for it either
             canonical = canonical_values(station, parameter, hours_s, estuary=estuary)
+            if story is not None:
+                canonical = story.apply(catalogue, station.code, parameter.code, hours_s, canonical)
             values = round_4(canonical / factor) * factor + 0.0
             kept = (values >= parameter.valid_min) & (values <= parameter.valid_max)
+            if story is not None:
+                kept &= ~story.silent(catalogue, station.code, hours_s, 3600)
             qc = np.where(faults(station, parameter, hours_s), QC.FAULT.code, QC.VALID.code)
             yield StoredSeries(
                 station.id, parameter.id, hours_s[kept], values[kept], qc[kept].astype(np.int16)
@@ -343,13 +379,19 @@ def stored_hourly_means(
 
 
 def simulated_history(
-    catalogue: CatalogueSnapshot, station: str, period_s: int, begin: datetime, end: datetime
+    catalogue: CatalogueSnapshot,
+    station: str,
+    period_s: int,
+    begin: datetime,
+    end: datetime,
+    *,
+    story: Story | None = None,
 ) -> list[ReadingIn]:
     """A simulated station's stored period data from `begin` to `end` (HJ 212 requests)."""
     readings: list[ReadingIn] = []
     at, step = begin, timedelta(seconds=period_s)
     while at <= end and period_s:
-        readings += simulate(catalogue, at, period_s=period_s, stations=[station])
+        readings += simulate(catalogue, at, period_s=period_s, stations=[station], story=story)
         at += step
     return readings
 
@@ -368,6 +410,7 @@ class SimulatorJob:
         clock: Callable[[], datetime] = utcnow,
         mqtt: MqttPublisher | None = None,
         hj212: Hj212Fleet | None = None,
+        story: Story | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._mqtt = mqtt
@@ -375,6 +418,7 @@ class SimulatorJob:
         self.interval_s = interval_s
         self._history_hours = history_hours
         self._clock = clock
+        self._story = story
         self._started = False
         self._running = False
         self._problem: tuple[str, datetime] | None = None
@@ -408,15 +452,20 @@ class SimulatorJob:
         # Rounds are aligned to the interval so a round repeated after a restart is a duplicate.
         step = max(int(self.interval_s), 1)
         at = datetime.fromtimestamp(int(now.timestamp()) // step * step, tz=UTC)
-        readings = simulate(catalogue, at)
+        readings = simulate(catalogue, at, story=self._story)
         made = len(readings)
         if self._mqtt is not None:
             # Some stations report as MQTT sensors; they come back in through the subscriber.
             readings = await self._mqtt.divert(readings)
         if not self._started and self._history_hours:
-            history = hourly_history(catalogue, now, hours=self._history_hours)
+            history = hourly_history(catalogue, now, hours=self._history_hours, story=self._story)
             readings += history
             made += len(history)
+        if not self._started and self._story is not None:
+            # The scenes already under way, minute by minute (none at the round's own instant).
+            backfill = [r for r in story_backfill(catalogue, self._story, now) if r.time < at]
+            readings += backfill
+            made += len(backfill)
         if self._hj212 is not None:
             # Each station uploads over its own HJ 212 connection, as in production. Parameters
             # without an HJ 212 code (hj212: null in parameters.yaml, e.g. salinity) cannot
