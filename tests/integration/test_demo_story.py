@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from envlink.history import load_history
 from ingest.pipeline import Pipeline
 from ingest.sources.simulator import SimulatorJob
 from ingest.sources.story import SCENES, Story
@@ -158,3 +159,29 @@ async def test_the_story_plays_its_first_eleven_minutes(db: AsyncConnectionPool)
         "gz-w-nansha",
     }  # fmt: skip
     assert {subject for _, subject in events} <= story
+
+
+async def test_history_and_restarts_send_the_story_as_duplicates(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    """`--history` loads what the story's simulator sends, and a restarted demo re-sends the
+    same values: duplicates, never revisions."""
+    now = ANCHOR + timedelta(seconds=20)
+    story = Story(ANCHOR)
+    await load_history(database_url, days=1, water_min_samples=1, now=now, story=story)
+    for started in (now, now + timedelta(minutes=3)):  # a start, and a restart 3 minutes on
+        pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda at=started: at)
+        job = SimulatorJob(
+            pipeline, interval_s=10, history_hours=24, clock=lambda at=started: at, story=story
+        )
+        result = await job.run()
+        assert result.summary["revised"] == 0 and result.summary["rejected"] == 0
+        assert result.summary["duplicate"] > 0
+    # The stuck sensor's loaded hours are the story's.
+    loaded = await _rows(
+        db,
+        "SELECT count(*) FROM reading r JOIN station s ON s.id = r.station_id"
+        " JOIN parameter p ON p.id = r.parameter_id WHERE s.code = 'gz-a-huangge'"
+        " AND p.code = 'pm25' AND r.period_s = 3600 AND r.value = 38.0",
+    )
+    assert loaded[0][0] >= 6
