@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from api.routers.keys import audited
+from schemas.common import City
 from schemas.notifications import Filters, SubscriptionIn
 from store.audit import record_audit
 from store.keys import authenticate, create_key
@@ -137,14 +138,26 @@ def inbox_router(data_dir: Path) -> APIRouter:
     return router
 
 
+# Each city's bureau hears of its own city's alerts (a pre-alert belongs to the downstream
+# station's city: Dongguan's incident reaches Guangzhou that way); the joint office of all.
+INBOX_CITIES: dict[str, City | None] = {
+    "gz_eeb": "guangzhou",
+    "dg_eeb": "dongguan",
+    "joint_office": None,
+}
+
+
 def inbox_subscription(agency: str, api_url: str) -> SubscriptionIn:
-    """An agency's demo subscription: warnings and worse, to the demo's inbox, soon."""
+    """An agency's demo subscription: warnings and worse, to the demo's inbox, soon, one
+    message per rule and city at a time."""
+    city = INBOX_CITIES.get(agency)
     return SubscriptionIn(
         code=f"demo-inbox-{agency.replace('_', '-')}",
         channel="webhook",
         target=f"{api_url}{INBOX_PATH}",
         language="both",
-        filters=Filters(min_severity="warning"),
+        filters=Filters(min_severity="warning", cities=[city] if city else None),
+        group_by=["rule", "city"],
         group_wait_s=10,
         group_interval_s=60,
     )

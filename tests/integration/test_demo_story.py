@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from envlink.demo import demo_subscriptions
 from envlink.history import load_history
 from ingest.pipeline import Pipeline
 from ingest.sources.simulator import SimulatorJob
@@ -185,3 +186,23 @@ async def test_history_and_restarts_send_the_story_as_duplicates(
         " AND p.code = 'pm25' AND r.period_s = 3600 AND r.value = 38.0",
     )
     assert loaded[0][0] >= 6
+
+
+async def test_the_demo_subscribes_each_agency_to_its_inbox(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    codes = await demo_subscriptions(database_url, "http://127.0.0.1:8000")
+    # A restart on another port points them there, and makes no others.
+    assert await demo_subscriptions(database_url, "http://127.0.0.1:8123") == codes
+    rows = await _rows(
+        db,
+        "SELECT s.code, g.code, s.enabled, s.channel, s.target, s.cities, s.min_severity"
+        " FROM subscription s JOIN agency g ON g.id = s.agency_id"
+        " WHERE s.code LIKE 'demo-inbox-%%' ORDER BY s.code",
+    )
+    inbox = "http://127.0.0.1:8123/demo/inbox"
+    assert rows == [
+        ("demo-inbox-dg-eeb", "dg_eeb", True, "webhook", inbox, ["dongguan"], "warning"),
+        ("demo-inbox-gz-eeb", "gz_eeb", True, "webhook", inbox, ["guangzhou"], "warning"),
+        ("demo-inbox-joint-office", "joint_office", True, "webhook", inbox, None, "warning"),
+    ]
