@@ -323,6 +323,16 @@ def story_backfill(catalogue: CatalogueSnapshot, story: Story, now: datetime) ->
     return readings
 
 
+def hours_ended(last: datetime, at: datetime) -> list[datetime]:
+    """The clock hours that ended after a round at `last` and by a round at `at` (their starts)."""
+    first = last.replace(minute=0, second=0, microsecond=0)
+    ended = []
+    while first + timedelta(hours=1) <= at:
+        ended.append(first)
+        first += timedelta(hours=1)
+    return [hour for hour in ended if hour + timedelta(hours=1) > last]
+
+
 def round_4(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Python's round(v, 4) of each value, as simulate() rounds what it sends, at numpy speed.
 
@@ -420,6 +430,7 @@ class SimulatorJob:
         self._clock = clock
         self._story = story
         self._started = False
+        self._last_at: datetime | None = None
         self._running = False
         self._problem: tuple[str, datetime] | None = None
         self._counters = {"rounds": 0, "readings": 0}
@@ -466,6 +477,13 @@ class SimulatorJob:
             backfill = [r for r in story_backfill(catalogue, self._story, now) if r.time < at]
             readings += backfill
             made += len(backfill)
+        if self._started and self._story is not None and self._last_at is not None:
+            # The demo's stations upload each hour's mean once it is over (HJ 212 CN 2061), as
+            # real stations do: QC's flat-line check judges a stuck sensor on those.
+            for hour in hours_ended(self._last_at, at):
+                means = simulate(catalogue, hour, period_s=3600, story=self._story)
+                readings += means
+                made += len(means)
         if self._hj212 is not None:
             # Each station uploads over its own HJ 212 connection, as in production. Parameters
             # without an HJ 212 code (hj212: null in parameters.yaml, e.g. salinity) cannot
@@ -473,6 +491,7 @@ class SimulatorJob:
             readings = await self._hj212.deliver(catalogue, readings)
         result = await self._pipeline.ingest(readings, source=SIMULATOR)
         self._started = True
+        self._last_at = at
         self._counters["rounds"] += 1
         self._counters["readings"] += made
         log.debug("simulator: %s", result.summary)

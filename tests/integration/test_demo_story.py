@@ -206,3 +206,35 @@ async def test_the_demo_subscribes_each_agency_to_its_inbox(
         ("demo-inbox-gz-eeb", "gz_eeb", True, "webhook", inbox, ["guangzhou"], "warning"),
         ("demo-inbox-joint-office", "joint_office", True, "webhook", inbox, None, "warning"),
     ]
+
+
+async def test_a_later_cycle_s_stuck_sensor_is_caught_live(db: AsyncConnectionPool) -> None:
+    """Each hour's mean goes out when the hour is over; QC flags the stuck sensor's run as
+    its sixth flat hour arrives (the second cycle's run begins 6 h 30 min before its zero)."""
+    zero = ANCHOR + timedelta(hours=8)
+    clock = [ANCHOR + timedelta(hours=1, minutes=5)]
+    pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: clock[0])
+    job = SimulatorJob(
+        pipeline, interval_s=1800, history_hours=0, clock=lambda: clock[0], story=Story(ANCHOR)
+    )
+    loop = worker_loop(db, pipeline, clock=lambda: clock[0])
+    query = (
+        "SELECT r.time, r.value, r.qc FROM reading r JOIN station s ON s.id = r.station_id"
+        " JOIN parameter p ON p.id = r.parameter_id WHERE s.code = 'gz-a-huangge'"
+        " AND p.code = 'pm25' AND r.period_s = 3600 ORDER BY r.time"
+    )
+    # The run's first flat hour is 21:00-22:00 UTC; its sixth ends at 03:00, 6 min before zero.
+    sixth_ends = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
+    while clock[0] < sixth_ends:
+        await job.run()
+        await loop.drain()
+        clock[0] += timedelta(minutes=30)
+    hourly = await _rows(db, query)
+    assert [value for _, value, _ in hourly][-5:] == [38.0] * 5
+    assert {qc for _, _, qc in hourly} == {QC.VALID.code}
+    await job.run()
+    await loop.drain()
+    hourly = await _rows(db, query)
+    flat = [(time, qc) for time, value, qc in hourly if value == 38.0]
+    assert len(flat) == 6 and {qc for _, qc in flat} == {QC.SUSPECT.code}
+    assert flat[-1][0] == sixth_ends - timedelta(hours=1) and sixth_ends < zero
