@@ -24,16 +24,17 @@ import pytest
 from tests.conftest import ROOT
 from tests.e2e.test_demo import demo_env
 
+WATCH_S = 11 * 60
+POLL_S = 5
+
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(WATCH_S + 240),
     pytest.mark.skipif(
         os.environ.get("ENVLINK_STORY_E2E") != "1",
         reason="plays the demo's story in real time for 11 minutes: set ENVLINK_STORY_E2E=1",
     ),
 ]
-
-WATCH_S = 11 * 60
-POLL_S = 5
 
 
 def _seen(alerts: list[dict[str, Any]]) -> set[tuple[str, str | None, str]]:
