@@ -67,6 +67,8 @@ Evaluate = Callable[..., Awaitable[None]]
 Judge = Callable[[Conn, Sequence[DirtyKey]], Awaitable[Sequence[DirtyKey]]]
 DEFAULT_INTERVAL_S = HOUR_S
 DAY_PERIOD_S = DAY_S
+# Hour windows whose raw readings a round reads in one statement.
+HOURS_PER_READ = 100
 
 
 def windows_of(keys: Sequence[DirtyKey]) -> tuple[list[HourWindow], list[DayWindow]]:
@@ -116,36 +118,42 @@ async def refresh_rollups(
     hours, days = windows_of(keys)
     await lock_series(conn, {(k.station_id, k.parameter_id) for k in keys})
 
-    readings = await hour_readings(conn, hours)
     hourly: list[HourlyRow] = []
     empty_hours: list[HourWindow] = []
-    for window, part in zip(hours, readings.of(len(hours)), strict=True):
-        interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
-        rollup = hourly_rollup(
-            readings.period_s[part],
-            readings.time_s[part],
-            readings.value[part],
-            readings.qc[part],
-            hour_start_s=int(window.hour.timestamp()),
-            interval_s=interval_s,
-            water=water,
-        )
-        if rollup is None:
-            empty_hours.append(window)
-        else:
-            hourly.append(
-                HourlyRow(
-                    window.station_id,
-                    window.parameter_id,
-                    window.hour,
-                    rollup.value,
-                    rollup.samples,
-                    rollup.coverage_s,
-                    rollup.min,
-                    rollup.max,
-                    rollup.origin,
-                )
+    # A few windows' readings at a time: an hour of a series reporting every second is 3,600
+    # readings, and reading every dirty hour at once made the round's memory (and the
+    # process's resident size, which keeps its peak) grow with how full the hours are.
+    for offset in range(0, len(hours), HOURS_PER_READ):
+        part_of = hours[offset : offset + HOURS_PER_READ]
+        readings = await hour_readings(conn, part_of)
+        for window, part in zip(part_of, readings.of(len(part_of)), strict=True):
+            interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
+            rollup = hourly_rollup(
+                readings.period_s[part],
+                readings.time_s[part],
+                readings.value[part],
+                readings.qc[part],
+                hour_start_s=int(window.hour.timestamp()),
+                interval_s=interval_s,
+                water=water,
             )
+            if rollup is None:
+                empty_hours.append(window)
+            else:
+                hourly.append(
+                    HourlyRow(
+                        window.station_id,
+                        window.parameter_id,
+                        window.hour,
+                        rollup.value,
+                        rollup.samples,
+                        rollup.coverage_s,
+                        rollup.min,
+                        rollup.max,
+                        rollup.origin,
+                    )
+                )
+        del readings
     await upsert_hourly(conn, hourly, now=now)
     await delete_hourly(conn, empty_hours)
 

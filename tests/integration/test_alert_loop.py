@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+import alerts.loop
 from alerts import engine
 from alerts.engine import Touched
 from alerts.loop import AlertLoop
@@ -207,6 +208,37 @@ async def test_two_loops_never_process_the_same_dirty_key(db: AsyncConnectionPoo
         for moment in t.times
     ]
     assert len(seen) == len(set(seen)) == 432
+
+
+async def test_a_round_reads_its_hours_a_few_windows_at_a_time_and_rolls_up_every_one(
+    db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 stations x 6 pollutants x 24 hours: 432 hour windows, read 25 at a time (the last 7), so
+    # that a round's memory does not grow with how many readings its hours hold.
+    monkeypatch.setattr(alerts.loop, "HOURS_PER_READ", 25)
+    stations = ("gz-a-huangpu", "gz-a-panyu", "dg-a-humen")
+    sent = {
+        (station, code, DAY0 + HOUR * h): value + h % 5
+        for station in stations
+        for code, value in POLLUTANTS.items()
+        for h in range(24)
+    }
+    await _ingest(
+        Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: NOW),
+        [_hourly_mean(station, code, hour, value) for (station, code, hour), value in sent.items()],
+    )
+    processed = await AlertLoop(db).drain()
+    assert len(processed) == 432
+    async with db.connection() as conn:
+        rows = await (
+            await conn.execute(
+                """
+                SELECT s.code, p.code, h.hour, h.value FROM reading_hourly h
+                JOIN station s ON s.id = h.station_id JOIN parameter p ON p.id = h.parameter_id
+                """
+            )
+        ).fetchall()
+    assert {(station, code, hour): value for station, code, hour, value in rows} == sent
 
 
 async def test_a_crash_mid_round_loses_no_dirty_window(db: AsyncConnectionPool) -> None:
