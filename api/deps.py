@@ -1,7 +1,9 @@
 """Request dependencies as Annotated aliases: the request's connection, the caller's key.
 
 A request holds at most ONE pooled connection at a time. It takes it when a handler (or the key
-check) first needs it and gives it back when the handler returns, before the response is sent.
+check) first needs it and gives it back when the handler returns, before the response is sent;
+a handler whose reads are done may give it back sooner (`RequestConnection.release`), so that
+the CPU work of building a large response holds no connection that other requests wait for.
 The key check uses the connection the request already holds, takes one only for the check when
 it holds none, and needs none at all when the process's key cache knows the key: a request that
 asked the pool for a second connection while holding one could wait forever on requests doing
@@ -86,6 +88,14 @@ class RequestConnection:
             )
         return self._conn
 
+    async def release(self) -> None:
+        """Give the connection back now, committing: for a handler whose reads are done, so
+        that building and serialising the response holds none. A later `get` takes another."""
+        if self._conn is not None:
+            self._conn = None
+            stack, self._stack = self._stack, AsyncExitStack()
+            await stack.aclose()
+
     @asynccontextmanager
     async def briefly(self) -> AsyncIterator[Conn]:
         """The request's connection if it holds one, else one taken for the block only."""
@@ -109,26 +119,30 @@ class RequestConnection:
         await self._stack.__aexit__(exc_type, exc, traceback)
 
 
-def get_database(request: Request) -> ApiDatabase:
+# Dependencies that only look something up are coroutines: FastAPI runs a plain function in a
+# worker thread, and a thread hand-off per dependency per request cost the event loop more than
+# the lookups themselves under load.
+async def get_database(request: Request) -> ApiDatabase:
     database: ApiDatabase = request.app.state.database
     return database
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
-    return get_database(request).pool
+async def get_pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.database.pool
+    return pool
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_pipeline(request: Request) -> Pipeline:
+async def get_pipeline(request: Request) -> Pipeline:
     pipeline: Pipeline = request.app.state.pipeline
     return pipeline
 
 
-def get_catalogue_cache(request: Request) -> CatalogueCache:
+async def get_catalogue_cache(request: Request) -> CatalogueCache:
     cache: CatalogueCache = request.app.state.catalogue
     return cache
 

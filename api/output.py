@@ -24,7 +24,7 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\
 M = TypeVar("M", bound=BaseModel)
 
 
-def output_zone(
+async def output_zone(
     tz: Annotated[
         OutputZone,
         Query(description="Zone of the times in the response: Asia/Shanghai (+08:00) or UTC (Z)"),

@@ -588,8 +588,10 @@ async def readings_page(
         return await cur.fetchall()
 
 
-@dataclass(frozen=True, slots=True)
-class LatestReading:
+class LatestReading(NamedTuple):
+    """One series' latest reading. A tuple: /v1/latest builds thousands per request, and a
+    frozen dataclass's constructor cost more than the query's own rows."""
+
     station_id: int
     parameter_id: int
     station: str

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from alerts.notify.channels.cap import CAP_CONTENT_TYPE
 from alerts.notify.dispatcher import cap_document
-from api.deps import CatalogueDep, ConnDep, KeyDep, SettingsDep, require_role
+from api.deps import (
+    CatalogueDep,
+    ConnDep,
+    KeyDep,
+    RequestConnectionDep,
+    SettingsDep,
+    require_role,
+)
 from api.errors import error_responses
 from api.links import link, linked
 from api.output import ZoneDep, in_zone
@@ -149,6 +156,7 @@ def _alert_links(alert_id: str) -> dict[int | str, dict[str, Any]]:
 )
 async def alerts(
     conn: ConnDep,
+    held: RequestConnectionDep,
     catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
@@ -177,6 +185,7 @@ async def alerts(
         before_id=before,
         limit=limit + 1,
     )
+    await held.release()
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

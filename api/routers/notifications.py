@@ -468,7 +468,7 @@ def _stream_out(event: StreamEvent) -> StreamEventOut:
     )
 
 
-def get_feed(request: Request) -> AlertFeed:
+async def get_feed(request: Request) -> AlertFeed:
     feed: AlertFeed = request.app.state.feed
     return feed
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 from alerts.aqi_service import city_aqi, station_aqi, water_quality
 from alerts.rollups import hour_start
-from api.deps import CatalogueDep, ConnDep, KeyDep
+from api.deps import CatalogueDep, ConnDep, KeyDep, RequestConnectionDep
 from api.errors import error_responses
 from api.output import ZoneDep, in_zone
 from core.errors import InvalidInput
@@ -98,6 +98,7 @@ def published_water(result: WaterQualityOut, decimals: Mapping[str, int | None])
 @router.get("/aqi", responses=error_responses(400, 404))
 async def aqi(
     conn: ConnDep,
+    held: RequestConnectionDep,
     catalogue: CatalogueDep,
     key: KeyDep,
     zone: ZoneDep,
@@ -133,6 +134,7 @@ async def aqi(
     else:
         assert city is not None
         result = await city_aqi(conn, catalogue, city=city, kind=kind, at=moment)
+    await held.release()  # its reads are done: publishing and serialising need no connection
     return in_zone(published_aqi(result, catalogue.decimals), zone)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import CatalogueDep, ConnDep, KeyDep
+from api.deps import CatalogueDep, ConnDep, KeyDep, RequestConnectionDep
 from api.errors import error_responses
 from api.output import ZoneDep, json_response
 from api.pagination import decode_cursor, encode_cursor
@@ -224,6 +224,7 @@ async def _rollups(
 @router.get("/latest", response_model=Page[LatestOut])
 async def latest(
     conn: ConnDep,
+    held: RequestConnectionDep,
     key: KeyDep,
     zone: ZoneDep,
     area: Area | None = None,
@@ -232,5 +233,6 @@ async def latest(
 ) -> Response:
     """The latest reading (by period end) of every station × parameter, with its age."""
     rows = await latest_readings(conn, city=city, area=area, medium=medium)
+    await held.release()  # thousands of items to build: the connection is not needed for that
     values = round_half_even([r.value for r in rows], [r.decimals for r in rows])
     return json_response({"items": latest_items(rows, values, zone), "next_cursor": None})
