@@ -10,6 +10,10 @@ When the loggers send NO2 far above its limit, alerts fire and the worker notifi
 receiver on loopback (an HTTP server in this process that counts what it gets per idempotency
 key): the receiver is down for 30 s while they fire, or the database stops while deliveries are
 under way. Each notification arrives once, none twice and none lost.
+
+Under mixed load (200 stations uploading, 64 clients reading the API served as docker-compose.yml
+serves it, alerts firing and notifying) for 60 s, no request fails, nothing is logged as an
+error and no process's memory after warm-up moves by more than 20 % to the end.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from bench.faults import (
+    growth,
     kill_worker,
+    mixed_load,
     restart_database,
     restart_database_dispatching,
     webhook_down,
@@ -92,3 +98,25 @@ async def test_a_database_restarted_mid_dispatch_delivers_each_notification_once
     # Readings sent during the outage are stored when the stations resend them (after 5 s); their
     # alerts are notified at once, not after another wait as long as the outage.
     assert deliveries.last_first_delivery_s < 10.0
+
+
+async def test_mixed_load_for_60_s_fails_no_request_and_holds_every_process_s_memory(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    mixed = await mixed_load(
+        new_database(), stations=200, seconds=60, connections=64, log_dir=tmp_path
+    )
+    print("\n".join(mixed.lines()))
+    counts = mixed.ingest
+    assert (counts.lost, counts.duplicates, counts.unacknowledged) == (0, 0, 0)
+    assert counts.stored == counts.acknowledged == counts.sent > 0
+    assert set(mixed.api_answers) == {200}  # not one 503, 5xx or connection failure
+    assert mixed.api_answers[200] > 500
+    # Every tenth station sends NO2 above its limit: twenty alerts, each delivered once.
+    assert mixed.alerts == mixed.notifications == mixed.deliveries == 20
+    assert mixed.delivered_twice == 0
+    assert mixed.errors == {"worker": [], "api": []}
+    # The worker, the API's supervisor and the processes it started (two serve).
+    assert {"worker", "api", "api 1", "api 2"} <= set(mixed.rss_mb)
+    for name, (start, end) in mixed.rss_mb.items():
+        assert abs(growth(start, end)) <= 0.2, f"{name}: {start:.0f} -> {end:.0f} MB"
