@@ -313,9 +313,9 @@ def _prepare_or_serve(
         KEYS_FILE,
         STORY_FILE,
         demo_keys,
+        demo_story,
         demo_subscriptions,
         inbox_router,
-        story_anchor,
     )
     from envlink.runtime import (
         check_timescaledb,
@@ -325,7 +325,6 @@ def _prepare_or_serve(
         serve,
         serve_api_processes,
     )
-    from ingest.sources.story import Story
 
     if args.command in ("migrate", "demo"):
         applied, layout = asyncio.run(run_migrations(url, settings))
@@ -337,7 +336,7 @@ def _prepare_or_serve(
         print("\n".join(report.lines() + rules.lines() + subscriptions.lines()))
     story = None
     if args.command == "demo":
-        story = Story(story_anchor(settings.data_dir, utcnow()))
+        story = asyncio.run(demo_story(url, settings.data_dir, utcnow()))
     if args.command == "demo" and args.history:
         _load_history(url, settings, args.history, story)
     if args.command in ("api", "worker", "serve"):

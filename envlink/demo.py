@@ -11,17 +11,19 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from api.routers.keys import audited
+from ingest.sources.story import STORY_LEAD_S, Story
 from schemas.common import City
 from schemas.notifications import Filters, SubscriptionIn
 from store.audit import record_audit
 from store.keys import authenticate, create_key
 from store.pool import Conn, connect
+from store.readings import newest_reading_end
 from store.subscriptions import create_subscription, list_subscriptions, replace_subscription
 
 KEYS_FILE = "demo-keys.json"
@@ -90,19 +92,41 @@ async def demo_keys(url: str, data_dir: Path) -> list[DemoKey]:
 STORY_FILE = "demo-story.json"
 
 
-def story_anchor(data_dir: Path, now: datetime) -> datetime:
-    """The instant the demo's story is anchored to: its first start (to the minute), kept in
-    the data directory so a restarted demo plays the same story and re-sends duplicates."""
+def story_anchors(data_dir: Path, now: datetime, last_sent: datetime | None) -> list[datetime]:
+    """The anchors of the demo's stories, oldest first, kept in the data directory.
+
+    The first start anchors the story (to the minute); a restart plays the same one, so it
+    re-sends duplicates. A restart after a pause longer than the story's lead (nothing sent
+    since `last_sent`, the newest reading's end) begins a new story at its start, so the demo
+    shows it again within minutes; the earlier anchors are kept for what they sent.
+    """
     path = data_dir / STORY_FILE
     try:
         kept = json.loads(path.read_text())
-        return datetime.fromisoformat(kept["anchor"]).astimezone(UTC)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    anchor = now.astimezone(UTC).replace(second=0, microsecond=0)
+        anchors = [datetime.fromisoformat(a).astimezone(UTC) for a in kept.get("earlier", [])]
+        anchors.append(datetime.fromisoformat(kept["anchor"]).astimezone(UTC))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        anchors = []
+    start = now.astimezone(UTC).replace(second=0, microsecond=0)
+    paused = last_sent is None or last_sent <= start - timedelta(seconds=STORY_LEAD_S)
+    if anchors and (not paused or start <= anchors[-1]):
+        return anchors
+    anchors.append(start)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"anchor": anchor.isoformat()}, indent=2) + "\n")
-    return anchor
+    document = {"anchor": start.isoformat(), "earlier": [a.isoformat() for a in anchors[:-1]]}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return anchors
+
+
+async def demo_story(url: str, data_dir: Path, now: datetime) -> Story:
+    """The demo's story: continued, or begun anew after a pause (story_anchors)."""
+    conn = await connect(url)
+    try:
+        last_sent = await newest_reading_end(conn)
+    finally:
+        await conn.close()
+    *earlier, anchor = story_anchors(data_dir, now, last_sent)
+    return Story(anchor, earlier=earlier)
 
 
 # Where the demo's own subscriptions deliver: a webhook receiver served by the demo's API, which

@@ -739,3 +739,13 @@ async def last_hourly(conn: Conn, *, since: datetime) -> dict[int, datetime]:
     """Per station, the start of its newest hourly reading since `since` (none: not listed)."""
     cur = await conn.execute(_LAST_HOURS.encode(), {"since": since})
     return {station_id: time for station_id, time in await cur.fetchall()}
+
+
+_NEWEST_END = "SELECT max(time + period_s * interval '1 second') FROM reading_latest"
+
+
+async def newest_reading_end(conn: Conn) -> datetime | None:
+    """The end of the newest reading stored (None: none is)."""
+    cur = await conn.execute(_NEWEST_END.encode())
+    row = await cur.fetchone()
+    return None if row is None else row[0]

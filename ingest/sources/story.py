@@ -20,7 +20,9 @@ anchor + k × STORY_PERIOD_S, and each scene is placed relative to it:
 - `stuck`: a sensor repeats one value: QC's flat-line check flags its hourly means.
 
 Values stay a deterministic function of (station, parameter, time) for a given anchor, so a
-restarted demo re-sends duplicates, never revisions.
+restarted demo re-sends duplicates, never revisions. A demo restarted after a pause longer than
+STORY_LEAD_S (nothing sent since) begins a new story at its start: each instant plays the story
+of the latest anchor whose lead reaches back to it, so what earlier stories sent stays as sent.
 
 Why every 8 hours: the scenes need hours of lead (the plume's 3 h 20 min to Xintang, two hours
 of silence before staleness fires, a flat line of 6 hours before QC calls it stuck), and a
@@ -32,7 +34,7 @@ while most of the time the river and the air are quiet.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -49,6 +51,9 @@ STORY_PERIOD_S = 8 * HOUR_S
 # last BACKFILL_S, so alerts of the backfilled past start when the scene did, not at an hour.
 BACKFILL_STEP_S = 60
 BACKFILL_S = 4 * HOUR_S
+# How far before its anchor a story's scenes may begin (the stuck sensor's flat line, 6.5 h);
+# a new story may begin only where nothing was sent for this long.
+STORY_LEAD_S = 7 * HOUR_S
 
 SceneKind = Literal["plume", "ozone", "silence", "stuck"]
 
@@ -148,9 +153,16 @@ class Story:
         scenes: tuple[Scene, ...] = SCENES,
         *,
         period_s: int = STORY_PERIOD_S,
+        earlier: Sequence[datetime] = (),
     ) -> None:
+        """`earlier`: the anchors of stories begun before this one (restarts after a pause)."""
         self.anchor = anchor.astimezone(UTC)
         self.anchor_s = int(self.anchor.timestamp())
+        anchors = sorted({int(a.timestamp()) for a in earlier} | {self.anchor_s})
+        if anchors[-1] != self.anchor_s:
+            raise ValueError("the story's anchor must be the latest")
+        self._anchors = np.array(anchors, dtype=np.float64)
+        self._reach = self._anchors - STORY_LEAD_S
         self.scenes = scenes
         self.period_s = period_s
         self._placed: tuple[CatalogueSnapshot, dict[str, list[Placed]]] | None = None
@@ -179,20 +191,25 @@ class Story:
         self._placed = (catalogue, found)
         return found
 
-    def _cycles(self, seconds: npt.NDArray[np.float64], placed: Placed) -> npt.NDArray[np.int64]:
-        """The cycle whose instance of the placed scene may hold each instant (-1: none)."""
+    def _cycles(
+        self, seconds: npt.NDArray[np.float64], placed: Placed
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The cycle whose instance of the placed scene may hold each instant (-1: none), and
+        that cycle's zero (epoch seconds), in the story that plays the instant."""
+        which = np.searchsorted(self._reach, seconds, side="right") - 1
+        anchor = self._anchors[np.maximum(which, 0)]
         lead = HOUR_S if placed.scene.kind == "ozone" else 0  # it may start at the hour before
-        cycle = np.floor((seconds - self.anchor_s - placed.start_s + lead) / self.period_s)
-        return np.where(cycle >= 0, cycle, -1).astype(np.int64)
+        cycle = np.floor((seconds - anchor - placed.start_s + lead) / self.period_s)
+        cycle = np.where(cycle >= 0, cycle, -1).astype(np.int64)
+        return cycle, anchor + np.maximum(cycle, 0) * self.period_s
 
     def _span(
         self, seconds: npt.NDArray[np.float64], placed: Placed
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Which instants the scene holds, and each one's scene start and end (epoch seconds)."""
-        cycle = self._cycles(seconds, placed)
-        zero = self.anchor_s + np.maximum(cycle, 0) * self.period_s
-        start = (zero + placed.start_s).astype(np.float64)
-        end = (zero + placed.end_s).astype(np.float64)
+        cycle, zero = self._cycles(seconds, placed)
+        start = zero + placed.start_s
+        end = zero + placed.end_s
         if placed.scene.kind == "ozone":
             # Later cycles build from the top of the hour, whose mean the rules judge.
             hour = np.floor(start / HOUR_S) * HOUR_S
@@ -240,8 +257,7 @@ class Story:
             if placed.scene.kind != "silence":
                 continue
             # The latest instance starting before the reading ends is the one it may overlap.
-            cycle = self._cycles(last, placed)
-            zero = self.anchor_s + np.maximum(cycle, 0) * self.period_s
+            cycle, zero = self._cycles(last, placed)
             hidden |= (
                 (cycle >= 0) & (last >= zero + placed.start_s) & (moments < zero + placed.end_s)
             )

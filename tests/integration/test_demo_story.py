@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from envlink.demo import demo_subscriptions
+from envlink.demo import demo_story, demo_subscriptions
 from envlink.history import load_history
 from ingest.pipeline import Pipeline
 from ingest.sources.simulator import SimulatorJob
-from ingest.sources.story import SCENES, Story
+from ingest.sources.story import SCENES, STORY_LEAD_S, Story
 from schemas.common import QC
 from schemas.rules import load_rules
+from store.readings import newest_reading_end
 from store.rules import seed_rules
 from tests.conftest import CONFIG_DIR, worker_loop
 
@@ -186,6 +188,44 @@ async def test_history_and_restarts_send_the_story_as_duplicates(
         " AND p.code = 'pm25' AND r.period_s = 3600 AND r.value = 38.0",
     )
     assert loaded[0][0] >= 6
+
+
+async def test_a_demo_restarted_after_a_pause_begins_its_story_anew(
+    db: AsyncConnectionPool, database_url: str, tmp_path: Path
+) -> None:
+    """A restart soon after continues the story; one after a pause longer than the story's lead
+    begins a new one at its start, and re-sends nothing the first story sent as a revision."""
+    assert (await demo_story(database_url, tmp_path, ANCHOR)).anchor == ANCHOR
+    started = ANCHOR + timedelta(seconds=20)
+    pipeline = Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: started)
+    job = SimulatorJob(
+        pipeline, interval_s=10, history_hours=24, clock=lambda: started, story=Story(ANCHOR)
+    )
+    assert (await job.run()).summary["accepted"] > 0
+    async with db.connection() as conn:
+        last_sent = await newest_reading_end(conn)
+    newest = await _rows(db, "SELECT max(time + period_s * interval '1 second') FROM reading")
+    assert last_sent == newest[0][0] and last_sent is not None
+    soon = last_sent + timedelta(seconds=STORY_LEAD_S - 60)
+    assert (await demo_story(database_url, tmp_path, soon)).anchor == ANCHOR
+    restart = last_sent + timedelta(seconds=STORY_LEAD_S + 60)
+    story = await demo_story(database_url, tmp_path, restart)
+    assert story.anchor == restart.replace(second=0, microsecond=0)
+    # The new story's incident is under way at once: its source station reads high.
+    later = SimulatorJob(
+        Pipeline(db, earliest=date(2000, 1, 1), clock=lambda: restart),
+        interval_s=10, history_hours=24, clock=lambda: restart, story=story,
+    )  # fmt: skip
+    result = await later.run()
+    assert result.summary["revised"] == 0 and result.summary["rejected"] == 0
+    high = await _rows(
+        db,
+        "SELECT max(r.value) FROM reading r JOIN station s ON s.id = r.station_id"
+        " JOIN parameter p ON p.id = r.parameter_id WHERE s.code = 'dg-w-zhongtang'"
+        " AND p.code = 'nh3n' AND r.time > %s",
+        restart - timedelta(hours=1),
+    )
+    assert high[0][0] == 2.6
 
 
 async def test_the_demo_subscribes_each_agency_to_its_inbox(

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from envlink.demo import STORY_FILE, story_anchor
+from envlink.demo import STORY_FILE, story_anchors
 from ingest.sources.simulator import simulate
 from ingest.sources.story import (
     BACKFILL_S,
     BACKFILL_STEP_S,
     SCENES,
+    STORY_LEAD_S,
     STORY_PERIOD_S,
     Scene,
     Story,
@@ -229,7 +230,60 @@ def test_simulate_plays_the_story_and_leaves_the_rest_as_it_was() -> None:
 
 
 def test_the_anchor_is_chosen_at_the_first_start_and_kept(tmp_path: Path) -> None:
-    first = story_anchor(tmp_path, datetime(2026, 12, 4, 19, 6, 42, 5, tzinfo=UTC))
-    assert first == ANCHOR
+    first = story_anchors(tmp_path, datetime(2026, 12, 4, 19, 6, 42, 5, tzinfo=UTC), None)
+    assert first == [ANCHOR]
     assert (tmp_path / STORY_FILE).exists()
-    assert story_anchor(tmp_path, datetime(2026, 12, 9, tzinfo=UTC)) == ANCHOR
+    # A restart while the demo's readings are recent continues the story.
+    sent = ANCHOR + timedelta(days=5) - timedelta(seconds=STORY_LEAD_S - 60)
+    assert story_anchors(tmp_path, datetime(2026, 12, 9, 19, 6, tzinfo=UTC), sent) == [ANCHOR]
+
+
+def test_a_restart_after_a_pause_begins_a_new_story_and_keeps_the_old(tmp_path: Path) -> None:
+    story_anchors(tmp_path, ANCHOR, None)
+    restart = datetime(2026, 12, 9, 8, 30, 12, tzinfo=UTC)
+    sent = restart.replace(second=0) - timedelta(seconds=STORY_LEAD_S)  # just long enough ago
+    assert story_anchors(tmp_path, restart, sent) == [ANCHOR, restart.replace(second=0)]
+    # And again later; a file of the first layout ({"anchor"} alone) is read too.
+    assert story_anchors(tmp_path, restart + timedelta(minutes=5), restart) == [
+        ANCHOR, restart.replace(second=0)
+    ]  # fmt: skip
+    (tmp_path / STORY_FILE).write_text('{"anchor": "2026-12-04T19:06:00+00:00"}')
+    assert story_anchors(tmp_path, restart, None) == [ANCHOR, restart.replace(second=0)]
+
+
+def test_a_new_story_leaves_what_the_earlier_one_played() -> None:
+    later = ANCHOR + timedelta(days=2, hours=5, minutes=17)
+    both = Story(later, earlier=[ANCHOR])
+    alone = Story(later)
+    reach = int(later.timestamp()) - STORY_LEAD_S
+    before = np.arange(A, reach, 60, dtype=np.float64)
+    after = np.arange(reach, reach + 2 * STORY_PERIOD_S, 60, dtype=np.float64)
+    for code, parameter in (("gz-a-huangge", "pm25"), ("dg-w-zhongtang", "nh3n"),
+                            ("gz-w-xintang", "do"), ("gz-a-huangpu", "o3")):  # fmt: skip
+        base = np.full(before.shape, 1.5)
+        played = both.apply(CATALOGUE, code, parameter, before, base)
+        assert played.tolist() == STORY.apply(CATALOGUE, code, parameter, before, base).tolist()
+        base = np.full(after.shape, 1.5)
+        played = both.apply(CATALOGUE, code, parameter, after, base)
+        assert played.tolist() == alone.apply(CATALOGUE, code, parameter, after, base).tolist()
+    silent_before = both.silent(CATALOGUE, "gz-a-maofengshan", before)
+    assert silent_before.tolist() == STORY.silent(CATALOGUE, "gz-a-maofengshan", before).tolist()
+    silent_after = both.silent(CATALOGUE, "gz-a-maofengshan", after)
+    assert silent_after.tolist() == alone.silent(CATALOGUE, "gz-a-maofengshan", after).tolist()
+    # The new story's incident plays from its start: under way at once, as at the first start.
+    assert _value("dg-w-zhongtang", "nh3n", A, 0.3) == 2.6
+    assert (
+        float(both.apply(CATALOGUE, "dg-w-zhongtang", "nh3n", [reach + STORY_LEAD_S], [0.3])[0])
+        == 2.6
+    )
+    with pytest.raises(ValueError, match="latest"):
+        Story(ANCHOR, earlier=[later])
+
+
+def test_the_lead_covers_every_scene_before_its_anchor() -> None:
+    earliest = min(
+        placed.start_s - (3600 if placed.scene.kind == "ozone" else 0)
+        for scenes in STORY.placed(CATALOGUE).values()
+        for placed in scenes
+    )
+    assert -STORY_LEAD_S <= earliest < -6 * 3600
