@@ -43,6 +43,11 @@ def in_zone(model: M, zone: tzinfo) -> M:
     return shifted
 
 
+def times_in_zone(value: Any, zone: tzinfo) -> Any:
+    """A free-form JSON value (dicts, lists, strings) with its RFC 3339 times in `zone`."""
+    return _shift(value, zone, free=True)
+
+
 def _shift(value: Any, zone: tzinfo, *, free: bool) -> Any:
     if isinstance(value, datetime):
         return as_aware(value).astimezone(zone)

@@ -15,11 +15,11 @@ from alerts.evaluation.periods import Period, date_range, parse_period
 from alerts.reports import air_period_report, water_period_report
 from api.deps import ConnDep, KeyDep, SettingsDep
 from api.errors import error_responses
-from api.output import ZoneDep, in_zone
+from api.output import ZoneDep, in_zone, times_in_zone
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput, NotFound
 from core.signing import BULLETIN_SIGNED_PATH, check_bulletin_link
-from core.timeutil import utcnow
+from core.timeutil import CST, utcnow
 from schemas.bulletin import Bulletin
 from schemas.common import Day, ErrorOut, Month, Page, Signature, Text
 from schemas.reports import AirReportOut, BulletinFormat, StoredBulletinOut, WaterPeriodReport
@@ -76,6 +76,7 @@ def report_period(period: str | None, start: date | None, end: date | None) -> P
 async def air_report(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     scope: Annotated[Literal["station", "city", "region"], Query(description="What to report")],
     code: Annotated[
         Text | None,
@@ -98,9 +99,8 @@ async def air_report(
     (2026-03-01) is `{"parts": [before, after]}`, each a full report under its own rule set."""
     # The evaluation's JSON as it is: AirReportOut documents it (the tests hold it to it)
     # without a second pass over every figure.
-    return JSONResponse(
-        await air_period_report(conn, scope, code, report_period(period, start, end))
-    )
+    report = await air_period_report(conn, scope, code, report_period(period, start, end))
+    return JSONResponse(report if zone is CST else times_in_zone(report, zone))
 
 
 @router.get(
@@ -281,6 +281,7 @@ async def stored_bulletins(
 async def stored_bulletin(
     conn: ConnDep,
     key: KeyDep,
+    zone: ZoneDep,
     month: Annotated[Month, Path(description="YYYY-MM")],
     version: Annotated[
         int | None,
@@ -302,6 +303,8 @@ async def stored_bulletin(
         body = await bulletin_body(conn, first, version)
         if body is None:
             raise NotFound(f"version: the bulletin of {month} has no stored version {version}")
+        if zone is not CST:  # stored with its times in +08:00
+            body = in_zone(Bulletin.model_validate_json(body), zone).model_dump_json()
         return Response(body, media_type="application/json", headers=headers)
     stored = await bulletin_files(conn, first, version)
     if stored is None:

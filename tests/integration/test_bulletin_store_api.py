@@ -109,6 +109,10 @@ async def test_each_link_answers_the_version_as_stored(
     )
     assert archive.content == files.csv_zip
     assert "summary.csv" in zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+    # tz=UTC: the stored version with its times in UTC.
+    in_utc = await client.get(links["json"] + "&tz=UTC")
+    assert in_utc.json()["generated_at"] == "2026-12-01T01:00:00Z"
+    assert in_utc.json() | {"generated_at": as_json.json()["generated_at"]} == as_json.json()
     # No version: the latest, which holds the late data.
     latest = await client.get("/v1/reports/bulletins/2026-11")
     assert latest.headers["x-bulletin-version"] == "2"

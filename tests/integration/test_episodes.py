@@ -139,6 +139,11 @@ async def test_an_episode_opens_escalates_closes_and_is_listed(
     assert city["episodes"] == [episode]
     october = await _get(reader, "/v1/reports/air", scope="region", period="2026-10")
     assert october["episodes"] == []
+    # tz=UTC: the same episode with its times in UTC, as /v1/episodes gives them.
+    in_utc = (await _get(reader, "/v1/episodes", tz="UTC"))["items"]
+    assert in_utc[0]["start"].endswith("T16:00:00Z") and in_utc[0]["id"] == episode["id"]
+    region = await _get(reader, "/v1/reports/air", scope="region", period="2026-11", tz="UTC")
+    assert region["episodes"] == in_utc
 
 
 async def test_episodes_page_latest_first(
