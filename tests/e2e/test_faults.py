@@ -100,6 +100,7 @@ async def test_a_database_restarted_mid_dispatch_delivers_each_notification_once
     assert deliveries.last_first_delivery_s < 10.0
 
 
+@pytest.mark.alone
 async def test_mixed_load_for_60_s_fails_no_request_and_holds_every_process_s_memory(
     new_database: Callable[[], str], tmp_path: Path
 ) -> None:
