@@ -22,6 +22,7 @@ import asyncio
 import cProfile
 import logging
 import multiprocessing
+import os
 import pstats
 import resource
 import statistics
@@ -40,7 +41,7 @@ from psycopg_pool import AsyncConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from alerts.loop import AlertLoop  # noqa: E402
+from alerts.loop import AlertLoop, RoundReport  # noqa: E402
 from bench._common import fresh_database  # noqa: E402
 from envlink.runtime import tune_gc  # noqa: E402
 from ingest.history import HistoryQc  # noqa: E402
@@ -115,6 +116,8 @@ class GeneratorReport:
     latencies_ms: list[float]
     cpu_s: float
     connect_s: float
+    # (wall-clock send time, latency ms) of every answered packet, to line stalls up with rounds
+    timeline: list[tuple[float, float]]
 
 
 def generator(port: int, stations: int, rate: float, seconds: float, out: Connection) -> None:
@@ -127,7 +130,9 @@ def generator(port: int, stations: int, rate: float, seconds: float, out: Connec
 async def _generate(port: int, stations: int, rate: float, seconds: float) -> GeneratorReport:
     loop = asyncio.get_running_loop()
     sent_at: dict[tuple[int, str], float] = {}
+    sent_wall: dict[tuple[int, str], float] = {}
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
     last_reply = 0.0
 
     def on_reply_of(index: int) -> Any:
@@ -136,6 +141,7 @@ async def _generate(port: int, stations: int, rate: float, seconds: float) -> Ge
             sent = sent_at.pop((index, qn), None)
             if sent is not None:
                 latencies.append((arrived - sent) * 1000)
+                timeline.append((sent_wall.pop((index, qn)), latencies[-1]))
                 last_reply = max(last_reply, arrived)
 
         return on_reply
@@ -167,6 +173,7 @@ async def _generate(port: int, stations: int, rate: float, seconds: float) -> Ge
             values = {code: (float(10 + (step + n) % 50), "N") for n, code in enumerate(codes)}
             qn, frame = client.upload_frame("2011", base + timedelta(seconds=step), values)
             sent_at[(index, qn)] = time.perf_counter()
+            sent_wall[(index, qn)] = time.time()
             client.write(frame)
             counts["sent"] += 1
             counts["readings"] += len(codes)
@@ -191,6 +198,7 @@ async def _generate(port: int, stations: int, rate: float, seconds: float) -> Ge
         latencies_ms=latencies,
         cpu_s=cpu_s,
         connect_s=connect_s,
+        timeline=timeline,
     )
 
 
@@ -200,6 +208,8 @@ class AlertLoopReport:
     drained: int
     drain_s: float
     cpu_s: float
+    # (wall-clock start, end, keys claimed) of every round while the load ran
+    round_times: list[tuple[float, float, int]]
 
 
 def alert_worker(url: str, stop: Connection, out: Connection) -> None:
@@ -214,6 +224,17 @@ async def _alert_worker(url: str, stop: Connection) -> AlertLoopReport:
     async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
         loop = AlertLoop(pool, catalogue=pipeline.catalogue_cache, judge=HistoryQc(pipeline).judge)
+        round_times: list[tuple[float, float, int]] = []
+        process = loop.process
+
+        async def timed(*, sweep: bool = False) -> RoundReport:
+            began = time.time()
+            report = await process(sweep=sweep)
+            if report.claimed:
+                round_times.append((began, time.time(), len(report.claimed)))
+            return report
+
+        loop.process = timed  # type: ignore[method-assign]
         listener = Listener(url, name="bench")
         await listener.start()
         running = asyncio.create_task(loop.run(listener))
@@ -222,8 +243,11 @@ async def _alert_worker(url: str, stop: Connection) -> AlertLoopReport:
         await asyncio.gather(running, return_exceptions=True)
         await listener.stop()
         started = time.perf_counter()
+        during = list(round_times)
         drained = len(await loop.drain())
-        return AlertLoopReport(loop.rounds, drained, time.perf_counter() - started, _own_cpu())
+        return AlertLoopReport(
+            loop.rounds, drained, time.perf_counter() - started, _own_cpu(), during
+        )
 
 
 def _own_cpu() -> float:
@@ -255,12 +279,33 @@ class CpuMeter:
         return sum(after[pid] - self._before.get(pid, 0.0) for pid in after)
 
 
+STALL_MS = 250.0
+
+
+def stall_summary(
+    timeline: list[tuple[float, float]], rounds: list[tuple[float, float, int]]
+) -> str:
+    """Replies slower than STALL_MS, by 1-s send window, and how many came during a round."""
+    slow = sorted(sent for sent, ms in timeline if ms > STALL_MS)
+    windows = sorted({int(sent) for sent in slow})
+    in_round = sum(any(a - 1 <= w <= b for a, b, _ in rounds) for w in windows)
+    busy = [b - a for a, b, _ in rounds]
+    claimed = [n for _, _, n in rounds]
+    return (
+        f"replies over {STALL_MS:g} ms: {len(slow)}, in {len(windows)} 1-s windows, "
+        f"{in_round} of them during or 1 s before a round; rounds with keys: {len(rounds)}, "
+        f"{statistics.median(busy) if busy else 0:.2f} s median / {max(busy, default=0):.2f} s "
+        f"longest, {statistics.median(claimed) if claimed else 0:.0f} keys median"
+    )
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def run(args: argparse.Namespace) -> int:
+    load_start = os.getloadavg()
     async with fresh_database("envlink_bench_hj212") as database:
         url, postmaster = database.url, database.postmaster
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -327,12 +372,19 @@ async def run(args: argparse.Namespace) -> int:
                 rows, distinct = await cur.fetchone() or (0, 0)
 
     elapsed = report.last_reply - report.first_send
+    load_end = os.getloadavg()
     latencies = report.latencies_ms
     print(
         f"PostgreSQL {version}; {args.stations} stations, {args.rate:g} packets/s offered "
         f"for {args.seconds:g} s, group commit window {args.window_ms:g} ms, "
         f"{args.in_flight} commits in flight"
         + ("" if args.alert_loop else ", WITHOUT the alert loop process")
+    )
+    print(
+        "load average (1, 5, 15 min): at the start "
+        + ", ".join(f"{x:.2f}" for x in load_start)
+        + "; at the end "
+        + ", ".join(f"{x:.2f}" for x in load_end)
     )
     print(f"connections opened in {report.connect_s:.2f} s")
     print(
@@ -369,6 +421,7 @@ async def run(args: argparse.Namespace) -> int:
             f"{loop_report.cpu_s:.1f} s ({loop_report.cpu_s / report.send_s:.0%}); "
             f"history QC re-flagged {reflagged} readings"
         )
+        print(stall_summary(report.timeline, loop_report.round_times))
     exact = rows == distinct == report.readings == stats.accepted and stats.duplicate == 0
     print(f"stored {rows} rows ({distinct} distinct keys) for {report.readings} readings sent: "
           + ("every reading stored exactly once" if exact else "MISMATCH"))  # fmt: skip
