@@ -1,7 +1,8 @@
 """The alert loop: history QC and rollups of the dirty windows, then the engine, woken by NOTIFY.
 
 Each round is one transaction: claim dirty keys, judge their series' history (when a judge is
-given; its re-flags then count as changes too), rewrite the rollups of their hours and days,
+given; its re-flags then count as changes too), bring the rollups of their hours and days up to
+date (an hour only new readings touch is extended from them; one with a change is recomputed),
 let the engine evaluate the touched series and, when due, sweep. A crash anywhere in a round
 rolls back the claim with everything else, so the keys are processed again by the next round.
 Several loops (one per worker) share the queue: claims skip keys another loop holds.
@@ -16,7 +17,7 @@ import time as monotonic
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
@@ -25,11 +26,18 @@ from alerts import engine
 from alerts.engine import Touched
 from alerts.rollups import (
     DAY_S,
+    MINUTE_S,
+    NO_PART,
     STATISTICS_QC,
+    HourlyRollup,
+    HourPart,
     daily_rollup,
+    extend_part,
+    hour_part,
     hour_start,
-    hourly_rollup,
     is_water,
+    parts_rollup,
+    usable,
 )
 from alerts.windows import HOUR_S, HOURS_PER_DAY
 from core.retry import RESTART, keep_running, log_failure
@@ -42,6 +50,7 @@ from store.rollups import (
     DailyRow,
     DayWindow,
     DirtyKey,
+    DirtyRow,
     HourlyRow,
     HourWindow,
     claim_dirty,
@@ -51,6 +60,7 @@ from store.rollups import (
     delete_daily,
     delete_hourly,
     hour_readings,
+    hourly_rows,
     lock_series,
     reading_hours,
     try_sweep_lock,
@@ -106,6 +116,121 @@ def series_spec(
     return DEFAULT_INTERVAL_S, parameter is not None and is_water(parameter.grp)
 
 
+def _moment(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _seconds(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _hourly_row(
+    window: HourWindow, rollup: HourlyRollup, minute: HourPart, real_time: HourPart
+) -> HourlyRow:
+    return HourlyRow(
+        window.station_id,
+        window.parameter_id,
+        window.hour,
+        rollup.value,
+        rollup.samples,
+        rollup.coverage_s,
+        rollup.min,
+        rollup.max,
+        rollup.origin,
+        rt_samples=real_time.samples,
+        rt_sum=real_time.total,
+        rt_min=real_time.min,
+        rt_max=real_time.max,
+        rt_last=_moment(real_time.last_s),
+        minute_samples=minute.samples,
+        minute_sum=minute.total,
+        minute_min=minute.min,
+        minute_max=minute.max,
+        minute_last=_moment(minute.last_s),
+    )
+
+
+def recomputed_hour(
+    window: HourWindow,
+    periods: np.ndarray,
+    times_s: np.ndarray,
+    values: np.ndarray,
+    qcs: np.ndarray,
+    *,
+    interval_s: int,
+    water: bool,
+) -> HourlyRow | None:
+    """An hour's rollup and running totals from all of its stored readings; None if it has none.
+
+    The rules of alerts.rollups.hourly_rollup (a valid reported hourly mean wins), with each
+    mean taken from the exact sum, as when the hour is extended.
+    """
+    if periods.size == 0:
+        return None
+    parts = {
+        period: hour_part(times_s[chosen], values[chosen], qcs[chosen])
+        if (chosen := periods == period).any()
+        else NO_PART
+        for period in (0, MINUTE_S)
+    }
+    hour_s = window.hour.timestamp()
+    reported = usable(values, qcs) & (periods == HOUR_S) & (times_s == hour_s)
+    if reported.any():
+        value = float(values[reported][0])
+        rollup = HourlyRollup(value, 1, HOUR_S, value, value, "reported")
+    else:
+        rollup = parts_rollup(parts[MINUTE_S], parts[0], interval_s=interval_s, water=water)
+    return _hourly_row(window, rollup, parts[MINUTE_S], parts[0])
+
+
+def extended_hour(
+    stored: HourlyRow | None, new: Sequence[DirtyRow], *, interval_s: int, water: bool
+) -> HourlyRow | None:
+    """A stored hour with new real-time and minute readings added; None where only a
+    recomputation is exact (no running totals stored, or a reading not after the latest of its
+    period in the hour)."""
+    if stored is None or stored.rt_samples is None or stored.minute_samples is None:
+        return None
+    assert stored.rt_sum is not None and stored.minute_sum is not None
+    parts = {
+        0: HourPart(
+            stored.rt_samples,
+            stored.rt_sum,
+            stored.rt_min,
+            stored.rt_max,
+            _seconds(stored.rt_last),
+        ),
+        MINUTE_S: HourPart(
+            stored.minute_samples,
+            stored.minute_sum,
+            stored.minute_min,
+            stored.minute_max,
+            _seconds(stored.minute_last),
+        ),
+    }
+    for period in (0, MINUTE_S):
+        rows = [row for row in new if row.key.period_s == period]
+        if not rows:
+            continue
+        part = extend_part(
+            parts[period],
+            [row.key.time.timestamp() for row in rows],
+            [math.nan if row.value is None else row.value for row in rows],
+            [-1 if row.qc is None else row.qc for row in rows],
+        )
+        if part is None:
+            return None
+        parts[period] = part
+    if stored.origin == "reported":  # a valid reported hourly mean still wins
+        rollup = HourlyRollup(
+            stored.value, stored.samples, stored.coverage_s, stored.min, stored.max, "reported"
+        )
+    else:
+        rollup = parts_rollup(parts[MINUTE_S], parts[0], interval_s=interval_s, water=water)
+    window = HourWindow(stored.station_id, stored.parameter_id, stored.hour)
+    return _hourly_row(window, rollup, parts[MINUTE_S], parts[0])
+
+
 async def refresh_rollups(
     conn: Conn,
     keys: Sequence[DirtyKey],
@@ -113,46 +238,64 @@ async def refresh_rollups(
     catalogue: CatalogueSnapshot,
     water_min_samples: int,
     now: datetime,
+    new: Sequence[DirtyRow] = (),
 ) -> None:
-    """Recompute the hourly, then the daily rollups of every window the keys fall in."""
-    hours, days = windows_of(keys)
-    await lock_series(conn, {(k.station_id, k.parameter_id) for k in keys})
+    """Bring the hourly, then the daily rollups of every window of `keys` and `new` up to date.
 
+    `keys` are readings that changed (revisions, QC re-flags, or anything else): their hours
+    are recomputed from the stored readings. `new` are readings just inserted, with their value
+    and QC: an hour only they touch is extended from them (its stored running totals, plus
+    theirs) without rereading it, when they are real-time or minute data that come after every
+    reading of their period it has seen; otherwise it is recomputed too.
+    """
+    everything = [*keys, *(row.key for row in new)]
+    _, days = windows_of(everything)
+    await lock_series(conn, {(k.station_id, k.parameter_id) for k in everything})
+
+    exact = set(windows_of(keys)[0])
+    fresh: defaultdict[HourWindow, list[DirtyRow]] = defaultdict(list)
+    for dirty in new:
+        key = dirty.key
+        if key.period_s == DAY_PERIOD_S:
+            continue
+        window = HourWindow(key.station_id, key.parameter_id, hour_start(key.time))
+        if dirty.qc is None or key.period_s not in (0, MINUTE_S):
+            exact.add(window)
+        else:
+            fresh[window].append(dirty)
+    candidates = sorted(set(fresh) - exact)
     hourly: list[HourlyRow] = []
+    for window, stored in zip(candidates, await hourly_rows(conn, candidates), strict=True):
+        interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
+        extended = extended_hour(stored, fresh[window], interval_s=interval_s, water=water)
+        if extended is None:
+            exact.add(window)
+        else:
+            hourly.append(extended)
+
+    recompute = sorted(exact)
     empty_hours: list[HourWindow] = []
     # A few windows' readings at a time: an hour of a series reporting every second is 3,600
-    # readings, and reading every dirty hour at once made the round's memory (and the
+    # readings, and reading every hour to recompute at once made the round's memory (and the
     # process's resident size, which keeps its peak) grow with how full the hours are.
-    for offset in range(0, len(hours), HOURS_PER_READ):
-        part_of = hours[offset : offset + HOURS_PER_READ]
+    for offset in range(0, len(recompute), HOURS_PER_READ):
+        part_of = recompute[offset : offset + HOURS_PER_READ]
         readings = await hour_readings(conn, part_of)
         for window, part in zip(part_of, readings.of(len(part_of)), strict=True):
             interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
-            rollup = hourly_rollup(
+            recomputed = recomputed_hour(
+                window,
                 readings.period_s[part],
                 readings.time_s[part],
                 readings.value[part],
                 readings.qc[part],
-                hour_start_s=int(window.hour.timestamp()),
                 interval_s=interval_s,
                 water=water,
             )
-            if rollup is None:
+            if recomputed is None:
                 empty_hours.append(window)
             else:
-                hourly.append(
-                    HourlyRow(
-                        window.station_id,
-                        window.parameter_id,
-                        window.hour,
-                        rollup.value,
-                        rollup.samples,
-                        rollup.coverage_s,
-                        rollup.min,
-                        rollup.max,
-                        rollup.origin,
-                    )
-                )
+                hourly.append(recomputed)
         del readings
     await upsert_hourly(conn, hourly, now=now)
     await delete_hourly(conn, empty_hours)
@@ -282,15 +425,19 @@ class AlertLoop:
         catalogue = await self._catalogue.get()
         async with self._pool.connection() as conn, conn.transaction():
             began = monotonic.monotonic()
-            report.claimed = await claim_dirty(conn, limit=self._batch)
-            if report.claimed:
-                keys = [*report.claimed, *await self._judged(conn, report.claimed)]
+            claimed = await claim_dirty(conn, limit=self._batch)
+            report.claimed = [row.key for row in claimed]
+            if claimed:
+                judged = await self._judged(conn, report.claimed)
+                keys = [*report.claimed, *judged]
+                # New readings extend their hours; changes (and QC re-flags) recompute theirs.
                 await refresh_rollups(
                     conn,
-                    keys,
+                    [*(row.key for row in claimed if row.qc is None), *judged],
                     catalogue=catalogue,
                     water_min_samples=self._water_min_samples,
                     now=now,
+                    new=[row for row in claimed if row.qc is not None],
                 )
                 await self._evaluate(conn, catalogue=catalogue, touched=touched_of(keys), now=now)
             if sweep and await try_sweep_lock(conn):

@@ -14,6 +14,7 @@ Only QC valid and below_detection feed statistics; a value that may not be used 
 
 from __future__ import annotations
 
+import decimal
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,14 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from alerts.windows import HOUR_S, HOURS_PER_DAY, daily_mean, hourly_mean, water_daily_mean
+from alerts.windows import (
+    HOUR_S,
+    HOURS_PER_DAY,
+    MIN_HOUR_SAMPLING_S,
+    daily_mean,
+    hourly_mean,
+    water_daily_mean,
+)
 from schemas.common import QC
 
 Origin = Literal["reported", "computed"]
@@ -129,6 +137,108 @@ def hourly_rollup(
         return HourlyRollup(None, int(samples.size), coverage, None, None, "computed")
     low, high = float(np.min(samples)), float(np.max(samples))
     return HourlyRollup(mean, int(samples.size), coverage, low, high, "computed")
+
+
+# Sums of float64 values kept exactly: a decimal holds any double exactly, and a sum of a few
+# thousand of them needs at most a few hundred digits unless their magnitudes span the whole
+# double range, which the parameters' valid ranges exclude; an inexact sum raises.
+_EXACT = decimal.Context(prec=2000, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
+                         traps=[decimal.Inexact, decimal.InvalidOperation])  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HourPart:
+    """The readings of one finer period (real-time or minute) in one hour, as running totals.
+
+    `samples`, `total`, `min` and `max` cover the readings that feed statistics; `last_s` is
+    the latest time (epoch seconds) of any reading of the period in the hour, whatever its QC
+    or value, or None when there is none. Readings after `last_s` can extend the part
+    (extend_part); anything else needs the hour recomputed from all of its readings.
+    """
+
+    samples: int
+    total: decimal.Decimal  # the exact sum of the values
+    min: float | None
+    max: float | None
+    last_s: float | None
+
+
+NO_PART = HourPart(0, decimal.Decimal(0), None, None, None)
+
+
+def exact_sum(values: npt.NDArray[np.float64], start: decimal.Decimal) -> decimal.Decimal:
+    """start + the values, exactly."""
+    with decimal.localcontext(_EXACT):
+        return sum(map(decimal.Decimal, values.tolist()), start)
+
+
+def hour_part(times_s: npt.ArrayLike, values: npt.ArrayLike, qcs: npt.ArrayLike) -> HourPart:
+    """The part of one period's readings in an hour (each time once, as stored)."""
+    return extend_part(NO_PART, times_s, values, qcs, ordered=False) or NO_PART
+
+
+def extend_part(
+    part: HourPart,
+    times_s: npt.ArrayLike,
+    values: npt.ArrayLike,
+    qcs: npt.ArrayLike,
+    *,
+    ordered: bool = True,
+) -> HourPart | None:
+    """`part` with these readings of its period added; None where that cannot be done exactly.
+
+    With `ordered`, every time must be distinct and after the part's `last_s`: a reading at or
+    before it may already be counted, and only a recomputation can tell.
+    """
+    times = np.asarray(times_s, dtype=np.float64)
+    numbers = np.asarray(values, dtype=np.float64)
+    if times.size == 0:
+        return part
+    last = float(np.max(times))
+    if ordered:
+        if part.last_s is not None and float(np.min(times)) <= part.last_s:
+            return None
+        if np.unique(times).size != times.size:
+            return None
+    elif part.last_s is not None:
+        last = max(last, part.last_s)
+    good = numbers[usable(numbers, qcs)]
+    if good.size == 0:
+        return HourPart(part.samples, part.total, part.min, part.max, last)
+    low, high = float(np.min(good)), float(np.max(good))
+    return HourPart(
+        part.samples + int(good.size),
+        exact_sum(good, part.total),
+        low if part.min is None else min(part.min, low),
+        high if part.max is None else max(part.max, high),
+        last,
+    )
+
+
+def parts_rollup(
+    minute: HourPart, real_time: HourPart, *, interval_s: int, water: bool
+) -> HourlyRollup:
+    """An hour's computed rollup (no reported mean) from its minute and real-time parts.
+
+    The rules of hourly_rollup for readings stored once per time: the part covering more of
+    the hour (minute on a tie), whose mean needs 45 minutes of sampling (not for water). The
+    mean is the exact sum rounded once, over the count: the same bits however the readings
+    were added up.
+    """
+    if interval_s <= 0:
+        raise ValueError(f"interval_s must be positive, not {interval_s}")
+    best: tuple[int, int, HourPart] | None = None
+    for part, step in ((minute, MINUTE_S), (real_time, interval_s)):
+        coverage = min(part.samples * step, HOUR_S)
+        if part.samples and (best is None or coverage > best[1]):
+            best = (step, coverage, part)
+    if best is None:
+        return HourlyRollup(None, 0, 0, None, None, "computed")
+    step, coverage, chosen = best
+    if not water and chosen.samples * step < MIN_HOUR_SAMPLING_S:
+        return HourlyRollup(None, chosen.samples, coverage, None, None, "computed")
+    mean = float(chosen.total) / chosen.samples
+    return HourlyRollup(mean, chosen.samples, coverage, chosen.min, chosen.max, "computed")
 
 
 def daily_rollup(

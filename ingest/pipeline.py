@@ -143,10 +143,15 @@ class Pipeline:
                 counts = result.summary
                 await record_intake(conn, source_id=source_id, at=now, **counts)
                 # The alert loop rolls up what changed; the NOTIFY wakes it when this commits.
-                dup = written.duplicates
-                changed = [r for i, r in enumerate(rows) if i not in dup] if dup else rows
-                if changed:
-                    await mark_dirty(conn, changed)
+                # New readings go with their values, so that it can extend their hours.
+                dup, rev = written.duplicates, written.revisions
+                if dup or rev:
+                    new = [r for i, r in enumerate(rows) if i not in dup and i not in rev]
+                    revised = [rows[i] for i in sorted(rev)]
+                else:
+                    new, revised = rows, []
+                if new or revised:
+                    await mark_dirty(conn, revised, new=new)
                     await notify_readings(conn)
                 if then is not None:
                     await then(conn, result)

@@ -36,15 +36,16 @@ async def held_days(
 
 
 # One primary-key range scan per series (LATERAL ... OFFSET 0, as in store.rollups). The hours
-# hold nothing but these hourly means, so each hour's rollup is its mean where usable.
+# hold nothing but these hourly means, so each hour's rollup is its mean where usable, and its
+# running totals of real-time and minute data are empty.
 _HOURLY = """
 INSERT INTO reading_hourly (station_id, parameter_id, hour, value, samples, coverage_s, min, max,
-                            origin, computed_at)
+                            origin, rt_samples, rt_sum, minute_samples, minute_sum, computed_at)
 SELECT s.station_id, s.parameter_id, r.time,
        CASE WHEN r.usable THEN r.value END, CASE WHEN r.usable THEN 1 ELSE 0 END,
        CASE WHEN r.usable THEN 3600 ELSE 0 END, CASE WHEN r.usable THEN r.value END,
        CASE WHEN r.usable THEN r.value END, CASE WHEN r.usable THEN 'reported' ELSE 'computed' END,
-       %(now)s
+       0, 0, 0, 0, %(now)s
 FROM unnest(%(station)s::int[], %(parameter)s::int2[]) AS s(station_id, parameter_id)
 CROSS JOIN LATERAL (
     SELECT time, value, value IS NOT NULL AND value <> 'NaN' AND qc = ANY(%(usable)s) AS usable

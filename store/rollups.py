@@ -1,8 +1,9 @@
 """Rollups: the dirty-window queue, hourly and daily rollup rows, and the series the API reads.
 
-Ingest marks the keys it stored as dirty and notifies `envlink_readings` in its own transaction;
-the alert loop claims dirty keys, rewrites the rollups of their hours and days, and deletes the
-keys in one transaction of its own (docs/architecture.md, store/).
+Ingest marks the keys it stored as dirty (a new reading with its value and QC) and notifies
+`envlink_readings` in its own transaction; the alert loop claims dirty keys, brings the rollups
+of their hours and days up to date, and deletes the keys in one transaction of its own
+(docs/architecture.md, store/).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
@@ -36,8 +38,17 @@ class ReadingKey(Protocol):
     def time(self) -> datetime: ...
 
 
+class NewReading(ReadingKey, Protocol):
+    """A reading just inserted, such as store.readings.ReadingRow."""
+
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def qc(self) -> int: ...
+
+
 class DirtyKey(NamedTuple):
-    """The key of a stored reading whose hour and day need their rollups recomputed."""
+    """The key of a stored reading whose hour and day need their rollups brought up to date."""
 
     station_id: int
     parameter_id: int
@@ -45,20 +56,48 @@ class DirtyKey(NamedTuple):
     time: datetime
 
 
-async def mark_dirty(conn: Conn, rows: Sequence[ReadingKey]) -> None:
-    """Queue the hours and days of these readings for their rollups: one COPY per batch."""
-    if not rows:
+class DirtyRow(NamedTuple):
+    """A claimed dirty key; for a new reading, its value and QC as inserted (qc None: a change
+    of a stored reading, or a key queued without them)."""
+
+    key: DirtyKey
+    value: float | None
+    qc: int | None
+
+
+async def mark_dirty(
+    conn: Conn, rows: Sequence[ReadingKey], *, new: Sequence[NewReading] = ()
+) -> None:
+    """Queue the hours and days of these readings for their rollups: one COPY per batch.
+
+    `rows` changed readings already stored (revisions), whose hours are recomputed; `new` are
+    readings inserted now, queued with their value and QC so that their hours can be extended.
+    """
+    if not rows and not new:
         return
     async with (
         conn.cursor() as cur,
         cur.copy(
-            "COPY series_dirty (station_id, parameter_id, period_s, time) FROM STDIN"
+            "COPY series_dirty (station_id, parameter_id, period_s, time, value, qc) FROM STDIN"
             " (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(["int4", "int2", "int4", "timestamptz"])
+        copy.set_types(["int4", "int2", "int4", "timestamptz", "float8", "int2"])
         for row in rows:
-            await copy.write_row((row.station_id, row.parameter_id, row.period_s, row.time))
+            await copy.write_row(
+                (row.station_id, row.parameter_id, row.period_s, row.time, None, None)
+            )
+        for reading in new:
+            await copy.write_row(
+                (
+                    reading.station_id,
+                    reading.parameter_id,
+                    reading.period_s,
+                    reading.time,
+                    reading.value,
+                    reading.qc,
+                )
+            )
 
 
 async def notify_readings(conn: Conn) -> None:
@@ -70,14 +109,16 @@ async def notify_readings(conn: Conn) -> None:
 _CLAIM = """
 DELETE FROM series_dirty
 WHERE ctid = ANY(ARRAY(SELECT ctid FROM series_dirty LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
-RETURNING station_id, parameter_id, period_s, time
+RETURNING station_id, parameter_id, period_s, time, value, qc
 """
 
 
-async def claim_dirty(conn: Conn, *, limit: int) -> list[DirtyKey]:
+async def claim_dirty(conn: Conn, *, limit: int) -> list[DirtyRow]:
     """Take up to `limit` dirty keys no other transaction holds; they return if this one aborts."""
     cur = await conn.execute(_CLAIM.encode(), {"limit": limit})
-    return [DirtyKey(*row) for row in await cur.fetchall()]
+    return [
+        DirtyRow(DirtyKey(s, p, period, t), v, q) for s, p, period, t, v, q in await cur.fetchall()
+    ]
 
 
 async def pending_dirty(conn: Conn) -> int:
@@ -202,7 +243,8 @@ async def hour_readings(conn: Conn, hours: Sequence[HourWindow]) -> HourColumns:
 
 
 class HourlyRow(NamedTuple):
-    """A reading_hourly row (without computed_at)."""
+    """A reading_hourly row (without computed_at), with its running totals (rt_: real-time,
+    minute_: minute data; see the migration 0044_incremental_hourly)."""
 
     station_id: int
     parameter_id: int
@@ -213,23 +255,60 @@ class HourlyRow(NamedTuple):
     min: float | None
     max: float | None
     origin: str
+    rt_samples: int | None = None
+    rt_sum: Decimal | None = None
+    rt_min: float | None = None
+    rt_max: float | None = None
+    rt_last: datetime | None = None
+    minute_samples: int | None = None
+    minute_sum: Decimal | None = None
+    minute_min: float | None = None
+    minute_max: float | None = None
+    minute_last: datetime | None = None
 
 
-# Unchanged rows are left alone, so computed_at says when the value last changed.
+_TOTALS = (
+    "rt_samples, rt_sum, rt_min, rt_max, rt_last,"
+    " minute_samples, minute_sum, minute_min, minute_max, minute_last"
+)
+
+
+# computed_at says when the value last changed: a row whose rollup is unchanged keeps it, and
+# is only rewritten when its running totals moved.
 _UPSERT_HOURLY = """
-INSERT INTO reading_hourly (station_id, parameter_id, hour, value, samples, coverage_s, min, max,
-                            origin, computed_at)
+INSERT INTO reading_hourly AS h (station_id, parameter_id, hour, value, samples, coverage_s, min,
+                                 max, origin, rt_samples, rt_sum, rt_min, rt_max, rt_last,
+                                 minute_samples, minute_sum, minute_min, minute_max, minute_last,
+                                 computed_at)
 SELECT *, %(now)s FROM unnest(%(station)b::int[], %(parameter)b::int2[], %(hour)b::timestamptz[],
                              %(value)b::float8[], %(samples)b::int[], %(coverage)b::int[],
-                             %(min)b::float8[], %(max)b::float8[], %(origin)b::text[])
+                             %(min)b::float8[], %(max)b::float8[], %(origin)b::text[],
+                             %(rt_samples)b::int[], %(rt_sum)b::numeric[], %(rt_min)b::float8[],
+                             %(rt_max)b::float8[], %(rt_last)b::timestamptz[],
+                             %(minute_samples)b::int[], %(minute_sum)b::numeric[],
+                             %(minute_min)b::float8[], %(minute_max)b::float8[],
+                             %(minute_last)b::timestamptz[])
 ON CONFLICT (station_id, parameter_id, hour) DO UPDATE
 SET value = EXCLUDED.value, samples = EXCLUDED.samples, coverage_s = EXCLUDED.coverage_s,
     min = EXCLUDED.min, max = EXCLUDED.max, origin = EXCLUDED.origin,
-    computed_at = EXCLUDED.computed_at
-WHERE (reading_hourly.value, reading_hourly.samples, reading_hourly.coverage_s,
-       reading_hourly.min, reading_hourly.max, reading_hourly.origin)
+    rt_samples = EXCLUDED.rt_samples, rt_sum = EXCLUDED.rt_sum, rt_min = EXCLUDED.rt_min,
+    rt_max = EXCLUDED.rt_max, rt_last = EXCLUDED.rt_last,
+    minute_samples = EXCLUDED.minute_samples, minute_sum = EXCLUDED.minute_sum,
+    minute_min = EXCLUDED.minute_min, minute_max = EXCLUDED.minute_max,
+    minute_last = EXCLUDED.minute_last,
+    computed_at = CASE WHEN (h.value, h.samples, h.coverage_s, h.min, h.max, h.origin)
+                            IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.samples,
+                                              EXCLUDED.coverage_s, EXCLUDED.min, EXCLUDED.max,
+                                              EXCLUDED.origin)
+                       THEN EXCLUDED.computed_at ELSE h.computed_at END
+WHERE (h.value, h.samples, h.coverage_s, h.min, h.max, h.origin, h.rt_samples, h.rt_sum,
+       h.rt_min, h.rt_max, h.rt_last, h.minute_samples, h.minute_sum, h.minute_min,
+       h.minute_max, h.minute_last)
       IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.samples, EXCLUDED.coverage_s, EXCLUDED.min,
-                        EXCLUDED.max, EXCLUDED.origin)
+                        EXCLUDED.max, EXCLUDED.origin, EXCLUDED.rt_samples, EXCLUDED.rt_sum,
+                        EXCLUDED.rt_min, EXCLUDED.rt_max, EXCLUDED.rt_last,
+                        EXCLUDED.minute_samples, EXCLUDED.minute_sum, EXCLUDED.minute_min,
+                        EXCLUDED.minute_max, EXCLUDED.minute_last)
 """
 
 
@@ -249,9 +328,53 @@ async def upsert_hourly(conn: Conn, rows: Sequence[HourlyRow], *, now: datetime)
             "min": [r.min for r in rows],
             "max": [r.max for r in rows],
             "origin": [r.origin for r in rows],
+            "rt_samples": [r.rt_samples for r in rows],
+            "rt_sum": [r.rt_sum for r in rows],
+            "rt_min": [r.rt_min for r in rows],
+            "rt_max": [r.rt_max for r in rows],
+            "rt_last": [r.rt_last for r in rows],
+            "minute_samples": [r.minute_samples for r in rows],
+            "minute_sum": [r.minute_sum for r in rows],
+            "minute_min": [r.minute_min for r in rows],
+            "minute_max": [r.minute_max for r in rows],
+            "minute_last": [r.minute_last for r in rows],
             "now": now,
         },
     )
+
+
+# One primary-key lookup per hour window, in the windows' order (None where there is no row).
+_HOURLY_OF = """
+SELECT (w.ord - 1)::int, h.station_id, h.parameter_id, h.hour, h.value, h.samples,
+       h.coverage_s, h.min, h.max, h.origin, h.rt_samples, h.rt_sum, h.rt_min, h.rt_max,
+       h.rt_last, h.minute_samples, h.minute_sum, h.minute_min, h.minute_max, h.minute_last
+FROM unnest(%(station)b::int[], %(parameter)b::int2[], %(hour)b::timestamptz[])
+     WITH ORDINALITY AS w(station_id, parameter_id, hour, ord)
+CROSS JOIN LATERAL (
+    SELECT * FROM reading_hourly
+    WHERE station_id = w.station_id AND parameter_id = w.parameter_id AND hour = w.hour
+    OFFSET 0
+) h
+"""
+
+
+async def hourly_rows(conn: Conn, hours: Sequence[HourWindow]) -> list[HourlyRow | None]:
+    """The stored hourly rollup of each hour window, with its running totals, or None."""
+    found: list[HourlyRow | None] = [None] * len(hours)
+    if not hours:
+        return found
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(
+            _HOURLY_OF.encode(),
+            {
+                "station": [h.station_id for h in hours],
+                "parameter": [h.parameter_id for h in hours],
+                "hour": [h.hour for h in hours],
+            },
+        )
+        for index, *row in await cur.fetchall():
+            found[index] = HourlyRow(*row)
+    return found
 
 
 async def delete_hourly(conn: Conn, hours: Sequence[HourWindow]) -> None:

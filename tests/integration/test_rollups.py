@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
+import alerts.loop as loop_module
 from alerts.loop import AlertLoop, rebuild_rollups
 from core.timeutil import CST
 from ingest.history import HistoryQc
@@ -431,3 +433,97 @@ async def test_a_qc_reflag_after_intake_reaches_the_rollups(db: AsyncConnectionP
     assert await _query(db, "SELECT count(*) FROM qc_audit") == [(1,)]
     spike = (await _hourly(db))[2]
     assert spike == ("gz-a-huangpu", "pm25", DAY0 + HOUR * 2, None, 0, 0, None, None, "computed")
+
+
+_ALL_HOURLY = (
+    "SELECT station_id, parameter_id, hour, value, samples, coverage_s, min, max, origin,"
+    " rt_samples, rt_sum, rt_min, rt_max, rt_last, minute_samples, minute_sum, minute_min,"
+    " minute_max, minute_last FROM reading_hourly ORDER BY 1, 2, 3"
+)
+
+
+async def test_extended_hours_equal_a_recomputation_bit_for_bit(
+    db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random interleavings of new readings (mostly in time order, some late), revisions and
+    QC re-flags, rolled up round by round: the stored hours, running totals included, and days
+    are exactly what a full recomputation gives, and most hours were extended, not reread."""
+    recomputed: list[Any] = []
+    reread = loop_module.hour_readings
+
+    async def counting(conn: Any, hours: Any) -> Any:
+        recomputed.extend(hours)
+        return await reread(conn, hours)
+
+    monkeypatch.setattr(loop_module, "hour_readings", counting)
+    extended: list[Any] = []
+    extend = loop_module.extended_hour
+
+    def extending(*args: Any, **kwargs: Any) -> Any:
+        row = extend(*args, **kwargs)
+        extended.extend([row] if row is not None else [])
+        return row
+
+    monkeypatch.setattr(loop_module, "extended_hour", extending)
+    rng = random.Random(20261204)
+
+    def qc() -> QC:
+        return rng.choices([QC.VALID, QC.SUSPECT, QC.BELOW_DETECTION, QC.INVALID], [90, 4, 3, 3])[0]
+
+    def value(base: float) -> float | None:
+        if rng.random() < 0.02:
+            return None
+        if rng.random() < 0.01:
+            return base * 8  # an isolated spike: history QC may re-flag it
+        return rng.uniform(0.8, 1.2) * base
+
+    stream: list[ReadingIn] = []
+    for step in range(6 * 120):  # six hours, a real-time sample every 30 s
+        moment = DAY0 + timedelta(seconds=30 * step)
+        stream.append(_item("gz-a-huangpu", "pm25", moment, value(35.0), qc=qc()))
+        stream.append(_item("gz-a-huangpu", "o3", moment, value(60.0), qc=qc()))
+        if step % 2 == 0 and (step // 120) % 2 == 1:  # minute data in every other hour
+            stream.append(_item("gz-a-huangpu", "pm25", moment, value(35.0), period_s=60, qc=qc()))
+        if step % 40 == 0:
+            stream.append(_item("gz-w-dadun", "do", moment, value(6.5), qc=qc()))
+    held = [item for item in stream if rng.random() < 0.02]  # late: sent at random moments
+    late = set(map(id, held))
+    in_order = [item for item in stream if id(item) not in late]
+    sent: list[ReadingIn] = []
+    loop = _loop(db, batch=rng.choice([50, 200, 1000]))
+    counts = {"accepted": 0, "duplicate": 0, "revised": 0, "rejected": 0}
+    while in_order or held:
+        choice = rng.random()
+        if choice < 0.9 and in_order:
+            size = rng.randint(1, 40)
+            batch, in_order = in_order[:size], in_order[size:]
+        elif choice < 0.95 and held:
+            batch = [held.pop(rng.randrange(len(held)))]
+        elif sent:
+            batch = [
+                item.model_copy(update={"value": (item.value or 1.0) * 1.25})
+                if rng.random() < 0.5
+                else item.model_copy(update={"qc": QC.INVALID if item.qc == QC.VALID else QC.VALID})
+                for item in rng.sample(sent, min(len(sent), rng.randint(1, 5)))
+            ]
+        else:
+            continue
+        summary = await _ingest(db, batch)
+        counts = {k: counts[k] + summary[k] for k in counts}
+        sent += [item for item in batch if item in stream]
+        if rng.random() < 0.4:
+            await loop.drain()
+    await loop.drain()
+    assert counts["rejected"] == 0 and counts["revised"] > 20
+    assert (await _query(db, "SELECT count(*) FROM qc_audit"))[0][0] > 0
+
+    incremental_hourly = await _query(db, _ALL_HOURLY)
+    incremental_daily = await _daily(db)
+    assert incremental_hourly and all(row[9] is not None for row in incremental_hourly)
+    reread_hours, extended_hours = len(recomputed), len(extended)
+    async with db.connection() as conn, conn.transaction():
+        await rebuild_rollups(conn, water_min_samples=1, now=NOW)
+    assert await _query(db, _ALL_HOURLY) == incremental_hourly
+    assert await _daily(db) == incremental_daily
+    # Both paths ran many times.
+    assert reread_hours >= 20 and extended_hours >= 20, (reread_hours, extended_hours)
