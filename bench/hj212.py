@@ -291,9 +291,16 @@ def stall_summary(
     in_round = sum(any(a - 1 <= w <= b for a, b, _ in rounds) for w in windows)
     busy = [b - a for a, b, _ in rounds]
     claimed = [n for _, _, n in rounds]
+    during = [ms for sent, ms in timeline if any(a <= sent <= b for a, b, _ in rounds)]
+    outside = [ms for sent, ms in timeline if not any(a <= sent <= b for a, b, _ in rounds)]
+    share = sum(busy) / max(max(t for t, _ in timeline) - min(t for t, _ in timeline), 1e-9)
     return (
         f"replies over {STALL_MS:g} ms: {len(slow)}, in {len(windows)} 1-s windows, "
-        f"{in_round} of them during or 1 s before a round; rounds with keys: {len(rounds)}, "
+        f"{in_round} of them during or 1 s before a round; sent during a round "
+        f"({share:.0%} of the time): p50 {percentile(during, 0.5) if during else 0:.1f} / "
+        f"p99 {percentile(during, 0.99) if during else 0:.1f} ms, outside: p50 "
+        f"{percentile(outside, 0.5) if outside else 0:.1f} / p99 "
+        f"{percentile(outside, 0.99) if outside else 0:.1f} ms; rounds with keys: {len(rounds)}, "
         f"{statistics.median(busy) if busy else 0:.2f} s median / {max(busy, default=0):.2f} s "
         f"longest, {statistics.median(claimed) if claimed else 0:.0f} keys median"
     )
