@@ -381,11 +381,13 @@ class RoundReport:
 class AlertLoop:
     """Keeps the rollups current and runs the alert engine; one per worker process.
 
-    A round rereads every hour its keys touch, so under a stream of real-time readings the cost
-    of a round grows with the hours, not with the keys. So a loop claims up to `batch` keys at
-    once, and rests `rest` times as long as its last round took before the next. In
-    bench/hj212.py at 7,500 readings/s, batches of 5,000 fell behind; 50,000 kept up at 68 % of
-    a core, and resting as long as the round took brought that to 37 % with the same lag.
+    A round extends the hours its new readings touch and rereads only those with a change (a
+    revision, a re-flag, late data), so its cost follows the keys; what it does per round
+    (claim, history QC, the engine) still favours large rounds. So a loop claims up to `batch`
+    keys at once, and rests `rest` times as long as its last round took before the next. In
+    bench/hj212.py at 7,500 readings/s (when rounds reread whole hours), batches of 5,000 fell
+    behind; 50,000 kept up at 68 % of a core, and resting as long as the round took brought
+    that to 37 % with the same lag.
     """
 
     def __init__(
@@ -501,9 +503,9 @@ class AlertLoop:
             self._busy_s = 0.0
             await self.drain(sweep=due)
             self.rounds += 1
-            # A round rereads whole hours, so its cost barely grows with the readings that
-            # wait: resting `rest` times as long as the round took lets the next one take
-            # them all at once and caps the loop's share of a core (1 / (1 + rest)). Only its
+            # Part of a round's cost does not grow with the readings that wait: resting
+            # `rest` times as long as the round took lets the next one take them all at once
+            # and caps the loop's share of a core (1 / (1 + rest)). Only its
             # work counts: time spent waiting for a connection (the database restarting, the
             # pool busy) is not rested again, which would hold alerts back as long once more.
             await asyncio.sleep(self._busy_s * self._rest)
