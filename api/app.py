@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import html
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
-from api.deps import ApiDatabase
+from api.deps import KEY_SCHEMES, ApiDatabase
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
-from api.middleware import RateLimitHeaders, RequestIds, RequestMetrics
+from api.middleware import RateLimitHeaders, RequestIdsAndMetrics
 from api.ratelimit import RateLimits
 from api.routers import (
     alerts,
@@ -140,7 +141,7 @@ def create_app(
     app.include_router(reports.signed_router)
     # Every other operation needs a key, and every key has a rate limit. Notifications come
     # before alerts: /v1/alerts/stream must not be taken for /v1/alerts/{alert_id}.
-    for keyed in (
+    keyed_routers = (
         catalogue.router,
         readings.router,
         export.router,
@@ -156,8 +157,10 @@ def create_app(
         situation.router,
         reports.router,
         episodes.router,
-    ):
+    )
+    for keyed in keyed_routers:
         app.include_router(keyed, responses=RATE_LIMITED)
+    _document_keys(app, keyed_routers)
     _serve_screen(app, settings.map_tile_url)
     return app
 
@@ -178,6 +181,42 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
         },
     }
 }
+
+
+# What an operation's object holds before its security, in the order FastAPI writes them.
+_OPERATION_HEAD = {"tags", "summary", "description", "operationId", "deprecated"}
+
+
+def _document_keys(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Declare the API key (BEARER, API_KEY_HEADER) on every operation of the keyed routers, as
+    FastAPI writes a security dependency's, with no dependency for requests to solve."""
+    keyed = {
+        (route.path, method.lower())
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path, operations in schema["paths"].items():
+                for method, operation in operations.items():
+                    if (path, method) in keyed:
+                        operations[method] = _with_key(operation)
+            schema.setdefault("components", {})["securitySchemes"] = KEY_SCHEMES
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _with_key(operation: dict[str, Any]) -> dict[str, Any]:
+    head = [(k, v) for k, v in operation.items() if k in _OPERATION_HEAD]
+    rest = [(k, v) for k, v in operation.items() if k not in _OPERATION_HEAD]
+    security: list[dict[str, list[str]]] = [{name: []} for name in KEY_SCHEMES]
+    return dict([*head, ("security", security), *rest])
 
 
 def _serve_screen(app: FastAPI, tile_url: str | None) -> None:
@@ -203,7 +242,7 @@ def _outermost(app: FastAPI) -> None:
     build = app.build_middleware_stack
 
     def build_with_ours() -> ASGIApp:
-        return RequestIds(RequestMetrics(build()))
+        return RequestIdsAndMetrics(build())
 
     app.build_middleware_stack = build_with_ours  # type: ignore[method-assign]
 

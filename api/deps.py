@@ -17,10 +17,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.security import APIKeyHeader, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
 from api.ratelimit import RateLimits, Verdict
@@ -153,8 +154,8 @@ PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def request_connection(database: DatabaseDep) -> AsyncIterator[RequestConnection]:
-    async with RequestConnection(database) as held:
+async def request_connection(request: Request) -> AsyncIterator[RequestConnection]:
+    async with RequestConnection(request.app.state.database) as held:
         yield held
 
 
@@ -170,10 +171,9 @@ async def get_conn(held: RequestConnectionDep) -> Conn:
 ConnDep = Annotated[Conn, Depends(get_conn)]
 
 
-async def current_catalogue(
-    held: RequestConnectionDep, cache: Annotated[CatalogueCache, Depends(get_catalogue_cache)]
-) -> CatalogueSnapshot:
+async def current_catalogue(request: Request, held: RequestConnectionDep) -> CatalogueSnapshot:
     """The process's catalogue snapshot; read, if due, on the request's own connection."""
+    cache: CatalogueCache = request.app.state.catalogue
     return await cache.get(via=held.briefly)
 
 
@@ -194,18 +194,19 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str:
 
 
 # The two ways to present a key, declared as OpenAPI security schemes so that /docs asks for
-# the key once ("Authorize") for every operation. They only document: the headers are read
-# below, so that a malformed one gets its own 401 rather than being ignored.
+# the key once ("Authorize") for every operation. They only document: api/app.py writes them
+# into the document for every keyed operation, and the headers are read below, so that a
+# malformed one gets its own 401 rather than being ignored (as dependencies they would cost
+# every request two more to solve, for nothing).
 BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
+KEY_SCHEMES: dict[str, dict[str, Any]] = {
+    scheme.scheme_name: jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
+    for scheme in (BEARER, API_KEY_HEADER)
+}
 
 
-async def current_key(
-    request: Request,
-    held: RequestConnectionDep,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-    _api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
-) -> ApiKey:
+async def current_key(request: Request, held: RequestConnectionDep) -> ApiKey:
     """The caller's live API key, within its rate limit.
 
     The key comes from the key cache or is checked on the request's connection; its tokens from
@@ -272,8 +273,6 @@ async def stream_key(
         Text | None,
         Query(description="A stream token (POST /v1/stream-tokens), for clients without headers"),
     ] = None,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-    _api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
 ) -> ApiKey:
     """The caller's live key, from a key header or else from a stream token (`?token=`).
 

@@ -68,17 +68,32 @@ class ApiMetrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self._labelled: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._pool_counts: tuple[int, int] | None = None
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route, str(status)).observe(seconds)
+        labelled = self._labelled.get((method, route, status))
+        if labelled is None:
+            # Found once per method, route and status: labels() checks and locks each time.
+            labels = (method, route, str(status))
+            labelled = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._labelled[(method, route, status)] = labelled
+        count, latency = labelled
+        count.inc()
+        latency.observe(seconds)
 
     def observe_pool(self, pool: AsyncConnectionPool) -> None:
-        """Set the pool gauges from the pool's own counts."""
+        """Set the pool gauges from the pool's own counts (written only when they change)."""
         stats = pool.get_stats()
-        self.pool_in_use.set(stats.get("pool_size", 0) - stats.get("pool_available", 0))
-        self.pool_waiting.set(stats.get("requests_waiting", 0))
+        counts = (
+            stats.get("pool_size", 0) - stats.get("pool_available", 0),
+            stats.get("requests_waiting", 0),
+        )
+        if counts != self._pool_counts:
+            self.pool_in_use.set(counts[0])
+            self.pool_waiting.set(counts[1])
+            self._pool_counts = counts
 
     def render(self, counts: DatabaseCounts | None) -> bytes:
         """The Prometheus text format: this process's (or every process's) metrics, then the

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, request metrics, rate-limit headers."""
+"""ASGI middleware (plain ASGI, no BaseHTTPMiddleware): request ids and metrics, rate-limit
+headers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import time
 import uuid
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
@@ -47,8 +48,13 @@ def request_id_from(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class RequestIds:
-    """Give each request an id (X-Request-ID), echo it in the answer and in every log line."""
+class RequestIdsAndMetrics:
+    """Give each request an id (X-Request-ID), echo it in the answer and in every log line; count
+    and time the request by its route template and status (api/metrics.py).
+
+    One layer for both, outside every other, so that even an answer of 500 carries its id and is
+    counted, and the error's log line names the request.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,10 +63,15 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        current = request_id_from(Headers(scope=scope).get("x-request-id"))
+        current = request_id_from(_header(scope, b"x-request-id"))
+        metrics: ApiMetrics | None = getattr(scope["app"].state, "metrics", None)
+        status = 500  # what the client gets if the app fails before it answers
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = current
             await send(message)
 
@@ -68,34 +79,19 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if metrics is not None:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+                database = getattr(scope["app"].state, "database", None)
+                if database is not None:
+                    metrics.observe_pool(database.pool)
             request_id.reset(token)
 
 
-class RequestMetrics:
-    """Count and time every request by its route template and status (api/metrics.py)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics: ApiMetrics | None = getattr(scope["app"].state, "metrics", None)
-        if scope["type"] != "http" or metrics is None:
-            await self.app(scope, receive, send)
-            return
-        status = 500  # what the client gets if the app fails before it answers
-        started = time.perf_counter()
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_noting_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.observe(scope["method"], route, status, time.perf_counter() - started)
-            database = getattr(scope["app"].state, "database", None)
-            if database is not None:
-                metrics.observe_pool(database.pool)
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (`name` in lower case, as ASGI gives names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None

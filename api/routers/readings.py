@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from enum import IntEnum
+from operator import attrgetter, itemgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import CatalogueDep, ConnDep, KeyDep, RequestConnectionDep
 from api.errors import error_responses
-from api.output import ZoneDep, json_response
+from api.output import ZoneDep, json_response, steady_zone
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput, ParameterNotFound, StationNotFound
 from core.rounding import round_half_even
-from core.timeutil import as_aware, parse_time, period_end
+from core.timeutil import PERIODS_S, as_aware, parse_time, period_end
 from schemas.common import QC_BY_CODE, Area, City, Instant, Medium, Page, Text
 from schemas.readings import INTERVAL_PERIOD_S, Interval, LatestOut, ReadingOut, RollupOut
 from store.pool import Conn
@@ -44,10 +45,29 @@ def _period_end(time: datetime, period_s: int, zone: tzinfo) -> datetime | None:
     return period_end(time, period_s).astimezone(zone) if period_s else None
 
 
+_TIME = attrgetter("time")
+# A period's length by its seconds, for the ends of a page's periods in a fixed-offset zone.
+_LENGTH = {period_s: timedelta(seconds=period_s) for period_s in PERIODS_S}
+
+
 def reading_items(
     rows: Sequence[PageRow], values: Sequence[float | None], unit: str, zone: tzinfo
 ) -> list[dict[str, Any]]:
     """ReadingOut items as dicts, with the published `values` and the series' `unit`."""
+    fixed = steady_zone(zone, min(rows, key=itemgetter(0))[0] if rows else None)
+    if fixed is not None:
+        # The same times as below (a fixed offset adds a period as the zone would).
+        return [
+            {
+                "time": (local := time.astimezone(fixed)),
+                "period_s": period_s,
+                "period_end": local + _LENGTH[period_s] if period_s else None,
+                "value": value,
+                "unit": unit,
+                "qc": QC_BY_CODE[qc],
+            }
+            for (time, period_s, _, qc), value in zip(rows, values, strict=True)
+        ]
     return [
         {
             "time": time.astimezone(zone),
@@ -69,6 +89,22 @@ def rollup_items(
     zone: tzinfo,
 ) -> list[dict[str, Any]]:
     """RollupOut items as dicts, with the published `values` and `coverages`."""
+    fixed = steady_zone(zone, min(rows, key=_TIME).time if rows else None)
+    if fixed is not None:
+        length = _LENGTH[period_s]
+        return [
+            {
+                "time": (local := r.time.astimezone(fixed)),
+                "period_s": period_s,
+                "period_end": local + length,
+                "value": value,
+                "unit": r.unit,
+                "count": r.count,
+                "coverage": coverage,
+                "origin": r.origin,
+            }
+            for r, value, coverage in zip(rows, values, coverages, strict=True)
+        ]
     return [
         {
             "time": r.time.astimezone(zone),
@@ -88,6 +124,22 @@ def latest_items(
     rows: Sequence[LatestReading], values: Sequence[float | None], zone: tzinfo
 ) -> list[dict[str, Any]]:
     """LatestOut items as dicts, with the published `values`."""
+    fixed = steady_zone(zone, min(rows, key=_TIME).time if rows else None)
+    if fixed is not None:
+        return [
+            {
+                "station": r.station,
+                "parameter": r.parameter,
+                "time": (local := r.time.astimezone(fixed)),
+                "period_s": r.period_s,
+                "period_end": local + _LENGTH[r.period_s] if r.period_s else None,
+                "value": value,
+                "unit": r.unit,
+                "qc": r.qc,
+                "age_s": r.age_s,
+            }
+            for r, value in zip(rows, values, strict=True)
+        ]
     return [
         {
             "station": r.station,
