@@ -291,7 +291,8 @@ class Worker:
                 )
                 # A first-ever subscription only receives what is published after it exists.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(subscriber.connected.wait(), timeout=5)
+                    async with asyncio.timeout(5):
+                        await subscriber.connected.wait()
             yield SimulatorJob(
                 self.pipeline,
                 interval_s=settings.simulator_interval_s,

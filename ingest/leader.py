@@ -150,7 +150,8 @@ class LeaderElection:
                 # Unlocking hands over at once on a clean stand-down; closing ends the session,
                 # which releases the lock in any case, a moment later.
                 with contextlib.suppress(*_LOST):
-                    await asyncio.wait_for(release_lock(conn, key=self._key), self._check_s)
+                    async with asyncio.timeout(self._check_s):
+                        await release_lock(conn, key=self._key)
                 await self._close()
         log.warning("%s no longer leads the %s scheduler", self.owner, self._name)
 
@@ -162,7 +163,10 @@ class LeaderElection:
                 # at once with an error when the server ends the session.
                 async for _ in conn.notifies(timeout=self._check_s):
                     pass
-                held = await asyncio.wait_for(holds_lock(conn, key=self._key), self._check_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+                # that comes as the query completes, and the stopping worker watched forever.
+                async with asyncio.timeout(self._check_s):
+                    held = await holds_lock(conn, key=self._key)
                 if not held:
                     log.error("%s: the election lock is gone from its session", self.owner)
                     return
