@@ -159,20 +159,28 @@ def recomputed_hour(
     *,
     interval_s: int,
     water: bool,
+    upto: dict[int, float | None] | None = None,
 ) -> HourlyRow | None:
-    """An hour's rollup and running totals from all of its stored readings; None if it has none.
+    """An hour's rollup and running totals from its stored readings; None if it has none.
 
     The rules of alerts.rollups.hourly_rollup (a valid reported hourly mean wins), with each
-    mean taken from the exact sum, as when the hour is extended.
+    mean taken from the exact sum, as when the hour is extended. With `upto`, the real-time
+    (0) and minute (60) readings count only up to upto[period] (none where it is None), and
+    that is the part's latest time: later ones are still queued, and extend the hour when
+    their round comes.
     """
     if periods.size == 0:
         return None
-    parts = {
-        period: hour_part(times_s[chosen], values[chosen], qcs[chosen])
-        if (chosen := periods == period).any()
-        else NO_PART
-        for period in (0, MINUTE_S)
-    }
+    parts: dict[int, HourPart] = {}
+    for period in (0, MINUTE_S):
+        chosen = periods == period
+        limit = None if upto is None else upto.get(period)
+        if upto is not None:
+            chosen &= times_s <= (-math.inf if limit is None else limit)
+        part = hour_part(times_s[chosen], values[chosen], qcs[chosen]) if chosen.any() else NO_PART
+        if limit is not None:
+            part = HourPart(part.samples, part.total, part.min, part.max, limit)
+        parts[period] = part
     hour_s = window.hour.timestamp()
     reported = usable(values, qcs) & (periods == HOUR_S) & (times_s == hour_s)
     if reported.any():
@@ -184,11 +192,15 @@ def recomputed_hour(
 
 
 def extended_hour(
-    stored: HourlyRow | None, new: Sequence[DirtyRow], *, interval_s: int, water: bool
+    stored: HourlyRow | None,
+    new: Sequence[tuple[int, float, float | None, int]],
+    *,
+    interval_s: int,
+    water: bool,
 ) -> HourlyRow | None:
     """A stored hour with new real-time and minute readings added; None where only a
     recomputation is exact (no running totals stored, or a reading not after the latest of its
-    period in the hour)."""
+    period in the hour). `new`: (period, time in epoch seconds, value, QC) of each reading."""
     if stored is None or stored.rt_samples is None or stored.minute_samples is None:
         return None
     assert stored.rt_sum is not None and stored.minute_sum is not None
@@ -209,14 +221,14 @@ def extended_hour(
         ),
     }
     for period in (0, MINUTE_S):
-        rows = [row for row in new if row.key.period_s == period]
+        rows = [row for row in new if row[0] == period]
         if not rows:
             continue
         part = extend_part(
             parts[period],
-            [row.key.time.timestamp() for row in rows],
-            [math.nan if row.value is None else row.value for row in rows],
-            [-1 if row.qc is None else row.qc for row in rows],
+            [moment for _, moment, _, _ in rows],
+            [math.nan if value is None else value for _, _, value, _ in rows],
+            [qc for _, _, _, qc in rows],
         )
         if part is None:
             return None
@@ -229,6 +241,26 @@ def extended_hour(
         rollup = parts_rollup(parts[MINUTE_S], parts[0], interval_s=interval_s, water=water)
     window = HourWindow(stored.station_id, stored.parameter_id, stored.hour)
     return _hourly_row(window, rollup, parts[MINUTE_S], parts[0])
+
+
+def _upto(
+    stored: HourlyRow | None, window: HourWindow, taken: dict[tuple[HourWindow, int], float]
+) -> dict[int, float | None] | None:
+    """How far a recomputed hour counts its real-time and minute readings.
+
+    Its readings up to the latest its stored totals cover or this round takes in, whichever is
+    later: a later one was stored after its hour was last rolled up, so its key is still queued
+    and extends the hour in its own round (counting it now would count it twice). An hour
+    without stored totals counts all of its readings (None); a queued key of one then recomputes
+    the hour once more, up to it.
+    """
+    if stored is None or stored.rt_samples is None or stored.minute_samples is None:
+        return None
+    upto: dict[int, float | None] = {}
+    for period, last in ((0, stored.rt_last), (MINUTE_S, stored.minute_last)):
+        limits = [t for t in (_seconds(last), taken.get((window, period))) if t is not None]
+        upto[period] = max(limits) if limits else None
+    return upto
 
 
 async def refresh_rollups(
@@ -252,22 +284,43 @@ async def refresh_rollups(
     _, days = windows_of(everything)
     await lock_series(conn, {(k.station_id, k.parameter_id) for k in everything})
 
-    exact = set(windows_of(keys)[0])
-    fresh: defaultdict[HourWindow, list[DirtyRow]] = defaultdict(list)
+    starts: dict[int, datetime] = {}
+
+    def window_of(key: DirtyKey) -> tuple[HourWindow, float]:
+        moment = key.time.timestamp()
+        index = int(moment // HOUR_S)
+        hour = starts.get(index)
+        if hour is None:
+            hour = starts[index] = datetime.fromtimestamp(index * HOUR_S, UTC)
+        return HourWindow(key.station_id, key.parameter_id, hour), moment
+
+    exact: set[HourWindow] = set()
+    fresh: defaultdict[HourWindow, list[tuple[int, float, float | None, int]]] = defaultdict(list)
+    # Per hour and finer period, the latest time of a reading this round takes in.
+    taken: dict[tuple[HourWindow, int], float] = {}
+    for key in keys:
+        if key.period_s != DAY_PERIOD_S:
+            window, moment = window_of(key)
+            exact.add(window)
+            if moment > taken.get((window, key.period_s), -math.inf):
+                taken[(window, key.period_s)] = moment
     for dirty in new:
         key = dirty.key
         if key.period_s == DAY_PERIOD_S:
             continue
-        window = HourWindow(key.station_id, key.parameter_id, hour_start(key.time))
+        window, moment = window_of(key)
+        if moment > taken.get((window, key.period_s), -math.inf):
+            taken[(window, key.period_s)] = moment
         if dirty.qc is None or key.period_s not in (0, MINUTE_S):
             exact.add(window)
         else:
-            fresh[window].append(dirty)
-    candidates = sorted(set(fresh) - exact)
+            fresh[window].append((key.period_s, moment, dirty.value, dirty.qc))
+    touched = sorted(set(fresh) | exact)
+    stored = dict(zip(touched, await hourly_rows(conn, touched), strict=True))
     hourly: list[HourlyRow] = []
-    for window, stored in zip(candidates, await hourly_rows(conn, candidates), strict=True):
+    for window in sorted(set(fresh) - exact):
         interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
-        extended = extended_hour(stored, fresh[window], interval_s=interval_s, water=water)
+        extended = extended_hour(stored[window], fresh[window], interval_s=interval_s, water=water)
         if extended is None:
             exact.add(window)
         else:
@@ -291,6 +344,7 @@ async def refresh_rollups(
                 readings.qc[part],
                 interval_s=interval_s,
                 water=water,
+                upto=_upto(stored[window], window, taken),
             )
             if recomputed is None:
                 empty_hours.append(window)
