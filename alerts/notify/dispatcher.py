@@ -209,6 +209,7 @@ def alert_snapshot(
             str(names.get("en", facts.rule_id)),
             str(names.get("zh", facts.rule_id)),
             details.get("standard") or levels[0],
+            below=definition.get("direction") == "below",
         ),
         station=_station(facts, centres),
         parameter=parameter,

@@ -65,6 +65,7 @@ class RuleInfo:
     name: str
     name_zh: str
     standard: str | None = None
+    below: bool = False  # a threshold rule that fires below its levels (dissolved oxygen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,11 +153,13 @@ def parameter_name(alert: AlertSnapshot, lang: Lang) -> str | None:
 
 
 def what(alert: AlertSnapshot, lang: Lang) -> str:
-    """What the alert is about, e.g. "PM2.5 above threshold" / "细颗粒物超过阈值"."""
+    """What the alert is about, e.g. "PM2.5 above threshold" / "细颗粒物超过阈值" (or "below"
+    / "低于" for a rule that fires below its levels, like dissolved oxygen)."""
     name = parameter_name(alert, lang)
+    below = alert.rule.below
     if lang == "zh":
         zh = {
-            "threshold": f"{name or ''}超过阈值",
+            "threshold": f"{name or ''}{'低于' if below else '超过'}阈值",
             "aqi": "空气质量指数超过阈值",
             "water_class": f"水质未达目标类别{f'（{name}）' if name else ''}",
             "staleness": f"数据中断{f'（{name}）' if name else ''}",
@@ -167,7 +169,7 @@ def what(alert: AlertSnapshot, lang: Lang) -> str:
         }
         return zh[alert.kind]
     en = {
-        "threshold": f"{name or 'value'} above threshold",
+        "threshold": f"{name or 'value'} {'below' if below else 'above'} threshold",
         "aqi": "AQI above threshold",
         "water_class": f"water quality below target class{f' ({name})' if name else ''}",
         "staleness": f"station silent{f' ({name})' if name else ''}",

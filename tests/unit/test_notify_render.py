@@ -220,6 +220,18 @@ def test_a_regional_episode_is_placed_in_the_region() -> None:
     )
 
 
+def test_a_rule_that_fires_below_its_levels_says_below() -> None:
+    rule = RuleInfo("do_low", 1, "Dissolved oxygen low", "溶解氧偏低", "GB 3838-2002", below=True)
+    do = ParameterInfo(code="do", name="Dissolved oxygen", name_zh="溶解氧", unit="mg/L")
+    alert = pm25_alert(rule=rule, parameter=do, value=1.6, unit="mg/L", threshold=2.0)
+    firing = notification([NotificationEvent(alert, event(42, 1, "firing", FIRED))])
+    assert headline(firing.events[0], firing, "zh") == "[严重] 告警：黄埔 溶解氧低于阈值"
+    assert (
+        headline(firing.events[0], firing, "en")
+        == "[Critical] ALERT: Dissolved oxygen below threshold at Huangpu"
+    )
+
+
 def test_times_are_shown_in_china_standard_time() -> None:
     assert format_time(datetime(2026, 11, 26, 16, 30, 59, tzinfo=UTC)) == "2026-11-27 00:30 +08:00"
 
