@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from core.settings import Settings
+from store.keys import create_key
 
 
 @pytest.fixture
@@ -18,4 +20,18 @@ async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[h
     app = create_app(settings, pool=db)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://envlink") as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def reader_client(
+    pool: AsyncConnectionPool, settings: Settings, agency: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API on `pool`'s database, called in process with a new reader key of `agency`."""
+    async with pool.connection() as conn:
+        _, plain = await create_key(conn, agency=agency, roles=["reader"])
+    transport = httpx.ASGITransport(app=create_app(settings, pool=pool))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
+    ) as client:
         yield client

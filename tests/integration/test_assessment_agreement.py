@@ -12,15 +12,14 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import RuleDefinition
-from store.keys import create_key
 from store.rules import write_rule
 from tests.conftest import worker_loop
+from tests.integration.conftest import reader_client
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=CST)
 HOUR = timedelta(hours=1)
@@ -28,13 +27,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "gz_eeb") as client:
         yield client
 
 

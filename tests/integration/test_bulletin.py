@@ -16,9 +16,8 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from core.settings import Settings
-from store.keys import create_key
+from tests.integration.conftest import reader_client
 from tests.integration.test_engine import Feed, _rules
 from tests.integration.test_episodes import RULE, _feed
 from tests.integration.test_reports_api import DONGJIANG_NH3N, _november, _water_days, air_days
@@ -33,13 +32,7 @@ TABLES = [
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="joint_office", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "joint_office") as client:
         yield client
 
 

@@ -14,12 +14,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.bulletin.monthly import generate_monthly_bulletin
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
 from schemas.bulletin import Bulletin
 from store.bulletins import bulletin_body, bulletin_files
-from store.keys import create_key
+from tests.integration.conftest import reader_client
 from tests.integration.test_reports_api import _november, air_days
 
 # The worker's runs: 2026-11 on 1 December (twice: late data came in between), 2026-10 on
@@ -31,13 +30,7 @@ AGAIN = DECEMBER_1 + timedelta(days=2)
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "gz_eeb") as client:
         yield client
 
 

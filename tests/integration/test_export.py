@@ -12,7 +12,6 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from core.rounding import round_half_even
 from core.settings import Settings
 from core.timeutil import CST
@@ -20,8 +19,8 @@ from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.export import _rounded
-from store.keys import create_key
 from tests.conftest import worker_loop
+from tests.integration.conftest import reader_client
 
 DAY = datetime(2026, 11, 1, tzinfo=CST)
 NOW = datetime(2026, 12, 2, tzinfo=CST).astimezone(UTC)
@@ -31,12 +30,7 @@ HEADER = "\ufeffstation,parameter,time,period_s,value,unit,qc\n"
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=create_app(settings, pool=db))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "dg_eeb") as client:
         yield client
 
 

@@ -12,10 +12,9 @@ import jsonschema
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from core.settings import Settings
-from store.keys import create_key
 from tests.conftest import ROOT
+from tests.integration.conftest import reader_client
 
 SCHEMA = json.loads((ROOT / "tests" / "geojson" / "rfc7946.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -24,12 +23,7 @@ SHIZIYANG_BOX = "113.5,22.75,113.65,23.0"
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=create_app(settings, pool=db))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "gz_eeb") as client:
         yield client
 
 

@@ -12,25 +12,18 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.rollups import hour_start
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST, utcnow
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
-from store.keys import create_key
 from tests.conftest import worker_loop
+from tests.integration.conftest import reader_client
 from tests.integration.test_engine import HOUR, T0, Feed, _air, _rule, _rules
 
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "gz_eeb") as client:
         yield client
 
 

@@ -17,8 +17,8 @@ from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
-from store.keys import create_key
 from tests.conftest import worker_loop
+from tests.integration.conftest import reader_client
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -28,13 +28,7 @@ WATER = {"nh3n", "codmn", "tp", "do"}
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "dg_eeb") as client:
         yield client
 
 

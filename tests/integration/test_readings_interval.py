@@ -11,13 +11,12 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
-from store.keys import create_key
 from tests.conftest import worker_loop
+from tests.integration.conftest import reader_client
 
 NOW = datetime(2026, 11, 23, 0, tzinfo=CST)
 DAY1 = datetime(2026, 11, 20, 0, tzinfo=CST)
@@ -28,12 +27,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=create_app(settings, pool=db))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "gz_eeb") as client:
         yield client
 
 

@@ -11,10 +11,9 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
-from store.keys import create_key
+from tests.integration.conftest import reader_client
 
 STATION = "dg-a-shilong"
 # Every day's values but PM2.5 (µg/m³, CO mg/m³): IAQIs SO2 10, NO2 25, CO 12.5, PM10 30,
@@ -25,13 +24,7 @@ O3 = 80.0
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "dg_eeb") as client:
         yield client
 
 

@@ -22,11 +22,10 @@ from pydantic import TypeAdapter
 
 from alerts.evaluation.periods import parse_period
 from alerts.reports import air_period_report, water_period_report
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
 from schemas.reports import AirReportOut, WaterPeriodReport
-from store.keys import create_key
+from tests.integration.conftest import reader_client
 from tests.integration.test_reports_api import DONGJIANG_NH3N, STATION, _november, air_days
 from tests.integration.test_water_report_estuary import _seed as estuary_seed
 
@@ -36,13 +35,7 @@ NOVEMBER = [date(2026, 11, 1) + timedelta(days=i) for i in range(30)]
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "dg_eeb") as client:
         yield client
 
 

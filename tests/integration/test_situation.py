@@ -15,7 +15,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from alerts.rollups import hour_start
 from alerts.situation import Selection, Situation, situation
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST, utcnow
 from ingest.pipeline import Pipeline, SourceRef
@@ -26,6 +25,7 @@ from store.catalogue import read_catalogue
 from store.keys import create_key
 from store.rules import seed_rules
 from tests.conftest import CONFIG_DIR, worker_loop
+from tests.integration.conftest import reader_client
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=CST)
 HOUR = timedelta(hours=1)
@@ -292,13 +292,7 @@ async def test_a_fixed_number_of_queries_whatever_the_stations(
 async def client(
     rules: AsyncConnectionPool, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=rules)
-    async with rules.connection() as conn:
-        _, plain = await create_key(conn, agency="dg_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(rules, settings, "dg_eeb") as client:
         yield client
 
 

@@ -13,13 +13,12 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.loop import AlertLoop
-from api.app import create_app
 from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
-from store.keys import create_key
+from tests.integration.conftest import reader_client
 
 NOW = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
 FEED = SourceRef(code="test", kind="test")
@@ -71,13 +70,7 @@ NANSHA_LAB = [
 
 @pytest.fixture
 async def client(db: AsyncConnectionPool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=db)
-    async with db.connection() as conn:
-        _, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://envlink", headers={"X-API-Key": plain}
-    ) as client:
+    async with reader_client(db, settings, "gz_eeb") as client:
         yield client
 
 
