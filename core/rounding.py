@@ -12,7 +12,7 @@ by `round_exact`, the same rule on the exact value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -82,5 +82,20 @@ def round_exact(value: Number, places: int) -> Decimal:
     return Decimal(units).scaleb(-places)
 
 
+# Rounding a double's shortest decimal: a candidate half (at most 17 digits, scaled below 2**52)
+# needs far fewer digits than this, so no step of it is ever inexact; the context is explicit so
+# that no caller's decimal context can change a published value.
+_DECIMAL = Context(prec=60, rounding=ROUND_HALF_EVEN, Emin=MIN_EMIN, Emax=MAX_EMAX)
+# The quantum of each count of decimal places: 10**-places.
+_QUANTUM: dict[int, Decimal] = {}
+
+
 def _decimal_round(value: float, decimals: int) -> float:
-    return float(round_exact(value, decimals)) + 0.0
+    """The shortest decimal of `value` quantized half to even to `decimals` places: the value
+    `round_exact` gives (tests/unit/test_rounding.py compares the two), without the Fraction."""
+    quantum = _QUANTUM.get(decimals)
+    if quantum is None:
+        if decimals < 0:  # tens, hundreds …: as round_exact, which scales by a float there
+            return float(round_exact(value, decimals)) + 0.0
+        quantum = _QUANTUM[decimals] = Decimal((0, (1,), -decimals))
+    return float(Decimal(repr(value)).quantize(quantum, context=_DECIMAL)) + 0.0

@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from core.rounding import round_half_even, round_value
+from core.rounding import round_exact, round_half_even, round_value
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,37 @@ def test_many_values_agree_with_decimal_rounding_of_their_repr() -> None:
         for text, p in zip(texts, places, strict=True)
     ]
     assert round_half_even([float(t) for t in texts], places) == expected
+
+
+def test_halves_round_as_the_exact_rule_does_at_every_count_and_magnitude() -> None:
+    """The decimal halves (rounded by quantizing the shortest decimal) against round_exact (the
+    exact fraction), up to the end of the range that has a fraction to round (2**52 scaled), for
+    tiny, negative, and tens and hundreds places."""
+    rng = random.Random(212)
+    cases: list[tuple[float, int]] = [
+        (4503599627370495.5, 0),  # the largest half below 2**52
+        (-4503599627370494.5, 0),
+        (450359962737049.45, 1),
+        (45035996273.70495, 5),
+        (0.0000000005, 9),
+        (0.0000000015, 9),
+        (-0.0000000025, 9),
+        (5e-324, 9),
+        (-0.5, 0),
+        (-0.05, 1),
+        (1250.0, -2),
+        (1350.0, -2),
+        (-25.0, -1),
+        (1.7410064453021594e17, -2),
+    ]
+    for _ in range(20_000):
+        places = rng.randrange(0, 10)
+        digits = rng.randrange(1, 17)
+        sign = rng.choice(("", "-"))
+        text = f"{sign}{rng.randrange(10**digits)}5e{rng.randrange(-12, 16) - digits}"
+        cases.append((float(text), places))
+    for value, places in cases:
+        if abs(value) * 10.0**places >= 2.0**52:
+            continue  # no fractional part left to round: kept as it is
+        expected = float(round_exact(value, places)) + 0.0
+        assert repr(round_value(value, places)) == repr(expected), (value, places)
