@@ -547,10 +547,10 @@ async def clear_rollups(conn: Conn) -> None:
 
 # The rollup rows are built positionally (args_row): /v1/aqi?city= reads a thousand of them per
 # request, and building each from keywords (class_row) cost a tenth of its time. The queries
-# select the fields in the dataclasses' order.
-@dataclass(frozen=True, slots=True)
-class HourlyRollupRow:
-    """A stored hourly rollup as the API and the engine read it."""
+# select the fields in the classes' order.
+class HourlyRollupRow(NamedTuple):
+    """A stored hourly rollup as the API and the engine read it. A tuple: /v1/aqi?city= reads
+    hundreds per request, and a frozen dataclass's constructor cost several times a tuple's."""
 
     station_id: int
     parameter_id: int
@@ -671,9 +671,10 @@ async def hourly_rollups_within(
         return await cur.fetchall()
 
 
-@dataclass(frozen=True, slots=True)
-class RollupPoint:
+class RollupPoint(NamedTuple):
     """An hourly or daily rollup of one series as the API shows it; `time` starts its period.
+    A tuple, built positionally: a page holds up to 10,000 of them, and a frozen dataclass
+    built from keywords cost more than the rest of the page's items.
 
     `coverage` is the share of the period the value stands on: for an hour, its valid sampling
     time over 3600 s; for a day, its valid hourly values over 24 (air, weather) or its valid
@@ -683,7 +684,7 @@ class RollupPoint:
 
     time: datetime
     value: float | None
-    count: int
+    count: int  # type: ignore[assignment]  # the field, in place of tuple.count()
     coverage: float | None
     origin: str
     unit: str
@@ -731,7 +732,8 @@ async def rollup_series(
 ) -> list[RollupPoint]:
     """Hourly (period_s 3600) or daily (86400) rollups starting in [start, end), after `after`."""
     query = {3600: _HOURLY_SERIES, 86400: _DAILY_SERIES}[period_s]
-    async with conn.cursor(row_factory=class_row(RollupPoint)) as cur:
+    # Binary results, as readings_page: times and numbers read without parsing text.
+    async with conn.cursor(row_factory=args_row(RollupPoint), binary=True) as cur:
         await cur.execute(
             query.encode(),
             {
