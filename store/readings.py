@@ -568,24 +568,41 @@ async def readings_page(
     period_s: int | None,
     after: tuple[datetime, int] | None,
     limit: int,
+    time_zone: str | None = None,
 ) -> list[PageRow]:
-    """Readings of one series in [start, end), by (time, period_s), after a keyset position."""
+    """Readings of one series in [start, end), by (time, period_s), after a keyset position.
+
+    `time_zone` (an IANA name): read the times in that zone rather than the session's. Within a
+    transaction only (an autocommit connection reads them in the session's zone): the zone is
+    the transaction's TimeZone for the statement, put back after it (and undone with the
+    transaction if it fails). The driver then builds each time in the zone as it reads it; a
+    page of thousands would otherwise be shifted one time at a time.
+    """
+    params = {
+        "station": station_id,
+        "parameter": parameter_id,
+        "start": start,
+        "end": end,
+        "period": period_s,
+        "after_time": after[0] if after else None,
+        "after_period": after[1] if after else None,
+        "limit": limit,
+    }
     # Binary results: times and numbers are read without parsing text.
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(
-            _READINGS_PAGE,
-            {
-                "station": station_id,
-                "parameter": parameter_id,
-                "start": start,
-                "end": end,
-                "period": period_s,
-                "after_time": after[0] if after else None,
-                "after_period": after[1] if after else None,
-                "limit": limit,
-            },
-        )
-        return await cur.fetchall()
+        session_zone = conn.info.parameter_status("TimeZone")
+        if time_zone is None or conn.autocommit or session_zone in (None, time_zone):
+            await cur.execute(_READINGS_PAGE, params)
+            return await cur.fetchall()
+        await cur.execute(_LOCAL_ZONE, [time_zone])
+        await cur.execute(_READINGS_PAGE, params)
+        rows = await cur.fetchall()
+        await cur.execute(_LOCAL_ZONE, [session_zone])
+        return rows
+
+
+# The transaction's TimeZone: the zone timestamptz values are read in.
+_LOCAL_ZONE = b"SELECT set_config('TimeZone', %s, true)"
 
 
 class LatestReading(NamedTuple):

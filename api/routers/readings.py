@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import IntEnum
 from operator import attrgetter, itemgetter
 from typing import Annotated, Any
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import CatalogueDep, ConnDep, KeyDep, RequestConnectionDep
 from api.errors import error_responses
-from api.output import ZoneDep, json_response, steady_zone
+from api.output import ZONE_NAMES, ZoneDep, json_response, steady_zone
 from api.pagination import decode_cursor, encode_cursor
 from core.errors import InvalidInput, ParameterNotFound, StationNotFound
 from core.rounding import round_half_even
@@ -55,6 +55,21 @@ def reading_items(
 ) -> list[dict[str, Any]]:
     """ReadingOut items as dicts, with the published `values` and the series' `unit`."""
     fixed = steady_zone(zone, min(rows, key=itemgetter(0))[0] if rows else None)
+    if fixed is not None and rows and rows[0][0].tzinfo is zone:
+        # Read in the zone already (readings_page's time_zone; every time is from the same
+        # result, in the same zone), all of them where the zone keeps a fixed offset: the
+        # same times and ends as below, with no shift.
+        return [
+            {
+                "time": time,
+                "period_s": period_s,
+                "period_end": time + _LENGTH[period_s] if period_s else None,
+                "value": value,
+                "unit": unit,
+                "qc": QC_BY_CODE[qc],
+            }
+            for (time, period_s, _, qc), value in zip(rows, values, strict=True)
+        ]
     if fixed is not None:
         # The same times as below (a fixed offset adds a period as the zone would).
         return [
@@ -222,15 +237,31 @@ async def readings(
         period_s=None if period_s is None else int(period_s),
         after=after,
         limit=limit + 1,
+        time_zone=_read_in(zone, start, limit),
     )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = encode_cursor({"time": last[0].isoformat(), "period_s": last[1]})
+        next_cursor = encode_cursor(
+            {"time": last[0].astimezone(UTC).isoformat(), "period_s": last[1]}
+        )
     values = round_half_even([row[2] for row in rows], parameter_ref.decimals)
     items = reading_items(rows, values, parameter_ref.unit, zone)
     return json_response({"items": items, "next_cursor": next_cursor})
+
+
+# Pages that may hold this many readings or more are read with their times in the caller's
+# zone (two statements more, about 0.1 ms, against 0.35 µs a time shifted here).
+ZONE_READ_LIMIT = 2000
+
+
+def _read_in(zone: tzinfo, start: datetime | None, limit: int) -> str | None:
+    """The zone a page's times are read in by the store, if they can be: a large page whose
+    every time (from `start` on) the zone writes with a fixed offset (see reading_items)."""
+    if limit < ZONE_READ_LIMIT or start is None or steady_zone(zone, start) is None:
+        return None
+    return ZONE_NAMES.get(zone)
 
 
 # Coverage is a share: three decimals tell 23 of 24 hours (0.958) from a whole day.

@@ -8,13 +8,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from api.routers.readings import ZONE_READ_LIMIT
 from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
+from store.readings import readings_page
 from tests.conftest import worker_loop
 from tests.integration.conftest import reader_client
 
@@ -216,3 +219,59 @@ async def test_bad_interval_queries_are_4xx(client: httpx.AsyncClient, series: N
     for params, status, message in cases:
         response = await client.get("/v1/readings", params=params)
         assert (response.status_code, response.json()["error"]["message"]) == (status, message)
+
+
+async def test_large_pages_read_in_the_zone_write_the_same_bytes(
+    client: httpx.AsyncClient, series: None
+) -> None:
+    """From ZONE_READ_LIMIT items a page's times are read in the caller's zone by the store:
+    the page is byte for byte the one shifted one time at a time, in either zone."""
+    assert ZONE_READ_LIMIT == 2000
+    for tz in ("Asia/Shanghai", "UTC"):
+        query = {"station": "gz-a-huangpu", "parameter": "pm25", "start": DAY1.isoformat()}
+        query["tz"] = tz
+        shifted = await client.get("/v1/readings", params={**query, "limit": 1999})
+        read_in_zone = await client.get("/v1/readings", params={**query, "limit": 2000})
+        assert shifted.status_code == read_in_zone.status_code == 200
+        assert read_in_zone.content == shifted.content
+        items = shifted.json()["items"]
+        assert len(items) == 50 + 30 + 1 + 21
+        assert items[-1]["period_end"] == (
+            "2026-11-21T21:00:00+08:00" if tz == "Asia/Shanghai" else "2026-11-21T13:00:00Z"
+        )
+
+
+async def test_a_page_read_in_a_zone_leaves_the_session_zone_as_it_was(
+    db: AsyncConnectionPool, series: None
+) -> None:
+    async with db.connection() as conn:
+        await conn.execute("SELECT 1")  # within a transaction, as a request's connection
+        session = conn.info.parameter_status("TimeZone")
+        assert session is not None and session != "Asia/Shanghai"
+        (station_id,) = await _one(conn, "SELECT id FROM station WHERE code = 'gz-a-huangpu'")
+        (parameter_id,) = await _one(conn, "SELECT id FROM parameter WHERE code = 'pm25'")
+        page = {"station_id": station_id, "parameter_id": parameter_id}
+        args: dict[str, Any] = {**page, "start": None, "end": None, "period_s": None}
+        rows = await readings_page(conn, **args, after=None, limit=5, time_zone="Asia/Shanghai")
+        assert [row[0].tzinfo for row in rows] == [CST] * 5
+        assert rows[0][0] == DAY1 and rows[0][0].isoformat() == "2026-11-20T00:00:00+08:00"
+        assert conn.info.parameter_status("TimeZone") == session
+        plain = await readings_page(conn, **args, after=None, limit=5)
+        assert plain == rows and all(row[0].tzinfo is not CST for row in plain)
+        # A statement that fails leaves the zone to the transaction, rolled back with it.
+        with pytest.raises(psycopg.errors.InvalidRowCountInLimitClause):
+            await readings_page(conn, **args, after=None, limit=-1, time_zone="Asia/Shanghai")
+        await conn.rollback()
+        assert conn.info.parameter_status("TimeZone") == session
+    async with db.connection() as conn:
+        await conn.set_autocommit(True)
+        rows = await readings_page(conn, **args, after=None, limit=5, time_zone="Asia/Shanghai")
+        assert rows == plain and all(row[0].tzinfo is not CST for row in rows)
+        assert conn.info.parameter_status("TimeZone") == session
+
+
+async def _one(conn: Any, query: str) -> tuple[Any, ...]:
+    cursor = await conn.execute(query)
+    row = await cursor.fetchone()
+    assert row is not None
+    return tuple(row)
