@@ -16,7 +16,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 
-from schemas.common import QC
+from schemas.common import QC, QC_BY_CODE
 from store.pool import Conn
 
 # Rows are sent in chunks: a chunk that meets an existing key falls back to the merge path,
@@ -660,10 +660,14 @@ async def latest_readings(
         "stations": list(station_ids) if station_ids is not None else None,
         "now": now,
     }
-    cur = await conn.execute(_LATEST.encode(), params)
+    # Binary results, as readings_page: times and numbers read without parsing text.
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(_LATEST.encode(), params)
+        rows = await cur.fetchall()
+    qc_of = QC_BY_CODE
     return [
-        LatestReading(sid, pid, station, parameter, t, p, v, unit, places, QC.from_code(qc), age)
-        for sid, pid, station, parameter, t, p, v, unit, places, qc, age in await cur.fetchall()
+        LatestReading(sid, pid, station, parameter, t, p, v, unit, places, qc_of[qc], age)
+        for sid, pid, station, parameter, t, p, v, unit, places, qc, age in rows
     ]
 
 
