@@ -120,9 +120,13 @@ async def _hourly_read(
     values = {code: np.full(shape, np.nan) for code in AQI_POLLUTANTS}
     held = {code: np.zeros(shape, dtype=bool) for code in AQI_POLLUTANTS}
     last_hour: dict[tuple[int, str], HourlyRollupRow] = {}
+    # The hours' slots by hour: a lookup is a sixth of the arithmetic below, per row.
+    slots = {start + timedelta(hours=slot): slot for slot in range(HOURS_PER_DAY)}
     for row in rows:
         code = codes[row.parameter_id]
-        slot = int((row.hour - start).total_seconds() // HOUR_S)
+        slot = slots.get(row.hour)
+        if slot is None:  # not on the hour
+            slot = int((row.hour - start).total_seconds() // HOUR_S)
         if code not in values or row.station_id not in index or not 0 <= slot < HOURS_PER_DAY:
             continue
         i = index[row.station_id]
