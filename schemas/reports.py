@@ -190,13 +190,8 @@ class AirFiguresParts(_Exact):
     parts: list[AirFigures]
 
 
-class CategoryDayChanges(_Exact):
-    excellent: Count
-    good: Count
-    lightly_polluted: Count
-    moderately_polluted: Count
-    heavily_polluted: Count
-    severely_polluted: Count
+class CategoryDayChanges(CategoryDays):
+    """The change in valid days of each HJ 633 category, like for like."""
 
 
 class PollutantChanges(_Exact):
