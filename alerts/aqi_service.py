@@ -56,6 +56,7 @@ from store.rollups import (
     daily_rollups,
     hourly_rollups,
     hourly_rollups_within,
+    hourly_slots,
 )
 
 # The period each kind of report names.
@@ -107,7 +108,7 @@ async def _hourly_read(
     stations are computed at once (one station at a time cost a city of 200 a quarter second).
     """
     start = hour - timedelta(hours=HOURS_PER_DAY - 1)
-    rows = await hourly_rollups(
+    rows = await hourly_slots(
         conn,
         station_ids=station_ids,
         parameter_ids=[p.id for p in parameters.values()],
@@ -119,22 +120,18 @@ async def _hourly_read(
     shape = (len(station_ids), HOURS_PER_DAY)
     values = {code: np.full(shape, np.nan) for code in AQI_POLLUTANTS}
     held = {code: np.zeros(shape, dtype=bool) for code in AQI_POLLUTANTS}
-    last_hour: dict[tuple[int, str], HourlyRollupRow] = {}
-    # The hours' slots by hour: a lookup is a sixth of the arithmetic below, per row.
-    slots = {start + timedelta(hours=slot): slot for slot in range(HOURS_PER_DAY)}
-    for row in rows:
-        code = codes[row.parameter_id]
-        slot = slots.get(row.hour)
-        if slot is None:  # not on the hour
-            slot = int((row.hour - start).total_seconds() // HOUR_S)
-        if code not in values or row.station_id not in index or not 0 <= slot < HOURS_PER_DAY:
+    # The origin of each series' valid value in the last hour (the hour asked for).
+    last_origin: dict[tuple[int, str], str] = {}
+    for station_id, parameter_id, slot, value, origin in rows:
+        code = codes[parameter_id]
+        if code not in values or station_id not in index or not 0 <= slot < HOURS_PER_DAY:
             continue
-        i = index[row.station_id]
+        i = index[station_id]
         held[code][i, slot] = True
-        if row.value is not None:
-            values[code][i, slot] = row.value
-        if slot == HOURS_PER_DAY - 1:
-            last_hour[(row.station_id, code)] = row
+        if value is not None:
+            values[code][i, slot] = value
+            if slot == HOURS_PER_DAY - 1:
+                last_origin[(station_id, code)] = origin
     every = hourly_inputs({code: Observed(values[code], held[code]) for code in AQI_POLLUTANTS})
     read = _AirRead()
     for station_id, i in index.items():
@@ -143,9 +140,9 @@ async def _hourly_read(
             for key, observed in every.items()
         }
         read.origins[station_id] = {
-            code: last.origin
+            code: last
             for code in AQI_POLLUTANTS
-            if (last := last_hour.get((station_id, code))) is not None and last.value is not None
+            if (last := last_origin.get((station_id, code))) is not None
         }
     return read
 

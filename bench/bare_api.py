@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from store.readings import _LATEST, _READINGS_PAGE
+from store.rollups import _HOURLY_SLOTS
 
 # The statement EnvLink ran for /v1/stations before it served the stations from its catalogue
 # snapshot (store.catalogue.CatalogueSnapshot.stations_out): bare still reads them per request.
@@ -57,21 +58,14 @@ LIMIT %(limit)s
 POOL_SIZE = 10
 AQI_POLLUTANTS = ["so2", "no2", "co", "o3", "pm10", "pm25"]
 
-# What /v1/aqi?city= reads: store.rollups.hourly_rollups per request; the city's stations, the
-# parameters and their decimals come from the catalogue EnvLink holds in memory
+# What /v1/aqi?city= reads: store.rollups.hourly_slots per request (_HOURLY_SLOTS); the city's
+# stations, the parameters and their decimals come from the catalogue EnvLink holds in memory
 # (store.catalogue.CatalogueCache), here read once per process at start-up.
 _CITY_AIR_STATIONS = (
     "SELECT id, code, city, medium, background, water_standard, water_body, target_class"
     " FROM station WHERE city = %s AND medium = 'air' AND background IS NOT TRUE ORDER BY code"
 )
 _PARAMETERS_BY_CODE = "SELECT id, code, unit FROM parameter WHERE code = ANY(%s)"
-_HOURLY_ROLLUPS = (
-    "SELECT station_id, parameter_id, hour, value, samples, coverage_s, min, max, origin,"
-    " computed_at FROM reading_hourly"
-    " WHERE station_id = ANY(%(stations)s) AND parameter_id = ANY(%(parameters)s)"
-    " AND hour >= %(start)s AND hour < %(end)s"
-    " ORDER BY station_id, parameter_id, hour"
-)
 _PARAMETER_DECIMALS = "SELECT code, decimals FROM parameter"
 # What /v1/readings finds in the catalogue EnvLink holds in memory, read once at start-up here.
 _STATION_IDS = "SELECT code, id FROM station"
@@ -142,9 +136,9 @@ async def aqi(request: Request) -> Response:
     stations = catalogue["stations"][request.query_params["city"]]
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
         await cur.execute(
-            _HOURLY_ROLLUPS.encode(),
+            _HOURLY_SLOTS,
             {
                 "stations": [s["id"] for s in stations],
                 "parameters": [p["id"] for p in catalogue["parameters"]],
