@@ -12,9 +12,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
+from api.ratelimit import RateLimits
 from core.errors import SettingsError
 from core.settings import Settings, load_settings
 from store.keys import create_key
+from store.pool import Conn
 from store.ratelimit import Taken, take_tokens
 from tests.integration.test_api_pool import served
 
@@ -36,6 +38,18 @@ async def test_a_bucket_gives_its_burst_then_refills_at_its_rate(db: AsyncConnec
     assert await _take(db, 20, T0 + timedelta(hours=1)) == Taken(10, 0.0, 0.5)
     # A clock reading older than the bucket's last one counts as no time passed.
     assert await _take(db, 1, T0) == Taken(0, 0.0, 0.5)
+
+
+async def test_a_take_commits_without_waiting_for_the_disk(db: AsyncConnectionPool) -> None:
+    async with db.connection() as conn:
+        before = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+        await conn.commit()
+        async with conn.transaction():
+            await take_tokens(conn, bucket="key:8", per_s=1.0, burst=5, want=1, at=T0)
+            during = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+        after = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+    assert before is not None and before != ("off",)
+    assert (during, after) == (("off",), before)  # for the take's own transaction alone
 
 
 def _limited(settings: Settings, **changes: Any) -> Settings:
@@ -99,6 +113,30 @@ async def test_a_key_of_its_own_rate_has_a_burst_as_long_as_the_default(
     assert mine[0].headers["RateLimit-Limit"] == "12"
     assert mine[6].headers["Retry-After"] == "5"
     assert [a.status_code for a in others] == [200, 200, 200, 429]
+
+
+async def test_requests_that_find_the_share_spent_wait_for_one_lease(
+    db: AsyncConnectionPool, settings: Settings
+) -> None:
+    # A burst of 200 is leased 10 tokens at a time: 11 requests at once need two leases.
+    limits = RateLimits(_limited(settings, rate_limit_per_minute=6000, rate_limit_burst=200))
+    async with db.connection() as conn:
+        key, _ = await create_key(conn, agency="gz_eeb", roles=["reader"])
+    asked = 0
+    async with db.connection() as conn:
+
+        async def request_connection() -> Conn:
+            nonlocal asked
+            asked += 1
+            return conn
+
+        verdicts = await asyncio.gather(
+            *(limits.admit_key(key, request_connection) for _ in range(11))
+        )
+    assert asked == 2
+    assert all(v.allowed for v in verdicts)
+    # The first lease left 190 in the bucket, the second 180; each spends down its share.
+    assert sorted(v.remaining for v in verdicts) == list(range(189, 200))
 
 
 async def test_two_app_processes_share_one_bucket(
