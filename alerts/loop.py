@@ -17,7 +17,8 @@ import time as monotonic
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Protocol
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
@@ -46,6 +47,7 @@ from store.catalogue import CatalogueCache, CatalogueSnapshot, read_catalogue
 from store.coordination import READINGS_CHANNEL
 from store.listen import Listener, Wakeup
 from store.pool import Conn
+from store.readings import ReadingRow
 from store.rollups import (
     DailyRow,
     DayWindow,
@@ -72,25 +74,43 @@ log = logging.getLogger(__name__)
 
 # Called with the round's connection and keyword arguments catalogue, now (and touched).
 Evaluate = Callable[..., Awaitable[None]]
-# Judges the claimed readings' history before their rollups (ingest.history.HistoryQc.judge);
-# returns the keys of readings it re-flagged, whose hours and days are then rolled up too.
-Judge = Callable[[Conn, Sequence[DirtyKey]], Awaitable[Sequence[DirtyKey]]]
+
+
+class Judge(Protocol):
+    """Judges the claimed readings' history before their rollups (ingest.history.HistoryQc.judge),
+    given the readings stored under the keys (read with the claim); returns the keys of readings
+    it re-flagged, whose hours and days are then rolled up too."""
+
+    def __call__(
+        self, conn: Conn, keys: Sequence[DirtyKey], *, stored: Sequence[ReadingRow]
+    ) -> Awaitable[Sequence[DirtyKey]]: ...
+
+
 DEFAULT_INTERVAL_S = HOUR_S
 DAY_PERIOD_S = DAY_S
 # Hour windows whose raw readings a round reads in one statement.
 HOURS_PER_READ = 100
+# An hour window as a plain tuple (equal to its HourWindow): a round builds one per key.
+_Hour = tuple[int, int, datetime]
 
 
 def windows_of(keys: Sequence[DirtyKey]) -> tuple[list[HourWindow], list[DayWindow]]:
     """The hours and Asia/Shanghai days whose rollups the dirty keys affect."""
-    hours = set()
-    days = set()
-    for key in keys:
-        if key.period_s != DAY_PERIOD_S:
-            hours.add(HourWindow(key.station_id, key.parameter_id, hour_start(key.time)))
-        day = key.time.astimezone(CST).date()
-        days.add(DayWindow(key.station_id, key.parameter_id, day, cst_day_start(day)))
-    return sorted(hours), sorted(days)
+    hours: set[_Hour] = set()
+    days: set[tuple[int, int, date]] = set()
+    # A round's keys share few distinct times: each one's hour and day is worked out once.
+    placed: dict[datetime, tuple[datetime, date]] = {}
+    for station_id, parameter_id, period_s, moment in keys:
+        found = placed.get(moment)
+        if found is None:
+            found = placed[moment] = (hour_start(moment), moment.astimezone(CST).date())
+        if period_s != DAY_PERIOD_S:
+            hours.add((station_id, parameter_id, found[0]))
+        days.add((station_id, parameter_id, found[1]))
+    return (
+        sorted(HourWindow(*hour) for hour in hours),
+        sorted(DayWindow(s, p, day, cst_day_start(day)) for s, p, day in days),
+    )
 
 
 def touched_of(keys: Sequence[DirtyKey]) -> list[Touched]:
@@ -244,7 +264,7 @@ def extended_hour(
 
 
 def _upto(
-    stored: HourlyRow | None, window: HourWindow, taken: dict[tuple[HourWindow, int], float]
+    stored: HourlyRow | None, window: HourWindow, taken: dict[tuple[_Hour, int], float]
 ) -> dict[int, float | None] | None:
     """How far a recomputed hour counts its real-time and minute readings.
 
@@ -280,45 +300,47 @@ async def refresh_rollups(
     theirs) without rereading it, when they are real-time or minute data that come after every
     reading of their period it has seen; otherwise it is recomputed too.
     """
-    everything = [*keys, *(row.key for row in new)]
-    _, days = windows_of(everything)
-    await lock_series(conn, {(k.station_id, k.parameter_id) for k in everything})
+    _, days = windows_of([*keys, *(row.key for row in new)])
+    # Every key has a day: the days' series are the keys'.
+    await lock_series(conn, {(day.station_id, day.parameter_id) for day in days})
 
-    starts: dict[int, datetime] = {}
+    # Per distinct time of the keys (a round's share few): its hour's start and epoch seconds.
+    placed: dict[datetime, tuple[datetime, float]] = {}
 
-    def window_of(key: DirtyKey) -> tuple[HourWindow, float]:
-        moment = key.time.timestamp()
-        index = int(moment // HOUR_S)
-        hour = starts.get(index)
-        if hour is None:
-            hour = starts[index] = datetime.fromtimestamp(index * HOUR_S, UTC)
-        return HourWindow(key.station_id, key.parameter_id, hour), moment
+    def place(moment: datetime) -> tuple[datetime, float]:
+        seconds = moment.timestamp()
+        found = placed[moment] = (datetime.fromtimestamp(seconds // HOUR_S * HOUR_S, UTC), seconds)
+        return found
 
-    exact: set[HourWindow] = set()
-    fresh: defaultdict[HourWindow, list[tuple[int, float, float | None, int]]] = defaultdict(list)
+    exact: set[_Hour] = set()
+    fresh: defaultdict[_Hour, list[tuple[int, float, float | None, int]]] = defaultdict(list)
     # Per hour and finer period, the latest time of a reading this round takes in.
-    taken: dict[tuple[HourWindow, int], float] = {}
-    for key in keys:
-        if key.period_s != DAY_PERIOD_S:
-            window, moment = window_of(key)
-            exact.add(window)
-            if moment > taken.get((window, key.period_s), -math.inf):
-                taken[(window, key.period_s)] = moment
-    for dirty in new:
-        key = dirty.key
-        if key.period_s == DAY_PERIOD_S:
+    taken: dict[tuple[_Hour, int], float] = {}
+    for station_id, parameter_id, period_s, moment in keys:
+        if period_s == DAY_PERIOD_S:
             continue
-        window, moment = window_of(key)
-        if moment > taken.get((window, key.period_s), -math.inf):
-            taken[(window, key.period_s)] = moment
-        if dirty.qc is None or key.period_s not in (0, MINUTE_S):
+        hour, seconds = placed.get(moment) or place(moment)
+        window = (station_id, parameter_id, hour)
+        exact.add(window)
+        if seconds > taken.get((window, period_s), -math.inf):
+            taken[(window, period_s)] = seconds
+    for (station_id, parameter_id, period_s, moment), value, qc in new:
+        if period_s == DAY_PERIOD_S:
+            continue
+        hour, seconds = placed.get(moment) or place(moment)
+        window = (station_id, parameter_id, hour)
+        if seconds > taken.get((window, period_s), -math.inf):
+            taken[(window, period_s)] = seconds
+        if qc is None or period_s not in (0, MINUTE_S):
             exact.add(window)
         else:
-            fresh[window].append((key.period_s, moment, dirty.value, dirty.qc))
-    touched = sorted(set(fresh) | exact)
-    stored = dict(zip(touched, await hourly_rows(conn, touched), strict=True))
+            fresh[window].append((period_s, seconds, value, qc))
+    touched = sorted(HourWindow(*window) for window in set(fresh) | exact)
+    stored: dict[_Hour, HourlyRow | None] = dict(
+        zip(touched, await hourly_rows(conn, touched), strict=True)
+    )
     hourly: list[HourlyRow] = []
-    for window in sorted(set(fresh) - exact):
+    for window in sorted(HourWindow(*window) for window in set(fresh) - exact):
         interval_s, water = series_spec(catalogue, window.station_id, window.parameter_id)
         extended = extended_hour(stored[window], fresh[window], interval_s=interval_s, water=water)
         if extended is None:
@@ -326,7 +348,7 @@ async def refresh_rollups(
         else:
             hourly.append(extended)
 
-    recompute = sorted(exact)
+    recompute = sorted(HourWindow(*window) for window in exact)
     empty_hours: list[HourWindow] = []
     # A few windows' readings at a time: an hour of a series reporting every second is 3,600
     # readings, and reading every hour to recompute at once made the round's memory (and the
@@ -481,10 +503,11 @@ class AlertLoop:
         catalogue = await self._catalogue.get()
         async with self._pool.connection() as conn, conn.transaction():
             began = monotonic.monotonic()
-            claimed = await claim_dirty(conn, limit=self._batch)
+            claim = await claim_dirty(conn, limit=self._batch, stored=self._judge is not None)
+            claimed = claim.rows
             report.claimed = [row.key for row in claimed]
             if claimed:
-                judged = await self._judged(conn, report.claimed)
+                judged = await self._judged(conn, report.claimed, claim.stored)
                 keys = [*report.claimed, *judged]
                 # New readings extend their hours; changes (and QC re-flags) recompute theirs.
                 await refresh_rollups(
@@ -503,13 +526,15 @@ class AlertLoop:
         self._busy_s += report.busy_s
         return report
 
-    async def _judged(self, conn: Conn, keys: Sequence[DirtyKey]) -> Sequence[DirtyKey]:
+    async def _judged(
+        self, conn: Conn, keys: Sequence[DirtyKey], stored: Sequence[ReadingRow]
+    ) -> Sequence[DirtyKey]:
         """History QC of the claimed keys; a failure costs its re-flags, never the round."""
         if self._judge is None:
             return []
         try:
             async with conn.transaction():  # a savepoint
-                return await self._judge(conn, keys)
+                return await self._judge(conn, keys, stored=stored)
         except Exception:
             log.exception("history QC of %d readings failed; the rollups go on", len(keys))
             return []

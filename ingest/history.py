@@ -48,13 +48,21 @@ class HistoryQc:
         self._pipeline = pipeline
         self._clock = clock
 
-    async def judge(self, conn: Conn, keys: Sequence[ReadingKey]) -> list[DirtyKey]:
+    async def judge(
+        self,
+        conn: Conn,
+        keys: Sequence[ReadingKey],
+        *,
+        stored: Sequence[ReadingRow] | None = None,
+    ) -> list[DirtyKey]:
         """Judge the series of these stored readings; the keys of the readings re-flagged.
 
-        The caller owns the transaction: the re-flags commit with whatever it does next.
+        `stored`: the readings stored under the keys now, each once, when the caller has them
+        (the alert loop's claim reads them); otherwise they are read here. The caller owns the
+        transaction: the re-flags commit with whatever it does next.
         """
         catalogue = await self._pipeline.catalogue()
-        rows = await stored_readings(conn, keys)
+        rows = await stored_readings(conn, keys) if stored is None else stored
         plans = _series_plans(rows, catalogue)
         planned: list[PlannedWindow] = []
         for part in series_slices(rows, self.SLICE_ROWS):

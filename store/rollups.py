@@ -21,6 +21,7 @@ from psycopg.rows import args_row, class_row
 
 from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
 from store.pool import Conn
+from store.readings import ReadingRow
 
 RowT = TypeVar("RowT")
 
@@ -111,14 +112,57 @@ DELETE FROM series_dirty
 WHERE ctid = ANY(ARRAY(SELECT ctid FROM series_dirty LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
 RETURNING station_id, parameter_id, period_s, time, value, qc
 """
+# The same, with the reading stored under each claimed key now (NULLs where there is none):
+# one primary-key lookup per key in the same round trip, where reading them afterwards meant
+# sending every key back to the server. LATERAL ... OFFSET 0 keeps the lookups per key.
+_CLAIM_STORED = """
+WITH claimed AS (
+    DELETE FROM series_dirty
+    WHERE ctid = ANY(ARRAY(SELECT ctid FROM series_dirty LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
+    RETURNING station_id, parameter_id, period_s, time, value, qc
+)
+SELECT c.station_id, c.parameter_id, c.period_s, c.time, c.value, c.qc, r.value, r.qc
+FROM claimed c
+LEFT JOIN LATERAL (
+    SELECT value, qc FROM reading
+    WHERE station_id = c.station_id AND parameter_id = c.parameter_id
+      AND period_s = c.period_s AND time = c.time
+    OFFSET 0
+) r ON true
+"""
 
 
-async def claim_dirty(conn: Conn, *, limit: int) -> list[DirtyRow]:
-    """Take up to `limit` dirty keys no other transaction holds; they return if this one aborts."""
-    cur = await conn.execute(_CLAIM.encode(), {"limit": limit})
-    return [
-        DirtyRow(DirtyKey(s, p, period, t), v, q) for s, p, period, t, v, q in await cur.fetchall()
-    ]
+class Claim(NamedTuple):
+    """Dirty keys a round took, and (when asked for) the readings stored under them now."""
+
+    rows: list[DirtyRow]
+    stored: list[ReadingRow]  # each key once; none for a key whose reading is gone
+
+
+async def claim_dirty(conn: Conn, *, limit: int, stored: bool = False) -> Claim:
+    """Take up to `limit` dirty keys no other transaction holds; they return if this one aborts.
+
+    With `stored`, the claim also reads the readings stored under the keys (as history QC
+    judges them).
+    """
+    if not stored:
+        cur = await conn.execute(_CLAIM.encode(), {"limit": limit})
+        return Claim(
+            [
+                DirtyRow(DirtyKey(s, p, period, t), v, q)
+                for s, p, period, t, v, q in await cur.fetchall()
+            ],
+            [],
+        )
+    cur = await conn.execute(_CLAIM_STORED.encode(), {"limit": limit})
+    rows: list[DirtyRow] = []
+    found: dict[DirtyKey, ReadingRow] = {}
+    for s, p, period, t, v, q, stored_value, stored_qc in await cur.fetchall():
+        key = DirtyKey(s, p, period, t)
+        rows.append(DirtyRow(key, v, q))
+        if stored_qc is not None:
+            found[key] = ReadingRow(s, p, period, t, stored_value, stored_qc)
+    return Claim(rows, list(found.values()))
 
 
 async def pending_dirty(conn: Conn) -> int:

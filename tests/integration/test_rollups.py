@@ -21,6 +21,8 @@ from ingest.history import HistoryQc
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
+from store.readings import ReadingRow
+from store.rollups import Claim, DirtyKey, DirtyRow, claim_dirty
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 FEED = SourceRef(code="test", kind="test")
@@ -116,6 +118,38 @@ async def test_ingest_marks_stored_readings_dirty_and_nothing_else(db: AsyncConn
         db, "SELECT station_id, parameter_id, period_s, time FROM series_dirty ORDER BY time"
     )
     assert [(row[2], row[3]) for row in dirty] == [(3600, DAY0 + HOUR), (3600, DAY0 + HOUR * 5)]
+
+
+async def test_a_claim_reads_the_readings_stored_under_its_keys_now(
+    db: AsyncConnectionPool,
+) -> None:
+    """Claimed with the readings stored now, as history QC judges them: a key queued twice (the
+    new reading, then its revision) comes back once with the revised value; a key whose reading
+    is gone comes back with none."""
+    moment = DAY0 + HOUR * 3
+    await _ingest(db, [_item("gz-a-huangpu", "pm25", moment, 30.0)])
+    await _ingest(db, [_item("gz-a-huangpu", "pm25", moment, 33.0, qc=QC.SUSPECT)])
+    ((station_id, parameter_id),) = await _query(
+        db,
+        "SELECT station_id, parameter_id FROM series_dirty GROUP BY 1, 2",
+    )
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO series_dirty (station_id, parameter_id, period_s, time)"
+            " VALUES (%s, %s, 0, %s)",
+            [station_id, parameter_id, moment + HOUR],
+        )
+        claim = await claim_dirty(conn, limit=10, stored=True)
+        plain = await claim_dirty(conn, limit=10)
+    key = DirtyKey(station_id, parameter_id, 0, moment)
+    gone = DirtyKey(station_id, parameter_id, 0, moment + HOUR)
+    assert sorted(claim.rows, key=lambda row: (row.key.time, row.qc is None)) == [
+        DirtyRow(key, 30.0, QC.VALID.code),
+        DirtyRow(key, None, None),
+        DirtyRow(gone, None, None),
+    ]
+    assert claim.stored == [ReadingRow(*key, 33.0, QC.SUSPECT.code)]
+    assert plain == Claim([], [])
 
 
 async def test_hourly_mean_needs_45_minutes(db: AsyncConnectionPool) -> None:
