@@ -4,7 +4,8 @@ N synthetic air stations (bench/hj212.py's catalogue) get `--prefill` seconds of
 real-time readings in one hour, rolled up by a full rebuild; then, `--rounds` times, every series
 gets `--step` more seconds through the ingest pipeline and one round (claim, history QC unless
 --no-qc, rollups, the engine) runs. Prints each round's keys, its time in its transaction and
-the CPU time of this process (the loop's Python side), with the load average.
+the CPU time of this process (the loop's Python side), with the load average. The garbage
+collector is tuned as `envlink worker` tunes it (--default-gc: as CPython starts).
 
     .venv/bin/python bench/rounds.py [--stations 100] [--prefill 3000] [--step 10] [--rounds 4]
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from alerts.loop import AlertLoop, rebuild_rollups  # noqa: E402
 from bench._common import fresh_database  # noqa: E402
 from bench.hj212 import POLLUTANTS, bench_catalogue, items_of  # noqa: E402
+from envlink.runtime import tune_gc  # noqa: E402
 from ingest.history import HistoryQc  # noqa: E402
 from ingest.pipeline import Pipeline, SourceRef  # noqa: E402
 from schemas.common import QC  # noqa: E402
@@ -90,6 +92,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"each rolled up in {time.perf_counter() - began:.0f} s; "
                 f"load average {os.getloadavg()[0]:.2f}"
             )
+            if not args.default_gc:
+                tune_gc()  # as `envlink worker` does
             pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
             judge = None if args.no_qc else HistoryQc(pipeline).judge
             loop = AlertLoop(pool, catalogue=pipeline.catalogue_cache, judge=judge)
@@ -126,6 +130,11 @@ def main() -> int:
     parser.add_argument("--step", type=int, default=10, help="new seconds per series a round")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--no-qc", action="store_true", help="rounds without history QC")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="CPython's default garbage collection, not the worker's (envlink.runtime.tune_gc)",
+    )
     args = parser.parse_args()
     if not 0 < args.prefill + args.step * args.rounds <= 3600:
         parser.error("the prefill and the rounds' data must fit in one hour (3600 s)")
