@@ -300,34 +300,35 @@ async def refresh_rollups(
     theirs) without rereading it, when they are real-time or minute data that come after every
     reading of their period it has seen; otherwise it is recomputed too.
     """
-    _, days = windows_of([*keys, *(row.key for row in new)])
-    # Every key has a day: the days' series are the keys'.
-    await lock_series(conn, {(day.station_id, day.parameter_id) for day in days})
+    # Per distinct time of the keys (a round's share few): its hour's start, its epoch seconds
+    # and its Asia/Shanghai day.
+    placed: dict[datetime, tuple[datetime, float, date]] = {}
 
-    # Per distinct time of the keys (a round's share few): its hour's start and epoch seconds.
-    placed: dict[datetime, tuple[datetime, float]] = {}
-
-    def place(moment: datetime) -> tuple[datetime, float]:
+    def place(moment: datetime) -> tuple[datetime, float, date]:
         seconds = moment.timestamp()
-        found = placed[moment] = (datetime.fromtimestamp(seconds // HOUR_S * HOUR_S, UTC), seconds)
+        hour = datetime.fromtimestamp(seconds // HOUR_S * HOUR_S, UTC)
+        found = placed[moment] = (hour, seconds, moment.astimezone(CST).date())
         return found
 
     exact: set[_Hour] = set()
     fresh: defaultdict[_Hour, list[tuple[int, float, float | None, int]]] = defaultdict(list)
     # Per hour and finer period, the latest time of a reading this round takes in.
     taken: dict[tuple[_Hour, int], float] = {}
+    series_days: set[tuple[int, int, date]] = set()
     for station_id, parameter_id, period_s, moment in keys:
+        hour, seconds, natural_day = placed.get(moment) or place(moment)
+        series_days.add((station_id, parameter_id, natural_day))
         if period_s == DAY_PERIOD_S:
             continue
-        hour, seconds = placed.get(moment) or place(moment)
         window = (station_id, parameter_id, hour)
         exact.add(window)
         if seconds > taken.get((window, period_s), -math.inf):
             taken[(window, period_s)] = seconds
     for (station_id, parameter_id, period_s, moment), value, qc in new:
+        hour, seconds, natural_day = placed.get(moment) or place(moment)
+        series_days.add((station_id, parameter_id, natural_day))
         if period_s == DAY_PERIOD_S:
             continue
-        hour, seconds = placed.get(moment) or place(moment)
         window = (station_id, parameter_id, hour)
         if seconds > taken.get((window, period_s), -math.inf):
             taken[(window, period_s)] = seconds
@@ -335,6 +336,9 @@ async def refresh_rollups(
             exact.add(window)
         else:
             fresh[window].append((period_s, seconds, value, qc))
+    days = sorted(DayWindow(s, p, d, cst_day_start(d)) for s, p, d in series_days)
+    # Every key has a day: the days' series are the keys'.
+    await lock_series(conn, {(s, p) for s, p, _ in series_days})
     touched = sorted(HourWindow(*window) for window in set(fresh) | exact)
     stored: dict[_Hour, HourlyRow | None] = dict(
         zip(touched, await hourly_rows(conn, touched), strict=True)

@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -568,10 +569,14 @@ def _window(
         ),
         plan=plan,
         rows=tuple(batch_rows),
-        touched=(
-            frozenset((m - _EPOCH) // _US for m in hit) if all(m in judged for m in hit) else None
-        ),
+        touched=frozenset(map(_micros, hit)) if all(m in judged for m in hit) else None,
     )
+
+
+@lru_cache(maxsize=4096)
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch; remembered, as a batch's series share most of their times."""
+    return (moment - _EPOCH) // _US
 
 
 def _grid_stretches(rows: list[ReadingRow], period_s: int) -> list[list[ReadingRow]]:

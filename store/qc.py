@@ -56,7 +56,7 @@ class WindowReadings:
 # three parts is a short index scan on the primary key (partitions visited in time order).
 # Only readings QC may look at come back: valid and suspect ones with a value.
 _WINDOWS = """
-SELECT (w.ord - 1)::int, (extract(epoch FROM r.time) * 1000000)::int8, r.value, r.qc
+SELECT (w.ord - 1 + %(offset)s)::int, (extract(epoch FROM r.time) * 1000000)::int8, r.value, r.qc
 FROM unnest(%(station)s::int[], %(parameter)s::int2[], %(period)s::int[],
             %(first)s::timestamptz[], %(last)s::timestamptz[], %(before)s::int[],
             %(after)s::int[], %(inside)s::bool[], %(horizon)s::interval[])
@@ -104,11 +104,12 @@ async def fetch_windows(conn: Conn, specs: Sequence[WindowSpec]) -> WindowReadin
                     "after": [s.after for s in part],
                     "inside": [s.inside for s in part],
                     "horizon": [s.horizon for s in part],
+                    "offset": offset,
                     "valid": QC.VALID.code,
                     "suspect": QC.SUSPECT.code,
                 },
             )
-            rows += [(w + offset, t, v, q) for w, t, v, q in await cur.fetchall()]
+            rows += await cur.fetchall()
     if not rows:
         return WindowReadings((), (), (), ())
     window, times_us, values, qc = zip(*rows, strict=True)
