@@ -154,10 +154,13 @@ async def claim_dirty(conn: Conn, *, limit: int, stored: bool = False) -> Claim:
             ],
             [],
         )
-    cur = await conn.execute(_CLAIM_STORED.encode(), {"limit": limit})
+    # Binary results: tens of thousands of rows load faster than from text.
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(_CLAIM_STORED.encode(), {"limit": limit})
+        fetched = await cur.fetchall()
     rows: list[DirtyRow] = []
     found: dict[DirtyKey, ReadingRow] = {}
-    for s, p, period, t, v, q, stored_value, stored_qc in await cur.fetchall():
+    for s, p, period, t, v, q, stored_value, stored_qc in fetched:
         key = DirtyKey(s, p, period, t)
         rows.append(DirtyRow(key, v, q))
         if stored_qc is not None:
