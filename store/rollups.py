@@ -112,23 +112,33 @@ DELETE FROM series_dirty
 WHERE ctid = ANY(ARRAY(SELECT ctid FROM series_dirty LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
 RETURNING station_id, parameter_id, period_s, time, value, qc
 """
-# The same, with the reading stored under each claimed key now (NULLs where there is none):
-# one primary-key lookup per key in the same round trip, where reading them afterwards meant
-# sending every key back to the server. LATERAL ... OFFSET 0 keeps the lookups per key.
+# The same, followed by the readings stored under the claimed keys now, in the same round trip:
+# reading them afterwards meant sending every key back to the server. The lookups go an hour of
+# a series at a time, one index range scan over its claimed times (so at worst over the hour's
+# readings): a LATERAL lookup per key cost twice as much on TimescaleDB, where each rescan of
+# the hypertable excludes its chunks anew. A key is in one hour, so each reading comes once;
+# the two parts are told apart by the first column, not joined (the planner cannot know how
+# many rows either holds).
 _CLAIM_STORED = """
 WITH claimed AS (
     DELETE FROM series_dirty
     WHERE ctid = ANY(ARRAY(SELECT ctid FROM series_dirty LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
     RETURNING station_id, parameter_id, period_s, time, value, qc
+), spans AS (
+    SELECT station_id, parameter_id, period_s, array_agg(time) AS times, min(time) AS first,
+           max(time) AS last
+    FROM claimed GROUP BY station_id, parameter_id, period_s, date_trunc('hour', time)
 )
-SELECT c.station_id, c.parameter_id, c.period_s, c.time, c.value, c.qc, r.value, r.qc
-FROM claimed c
-LEFT JOIN LATERAL (
-    SELECT value, qc FROM reading
-    WHERE station_id = c.station_id AND parameter_id = c.parameter_id
-      AND period_s = c.period_s AND time = c.time
+SELECT false, station_id, parameter_id, period_s, time, value, qc FROM claimed
+UNION ALL
+SELECT true, r.* FROM spans s
+CROSS JOIN LATERAL (
+    SELECT station_id, parameter_id, period_s, time, value, qc FROM reading
+    WHERE station_id = s.station_id AND parameter_id = s.parameter_id
+      AND period_s = s.period_s AND time >= s.first AND time <= s.last
+      AND time = ANY(s.times)
     OFFSET 0
-) r ON true
+) r
 """
 
 
@@ -159,13 +169,13 @@ async def claim_dirty(conn: Conn, *, limit: int, stored: bool = False) -> Claim:
         await cur.execute(_CLAIM_STORED.encode(), {"limit": limit})
         fetched = await cur.fetchall()
     rows: list[DirtyRow] = []
-    found: dict[DirtyKey, ReadingRow] = {}
-    for s, p, period, t, v, q, stored_value, stored_qc in fetched:
-        key = DirtyKey(s, p, period, t)
-        rows.append(DirtyRow(key, v, q))
-        if stored_qc is not None:
-            found[key] = ReadingRow(s, p, period, t, stored_value, stored_qc)
-    return Claim(rows, list(found.values()))
+    found: list[ReadingRow] = []
+    for reading, s, p, period, t, v, q in fetched:
+        if reading:
+            found.append(ReadingRow(s, p, period, t, v, q))
+        else:
+            rows.append(DirtyRow(DirtyKey(s, p, period, t), v, q))
+    return Claim(rows, found)
 
 
 async def pending_dirty(conn: Conn) -> int:
