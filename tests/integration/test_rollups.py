@@ -124,11 +124,16 @@ async def test_a_claim_reads_the_readings_stored_under_its_keys_now(
     db: AsyncConnectionPool,
 ) -> None:
     """Claimed with the readings stored now, as history QC judges them: a key queued twice (the
-    new reading, then its revision) comes back once with the revised value; a key whose reading
-    is gone comes back with none."""
+    new reading, then its revision) comes back once with the revised value; a reading between
+    claimed ones but not queued does not come back; a key whose reading is gone comes back with
+    none."""
     moment = DAY0 + HOUR * 3
+    between, later = moment + timedelta(minutes=10), moment + timedelta(minutes=20)
+    await _ingest(db, [_item("gz-a-huangpu", "pm25", between, 31.0)])
+    await _loop(db).drain()
     await _ingest(db, [_item("gz-a-huangpu", "pm25", moment, 30.0)])
     await _ingest(db, [_item("gz-a-huangpu", "pm25", moment, 33.0, qc=QC.SUSPECT)])
+    await _ingest(db, [_item("gz-a-huangpu", "pm25", later, 32.0)])
     ((station_id, parameter_id),) = await _query(
         db,
         "SELECT station_id, parameter_id FROM series_dirty GROUP BY 1, 2",
@@ -142,13 +147,18 @@ async def test_a_claim_reads_the_readings_stored_under_its_keys_now(
         claim = await claim_dirty(conn, limit=10, stored=True)
         plain = await claim_dirty(conn, limit=10)
     key = DirtyKey(station_id, parameter_id, 0, moment)
+    last = DirtyKey(station_id, parameter_id, 0, later)
     gone = DirtyKey(station_id, parameter_id, 0, moment + HOUR)
     assert sorted(claim.rows, key=lambda row: (row.key.time, row.qc is None)) == [
         DirtyRow(key, 30.0, QC.VALID.code),
         DirtyRow(key, None, None),
+        DirtyRow(last, 32.0, QC.VALID.code),
         DirtyRow(gone, None, None),
     ]
-    assert claim.stored == [ReadingRow(*key, 33.0, QC.SUSPECT.code)]
+    assert sorted(claim.stored) == [
+        ReadingRow(*key, 33.0, QC.SUSPECT.code),
+        ReadingRow(*last, 32.0, QC.VALID.code),
+    ]
     assert plain == Claim([], [])
 
 
