@@ -131,18 +131,22 @@ async def open_alerts(
     states: Sequence[str] = ("pending", "firing"),
     kinds: Sequence[str] | None = None,
     source_alert_ids: Sequence[int] | None = None,
+    rule_ids: Sequence[str] | None = None,
 ) -> list[AlertRow]:
-    """Alerts in the given states, optionally of some kinds or raised by some source alerts."""
+    """Alerts in the given states, optionally of some kinds, raised by some source alerts or of
+    some rules."""
     async with conn.cursor(row_factory=class_row(AlertRow)) as cur:
         await cur.execute(
             "SELECT " + _ALERT_COLUMNS + " FROM alert a WHERE a.state = ANY(%(states)s)"
             " AND (%(kinds)s::text[] IS NULL OR a.kind = ANY(%(kinds)s))"
             " AND (%(sources)s::bigint[] IS NULL OR a.source_alert_id = ANY(%(sources)s))"
+            " AND (%(rules)s::text[] IS NULL OR a.rule_id = ANY(%(rules)s))"
             " ORDER BY a.id",
             {
                 "states": list(states),
                 "kinds": list(kinds) if kinds is not None else None,
                 "sources": list(source_alert_ids) if source_alert_ids is not None else None,
+                "rules": list(rule_ids) if rule_ids is not None else None,
             },
         )
         return await cur.fetchall()

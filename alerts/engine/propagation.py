@@ -31,7 +31,7 @@ async def propagate(
     for rule in rules:
         wanted, ended = PROPAGATION.follows(rule.definition, written)
         if ended:
-            events += await _end(conn, rule, ended, now)
+            events += await _end(conn, catalogue, rule, ended, now)
         if wanted:
             events += await _raise(conn, catalogue, rule, wanted, now)
     return events
@@ -81,19 +81,34 @@ async def _raise(
     return await store(conn, rows, now)
 
 
-async def _end(conn: Conn, rule: ActiveRule, ended: Mapping[int, AlertState], now: datetime) -> int:
+async def _end(
+    conn: Conn,
+    catalogue: Catalogue,
+    rule: ActiveRule,
+    ended: Mapping[int, AlertState],
+    now: datetime,
+) -> int:
+    """End the pre-alerts of the ended sources, or hand each to a source still firing."""
     found = [
         r for r in await open_alerts(conn, source_alert_ids=list(ended)) if r.rule_id == rule.id
     ]
     if not found:
         return 0
     await lock_subjects(conn, [lock_key((r.rule_id, r.station_id, r.city)) for r in found])
+    sources = await _firing_sources(conn, catalogue, rule, ended)
     rows: list[tuple[Written, NewAlert]] = []
     for row in found:
-        assert row.source_alert_id is not None
-        track = PROPAGATION.end_pre_alert(
-            alert_of(row), ended[row.source_alert_id], row.source_alert_id, now
+        assert row.source_alert_id is not None and row.station_id is not None
+        handed = PROPAGATION.hand_over(
+            rule.definition, catalogue.snapshot, alert_of(row), row.station_id, sources
         )
+        if handed is None:
+            source_alert_id = row.source_alert_id
+            track = PROPAGATION.end_pre_alert(
+                alert_of(row), ended[source_alert_id], source_alert_id, now
+            )
+        else:
+            track, source_alert_id = handed
         subject = (row.rule_id, row.station_id, row.city)
         new_row = row_of(
             rule,
@@ -102,7 +117,27 @@ async def _end(conn: Conn, rule: ActiveRule, ended: Mapping[int, AlertState], no
             track.alert,
             list(row.addressed_to),
             now,
-            source_alert_id=row.source_alert_id,
+            source_alert_id=source_alert_id,
         )
         rows.append((Written(track, rule, subject, row.parameter_id), new_row))
     return await store(conn, rows, now)
+
+
+async def _firing_sources(
+    conn: Conn, catalogue: Catalogue, rule: ActiveRule, ended: Mapping[int, AlertState]
+) -> list[Written]:
+    """The alerts of the rule's source rules still firing at a station (not those ending)."""
+    assert rule.definition.propagation is not None
+    rows = await open_alerts(
+        conn, states=("firing",), rule_ids=rule.definition.propagation.from_rules
+    )
+    return [
+        Written(
+            Track(alert_of(row), [], is_new=False, changed=False),
+            catalogue.rules[row.rule_id],
+            (row.rule_id, row.station_id, row.city),
+            row.parameter_id,
+        )
+        for row in rows
+        if row.id not in ended and row.station_id is not None and row.rule_id in catalogue.rules
+    ]

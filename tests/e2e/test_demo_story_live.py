@@ -87,9 +87,10 @@ def test_a_newcomer_sees_the_story_within_ten_minutes(tmp_path: Path) -> None:
         notifications = [line for line in output if "notification to " in line]
         (tmp_path / "timeline.txt").write_text("\n".join(timeline + notifications) + "\n")
         print("\n".join(timeline), f"\n{len(notifications)} notifications printed")
-    # Fired, notified, a propagation arriving downstream, and resolved, within the watch.
+    # Fired, notified, a propagation arriving downstream, and resolved, within the watch (the
+    # pre-alerts follow Zhongtang's hourly water class once its ammonia recovers).
+    assert ("river_propagation", "gz-w-xintang", "firing") in known
     assert ("nh3n_high", "gz-w-xintang", "firing") in known
-    assert ("river_propagation", "gz-w-xintang", "resolved") in known
     assert ("nh3n_high", "dg-w-zhongtang", "resolved") in known
     assert ("station_silent", "gz-a-maofengshan", "resolved") in known
     for city in ("guangzhou", "dongguan"):

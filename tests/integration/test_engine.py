@@ -477,6 +477,97 @@ async def test_propagation_pre_alerts_the_downstream_agency_with_its_eta(
     ]
 
 
+@pytest.mark.parametrize(
+    ("ammonia", "handed_over"),
+    [
+        # At the same level the pre-alert changes source without a word to anyone.
+        (1.7, []),
+        # From a critical source to a warning one: the pre-alert deescalates with it.
+        (2.4, [(2, "deescalated", "firing", "advisory", 2.4)]),
+    ],
+)
+async def test_a_pre_alert_passes_to_a_source_still_firing_when_its_own_ends(
+    db: AsyncConnectionPool, ammonia: float, handed_over: list[tuple[Any, ...]]
+) -> None:
+    def water(warning: float, critical: float) -> list[dict[str, Any]]:
+        return [
+            {
+                "standard": "GB 3838-2002",
+                "levels": [
+                    {
+                        "severity": "warning",
+                        "trigger": warning,
+                        "clear": warning * 0.9,
+                        "basis": "GB 3838-2002 IV",
+                    },
+                    {
+                        "severity": "critical",
+                        "trigger": critical,
+                        "clear": critical * 0.9,
+                        "basis": "GB 3838-2002 V",
+                    },
+                ],
+            }
+        ]
+
+    scope = {"medium": "water"}
+    await _rules(
+        db,
+        _rule("nh3n_high", parameter="nh3n", unit="mg/L", scope=scope, ladders=water(1.5, 2.0)),
+        _rule("tp_high", parameter="tp", unit="mg/L", scope=scope, ladders=water(0.3, 0.4)),
+        RuleDefinition.model_validate(
+            {
+                "id": "river_propagation",
+                "name": {"en": "p", "zh": "p"},
+                "kind": "propagation",
+                "propagation": {
+                    "from_rules": ["nh3n_high", "tp_high"],
+                    "min_severity": "warning",
+                    "pre_alert_severity": {"warning": "advisory", "critical": "warning"},
+                    "max_eta_s": 20000,
+                    "basis": "joint agreement",
+                },
+            }
+        ),
+    )
+    feed = Feed(db)
+
+    def zhongtang(parameter: str, hours: int, value: float) -> ReadingIn:
+        return ReadingIn(
+            station="dg-w-zhongtang",
+            parameter=parameter,
+            time=T0 + hours * HOUR,
+            value=value,
+            unit="mg/L",
+        )
+
+    await feed.send(zhongtang("nh3n", 0, ammonia), at=T0 + timedelta(minutes=5))
+    await feed.send(zhongtang("tp", 1, 0.35), at=T0 + HOUR)
+    ammonia_level, pre_alert_level = (
+        ("warning", "advisory") if ammonia < 2 else ("critical", "warning")
+    )
+    assert await _events(db) == [
+        (1, "firing", "firing", ammonia_level, ammonia),
+        (2, "firing", "firing", pre_alert_level, ammonia),
+        (3, "firing", "firing", "warning", 0.35),
+    ]
+    # Zhongtang's ammonia recovers while its phosphorus still breaches: Xintang's pre-alert
+    # stays open, now naming the phosphorus alert; it ends with that one.
+    await feed.send(zhongtang("nh3n", 2, 0.4), at=T0 + 2 * HOUR)
+    pre_alert = (
+        "SELECT state, severity, source_alert_id, details->>'source_rule' FROM alert WHERE id = 2"
+    )
+    assert await _query(db, pre_alert) == [("firing", "advisory", 3, "tp_high")]
+    await feed.send(zhongtang("tp", 3, 0.1), at=T0 + 3 * HOUR)
+    assert await _query(db, pre_alert) == [("resolved", "advisory", 3, "tp_high")]
+    assert (await _events(db))[3:] == [
+        (1, "resolved", "resolved", ammonia_level, 0.4),
+        *handed_over,
+        (3, "resolved", "resolved", "warning", 0.1),
+        (2, "resolved", "resolved", "advisory", ammonia),
+    ]
+
+
 async def test_city_wide_aqi_ignores_the_background_station(db: AsyncConnectionPool) -> None:
     ladder = [
         {

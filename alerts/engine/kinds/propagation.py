@@ -3,8 +3,9 @@
 Not woken by data: a propagation rule follows the tracks other rules (`from_rules`) just
 wrote. A source alert firing at or above `min_severity` raises (or moves) a pre-alert at each
 station the river graph (alerts/propagation.py) carries it to within `max_eta_s`, addressed to
-that station's agency; its end ends them. One pre-alert per downstream station follows the
-loudest source, and the source it names is the one whose end ends it.
+that station's agency. One pre-alert per downstream station follows the loudest source; when
+the source it names ends, another source still firing that reaches the station takes it over
+(no notification unless its level changes), and it ends only when none does.
 """
 
 from __future__ import annotations
@@ -160,6 +161,51 @@ class Propagation:
             found.track.changed = True
             found.source_alert_id = source_alert.id
         return pre_alerts
+
+    def hand_over(
+        self,
+        rule: RuleDefinition,
+        catalogue: CatalogueSnapshot,
+        pre_alert: Alert,
+        station_id: int,
+        sources: Sequence[Written],
+    ) -> tuple[Track, int] | None:
+        """A pre-alert whose source ended, handed to the source that would raise it now: the
+        loudest of `sources` (alerts still firing) whose breach reaches `station_id`, the earliest
+        arrival among equally loud ones. Its track (an event only where its level changes) and
+        that source's id; None if no source reaches the station, and the pre-alert ends."""
+        spec = _spec(rule)
+        loud = [
+            (item, mapped)
+            for item in sources
+            if (mapped := spec.pre_alert_severity.get(item.track.alert.severity)) is not None
+            and severity_rank(item.track.alert.severity) >= severity_rank(spec.min_severity)
+        ]
+        plans = [p for p in self.arrivals(rule, catalogue, loud) if p[2].station.id == station_id]
+        if not plans:
+            return None
+        item, severity, arrival = plans[0]
+        details = _details(rule, catalogue, item, arrival)
+        # The breach already on its way arrives when first expected, not later: the new source
+        # may be judged by the hour (a water class) and so begin later than the instant one.
+        before = pre_alert.details.get("expected_at")
+        if isinstance(before, str) and datetime.fromisoformat(before) < datetime.fromisoformat(
+            details["expected_at"]
+        ):
+            details["expected_at"] = before
+        pre_alert.details.update(details)
+        events = []
+        if severity_rank(severity) != severity_rank(pre_alert.severity):
+            kind: AlertEventKind = (
+                "escalated"
+                if severity_rank(severity) > severity_rank(pre_alert.severity)
+                else "deescalated"
+            )
+            pre_alert.severity = severity
+            events.append(Event(kind, pre_alert.state, severity, pre_alert.value, details))
+        source_alert_id = item.track.alert.id
+        assert source_alert_id is not None
+        return Track(pre_alert, events, is_new=False), source_alert_id
 
     def end_pre_alert(
         self, alert: Alert, final: AlertState, source_alert_id: int, now: datetime
