@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper
+from psycopg.pq import Format, TransactionStatus
 from psycopg.rows import class_row
 
 from schemas.common import QC, QC_BY_CODE
@@ -72,19 +75,19 @@ async def write_readings(
     """
     result = WriteResult(total=len(rows))
     # Per chunk, each series' newest stored row: what reading_latest may have to take.
-    newest: list[_Newest] = []
+    newest: list[_Columns] = []
     merging = False
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         if not merging:
             try:
                 async with conn.transaction():
-                    newest.append(await _copy_fresh(conn, chunk, start, source_id, received_at))
+                    newest.append(await _copy_fresh(conn, chunk, source_id, received_at))
                 continue
             except psycopg.errors.UniqueViolation:
                 merging = True
         newest.append(await _merge(conn, chunk, start, source_id, received_at, result))
-    await keep_latest(conn, [rows[position] for position in _newest_of_all(newest)])
+    await _keep_latest(conn, _newest_of_all(newest))
     return result
 
 
@@ -176,6 +179,74 @@ def _micros(times: Sequence[datetime]) -> list[int]:
         raise ValueError(f"reading time {naive.isoformat()} has no UTC offset") from None
 
 
+class _BinaryArray(bytes):
+    """A one-dimensional array parameter in PostgreSQL's binary format, encoded from a numpy
+    column: a header (dimensions, null flag, element type, length, lower bound 1), then per
+    element its length (-1 for NULL) and big-endian value. psycopg dumps a list element by
+    element in Python; this is a few numpy operations whatever the length."""
+
+    oid: ClassVar[int]
+    element_oid: ClassVar[int]
+    kind: ClassVar[str]
+
+    @classmethod
+    def of(
+        cls, column: npt.NDArray[Any], missing: npt.NDArray[np.bool_] | None = None
+    ) -> _BinaryArray:
+        """The array of `column`'s values, NULL where `missing`."""
+        size = len(column)
+        nulls = missing is not None and bool(missing.any())
+        if not size:
+            return cls(struct.pack(">iii", 0, 0, cls.element_oid))
+        header = struct.pack(">iiiii", 1, int(nulls), cls.element_oid, size, 1)
+        itemsize = np.dtype(cls.kind).itemsize
+        elements = np.empty(size, dtype=[("length", ">i4"), ("value", cls.kind)])
+        elements["length"] = itemsize
+        elements["value"] = column
+        if not nulls:
+            return cls(header + elements.tobytes())
+        assert missing is not None
+        elements["length"][missing] = -1
+        # A NULL is its length alone: its value's bytes are left out.
+        keep = np.ones((size, 4 + itemsize), dtype=np.bool_)
+        keep[missing, 4:] = False
+        return cls(header + elements.view(np.uint8).reshape(size, -1)[keep].tobytes())
+
+
+class _Int2Array(_BinaryArray):
+    oid, element_oid, kind = 1005, 21, ">i2"
+
+
+class _Int4Array(_BinaryArray):
+    oid, element_oid, kind = 1007, 23, ">i4"
+
+
+class _Float8Array(_BinaryArray):
+    oid, element_oid, kind = 1022, 701, ">f8"
+
+
+class _TimestamptzArray(_BinaryArray):
+    """Elements are microseconds since 2000-01-01 UTC (_Columns.time)."""
+
+    oid, element_oid, kind = 1185, 1184, ">i8"
+
+
+def _register_array(array: type[_BinaryArray]) -> None:
+    class ArrayDumper(Dumper):
+        format = Format.BINARY
+        oid = array.oid
+
+        def dump(self, obj: Any) -> Buffer:
+            return bytes(obj)
+
+    # Once, at import: every connection opened afterwards starts from the global adapters.
+    psycopg.adapters.register_dumper(array, ArrayDumper)
+
+
+for _array in (_Int2Array, _Int4Array, _Float8Array, _TimestamptzArray):
+    _register_array(_array)
+
+
 def _tuples(fields: Sequence[_Field], missing: npt.NDArray[np.bool_], nullable: int) -> bytes:
     """Binary COPY rows of `fields`; field number `nullable` is NULL where `missing`."""
     if not missing.any():
@@ -208,9 +279,9 @@ def _records(
 
 
 async def _copy_fresh(
-    conn: Conn, rows: Sequence[ReadingRow], offset: int, source_id: int, received_at: datetime
-) -> _Newest:
-    """COPY rows none of which is stored yet (the `offset`th on); each series' newest row."""
+    conn: Conn, rows: Sequence[ReadingRow], source_id: int, received_at: datetime
+) -> _Columns:
+    """COPY rows none of which is stored yet; each series' newest row."""
     tail: list[_Field] = [(">i2", source_id), (">i8", _micros([received_at])[0])]
     async with (
         conn.cursor() as cur,
@@ -227,7 +298,7 @@ async def _copy_fresh(
             except TypeError:
                 _micros([row.time for row in rows])  # names a time without an offset
                 raise
-            return _Newest.among(_Columns.of(rows), offset)
+            return _newest_rows(_Columns.of(rows))
         columns = _Columns.of(rows)
         order = _key_order(columns)
         await copy.write(_SIGNATURE)
@@ -235,7 +306,7 @@ async def _copy_fresh(
             block = columns.take(order[start : start + _BLOCK])
             await copy.write(_tuples([*block.fields(), *tail], block.missing, 4))
         await copy.write(_TRAILER)
-    return _Newest.among(columns, offset, order)
+    return _newest_rows(columns, order)
 
 
 async def copy_new_readings(
@@ -379,7 +450,7 @@ async def _merge(
     source_id: int,
     received_at: datetime,
     result: WriteResult,
-) -> _Newest:
+) -> _Columns:
     """Merge rows into `reading`; each series' newest row that was stored."""
     columns = _Columns.of(rows)
     order = _key_order(columns)
@@ -424,7 +495,7 @@ async def _merge(
     result.duplicates |= duplicates
     stored = np.ones(len(rows), dtype=np.bool_)
     stored[np.fromiter(duplicates, dtype=np.intp, count=len(duplicates)) - offset] = False
-    return _Newest.among(columns, offset, order, stored)
+    return _newest_rows(columns, order, stored)
 
 
 def _rounds(columns: _Columns, order: npt.NDArray[np.intp]) -> list[npt.NDArray[np.intp]]:
@@ -471,39 +542,26 @@ def _newest(
     return order[last]
 
 
-class _Newest(NamedTuple):
-    """Each series' newest stored row of a chunk: its columns and its position in the call."""
-
-    columns: _Columns
-    positions: npt.NDArray[np.intp]
-
-    @classmethod
-    def among(
-        cls,
-        columns: _Columns,
-        offset: int,
-        order: npt.NDArray[np.intp] | None = None,
-        stored: npt.NDArray[np.bool_] | None = None,
-    ) -> _Newest:
-        """Of a chunk starting at `offset`, with its _key_order if known and its stored rows."""
-        picked = _newest(columns, _key_order(columns) if order is None else order, stored)
-        return cls(columns.take(picked), picked + offset)
+def _newest_rows(
+    columns: _Columns,
+    order: npt.NDArray[np.intp] | None = None,
+    stored: npt.NDArray[np.bool_] | None = None,
+) -> _Columns:
+    """Each series' newest stored row of a chunk, with its _key_order if known and its stored
+    rows (all if None), in key order."""
+    return columns.take(_newest(columns, _key_order(columns) if order is None else order, stored))
 
 
-def _newest_of_all(chunks: Sequence[_Newest]) -> list[int]:
-    """Positions of each series' newest stored row over all chunks, in key order."""
+def _newest_of_all(chunks: Sequence[_Columns]) -> _Columns:
+    """Each series' newest stored row over all chunks' newest rows, in key order."""
     if not chunks:
-        return []
+        return _Columns.of([])
     if len(chunks) == 1:
-        positions = chunks[0].positions
-    else:
-        # A key stored by two chunks: the later one's row is what `reading` holds, and lexsort,
-        # stable, puts it last.
-        columns = _Columns.concat([chunk.columns for chunk in chunks])
-        positions = np.concatenate([chunk.positions for chunk in chunks])
-        positions = positions[_newest(columns, _key_order(columns))]
-    newest: list[int] = positions.tolist()
-    return newest
+        return chunks[0]
+    # A key stored by two chunks: the later one's row is what `reading` holds, and lexsort,
+    # stable, puts it last.
+    columns = _Columns.concat(chunks)
+    return columns.take(_newest(columns, _key_order(columns)))
 
 
 # Rows go in sorted by series, so concurrent writers lock the rows of reading_latest in the
@@ -524,18 +582,21 @@ WHERE EXCLUDED.time > l.time
 
 async def keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:
     """Bring reading_latest up to `rows`, each series' newest row as stored."""
-    if not rows:
+    await _keep_latest(conn, _Columns.of(rows))
+
+
+async def _keep_latest(conn: Conn, rows: _Columns) -> None:
+    if not len(rows):
         return
     await conn.execute(
         _KEEP_LATEST.encode(),
         {
-            "station": [row.station_id for row in rows],
-            "parameter": [row.parameter_id for row in rows],
-            "period": [row.period_s for row in rows],
-            "time": [row.time for row in rows],
-            # psycopg dumps a list of one type only; a source may hand over an int.
-            "value": [None if row.value is None else float(row.value) for row in rows],
-            "qc": [row.qc for row in rows],
+            "station": _Int4Array.of(rows.station_id),
+            "parameter": _Int2Array.of(rows.parameter_id),
+            "period": _Int4Array.of(rows.period_s),
+            "time": _TimestamptzArray.of(rows.time),
+            "value": _Float8Array.of(rows.value, rows.missing),
+            "qc": _Int2Array.of(rows.qc),
         },
     )
 

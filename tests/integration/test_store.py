@@ -272,6 +272,68 @@ async def test_bulk_rows_are_stored_exactly(
     async with db.connection() as conn:
         cur = await conn.execute("SELECT DISTINCT received_at FROM reading")
         assert await cur.fetchall() == [(NOW,)]
+    assert await _latest(db) == _newest_by_series(rows)
+
+
+async def _latest(pool: AsyncConnectionPool) -> dict[tuple[int, int, int], tuple[object, ...]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT station_id, parameter_id, period_s, time, value, qc FROM reading_latest"
+        )
+        return {(s, p, per): (t, v, qc) for s, p, per, t, v, qc in await cur.fetchall()}
+
+
+def _newest_by_series(rows: list[ReadingRow]) -> dict[tuple[int, int, int], tuple[object, ...]]:
+    newest: dict[tuple[int, int, int], ReadingRow] = {}
+    for row in rows:
+        series = (row.station_id, row.parameter_id, row.period_s)
+        if series not in newest or row.time >= newest[series].time:
+            newest[series] = row
+    return {series: (r.time, r.value, r.qc) for series, r in newest.items()}
+
+
+@pytest.mark.parametrize(("chunk", "size"), [(50_000, 6), (50_000, 150), (4, 30)])
+async def test_reading_latest_takes_each_series_newest_row_exactly(
+    db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch, chunk: int, size: int
+) -> None:
+    import store.readings
+
+    monkeypatch.setattr(store.readings, "CHUNK", chunk)
+    sid, pid = await _ids(db, "gz-w-dadun", "do")
+    values: list[float | None] = [None, -0.0, 1e300, 5e-324, 0.1 + 0.2, 7, float("nan"), -2.5]
+    rows = [
+        ReadingRow(
+            sid + n % 2,
+            pid + n % 3,
+            (0, 3600)[n % 5 % 2],
+            T0 + timedelta(seconds=n * 7919 % 97),
+            values[n % len(values)],
+            n % 11,
+        )
+        for n in range(size)
+    ]
+    await _write(db, rows)
+    latest = await _latest(db)
+    expected = _newest_by_series(rows)
+
+    # NaN is not equal to itself: compare it by its text.
+    def comparable(rows: dict[tuple[int, int, int], tuple[object, ...]]) -> dict[object, object]:
+        return {k: (t, repr(v if v is None else float(v)), qc) for k, (t, v, qc) in rows.items()}
+
+    assert comparable(latest) == comparable(expected)
+    # A later batch: an older row changes nothing, a newer one and a revision of the newest do.
+    series = (sid, pid, 0)
+    time = latest[series][0]
+    later = [
+        ReadingRow(sid, pid, 0, time - timedelta(hours=1), 1.0, 0),
+        ReadingRow(sid, pid + 1, 0, latest[(sid, pid + 1, 0)][0], None, 3),
+        ReadingRow(sid, pid + 2, 0, T0 + timedelta(days=1), 2.0, 1),
+    ]
+    await _write(db, later)
+    latest = await _latest(db)
+    assert latest[(sid, pid, 0)][0] == time
+    assert latest[(sid, pid + 1, 0)][1:] == (None, 3)
+    assert latest[(sid, pid + 2, 0)] == (T0 + timedelta(days=1), 2.0, 1)
 
 
 async def test_a_time_without_offset_is_refused_by_name(db: AsyncConnectionPool) -> None:
