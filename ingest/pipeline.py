@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -13,12 +14,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import cst_day_start, floor_to_period, utcnow
 from ingest.qc import (
+    MAX_AHEAD,
     range_problem,
     time_problem,
 )
 from ingest.units import UnitError, conversion_factor
-from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
-from store.catalogue import CatalogueCache, CatalogueSnapshot
+from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection, SourceReading
+from store.catalogue import CatalogueCache, CatalogueSnapshot, ParameterRef
 from store.intake import QuarantineRow, quarantine
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
@@ -66,7 +68,7 @@ class Pipeline:
 
     async def ingest(
         self,
-        items: Sequence[ReadingIn | Rejection],
+        items: Sequence[ReadingIn | SourceReading | Rejection],
         *,
         source: SourceRef,
         raw: Sequence[str | None] | None = None,
@@ -90,13 +92,14 @@ class Pipeline:
         rejections: list[Rejection] = []
         rows: list[ReadingRow] = []
         positions: list[int] = []
+        checks = _Checks(catalogue, now, self._earliest)
         for index, item in enumerate(items):
             if isinstance(item, Rejection):
                 rejections.append(
                     Rejection(index, item.reason, item.station, item.parameter, item.payload)
                 )
                 continue
-            row_or_reason = self._check(item, catalogue, now)
+            row_or_reason = checks.check(item)
             if isinstance(row_or_reason, str):
                 payload = _payload(item, None if raw is None else raw[index])
                 rejections.append(
@@ -165,40 +168,6 @@ class Pipeline:
             )
         return result
 
-    def _check(
-        self, item: ReadingIn, catalogue: CatalogueSnapshot, now: datetime
-    ) -> ReadingRow | str:
-        station = catalogue.stations.get(item.station)
-        if station is None:
-            return f"unknown station {item.station!r}"
-        parameter = catalogue.parameters.get(item.parameter)
-        if parameter is None:
-            return f"unknown parameter {item.parameter!r}"
-        if (station.id, parameter.id) not in catalogue.station_parameters:
-            return f"station {station.code} does not measure {parameter.code}"
-        if item.time.tzinfo is None:
-            return "time has no offset (the source should have applied Asia/Shanghai)"
-        try:
-            moment = floor_to_period(item.time, item.period_s)
-        except OverflowError:  # its period starts before year 1 or after 9999 in China time
-            return f"time {item.time.isoformat()} is out of range"
-        problem = time_problem(moment, now=now, earliest=self._earliest)
-        if problem:
-            return problem
-        value = item.value
-        if value is not None:
-            try:
-                # + 0.0 stores -0 as 0: a sign on nothing would only show up in output.
-                value = value * conversion_factor(parameter.code, item.unit, parameter.unit) + 0.0
-            except UnitError as exc:
-                return str(exc)
-            problem = range_problem(
-                value, low=parameter.valid_min, high=parameter.valid_max, unit=parameter.unit
-            )
-            if problem:
-                return f"{parameter.code}: {problem}"
-        return ReadingRow(station.id, parameter.id, item.period_s, moment, value, item.qc.code)
-
     async def source_id(self, source: SourceRef) -> int:
         """The id of a source's row, registered on first use and then remembered."""
         if source.code not in self._source_ids:
@@ -225,8 +194,83 @@ class Pipeline:
             log.warning("%s: could not record the error for /v1/sources: %r", source.code, exc)
 
 
-def _payload(item: ReadingIn, received: str | None) -> str:
+class _Checks:
+    """One batch's checks of its readings, against one catalogue snapshot at one `now`.
+
+    What depends only on a reading's station, parameter and unit (the catalogue's answers, the
+    unit's factor or why there is none) is worked out once per batch, not once per reading.
+    """
+
+    def __init__(self, catalogue: CatalogueSnapshot, now: datetime, earliest: datetime) -> None:
+        self._catalogue = catalogue
+        self._now = now
+        self._earliest = earliest
+        self._latest = now + MAX_AHEAD
+        self._series: dict[tuple[str, str], tuple[int, ParameterRef] | str] = {}
+        self._factors: dict[tuple[str, str], float | str] = {}
+
+    def check(self, item: ReadingIn | SourceReading) -> ReadingRow | str:
+        """The reading as a row to store, or why it cannot be stored."""
+        series = self._series.get((item.station, item.parameter))
+        if series is None:
+            series = self._series[item.station, item.parameter] = self._resolve(item)
+        if isinstance(series, str):
+            return series
+        station_id, parameter = series
+        if item.time.tzinfo is None:
+            return "time has no offset (the source should have applied Asia/Shanghai)"
+        try:
+            moment = floor_to_period(item.time, item.period_s)
+        except OverflowError:  # its period starts before year 1 or after 9999 in China time
+            return f"time {item.time.isoformat()} is out of range"
+        if not self._earliest <= moment <= self._latest:
+            problem = time_problem(moment, now=self._now, earliest=self._earliest)
+            if problem:
+                return problem
+        value = item.value
+        if value is not None:
+            factor = self._factors.get((parameter.code, item.unit))
+            if factor is None:
+                factor = self._factors[parameter.code, item.unit] = _factor(parameter, item.unit)
+            if isinstance(factor, str):
+                return factor
+            # + 0.0 stores -0 as 0: a sign on nothing would only show up in output.
+            value = value * factor + 0.0
+            if not (math.isfinite(value) and parameter.valid_min <= value <= parameter.valid_max):
+                problem = range_problem(
+                    value, low=parameter.valid_min, high=parameter.valid_max, unit=parameter.unit
+                )
+                if problem:
+                    return f"{parameter.code}: {problem}"
+        return ReadingRow(station_id, parameter.id, item.period_s, moment, value, item.qc.code)
+
+    def _resolve(self, item: ReadingIn | SourceReading) -> tuple[int, ParameterRef] | str:
+        """The station's id and the parameter, or why the pair cannot be stored."""
+        catalogue = self._catalogue
+        station = catalogue.stations.get(item.station)
+        if station is None:
+            return f"unknown station {item.station!r}"
+        parameter = catalogue.parameters.get(item.parameter)
+        if parameter is None:
+            return f"unknown parameter {item.parameter!r}"
+        if (station.id, parameter.id) not in catalogue.station_parameters:
+            return f"station {station.code} does not measure {parameter.code}"
+        return station.id, parameter
+
+
+def _factor(parameter: ParameterRef, unit: str) -> float | str:
+    """What turns a value in `unit` into the parameter's unit, or why nothing does."""
+    try:
+        return conversion_factor(parameter.code, unit, parameter.unit)
+    except UnitError as exc:
+        return str(exc)
+
+
+def _payload(item: ReadingIn | SourceReading, received: str | None) -> str:
     """What the source received, or (where it gave none) the reading as JSON."""
     if received is not None:
         return received
+    if isinstance(item, SourceReading):
+        # Its fields are typed already: the model only writes them out.
+        item = ReadingIn.model_construct(**item._asdict())
     return json.dumps(item.model_dump(mode="json"), ensure_ascii=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,20 @@ class ReadingIn(BaseModel):
     unit: str
     period_s: Literal[0, 60, 3600, 86400] = 0
     qc: QC = QC.VALID
+
+
+class SourceReading(NamedTuple):
+    """A reading with ReadingIn's fields that its source has typed itself (an HJ 212 frame's
+    items: a finite float, an aware time, one of the four periods, a QC state), so it skips
+    pydantic's validation. The pipeline checks it exactly as it checks a ReadingIn."""
+
+    station: str
+    parameter: str
+    time: datetime
+    value: float | None
+    unit: str
+    period_s: Literal[0, 60, 3600, 86400]
+    qc: QC
 
 
 TIME_HELP = "The sampling instant (period_s 0) or the start of the averaging period"

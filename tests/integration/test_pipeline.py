@@ -17,7 +17,7 @@ from ingest import pipeline as pipeline_module
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.simulator import SimulatorJob
 from schemas.common import QC
-from schemas.readings import IntakeResult, ReadingIn, Rejection
+from schemas.readings import IntakeResult, ReadingIn, Rejection, SourceReading
 from store.intake import rejected_readings
 from store.pool import Conn
 from store.sources import source_statuses
@@ -52,8 +52,16 @@ async def _stored(pool: AsyncConnectionPool) -> list[tuple[str, str, int, dateti
         return await cur.fetchall()
 
 
-async def test_bad_items_are_quarantined_good_ones_kept(db: AsyncConnectionPool) -> None:
-    items: list[ReadingIn | Rejection] = [
+def _typed(reading: ReadingIn) -> SourceReading:
+    """The same reading as a source that types its own fields (HJ 212) hands it over."""
+    return SourceReading(**reading.model_dump())
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["ReadingIn", "SourceReading"])
+async def test_bad_items_are_quarantined_good_ones_kept(
+    db: AsyncConnectionPool, typed: bool
+) -> None:
+    readings: list[ReadingIn | Rejection] = [
         _reading(),
         _reading(station="gz-a-nowhere"),
         _reading(parameter="radon"),
@@ -70,9 +78,26 @@ async def test_bad_items_are_quarantined_good_ones_kept(db: AsyncConnectionPool)
             '{"time": "soon"}',
         ),
         _reading(time=datetime(2026, 11, 26, 11, tzinfo=CST), value=36.0),
+        # The same series and unit again: what was worked out for them once still holds.
+        _reading(station="gz-a-nowhere", value=1.0),
+        _reading(unit="furlongs", value=None, time=datetime(2026, 11, 26, 9, tzinfo=CST)),
+        _reading(unit="furlongs", value=2.0),
+        _reading(unit="mg/m3", value=2.0001),
+        _reading(unit="mg/m3", value=0.03, time=datetime(2026, 11, 26, 12, tzinfo=CST)),
+        _reading(value=float("inf"), time=datetime(2026, 11, 26, 13, tzinfo=CST)),
+        _reading(value=float("nan"), time=datetime(2026, 11, 26, 14, tzinfo=CST)),
+        _reading(value=2000.0, time=datetime(2026, 11, 26, 15, tzinfo=CST)),
+        _reading(time=NOW + timedelta(days=1), period_s=0),
+    ]
+    items: list[ReadingIn | SourceReading | Rejection] = [
+        _typed(item) if typed and isinstance(item, ReadingIn) else item for item in readings
     ]
     result = await _pipeline(db).ingest(items, source=PUSH)
-    assert result.outcomes == ["accepted"] + ["rejected"] * 8 + ["accepted"]
+    assert result.outcomes == (
+        ["accepted"] + ["rejected"] * 8 + ["accepted"]
+        + ["rejected", "accepted", "rejected", "rejected", "accepted", "rejected", "rejected"]
+        + ["accepted"] * 2
+    )  # fmt: skip
     assert [(r.index, r.reason) for r in result.rejections] == [
         (1, "unknown station 'gz-a-nowhere'"),
         (2, "unknown parameter 'radon'"),
@@ -82,23 +107,38 @@ async def test_bad_items_are_quarantined_good_ones_kept(db: AsyncConnectionPool)
         (6, "unit 'furlongs' cannot be converted to ug/m3 for pm25"),
         (7, "pm25: value -4 ug/m3 is outside the physically possible range [0, 2000]"),
         (8, "time: 'soon' is not an ISO 8601 / RFC 3339 time"),
+        (10, "unknown station 'gz-a-nowhere'"),
+        (12, "unit 'furlongs' cannot be converted to ug/m3 for pm25"),
+        (13, "pm25: value 2000.1 ug/m3 is outside the physically possible range [0, 2000]"),
+        (15, "pm25: value inf is not a finite number"),
+        (16, "pm25: value nan is not a finite number"),
     ]
     async with db.connection() as conn:
         quarantined = await rejected_readings(conn)
         statuses = await source_statuses(conn)
-    assert len(quarantined) == 8
-    assert quarantined[0].payload == '{"time": "soon"}'
+    assert len(quarantined) == 13
+    assert quarantined[5].payload == '{"time": "soon"}'
     assert [(q.station_code, q.parameter_code) for q in reversed(quarantined)] == [
         ("gz-a-nowhere", "pm25"),
         ("gz-a-huangpu", "radon"),
         ("gz-a-huangpu", "salinity"),
         *[("gz-a-huangpu", "pm25")] * 5,
+        ("gz-a-nowhere", "pm25"),
+        *[("gz-a-huangpu", "pm25")] * 4,
     ]
     assert '"station": "gz-a-nowhere"' in quarantined[-1].payload
     assert [(s.code, s.accepted, s.duplicate, s.revised, s.rejected) for s in statuses] == [
-        ("push:test", 2, 0, 0, 8)
+        ("push:test", 6, 0, 0, 13)
     ]
-    assert len(await _stored(db)) == 2
+    stored = [(time.astimezone(CST).isoformat(), v) for _, _, _, time, v, _ in await _stored(db)]
+    assert stored == [
+        ("2026-11-26T09:00:00+08:00", None),
+        ("2026-11-26T10:00:00+08:00", 35.0),
+        ("2026-11-26T11:00:00+08:00", 36.0),
+        ("2026-11-26T12:00:00+08:00", 30.0),
+        ("2026-11-26T15:00:00+08:00", 2000.0),
+        ("2026-11-27T12:00:00+08:00", 35.0),
+    ]
 
 
 class Received(Sequence[str | None]):
@@ -172,6 +212,11 @@ async def test_rejected_items_are_quarantined_as_received_else_as_json(
 
     # Without raw texts (HJ 212's readings, the simulator) every reading falls back to JSON.
     await _pipeline(db).ingest([_reading(unit="furlongs")], source=PUSH)
+    assert (await _quarantined(db))[-1] == (
+        "unit 'furlongs' cannot be converted to ug/m3 for pm25",
+        fallback,
+    )
+    await _pipeline(db).ingest([_typed(_reading(unit="furlongs"))], source=PUSH)
     assert (await _quarantined(db))[-1] == (
         "unit 'furlongs' cannot be converted to ug/m3 for pm25",
         fallback,

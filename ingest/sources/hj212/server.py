@@ -1,7 +1,7 @@
 """HJ 212 TCP server: stations' data loggers connect, upload, and are answered after commit.
 
 Each connection is read by its own task. A frame is checked (CRC under the station's own
-setting, MN, PW) and turned into ReadingIn items or quarantine Rejections; one group commit
+setting, MN, PW) and turned into readings (SourceReading) or quarantine Rejections; one group commit
 gathers the frames of all connections that arrive within a few milliseconds into a single
 Pipeline.ingest call. Only after that call returns — readings committed or quarantined — are the
 frames' replies written, so an acknowledged reading is a stored reading. A couple of batches
@@ -54,7 +54,7 @@ from ingest.sources.hj212.protocol import (
     request_answer,
 )
 from schemas.common import QC
-from schemas.readings import IntakeResult, Outcome, ReadingIn, Rejection
+from schemas.readings import IntakeResult, Outcome, Rejection, SourceReading
 from store.catalogue import CatalogueSnapshot, StationRef
 from store.listen import Listener
 from store.pool import unreachable
@@ -231,7 +231,7 @@ class _Entry:
     """A checked frame waiting for its commit, with what to send once it is stored."""
 
     connection: _Connection
-    items: list[ReadingIn | Rejection]
+    items: list[SourceReading | Rejection]
     reply: bytes | None
     request: _GapRequest | None = None
     label: str = ""
@@ -772,7 +772,7 @@ class Hj212Server:
         except ProtocolError as exc:
             rejection = Rejection(0, str(exc), station.code, None, _raw_text(frame))
             return _Entry(connection, [rejection], reply, label=label)
-        items: list[ReadingIn | Rejection] = []
+        items: list[SourceReading | Rejection] = []
         raw: str | None = None
         for item in found:
             parameter = catalogue.parameters_by_hj212.get(item.code)
@@ -796,14 +796,14 @@ class Hj212Server:
                 items.append(Rejection(0, reason, station.code, code, raw))
                 continue
             items.append(
-                ReadingIn(
-                    station=station.code,
-                    parameter=parameter.code,
-                    time=item.time,
-                    value=item.value,
-                    unit=link.unit,
-                    period_s=_PERIODS[item.period_s],
-                    qc=_qc(item.flag, packet.version),
+                SourceReading(
+                    station.code,
+                    parameter.code,
+                    item.time,
+                    item.value,
+                    link.unit,
+                    _PERIODS[item.period_s],
+                    _qc(item.flag, packet.version),
                 )
             )
         backfill = None
