@@ -25,7 +25,7 @@ from store.intake import QuarantineRow, quarantine
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
 from store.readings import ReadingRow, write_readings
-from store.rollups import mark_dirty, notify_readings
+from store.rollups import mark_dirty
 from store.sources import ensure_source, record_intake, record_source_error
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,7 @@ class Pipeline:
                     revised = [rows[i] for i in sorted(rev)]
                 else:
                     new, revised = rows, []
-                if new or revised:
-                    await mark_dirty(conn, revised, new=new)
-                    await notify_readings(conn)
+                await mark_dirty(conn, revised, new=new, notify=True)
                 if then is not None:
                     await then(conn, result)
         if rejections:

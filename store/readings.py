@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from psycopg.abc import Buffer
-from psycopg.adapt import Dumper
-from psycopg.pq import Format, TransactionStatus
+from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 
 from schemas.common import QC, QC_BY_CODE
+from store.arrays import (
+    PG_EPOCH,
+    Float8Array,
+    Int2Array,
+    Int4Array,
+    TimestamptzArray,
+    micros,
+)
 from store.pool import Conn
 
 # Rows are sent in chunks: a chunk that meets an existing key falls back to the merge path,
@@ -96,7 +101,7 @@ async def write_readings(
 # Encoding whole columns with numpy costs a fraction of formatting row by row.
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _TRAILER = b"\xff\xff"
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH = PG_EPOCH
 _MICROSECOND = timedelta(microseconds=1)
 _PG_EPOCH_S = int(_PG_EPOCH.timestamp())
 
@@ -127,7 +132,7 @@ class _Columns:
             station_id=np.array([row.station_id for row in rows], dtype=np.int32),
             parameter_id=np.array([row.parameter_id for row in rows], dtype=np.int16),
             period_s=np.array([row.period_s for row in rows], dtype=np.int32),
-            time=np.array(_micros([row.time for row in rows]), dtype=np.int64),
+            time=np.array(micros([row.time for row in rows]), dtype=np.int64),
             value=values,
             missing=missing,
             qc=np.array([row.qc for row in rows], dtype=np.int16),
@@ -162,89 +167,6 @@ class _Columns:
             (">f8", self.value),
             (">i2", self.qc),
         ]
-
-
-def _micros(times: Sequence[datetime]) -> list[int]:
-    # A batch holds few distinct instants (many series, same hours): each is converted once.
-    known: dict[datetime, int] = {}
-    try:
-        return [
-            known[t] if t in known else known.setdefault(t, (t - _PG_EPOCH) // _MICROSECOND)
-            for t in times
-        ]
-    except TypeError:
-        naive = next((t for t in times if isinstance(t, datetime) and t.utcoffset() is None), None)
-        if naive is None:
-            raise
-        raise ValueError(f"reading time {naive.isoformat()} has no UTC offset") from None
-
-
-class _BinaryArray(bytes):
-    """A one-dimensional array parameter in PostgreSQL's binary format, encoded from a numpy
-    column: a header (dimensions, null flag, element type, length, lower bound 1), then per
-    element its length (-1 for NULL) and big-endian value. psycopg dumps a list element by
-    element in Python; this is a few numpy operations whatever the length."""
-
-    oid: ClassVar[int]
-    element_oid: ClassVar[int]
-    kind: ClassVar[str]
-
-    @classmethod
-    def of(
-        cls, column: npt.NDArray[Any], missing: npt.NDArray[np.bool_] | None = None
-    ) -> _BinaryArray:
-        """The array of `column`'s values, NULL where `missing`."""
-        size = len(column)
-        nulls = missing is not None and bool(missing.any())
-        if not size:
-            return cls(struct.pack(">iii", 0, 0, cls.element_oid))
-        header = struct.pack(">iiiii", 1, int(nulls), cls.element_oid, size, 1)
-        itemsize = np.dtype(cls.kind).itemsize
-        elements = np.empty(size, dtype=[("length", ">i4"), ("value", cls.kind)])
-        elements["length"] = itemsize
-        elements["value"] = column
-        if not nulls:
-            return cls(header + elements.tobytes())
-        assert missing is not None
-        elements["length"][missing] = -1
-        # A NULL is its length alone: its value's bytes are left out.
-        keep = np.ones((size, 4 + itemsize), dtype=np.bool_)
-        keep[missing, 4:] = False
-        return cls(header + elements.view(np.uint8).reshape(size, -1)[keep].tobytes())
-
-
-class _Int2Array(_BinaryArray):
-    oid, element_oid, kind = 1005, 21, ">i2"
-
-
-class _Int4Array(_BinaryArray):
-    oid, element_oid, kind = 1007, 23, ">i4"
-
-
-class _Float8Array(_BinaryArray):
-    oid, element_oid, kind = 1022, 701, ">f8"
-
-
-class _TimestamptzArray(_BinaryArray):
-    """Elements are microseconds since 2000-01-01 UTC (_Columns.time)."""
-
-    oid, element_oid, kind = 1185, 1184, ">i8"
-
-
-def _register_array(array: type[_BinaryArray]) -> None:
-    class ArrayDumper(Dumper):
-        format = Format.BINARY
-        oid = array.oid
-
-        def dump(self, obj: Any) -> Buffer:
-            return bytes(obj)
-
-    # Once, at import: every connection opened afterwards starts from the global adapters.
-    psycopg.adapters.register_dumper(array, ArrayDumper)
-
-
-for _array in (_Int2Array, _Int4Array, _Float8Array, _TimestamptzArray):
-    _register_array(_array)
 
 
 def _tuples(fields: Sequence[_Field], missing: npt.NDArray[np.bool_], nullable: int) -> bytes:
@@ -282,7 +204,7 @@ async def _copy_fresh(
     conn: Conn, rows: Sequence[ReadingRow], source_id: int, received_at: datetime
 ) -> _Columns:
     """COPY rows none of which is stored yet; each series' newest row."""
-    tail: list[_Field] = [(">i2", source_id), (">i8", _micros([received_at])[0])]
+    tail: list[_Field] = [(">i2", source_id), (">i8", micros([received_at])[0])]
     async with (
         conn.cursor() as cur,
         cur.copy(
@@ -296,7 +218,7 @@ async def _copy_fresh(
                 for row in sorted(rows, key=_KEY):
                     await copy.write_row((*row, source_id, received_at))
             except TypeError:
-                _micros([row.time for row in rows])  # names a time without an offset
+                micros([row.time for row in rows])  # names a time without an offset
                 raise
             return _newest_rows(_Columns.of(rows))
         columns = _Columns.of(rows)
@@ -337,7 +259,7 @@ async def copy_new_readings(
         missing=np.isnan(value),
         qc=qc.astype(np.int16),
     )
-    tail: list[_Field] = [(">i2", source_id), (">i8", _micros([received_at])[0])]
+    tail: list[_Field] = [(">i2", source_id), (">i8", micros([received_at])[0])]
     async with (
         conn.cursor() as cur,
         cur.copy(
@@ -591,12 +513,12 @@ async def _keep_latest(conn: Conn, rows: _Columns) -> None:
     await conn.execute(
         _KEEP_LATEST.encode(),
         {
-            "station": _Int4Array.of(rows.station_id),
-            "parameter": _Int2Array.of(rows.parameter_id),
-            "period": _Int4Array.of(rows.period_s),
-            "time": _TimestamptzArray.of(rows.time),
-            "value": _Float8Array.of(rows.value, rows.missing),
-            "qc": _Int2Array.of(rows.qc),
+            "station": Int4Array.of(rows.station_id),
+            "parameter": Int2Array.of(rows.parameter_id),
+            "period": Int4Array.of(rows.period_s),
+            "time": TimestamptzArray.of(rows.time),
+            "value": Float8Array.of(rows.value, rows.missing),
+            "qc": Int2Array.of(rows.qc),
         },
     )
 

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from psycopg.rows import args_row, class_row
 
+from store.arrays import Float8Array, Int2Array, Int4Array, TimestamptzArray, micros
 from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
 from store.pool import Conn
 from store.readings import ReadingRow
@@ -66,44 +67,57 @@ class DirtyRow(NamedTuple):
     qc: int | None
 
 
+# Revisions first, then new readings: one statement, and with `notify` the NOTIFY in it.
+_MARK_DIRTY = """
+INSERT INTO series_dirty (station_id, parameter_id, period_s, time, value, qc)
+SELECT * FROM unnest(%(station)s::int4[], %(parameter)s::int2[], %(period)s::int4[],
+                     %(time)s::timestamptz[], %(value)s::float8[], %(qc)s::int2[])
+"""
+_MARK_DIRTY_AND_NOTIFY = f"""
+WITH queued AS ({_MARK_DIRTY})
+SELECT pg_notify('{READINGS_CHANNEL}', '')
+"""
+
+
 async def mark_dirty(
-    conn: Conn, rows: Sequence[ReadingKey], *, new: Sequence[NewReading] = ()
+    conn: Conn,
+    rows: Sequence[ReadingKey],
+    *,
+    new: Sequence[NewReading] = (),
+    notify: bool = False,
 ) -> None:
-    """Queue the hours and days of these readings for their rollups: one COPY per batch.
+    """Queue the hours and days of these readings for their rollups: one statement per batch.
 
     `rows` changed readings already stored (revisions), whose hours are recomputed; `new` are
     readings inserted now, queued with their value and QC so that their hours can be extended.
+    With `notify`, the alert loops are woken when the caller's transaction commits.
     """
     if not rows and not new:
         return
-    async with (
-        conn.cursor() as cur,
-        cur.copy(
-            "COPY series_dirty (station_id, parameter_id, period_s, time, value, qc) FROM STDIN"
-            " (FORMAT BINARY)"
-        ) as copy,
-    ):
-        copy.set_types(["int4", "int2", "int4", "timestamptz", "float8", "int2"])
-        for row in rows:
-            await copy.write_row(
-                (row.station_id, row.parameter_id, row.period_s, row.time, None, None)
-            )
-        for reading in new:
-            await copy.write_row(
-                (
-                    reading.station_id,
-                    reading.parameter_id,
-                    reading.period_s,
-                    reading.time,
-                    reading.value,
-                    reading.qc,
-                )
-            )
-
-
-async def notify_readings(conn: Conn) -> None:
-    """Wake the alert loops when the caller's transaction commits."""
-    await conn.execute(b"NOTIFY " + READINGS_CHANNEL.encode())
+    keys = [*rows, *new]
+    changed = len(rows)
+    values = np.array([None] * changed + [reading.value for reading in new], dtype=np.float64)
+    # numpy turns None into NaN: only those positions need a look at the Python value.
+    no_value = np.zeros(len(keys), dtype=np.bool_)
+    candidates = np.flatnonzero(np.isnan(values))
+    no_value[candidates] = [
+        index < changed or new[index - changed].value is None for index in candidates.tolist()
+    ]
+    no_qc = np.arange(len(keys)) < changed
+    statement = _MARK_DIRTY_AND_NOTIFY if notify else _MARK_DIRTY
+    await conn.execute(
+        statement.encode(),
+        {
+            "station": Int4Array.of(np.array([key.station_id for key in keys], dtype=np.int32)),
+            "parameter": Int2Array.of(np.array([key.parameter_id for key in keys], dtype=np.int16)),
+            "period": Int4Array.of(np.array([key.period_s for key in keys], dtype=np.int32)),
+            "time": TimestamptzArray.of(np.array(micros(key.time for key in keys), dtype=np.int64)),
+            "value": Float8Array.of(values, no_value),
+            "qc": Int2Array.of(
+                np.array([0] * changed + [reading.qc for reading in new], dtype=np.int16), no_qc
+            ),
+        },
+    )
 
 
 # The rows are never updated, so a locked row keeps its ctid until this statement deletes it.
