@@ -111,7 +111,7 @@ class Pipeline:
 
         source_id = await self.source_id(source)
         async with self._pool.connection() as conn:
-            months = {month_of(row.time) for row in rows} - self._months
+            months = {month_of(time) for time in {row.time for row in rows}} - self._months
             if months:
                 async with conn.transaction():
                     await create_partitions(conn, months)

@@ -707,10 +707,12 @@ async def trend_points(
         await cur.execute(
             _TREND_POINTS.encode(),
             {
-                "station": [s[0] for s in series],
-                "parameter": [s[1] for s in series],
-                "period": [s[2] for s in series],
-                "newest": [s[3] for s in series],
+                "station": Int4Array.of(np.array([s[0] for s in series], dtype=np.int32)),
+                "parameter": Int2Array.of(np.array([s[1] for s in series], dtype=np.int16)),
+                "period": Int4Array.of(np.array([s[2] for s in series], dtype=np.int32)),
+                "newest": TimestamptzArray.of(
+                    np.array(micros(s[3] for s in series), dtype=np.int64)
+                ),
                 "slots": math.ceil(window_s / step_s),
                 "step": step_s,
                 "qc": [QC.VALID.code, QC.BELOW_DETECTION.code],
