@@ -410,7 +410,8 @@ async def run(args: argparse.Namespace) -> int:
             f"max {max(latencies):.1f}  mean {statistics.fmean(latencies):.1f}"
         )
     print(
-        f"CPU s: server {server_cpu:.1f} ({server_cpu / report.send_s:.0%} of a core), "
+        f"CPU s: server {server_cpu:.1f} ({server_cpu / report.send_s:.0%} of a core, "
+        f"{server_cpu / max(report.sent, 1) * 1000:.3f} ms a frame), "
         f"generator {report.cpu_s:.1f} ({report.cpu_s / report.send_s:.0%}), "
         f"PostgreSQL {pg_cpu:.1f} ({pg_cpu / report.send_s:.0%})"
     )
