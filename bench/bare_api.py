@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from store.readings import _LATEST, _READINGS_PAGE
+from store.readings import _LATEST, _READINGS_OF_PERIOD_PAGE, _READINGS_PAGE
 from store.rollups import _HOURLY_SLOTS
 
 # The statement EnvLink ran for /v1/stations before it served the stations from its catalogue
@@ -112,15 +112,16 @@ async def readings(request: Request) -> Response:
     catalogue: dict[str, Any] = request.app.state.catalogue
     parameter = catalogue["parameter_units"][query["parameter"]]
     limit = int(query.get("limit", 1000))
+    period = int(query["period_s"]) if "period_s" in query else None
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
         await cur.execute(
-            _READINGS_PAGE,
+            _READINGS_PAGE if period is None else _READINGS_OF_PERIOD_PAGE,
             {
                 "station": catalogue["station_ids"][query["station"]],
                 "parameter": parameter["id"],
                 "start": datetime.fromisoformat(query["start"]) if "start" in query else None,
                 "end": datetime.fromisoformat(query["end"]) if "end" in query else None,
-                "period": int(query["period_s"]) if "period_s" in query else None,
+                "period": period,
                 "after_time": None,
                 "after_period": None,
                 "limit": limit + 1,

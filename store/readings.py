@@ -524,21 +524,27 @@ async def _keep_latest(conn: Conn, rows: _Columns) -> None:
 
 
 # A stored reading of one series as a page holds it: time, period_s, value, QC code. A page
-# may hold 10,001 rows: plain tuples, no object per row. The time bounds are written so that a
-# generic plan (a statement prepared after a few runs) still prunes partitions and scans the
-# index range: "(%(start)s IS NULL OR r.time >= %(start)s)" read every partition of the series.
+# may hold 10,001 rows: plain tuples, no object per row. The bounds are written so that a
+# generic plan (a statement prepared after a few runs) still prunes partitions and scans one
+# index range: "(%(start)s IS NULL OR r.time >= %(start)s)" read every partition of the series,
+# and "(%(period)s IS NULL OR r.period_s = %(period)s)" every period's rows of the range, a
+# year of hourly means reading the real-time data of the same months too (31 ms against 3).
 PageRow = tuple[datetime, int, float | None, int]
 
-_READINGS_PAGE = (
+_PAGE_OF = (
     b"SELECT r.time, r.period_s, r.value, r.qc FROM reading r"
     b" WHERE r.station_id = %(station)s AND r.parameter_id = %(parameter)s"
+)
+_PAGE_RANGE = (
     b" AND r.time >= coalesce(%(start)s::timestamptz, '-infinity')"
     b" AND r.time < coalesce(%(end)s::timestamptz, 'infinity')"
-    b" AND (%(period)s::int IS NULL OR r.period_s = %(period)s)"
     b" AND (%(after_time)s::timestamptz IS NULL"
     b"      OR (r.time, r.period_s) > (%(after_time)s, %(after_period)s))"
     b" ORDER BY r.time, r.period_s LIMIT %(limit)s"
 )
+# Every period of the series, and one period (the primary key's order: the range in time order).
+_READINGS_PAGE = _PAGE_OF + _PAGE_RANGE
+_READINGS_OF_PERIOD_PAGE = _PAGE_OF + b" AND r.period_s = %(period)s" + _PAGE_RANGE
 
 
 async def readings_page(
@@ -571,14 +577,15 @@ async def readings_page(
         "after_period": after[1] if after else None,
         "limit": limit,
     }
+    statement = _READINGS_PAGE if period_s is None else _READINGS_OF_PERIOD_PAGE
     # Binary results: times and numbers are read without parsing text.
     async with conn.cursor(binary=True) as cur:
         session_zone = conn.info.parameter_status("TimeZone")
         if time_zone is None or conn.autocommit or session_zone in (None, time_zone):
-            await cur.execute(_READINGS_PAGE, params)
+            await cur.execute(statement, params)
             return await cur.fetchall()
         await cur.execute(_LOCAL_ZONE, [time_zone])
-        await cur.execute(_READINGS_PAGE, params)
+        await cur.execute(statement, params)
         rows = await cur.fetchall()
         await cur.execute(_LOCAL_ZONE, [session_zone])
         return rows
