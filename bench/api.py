@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -518,6 +519,17 @@ class Measured:
     latency: Run
 
 
+def _median_run(runs: Sequence[Run]) -> Run:
+    """Each figure the median of the runs' (failures summed)."""
+    return Run(
+        round(statistics.median(r.rate for r in runs)),
+        1.0,
+        statistics.median(r.p50_s for r in runs),
+        statistics.median(r.p99_s for r in runs),
+        sum(r.failed for r in runs),
+    )
+
+
 def check_answers(base: str, targets: Sequence[Target], headers: dict[str, str]) -> list[str]:
     """One request to each endpoint must answer 200; its number of items, for the record."""
     notes = []
@@ -532,7 +544,7 @@ def check_answers(base: str, targets: Sequence[Target], headers: dict[str, str])
 
 
 def measure(
-    url: str, targets: Sequence[Target], key: str, seconds: int, warm_s: int
+    url: str, targets: Sequence[Target], key: str, seconds: int, warm_s: int, repeat: int
 ) -> tuple[dict[str, dict[str, Measured]], tuple[Exported, Exported]]:
     """Serve the database with EnvLink and bare, load every target of each in turn, then export
     from EnvLink against a raw COPY TO."""
@@ -566,25 +578,37 @@ def measure(
             print(f"{name}: {', '.join(check_answers(base, served, headers))}", flush=True)
         for target in targets:
             results[target.label] = {}
-            for name, (base, headers) in servers.items():
-                if name == "bare" and not target.bare:
-                    continue
+            names = [n for n in servers if n == "EnvLink" or target.bare]
+            runs: dict[str, list[tuple[Run, Run]]] = {name: [] for name in names}
+            for name in names:
+                base, headers = servers[name]
                 if warm_s:
                     generator(base + target.path, THROUGHPUT_CONNECTIONS, warm_s, headers)
                     settle(url, base, target.path, headers)
-                busy = generator(base + target.path, THROUGHPUT_CONNECTIONS, seconds, headers)
-                settle(url, base, target.path, headers)
-                calm = generator(base + target.path, LATENCY_CONNECTIONS, seconds, headers)
-                settle(url, base, target.path, headers)
+            # The servers take turns, each run with new connections: how the kernel deals a
+            # run's connections out to a server's two processes (4 and 4, or 6 and 2) moves a
+            # run's figures by a quarter either way; the median of the runs is reported.
+            for _ in range(repeat):
+                for name in names:
+                    base, headers = servers[name]
+                    busy = generator(base + target.path, THROUGHPUT_CONNECTIONS, seconds, headers)
+                    settle(url, base, target.path, headers)
+                    calm = generator(base + target.path, LATENCY_CONNECTIONS, seconds, headers)
+                    settle(url, base, target.path, headers)
+                    runs[name].append((busy, calm))
+            for name in names:
+                busy = _median_run([b for b, _ in runs[name]])
+                calm = _median_run([c for _, c in runs[name]])
                 results[target.label][name] = Measured(busy, calm)
+                rates = ", ".join(f"{b.rate:,.0f}" for b, _ in runs[name])
+                p99s = ", ".join(f"{c.p99_s * 1000:.1f}" for _, c in runs[name])
                 print(
                     f"  {target.label} {name} (load {os.getloadavg()[0]:.1f}):"
                     f" {busy.rate:,.0f} req/s at"
                     f" {THROUGHPUT_CONNECTIONS}; p50 {calm.p50_s * 1000:.1f} ms,"
                     f" p99 {calm.p99_s * 1000:.1f} ms at {LATENCY_CONNECTIONS}"
-                    + (
-                        f"; {busy.failed + calm.failed} FAILED" if busy.failed + calm.failed else ""
-                    ),
+                    + (f"; {busy.failed + calm.failed} FAILED" if busy.failed + calm.failed else "")
+                    + (f" (runs: {rates} req/s; p99 {p99s} ms)" if repeat > 1 else ""),
                     flush=True,
                 )
         exported = measure_export(url, envlink, auth)
@@ -748,15 +772,16 @@ def report(targets: Sequence[Target], results: dict[str, dict[str, Measured]]) -
 async def loaded_and_measured(args: argparse.Namespace) -> bool:
     """Load a new database (or take --loaded), measure it; True when every target is met."""
     seconds, warm_s = (2, 1) if args.quick else (args.seconds, 2)
+    repeat = 1 if args.quick else args.repeat
     generator = (
         "wrk" if shutil.which("wrk") else "bench/_load.py (install wrk: apt-get install wrk)"
     )
     print(
         f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f};"
-        f" load generator: {generator}; {seconds:g} s per run"
+        f" load generator: {generator}; {seconds:g} s per run, the median of {repeat}"
     )
     if args.loaded:
-        return measured(args.loaded, *await scenario(args.loaded), seconds, warm_s)
+        return measured(args.loaded, *await scenario(args.loaded), seconds, warm_s, repeat)
     async with fresh_database(
         "envlink_bench_api", server=args.database_url, keep=args.keep
     ) as database:
@@ -765,12 +790,14 @@ async def loaded_and_measured(args: argparse.Namespace) -> bool:
         await load(database.url, args.readings, args.jobs)
         if args.load_only:
             return True
-        return measured(database.url, *await scenario(database.url), seconds, warm_s)
+        return measured(database.url, *await scenario(database.url), seconds, warm_s, repeat)
 
 
-def measured(url: str, targets: Sequence[Target], key: str, seconds: int, warm_s: int) -> bool:
+def measured(
+    url: str, targets: Sequence[Target], key: str, seconds: int, warm_s: int, repeat: int
+) -> bool:
     """Measure, print the tables; True when every target is met (the export's is a goal)."""
-    results, (ours, raw) = measure(url, targets, key, seconds, warm_s)
+    results, (ours, raw) = measure(url, targets, key, seconds, warm_s, repeat)
     met = report(targets, results)
     report_export(ours, raw)
     return met
@@ -787,13 +814,16 @@ def main() -> None:
     )
     parser.add_argument("--loaded", metavar="URL", help="measure this database a --keep run loaded")
     parser.add_argument("--load-only", action="store_true", help="load, then stop (with --keep)")
-    parser.add_argument("--seconds", type=int, default=8, help="seconds per timed run")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per timed run")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per endpoint and server (the median)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="connections loading in parallel")
     parser.add_argument("--quick", action="store_true", help="a short smoke run: 200k, 2 s runs")
     args = parser.parse_args()
     if args.readings is None:
         args.readings = 200_000 if args.quick else 50_000_000
-    if args.readings < 1 or args.jobs < 1 or args.seconds <= 0:
+    if args.readings < 1 or args.jobs < 1 or args.seconds <= 0 or args.repeat < 1:
         parser.error("--readings, --jobs and --seconds must be positive")
     if args.keep and not args.database_url:
         parser.error("--keep needs --database-url (an embedded server goes with its directory)")
