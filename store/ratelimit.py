@@ -31,15 +31,11 @@ async def take_tokens(
     """Take up to `want` tokens from `bucket` (created full); `at` None is the server's clock.
 
     The bucket's row stays locked until the caller's transaction ends: keep that transaction
-    to this call alone, or every other process taking from the same bucket waits for it. The
-    transaction commits without waiting for its WAL to reach the disk (synchronous_commit off
-    for it alone): a crash may forget the last fraction of a second of takes, which gives
-    clients back a few tokens, and no request waits for a disk flush to be let through.
+    to this call alone, or every other process taking from the same bucket waits for it.
     """
     async with conn.cursor(row_factory=class_row(Taken)) as cur:
         await cur.execute(
-            "SELECT t.granted, t.tokens, t.wait_s FROM rate_take(%s, %s, %s, %s, %s) t,"
-            " set_config('synchronous_commit', 'off', true)",
+            "SELECT granted, tokens, wait_s FROM rate_take(%s, %s, %s, %s, %s)",
             [bucket, per_s, burst, want, at],
         )
         taken = await cur.fetchone()

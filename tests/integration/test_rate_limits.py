@@ -40,18 +40,6 @@ async def test_a_bucket_gives_its_burst_then_refills_at_its_rate(db: AsyncConnec
     assert await _take(db, 1, T0) == Taken(0, 0.0, 0.5)
 
 
-async def test_a_take_commits_without_waiting_for_the_disk(db: AsyncConnectionPool) -> None:
-    async with db.connection() as conn:
-        before = await (await conn.execute("SHOW synchronous_commit")).fetchone()
-        await conn.commit()
-        async with conn.transaction():
-            await take_tokens(conn, bucket="key:8", per_s=1.0, burst=5, want=1, at=T0)
-            during = await (await conn.execute("SHOW synchronous_commit")).fetchone()
-        after = await (await conn.execute("SHOW synchronous_commit")).fetchone()
-    assert before is not None and before != ("off",)
-    assert (during, after) == (("off",), before)  # for the take's own transaction alone
-
-
 def _limited(settings: Settings, **changes: Any) -> Settings:
     return settings.model_copy(
         update={"rate_limits": "on", "rate_limit_per_minute": 6, "rate_limit_burst": 3} | changes
