@@ -180,12 +180,7 @@ def replay(
             held = point.time + timedelta(seconds=point.span_s) - _since(alert)
             if held >= timedelta(seconds=for_s):
                 _fire(current, point, now)
-        elif severity_rank(severity) != severity_rank(alert.severity):
-            kind: AlertEventKind = (
-                "escalated"
-                if severity_rank(severity) > severity_rank(alert.severity)
-                else "deescalated"
-            )
+        elif (kind := level_change(alert.severity, severity)) is not None:
             alert.severity = severity
             current.events.append(_event(alert, kind, point))
     return [track for track in tracks if track.changed or track.events]
@@ -294,6 +289,13 @@ def _close(track: Track, point: Point, now: datetime) -> None:
     alert.resolved_at = now
     alert.clear_point_at = point.time
     track.events.append(_event(alert, kind, point))
+
+
+def level_change(old: Severity, new: Severity) -> AlertEventKind | None:
+    """The event of an open alert going from severity `old` to `new`; None if the same."""
+    if severity_rank(new) == severity_rank(old):
+        return None
+    return "escalated" if severity_rank(new) > severity_rank(old) else "deescalated"
 
 
 def _event(alert: Alert, kind: AlertEventKind, point: Point) -> Event:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from alerts.engine.jobs import Subject, Written
 from alerts.propagation import Arrival, RiverStation, arrivals
-from alerts.rules import Alert, Event, Track
+from alerts.rules import Alert, Event, Track, level_change
 from core.timeutil import CST
 from schemas.alerts import AlertEventKind, AlertState
 from schemas.rules import Propagation as Spec
@@ -145,16 +145,11 @@ class Propagation:
                 )
                 continue
             pure = found.track.alert
-            if severity_rank(severity) == severity_rank(pure.severity):
+            kind = level_change(pure.severity, severity)
+            if kind is None:
                 continue
-            held = found.source_alert_id != source_alert.id
-            if held and severity_rank(severity) < severity_rank(pure.severity):
+            if kind == "deescalated" and found.source_alert_id != source_alert.id:
                 continue  # another source keeps it at a higher level
-            kind: AlertEventKind = (
-                "escalated"
-                if severity_rank(severity) > severity_rank(pure.severity)
-                else "deescalated"
-            )
             pure.severity = severity
             pure.details.update(details)
             found.track.events.append(Event(kind, pure.state, severity, pure.value, details))
@@ -195,12 +190,7 @@ class Propagation:
             details["expected_at"] = before
         pre_alert.details.update(details)
         events = []
-        if severity_rank(severity) != severity_rank(pre_alert.severity):
-            kind: AlertEventKind = (
-                "escalated"
-                if severity_rank(severity) > severity_rank(pre_alert.severity)
-                else "deescalated"
-            )
+        if (kind := level_change(pre_alert.severity, severity)) is not None:
             pre_alert.severity = severity
             events.append(Event(kind, pre_alert.state, severity, pre_alert.value, details))
         source_alert_id = item.track.alert.id
