@@ -7,16 +7,17 @@ request take more, on the request's own connection. No process spends a token th
 not give, so the limit is never exceeded; tokens leased by one process and not yet spent are
 unavailable to the others, so a client spread over N processes may be refused up to N leases
 early, and a lease unspent for LEASE_LIFETIME_S is dropped. A refusal is remembered until the
-bucket's next token is due: a client hammering a spent bucket costs the database nothing. When a
-share is spent, one request of the process leases anew and the others of the same key wait for
-it (they would all queue on the bucket's row lock otherwise, each with its own commit).
+bucket's next token is due: a client hammering a spent bucket costs the database nothing.
+Each request that finds its process's share spent leases on its own connection: waiting for
+another request's lease instead starves the pool, since a request may hold its connection
+before its key is admitted, and the one leasing may be waiting for a connection (tried: a
+mixed load got bursts of 503 `overloaded` every LEASE_LIFETIME_S).
 
 RateLimiter is pure (the clock is injected); RateLimits takes from the shared buckets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -156,8 +157,6 @@ class RateLimits:
         per_minute = settings.rate_limit_failed_auth_per_minute
         self.failed_auth = Limit(per_minute, per_minute)
         self.limiter = RateLimiter(clock=clock)
-        # Buckets this process is leasing from right now: set when the lease is in.
-        self._leasing: dict[str, asyncio.Event] = {}
 
     def for_key(self, key: ApiKey) -> Limit:
         """The key's own limit (a burst worth as many seconds as the default's), or the default."""
@@ -169,22 +168,14 @@ class RateLimits:
     async def admit_key(self, key: ApiKey, conn: ConnSource) -> Verdict:
         """Spend a token of `key`'s bucket: from this process's share, else leased anew.
 
-        `conn` gives the request's connection, asked only when this request leases.
+        `conn` gives the request's connection, asked only when the share is spent.
         """
         limit = self.for_key(key)
         bucket = f"key:{key.id}"
-        while (verdict := self.limiter.spend(bucket, limit)) is None:
-            if (leasing := self._leasing.get(bucket)) is not None:
-                await leasing.wait()  # then spend from what that lease brought
-                continue
-            self._leasing[bucket] = leasing = asyncio.Event()
-            try:
-                taken = await _take_alone(await conn(), bucket, limit, want=limit.lease)
-            finally:
-                del self._leasing[bucket]
-                leasing.set()
-            return self.limiter.record(bucket, limit, taken)
-        return verdict
+        if (verdict := self.limiter.spend(bucket, limit)) is not None:
+            return verdict
+        taken = await _take_alone(await conn(), bucket, limit, want=limit.lease)
+        return self.limiter.record(bucket, limit, taken)
 
     def refused_address(self, address: str) -> Verdict | None:
         """The standing refusal of `address` after too many failed authentications, if any."""

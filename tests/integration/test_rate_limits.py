@@ -12,11 +12,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from api.ratelimit import RateLimits
 from core.errors import SettingsError
 from core.settings import Settings, load_settings
 from store.keys import create_key
-from store.pool import Conn
 from store.ratelimit import Taken, take_tokens
 from tests.integration.test_api_pool import served
 
@@ -101,30 +99,6 @@ async def test_a_key_of_its_own_rate_has_a_burst_as_long_as_the_default(
     assert mine[0].headers["RateLimit-Limit"] == "12"
     assert mine[6].headers["Retry-After"] == "5"
     assert [a.status_code for a in others] == [200, 200, 200, 429]
-
-
-async def test_requests_that_find_the_share_spent_wait_for_one_lease(
-    db: AsyncConnectionPool, settings: Settings
-) -> None:
-    # A burst of 200 is leased 10 tokens at a time: 11 requests at once need two leases.
-    limits = RateLimits(_limited(settings, rate_limit_per_minute=6000, rate_limit_burst=200))
-    async with db.connection() as conn:
-        key, _ = await create_key(conn, agency="gz_eeb", roles=["reader"])
-    asked = 0
-    async with db.connection() as conn:
-
-        async def request_connection() -> Conn:
-            nonlocal asked
-            asked += 1
-            return conn
-
-        verdicts = await asyncio.gather(
-            *(limits.admit_key(key, request_connection) for _ in range(11))
-        )
-    assert asked == 2
-    assert all(v.allowed for v in verdicts)
-    # The first lease left 190 in the bucket, the second 180; each spends down its share.
-    assert sorted(v.remaining for v in verdicts) == list(range(189, 200))
 
 
 async def test_two_app_processes_share_one_bucket(
