@@ -55,33 +55,24 @@ def reading_items(
 ) -> list[dict[str, Any]]:
     """ReadingOut items as dicts, with the published `values` and the series' `unit`."""
     fixed = steady_zone(zone, min(rows, key=itemgetter(0))[0] if rows else None)
-    if fixed is not None and rows and rows[0][0].tzinfo is zone:
-        # Read in the zone already (readings_page's time_zone; every time is from the same
-        # result, in the same zone), all of them where the zone keeps a fixed offset: the
-        # same times and ends as below, with no shift.
-        return [
-            {
-                "time": time,
-                "period_s": period_s,
-                "period_end": time + _LENGTH[period_s] if period_s else None,
-                "value": value,
-                "unit": unit,
-                "qc": QC_BY_CODE[qc],
-            }
-            for (time, period_s, _, qc), value in zip(rows, values, strict=True)
-        ]
     if fixed is not None:
-        # The same times as below (a fixed offset adds a period as the zone would).
+        # The same times as below (a fixed offset adds a period as the zone would). Read in
+        # the zone already (readings_page's time_zone: every time is from the same result, in
+        # the same zone), they need no shift.
+        if rows and rows[0][0].tzinfo is zone:
+            times = [row[0] for row in rows]
+        else:
+            times = [row[0].astimezone(fixed) for row in rows]
         return [
             {
-                "time": (local := time.astimezone(fixed)),
+                "time": local,
                 "period_s": period_s,
                 "period_end": local + _LENGTH[period_s] if period_s else None,
                 "value": value,
                 "unit": unit,
                 "qc": QC_BY_CODE[qc],
             }
-            for (time, period_s, _, qc), value in zip(rows, values, strict=True)
+            for local, (_, period_s, _, qc), value in zip(times, rows, values, strict=True)
         ]
     return [
         {
