@@ -101,9 +101,8 @@ async def write_readings(
 # Encoding whole columns with numpy costs a fraction of formatting row by row.
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _TRAILER = b"\xff\xff"
-_PG_EPOCH = PG_EPOCH
 _MICROSECOND = timedelta(microseconds=1)
-_PG_EPOCH_S = int(_PG_EPOCH.timestamp())
+_PG_EPOCH_S = int(PG_EPOCH.timestamp())
 
 # A field of a binary COPY row: its big-endian numpy type and a column, or one value for all.
 _Field = tuple[str, npt.NDArray[Any] | int]
@@ -111,7 +110,7 @@ _Field = tuple[str, npt.NDArray[Any] | int]
 
 @dataclass(frozen=True, slots=True)
 class _Columns:
-    """Rows as numpy columns of their COPY types (time in microseconds since _PG_EPOCH)."""
+    """Rows as numpy columns of their COPY types (time in microseconds since PG_EPOCH)."""
 
     station_id: npt.NDArray[np.int32]
     parameter_id: npt.NDArray[np.int16]
@@ -396,8 +395,8 @@ async def _merge(
             params = {
                 "source": source_id,
                 "now": received_at,
-                "first": _PG_EPOCH + int(staged.time.min()) * _MICROSECOND,
-                "last": _PG_EPOCH + int(staged.time.max()) * _MICROSECOND,
+                "first": PG_EPOCH + int(staged.time.min()) * _MICROSECOND,
+                "last": PG_EPOCH + int(staged.time.max()) * _MICROSECOND,
                 "suspect": QC.SUSPECT.code,
                 "valid": QC.VALID.code,
             }
