@@ -487,6 +487,19 @@ _ALL_HOURLY = (
 )
 
 
+def _count_rereads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The hours the alert loop rereads from their readings, as it rereads them."""
+    reread: list[Any] = []
+    hour_readings = loop_module.hour_readings
+
+    async def counting(conn: Any, hours: Any) -> Any:
+        reread.extend(hours)
+        return await hour_readings(conn, hours)
+
+    monkeypatch.setattr(loop_module, "hour_readings", counting)
+    return reread
+
+
 async def test_extended_hours_equal_a_recomputation_bit_for_bit(
     db: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -494,14 +507,7 @@ async def test_extended_hours_equal_a_recomputation_bit_for_bit(
     QC re-flags, rolled up round by round (rounds that leave keys queued among them): the
     stored hours, running totals included, and days are exactly what a full recomputation
     gives, and hours were both extended and reread many times."""
-    recomputed: list[Any] = []
-    reread = loop_module.hour_readings
-
-    async def counting(conn: Any, hours: Any) -> Any:
-        recomputed.extend(hours)
-        return await reread(conn, hours)
-
-    monkeypatch.setattr(loop_module, "hour_readings", counting)
+    recomputed = _count_rereads(monkeypatch)
     extended: list[Any] = []
     extend = loop_module.extended_hour
 
@@ -581,14 +587,7 @@ async def test_a_recomputed_hour_leaves_readings_still_queued_to_extend_it(
 ) -> None:
     """A revision recomputes its hour while newer readings of it wait in the queue: it counts
     only up to what the hour had taken in, so the queued ones then extend it, not reread it."""
-    reread: list[Any] = []
-    hour_readings = loop_module.hour_readings
-
-    async def counting(conn: Any, hours: Any) -> Any:
-        reread.extend(hours)
-        return await hour_readings(conn, hours)
-
-    monkeypatch.setattr(loop_module, "hour_readings", counting)
+    reread = _count_rereads(monkeypatch)
     hour = DAY0 + HOUR * 10
 
     def sample(k: int, value: float) -> ReadingIn:
