@@ -96,11 +96,12 @@ async def _end(
         return 0
     await lock_subjects(conn, [lock_key((r.rule_id, r.station_id, r.city)) for r in found])
     sources = await _firing_sources(conn, catalogue, rule, ended)
+    successors = PROPAGATION.successors(rule.definition, catalogue.snapshot, sources)
     rows: list[tuple[Written, NewAlert]] = []
     for row in found:
         assert row.source_alert_id is not None and row.station_id is not None
         handed = PROPAGATION.hand_over(
-            rule.definition, catalogue.snapshot, alert_of(row), row.station_id, sources
+            rule.definition, catalogue.snapshot, alert_of(row), row.station_id, successors
         )
         if handed is None:
             source_alert_id = row.source_alert_id

@@ -59,9 +59,8 @@ class Propagation:
             alert = item.track.alert
             assert alert.id is not None
             kinds = {e.kind for e in item.track.events}
-            mapped = spec.pre_alert_severity.get(alert.severity)
-            loud_enough = severity_rank(alert.severity) >= severity_rank(spec.min_severity)
-            if alert.state == "firing" and loud_enough and mapped is not None:
+            mapped = _pre_alert_severity(spec, alert.severity)
+            if alert.state == "firing" and mapped is not None:
                 if kinds & {"firing", "escalated", "deescalated"}:
                     wanted.append((item, mapped))
             elif alert.state in ("resolved", "retracted") or kinds & {"deescalated"}:
@@ -157,26 +156,32 @@ class Propagation:
             found.source_alert_id = source_alert.id
         return pre_alerts
 
+    def successors(
+        self, rule: RuleDefinition, catalogue: CatalogueSnapshot, sources: Sequence[Written]
+    ) -> list[tuple[Written, Severity, Arrival]]:
+        """Where the breaches of `sources` (alerts still firing) loud enough to pre-alert arrive,
+        in `arrivals`' order: what pre-alerts whose own source ended are handed to."""
+        spec = _spec(rule)
+        loud = [
+            (item, mapped)
+            for item in sources
+            if (mapped := _pre_alert_severity(spec, item.track.alert.severity)) is not None
+        ]
+        return self.arrivals(rule, catalogue, loud)
+
     def hand_over(
         self,
         rule: RuleDefinition,
         catalogue: CatalogueSnapshot,
         pre_alert: Alert,
         station_id: int,
-        sources: Sequence[Written],
+        successors: Sequence[tuple[Written, Severity, Arrival]],
     ) -> tuple[Track, int] | None:
         """A pre-alert whose source ended, handed to the source that would raise it now: the
-        loudest of `sources` (alerts still firing) whose breach reaches `station_id`, the earliest
-        arrival among equally loud ones. Its track (an event only where its level changes) and
+        first of `successors` whose breach reaches `station_id` (the loudest, the earliest
+        arrival among equally loud ones). Its track (an event only where its level changes) and
         that source's id; None if no source reaches the station, and the pre-alert ends."""
-        spec = _spec(rule)
-        loud = [
-            (item, mapped)
-            for item in sources
-            if (mapped := spec.pre_alert_severity.get(item.track.alert.severity)) is not None
-            and severity_rank(item.track.alert.severity) >= severity_rank(spec.min_severity)
-        ]
-        plans = [p for p in self.arrivals(rule, catalogue, loud) if p[2].station.id == station_id]
+        plans = [p for p in successors if p[2].station.id == station_id]
         if not plans:
             return None
         item, severity, arrival = plans[0]
@@ -211,6 +216,14 @@ class Propagation:
         return Track(
             alert, [Event(kind, final, alert.severity, alert.value, details)], is_new=False
         )
+
+
+def _pre_alert_severity(spec: Spec, severity: Severity) -> Severity | None:
+    """The severity of the pre-alerts a source alert of `severity` raises; None if it raises
+    none (below the rule's minimum, or not mapped)."""
+    if severity_rank(severity) < severity_rank(spec.min_severity):
+        return None
+    return spec.pre_alert_severity.get(severity)
 
 
 def _details(
