@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import cst_day_start, floor_to_period, utcnow
@@ -24,7 +25,13 @@ from store.catalogue import CatalogueCache, CatalogueSnapshot, ParameterRef
 from store.intake import QuarantineRow, quarantine
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
-from store.readings import ReadingRow, write_readings
+from store.readings import (
+    STORE_NEW_MAX,
+    ReadingRow,
+    WriteResult,
+    store_new_readings,
+    write_readings,
+)
 from store.rollups import mark_dirty
 from store.sources import ensure_source, record_intake, record_source_error
 
@@ -110,52 +117,40 @@ class Pipeline:
                 positions.append(index)
 
         source_id = await self.source_id(source)
+        quarantined = [
+            QuarantineRow(
+                station_id=catalogue.stations[r.station].id
+                if r.station in catalogue.stations
+                else None,
+                station_code=r.station,
+                parameter_code=r.parameter,
+                reason=r.reason,
+                payload=r.payload or "",
+            )
+            for r in rejections
+        ]
+        batch = _Batch(rows, positions, rejections, outcomes, source_id, now, then)
         async with self._pool.connection() as conn:
             months = {month_of(time) for time in {row.time for row in rows}} - self._months
             if months:
                 async with conn.transaction():
                     await create_partitions(conn, months)
                 self._months |= months
-            async with conn.transaction():
-                written = await write_readings(conn, rows, source_id=source_id, received_at=now)
-                await quarantine(
-                    conn,
-                    [
-                        QuarantineRow(
-                            station_id=catalogue.stations[r.station].id
-                            if r.station in catalogue.stations
-                            else None,
-                            station_code=r.station,
-                            parameter_code=r.parameter,
-                            reason=r.reason,
-                            payload=r.payload or "",
-                        )
-                        for r in rejections
-                    ],
-                    source_id=source_id,
-                    received_at=now,
-                )
-                for position, index in enumerate(positions):
-                    if position in written.duplicates:
-                        outcomes[index] = "duplicate"
-                    elif position in written.revisions:
-                        outcomes[index] = "revised"
-                    else:
-                        outcomes[index] = "accepted"
-                result = IntakeResult(outcomes=outcomes, rejections=rejections)
-                counts = result.summary
-                await record_intake(conn, source_id=source_id, at=now, **counts)
-                # The alert loop rolls up what changed; the NOTIFY wakes it when this commits.
-                # New readings go with their values, so that it can extend their hours.
-                dup, rev = written.duplicates, written.revisions
-                if dup or rev:
-                    new = [r for i, r in enumerate(rows) if i not in dup and i not in rev]
-                    revised = [rows[i] for i in sorted(rev)]
-                else:
-                    new, revised = rows, []
-                await mark_dirty(conn, revised, new=new, notify=True)
-                if then is not None:
-                    await then(conn, result)
+            result: IntakeResult | None = None
+            if 0 < len(rows) <= STORE_NEW_MAX and not quarantined and then is None:
+                # The usual batch, new readings only: one statement, one round trip.
+                try:
+                    written = await store_new_readings(
+                        conn, rows, source_id=source_id, received_at=now
+                    )
+                    result = batch.outcome(written)
+                except psycopg.errors.UniqueViolation:
+                    pass  # some were stored already: the merge below sorts them out
+            if result is None:
+                async with conn.transaction():
+                    written = await write_readings(conn, rows, source_id=source_id, received_at=now)
+                    await quarantine(conn, quarantined, source_id=source_id, received_at=now)
+                    result = await batch.record(conn, written)
         if rejections:
             log.info(
                 "%s: %d of %d items rejected, first: %s",
@@ -190,6 +185,49 @@ class Pipeline:
                     await record_source_error(conn, source_id=source_id, at=at, error=problem)
         except Exception as exc:
             log.warning("%s: could not record the error for /v1/sources: %r", source.code, exc)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A checked batch: its rows (at `positions` among the items) and rejections."""
+
+    rows: list[ReadingRow]
+    positions: list[int]
+    rejections: list[Rejection]
+    outcomes: list[Outcome]
+    source_id: int
+    now: datetime
+    then: Callable[[Conn, IntakeResult], Awaitable[None]] | None
+
+    def outcome(self, written: WriteResult) -> IntakeResult:
+        """Each item's outcome once the readings are written."""
+        outcomes = self.outcomes
+        for position, index in enumerate(self.positions):
+            if position in written.duplicates:
+                outcomes[index] = "duplicate"
+            elif position in written.revisions:
+                outcomes[index] = "revised"
+            else:
+                outcomes[index] = "accepted"
+        return IntakeResult(outcomes=outcomes, rejections=self.rejections)
+
+    async def record(self, conn: Conn, written: WriteResult) -> IntakeResult:
+        """After write_readings, in its transaction: the outcomes, the source's counters, the
+        rollups' queue and `then`."""
+        result = self.outcome(written)
+        await record_intake(conn, source_id=self.source_id, at=self.now, **result.summary)
+        # The alert loop rolls up what changed; the NOTIFY wakes it when this commits.
+        # New readings go with their values, so that it can extend their hours.
+        rows, dup, rev = self.rows, written.duplicates, written.revisions
+        if dup or rev:
+            new = [r for i, r in enumerate(rows) if i not in dup and i not in rev]
+            revised = [rows[i] for i in sorted(rev)]
+        else:
+            new, revised = rows, []
+        await mark_dirty(conn, revised, new=new, notify=True)
+        if self.then is not None:
+            await self.then(conn, result)
+        return result
 
 
 class _Checks:

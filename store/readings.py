@@ -25,6 +25,7 @@ from store.arrays import (
     TimestamptzArray,
     micros,
 )
+from store.coordination import READINGS_CHANNEL
 from store.pool import Conn
 
 # Rows are sent in chunks: a chunk that meets an existing key falls back to the merge path,
@@ -41,6 +42,9 @@ CHUNK = 50_000
 # CHUNK rows: bulk imports) the order is the batch's; a deadlock there fails that batch alone,
 # and its source sends it again.
 _KEY = itemgetter(0, 1, 2, 3)
+# Up to this many new readings go in one statement (store_new_readings); more by COPY, which
+# costs the server less a row.
+STORE_NEW_MAX = 5_000
 _BLOCK = 8_192
 _FEW = 100
 _COPY_TYPES = ["int4", "int2", "int4", "timestamptz", "float8", "int2", "int2", "timestamptz"]
@@ -94,6 +98,83 @@ async def write_readings(
         newest.append(await _merge(conn, chunk, start, source_id, received_at, result))
     await _keep_latest(conn, _newest_of_all(newest))
     return result
+
+
+# reading_latest keeps each series' newest row. ON CONFLICT waits for a concurrent writer of
+# the same series and then judges its committed row: whichever commits last, the newest time
+# stays. A revision of the current time (value or QC changed) replaces it; an older time never
+# does. Rows go in sorted by series, so concurrent writers lock the rows of reading_latest in
+# the same order and never deadlock on them.
+_NEWER = """
+ON CONFLICT (station_id, parameter_id, period_s) DO UPDATE
+SET time = EXCLUDED.time, value = EXCLUDED.value, qc = EXCLUDED.qc
+WHERE EXCLUDED.time > l.time
+   OR (EXCLUDED.time = l.time AND (EXCLUDED.value, EXCLUDED.qc) IS DISTINCT FROM (l.value, l.qc))
+"""
+# The usual intake, new readings and nothing else, in one statement: the readings, each
+# series' newest of them into reading_latest (_NEWER), the rollups' queue with the readings'
+# values and its NOTIFY (as store.rollups.mark_dirty queues new readings), and the source's
+# counters last: every intake of a source updates its row, so it is held the shortest time.
+_STORE_NEW = f"""
+WITH new AS (
+    SELECT * FROM unnest(%(station)s::int4[], %(parameter)s::int2[], %(period)s::int4[],
+                         %(time)s::timestamptz[], %(value)s::float8[], %(qc)s::int2[])
+        AS new (station_id, parameter_id, period_s, time, value, qc)
+), stored AS (
+    INSERT INTO reading (station_id, parameter_id, period_s, time, value, qc, source_id,
+                         received_at)
+    SELECT *, %(source)s::int2, %(now)s FROM new
+), latest AS (
+    INSERT INTO reading_latest AS l (station_id, parameter_id, period_s, time, value, qc)
+    SELECT DISTINCT ON (station_id, parameter_id, period_s) * FROM new
+    ORDER BY station_id, parameter_id, period_s, time DESC
+    {_NEWER}
+), queued AS (
+    INSERT INTO series_dirty (station_id, parameter_id, period_s, time, value, qc)
+    SELECT * FROM new
+), counted AS (
+    UPDATE source SET accepted = accepted + %(accepted)s, last_success_at = %(now)s
+    WHERE id = %(source)s
+)
+SELECT pg_notify('{READINGS_CHANNEL}', '')
+"""
+
+
+async def store_new_readings(
+    conn: Conn, rows: Sequence[ReadingRow], *, source_id: int, received_at: datetime
+) -> WriteResult:
+    """Store an intake of rows none of which is stored yet, with everything that goes with
+    them (reading_latest, the rollups' queue and its NOTIFY, the source's counters, as
+    ingest.pipeline's slow path writes them), in one statement and so in one round trip and a
+    transaction of its own: the connection must not be in one.
+
+    A key already stored, or twice in `rows`, fails it with UniqueViolation and nothing is
+    written; write_readings sorts such rows out. The caller must have created the partitions
+    the rows fall in.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("store_new_readings commits on its own: call it outside a transaction")
+    columns = _Columns.of(rows)
+    rows_in_order = columns.take(_key_order(columns))
+    await conn.set_autocommit(True)
+    try:
+        await conn.execute(
+            _STORE_NEW.encode(),
+            {
+                "station": Int4Array.of(rows_in_order.station_id),
+                "parameter": Int2Array.of(rows_in_order.parameter_id),
+                "period": Int4Array.of(rows_in_order.period_s),
+                "time": TimestamptzArray.of(rows_in_order.time),
+                "value": Float8Array.of(rows_in_order.value, rows_in_order.missing),
+                "qc": Int2Array.of(rows_in_order.qc),
+                "source": source_id,
+                "now": received_at,
+                "accepted": len(rows),
+            },
+        )
+    finally:
+        await conn.set_autocommit(False)
+    return WriteResult(total=len(rows))
 
 
 # PostgreSQL's binary COPY: a signature, then per row a field count and (length, big-endian
@@ -485,20 +566,16 @@ def _newest_of_all(chunks: Sequence[_Columns]) -> _Columns:
     return columns.take(_newest(columns, _key_order(columns)))
 
 
-# Rows go in sorted by series, so concurrent writers lock the rows of reading_latest in the
-# same order and never deadlock on them. ON CONFLICT waits for a concurrent writer of the same
-# series and then judges its committed row: whichever commits last, the newest time stays.
-# A revision of the current time (value or QC changed) replaces it; an older time never does.
-_KEEP_LATEST = """
+# Each series' newest row as stored, in key order (_NEWER).
+_KEEP_LATEST = (
+    """
 INSERT INTO reading_latest AS l (station_id, parameter_id, period_s, time, value, qc)
 SELECT * FROM unnest(%(station)s::int4[], %(parameter)s::int2[], %(period)s::int4[],
                      %(time)s::timestamptz[], %(value)s::float8[], %(qc)s::int2[])
 ORDER BY 1, 2, 3
-ON CONFLICT (station_id, parameter_id, period_s) DO UPDATE
-SET time = EXCLUDED.time, value = EXCLUDED.value, qc = EXCLUDED.qc
-WHERE EXCLUDED.time > l.time
-   OR (EXCLUDED.time = l.time AND (EXCLUDED.value, EXCLUDED.qc) IS DISTINCT FROM (l.value, l.qc))
 """
+    + _NEWER
+)
 
 
 async def keep_latest(conn: Conn, rows: Sequence[ReadingRow]) -> None:

@@ -7,9 +7,11 @@ import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import overload
 
 import pytest
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 
 from core.timeutil import CST
@@ -349,3 +351,96 @@ async def test_recording_a_source_error_gives_up_after_its_time_bound(
     async with db.connection() as conn:
         [status] = await source_statuses(conn)
     assert (status.last_error, status.last_error_at) == (None, None)
+
+
+async def _written(pool: AsyncConnectionPool) -> dict[str, list[tuple[object, ...]]]:
+    """What an intake leaves in each table it writes (ids and times as stored)."""
+    queries = {
+        "reading": "SELECT station_id, parameter_id, period_s, time, value, qc, received_at"
+        " FROM reading ORDER BY 1, 2, 3, 4",
+        "reading_latest": "SELECT * FROM reading_latest ORDER BY 1, 2, 3",
+        "series_dirty": "SELECT station_id, parameter_id, period_s, time, value, qc"
+        " FROM series_dirty ORDER BY 1, 2, 3, 4",
+        "source": "SELECT code, accepted, duplicate, revised, rejected, last_success_at"
+        " FROM source",
+    }
+    async with pool.connection() as conn:
+        return {
+            table: await (await conn.execute(query.encode())).fetchall()
+            for table, query in queries.items()
+        }
+
+
+def _new_batch() -> list[ReadingIn | Rejection]:
+    """Three series, one of them at three times (the newest first), one reading without a value."""
+    at = datetime(2026, 11, 26, 10, tzinfo=CST)
+    return [
+        _reading(time=at + timedelta(hours=2), value=38.0),
+        _reading(time=at, value=35.0),
+        _reading(time=at + timedelta(hours=1), value=36.0),
+        _reading(parameter="pm10", time=at, value=None, qc=QC.FAULT),
+        _reading(station="gz-w-xintang", parameter="do", time=at, value=6.5, unit="mg/L"),
+    ]
+
+
+async def test_new_readings_go_in_one_round_trip_and_write_what_the_full_path_writes(
+    db: AsyncConnectionPool, database_url: str, tmp_path: Path
+) -> None:
+    async def nothing_more(conn: Conn, result: IntakeResult) -> None:
+        pass
+
+    # One connection, so that the one traced is the one the pipeline takes.
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as one:
+        pipeline = _pipeline(one)
+        # A `then` makes the pipeline take its full path: a transaction, COPY, and a statement
+        # for each table.
+        result = await pipeline.ingest(_new_batch(), source=PUSH, then=nothing_more)
+        assert result.summary == {"accepted": 5, "duplicate": 0, "revised": 0, "rejected": 0}
+        by_full_path = await _written(one)
+        assert [len(rows) for rows in by_full_path.values()] == [5, 3, 5, 1]
+        async with one.connection() as conn:
+            await conn.execute("TRUNCATE reading, reading_latest, series_dirty")
+            await conn.execute("UPDATE source SET accepted = 0, last_success_at = NULL")
+
+        trace = tmp_path / "trace"
+        with trace.open("w") as out:
+            async with one.connection() as conn:
+                conn.pgconn.trace(out.fileno())
+                conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            result = await pipeline.ingest(_new_batch(), source=PUSH)
+            async with one.connection() as conn:
+                conn.pgconn.untrace()
+        assert result.summary == {"accepted": 5, "duplicate": 0, "revised": 0, "rejected": 0}
+        # The server's messages (the statement's text runs over several lines of the trace).
+        answers = [
+            line.split("\t")[2] for line in trace.read_text().splitlines() if line[:2] == "B\t"
+        ]
+        assert answers.count("ReadyForQuery") == 1
+        assert await _written(one) == by_full_path
+
+
+async def test_a_batch_with_a_stored_key_or_a_key_twice_takes_the_merge(
+    db: AsyncConnectionPool,
+) -> None:
+    pipeline = _pipeline(db)
+    at = datetime(2026, 11, 26, 10, tzinfo=CST)
+    assert (await pipeline.ingest([_reading(time=at)], source=PUSH)).outcomes == ["accepted"]
+    later = at + timedelta(hours=1)
+    again = await pipeline.ingest(
+        [_reading(time=later), _reading(time=at), _reading(time=at, value=30.0)], source=PUSH
+    )
+    assert again.outcomes == ["accepted", "duplicate", "revised"]
+    twice = await pipeline.ingest(
+        [
+            _reading(time=later + timedelta(hours=1)),
+            *[_reading(time=later + timedelta(hours=2))] * 2,
+        ],
+        source=PUSH,
+    )
+    assert twice.outcomes == ["accepted", "accepted", "duplicate"]
+    assert [(t.astimezone(CST).hour, v) for *_, t, v, _ in await _stored(db)] == [
+        (10, 30.0), (11, 35.0), (12, 35.0), (13, 35.0)
+    ]  # fmt: skip
+    written = await _written(db)
+    assert written["source"][0][1:5] == (4, 2, 1, 0)
+    assert [row[3:5] for row in written["reading_latest"]] == [(later + timedelta(hours=2), 35.0)]
