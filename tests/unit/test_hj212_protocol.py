@@ -31,6 +31,7 @@ from ingest.sources.hj212 import (
     qc_for_flag,
     reply_for,
 )
+from ingest.sources.hj212.client import Hj212Client
 
 # A fixed +08:00 offset, independent of the codec's own zone: aware datetimes compare by instant.
 CHINA = timezone(timedelta(hours=8))
@@ -1215,3 +1216,13 @@ def test_build_request_rejects_what_cannot_be_right(
 ) -> None:
     with pytest.raises(ProtocolError, match=exactly(message)):
         build_request(cn, "M", "p", datetime(2024, 5, 1, tzinfo=CHINA), begin, end, st="22")
+
+
+def test_a_device_gives_frames_within_one_millisecond_distinct_qns() -> None:
+    # Frames sent back to back (a device catching up) fall in one millisecond of its clock;
+    # their QNs still differ, or the platform's answer to the second is taken for the first's.
+    start = datetime(2024, 5, 1, 8, 58, 57, 223_100, tzinfo=CHINA)
+    times = iter([start, start + timedelta(microseconds=400), start + timedelta(microseconds=800)])
+    client = Hj212Client(mn="010000A8900016F000169DC0", clock=lambda: next(times))
+    qns = [client.next_qn() for _ in range(3)]
+    assert qns == ["20240501085857223", "20240501085857224", "20240501085857225"]

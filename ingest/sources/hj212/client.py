@@ -156,8 +156,13 @@ class Hj212Client:
         self._waiters.clear()
 
     def next_qn(self) -> str:
-        """A fresh QN from the clock, strictly increasing on this device."""
+        """A fresh QN from the clock, strictly increasing on this device.
+
+        A QN holds milliseconds: two frames within one (a device catching up on frames it
+        is late with) must not share one, or the second's answer is taken for the first's.
+        """
         now = self._clock()
+        now -= timedelta(microseconds=now.microsecond % 1000)
         if self._last_qn is not None and now <= self._last_qn:
             now = self._last_qn + timedelta(milliseconds=1)
         self._last_qn = now
