@@ -20,7 +20,7 @@ from store.catalogue import seed_catalogue, series_ids
 from store.migrate import migrate, migrate_to_timescaledb
 from store.partitions import create_partitions, list_partitions, month_of
 from store.pool import Conn
-from store.readings import ReadingRow, WriteResult, write_readings
+from store.readings import ReadingRow, WriteResult, store_new_readings, write_readings
 from store.timescale import (
     MoveReport,
     ReadingLayout,
@@ -166,6 +166,39 @@ async def test_copy_of_a_key_on_a_compressed_chunk_raises_unique_violation(
             (GAP + timedelta(minutes=30), 7.2),
             (GAP + timedelta(hours=1), 7.2),
         ]
+
+
+async def test_one_statement_of_a_key_on_a_compressed_chunk_fails_and_writes_nothing(
+    db: AsyncConnectionPool, timescaledb: bool
+) -> None:
+    """The one-statement path of a batch of new readings fails on a stored key as COPY does,
+    with nothing of the batch written, so the pipeline takes the full path."""
+    async with db.connection() as conn:
+        sid, pid = await series_ids(conn, station="dg-w-shilong", parameter="do")
+    stored = ReadingRow(sid, pid, 3600, GAP, 7.2, QC.VALID.code)
+    await _write(db, [stored, stored._replace(time=GAP + timedelta(hours=1))], source_id=1)
+    fresh = stored._replace(time=GAP + timedelta(minutes=30))
+    async with db.connection() as conn:
+        if timescaledb:
+            await _compress_all(conn)
+        await conn.execute("DELETE FROM series_dirty")
+        await conn.commit()
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await store_new_readings(
+                conn, [fresh, stored._replace(value=7.9)], source_id=1, received_at=NOW
+            )
+        cur = await conn.execute("SELECT count(*) FROM series_dirty")
+        assert await cur.fetchone() == (0,)
+        await conn.commit()
+        await store_new_readings(conn, [fresh], source_id=1, received_at=NOW)
+        cur = await conn.execute(f"SELECT time, value FROM reading ORDER BY {KEY}")
+        assert await cur.fetchall() == [
+            (GAP, 7.2),
+            (GAP + timedelta(minutes=30), 7.2),
+            (GAP + timedelta(hours=1), 7.2),
+        ]
+        cur = await conn.execute("SELECT time, value FROM series_dirty")
+        assert await cur.fetchall() == [(GAP + timedelta(minutes=30), 7.2)]
 
 
 async def test_revisions_in_many_compressed_segments_are_stored(
