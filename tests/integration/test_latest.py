@@ -17,7 +17,7 @@ from store.migrate import available_migrations, migrate
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
 from store.qc import QcFlag, reflag_suspect
-from store.readings import ReadingRow, WriteResult, latest_readings, write_readings
+from store.readings import ReadingRow, WriteResult, keep_latest, latest_readings, write_readings
 
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -293,3 +293,33 @@ async def test_the_migration_fills_the_table_from_existing_readings(
             (7, 3, 0, T0, None, 14),
             (7, 3, 3600, T0 + 2 * HOUR, 3.0, 0),
         ]
+
+
+async def test_latest_readings_are_updated_in_place_while_another_transaction_holds_old_rows(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    # Every new reading updates its series' row. While a long transaction runs (the alert
+    # loop's round) the versions it replaced cannot be reclaimed, so each page needs room for
+    # several versions of its rows: without it an update moves its row to another page and
+    # adds an index entry.
+    at = datetime(2026, 11, 26, 4, tzinfo=UTC)
+    series = [(station, parameter) for station in range(1, 41) for parameter in range(1, 6)]
+    pages = (
+        "SELECT station_id, parameter_id, (ctid::text::point)[0]::int FROM reading_latest"
+        " ORDER BY 1, 2"
+    )
+    async with db.connection() as conn:
+        await keep_latest(conn, [ReadingRow(s, p, 0, at, 1.0, QC.VALID.code) for s, p in series])
+        before = await (await conn.execute(pages)).fetchall()
+    assert len(before) == 200 and len({page for *_, page in before}) > 2
+    async with await psycopg.AsyncConnection.connect(database_url) as holder:
+        await holder.execute("SELECT txid_current()")  # an open transaction with an xid
+        async with db.connection() as conn, conn.transaction():
+            for step in range(1, 6):
+                newer = at + timedelta(seconds=step)
+                await keep_latest(
+                    conn, [ReadingRow(s, p, 0, newer, float(step), 0) for s, p in series]
+                )
+            assert await (await conn.execute(pages)).fetchall() == before
+            cur = await conn.execute("SELECT DISTINCT time, value FROM reading_latest")
+            assert await cur.fetchall() == [(at + timedelta(seconds=5), 5.0)]
