@@ -4,7 +4,8 @@
 -- only once no transaction may still see them: while the alert loop's round runs (its
 -- transaction holds that horizon back for a few tenths of a second), the versions pile up. In
 -- full pages 40 % of the updates moved rows to new pages with an index entry each, and the
--- table grew from 13 pages to 1,400 in a minute. Each page now keeps nine tenths free.
+-- table grew from a dozen pages to 1,400 in half a minute. Each page now keeps nine tenths
+-- free.
 ALTER TABLE reading_latest SET (fillfactor = 10);
 
 -- The rows already there are written again, so that their pages get that room too.
