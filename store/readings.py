@@ -145,7 +145,7 @@ async def store_new_readings(
 ) -> WriteResult:
     """Store an intake of rows none of which is stored yet, with everything that goes with
     them (reading_latest, the rollups' queue and its NOTIFY, the source's counters, as
-    ingest.pipeline's slow path writes them), in one statement and so in one round trip and a
+    ingest.pipeline's full path writes them), in one statement and so in one round trip and a
     transaction of its own: the connection must not be in one.
 
     A key already stored, or twice in `rows`, fails it with UniqueViolation and nothing is
