@@ -267,18 +267,23 @@ async def test_a_page_read_in_a_zone_leaves_the_session_zone_as_it_was(
         assert conn.info.parameter_status("TimeZone") == session
     async with db.connection() as conn:
         await conn.set_autocommit(True)
-        rows = await readings_page(conn, **args, after=None, limit=5, time_zone="Asia/Shanghai")
-        assert rows == plain and all(row[0].tzinfo is not CST for row in rows)
-        assert conn.info.parameter_status("TimeZone") == session
+        try:
+            rows = await readings_page(conn, **args, after=None, limit=5, time_zone="Asia/Shanghai")
+            assert rows == plain and all(row[0].tzinfo is not CST for row in rows)
+            assert conn.info.parameter_status("TimeZone") == session
+        finally:
+            # The pool does not reset it: a later test would run outside transactions.
+            await conn.set_autocommit(False)
 
 
 async def test_a_page_of_one_period_is_one_index_range_of_that_period(
-    db: AsyncConnectionPool, series: None
+    db: AsyncConnectionPool, series: None, database_url: str
 ) -> None:
     # Even as the generic plan a statement prepared after a few runs gets: a filter on the
     # period instead would read every period's rows of the range (a year of hourly means read
-    # the months' real-time data too).
-    async with db.connection() as conn:
+    # the months' real-time data too). A connection of its own, in a transaction (SET LOCAL)
+    # and with no other statement prepared that the name's lookup below could match.
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
         (station_id,) = await _one(conn, "SELECT id FROM station WHERE code = 'gz-a-huangpu'")
         (parameter_id,) = await _one(conn, "SELECT id FROM parameter WHERE code = 'pm25'")
         values: dict[str, Any] = {
