@@ -38,7 +38,6 @@ async def open_pool(
         timeout=timeout_s,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
         kwargs={"application_name": f"envlink {name}"},
-        reset=_transactional,
     )
     try:
         await pool.open(wait=True, timeout=15)
@@ -46,13 +45,6 @@ async def open_pool(
         await pool.close()
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
     return pool
-
-
-async def _transactional(conn: Conn) -> None:
-    """A connection goes back to the pool as it came out, not in autocommit (a statement that
-    commits on its own sets it for itself: store.readings.store_new_readings)."""
-    if conn.autocommit:
-        await conn.set_autocommit(False)
 
 
 async def connect(url: str, *, autocommit: bool = True) -> Conn:

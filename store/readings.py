@@ -156,6 +156,7 @@ async def store_new_readings(
         raise RuntimeError("store_new_readings commits on its own: call it outside a transaction")
     columns = _Columns.of(rows)
     rows_in_order = columns.take(_key_order(columns))
+    # Set back whatever happens: a pool hands its connections out again as they came back.
     await conn.set_autocommit(True)
     try:
         await conn.execute(

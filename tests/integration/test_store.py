@@ -16,7 +16,7 @@ from store.catalogue import seed_catalogue, series_ids
 from store.intake import QuarantineRow, quarantine, rejected_readings
 from store.migrate import applied_versions, available_migrations, migrate
 from store.partitions import create_partitions, list_partitions, month_of
-from store.pool import Conn, open_pool
+from store.pool import Conn
 from store.readings import ReadingRow, WriteResult, revisions_of, write_readings
 from tests.conftest import CONFIG_DIR
 
@@ -560,17 +560,3 @@ async def test_quarantine_keeps_what_text_cannot_hold_and_gives_it_back(
         (row.station_code, row.parameter_code, row.reason, row.payload) for row in (hostile, plain)
     ]
     assert [r.escaped for r in back[::-1]] == [True, False]
-
-
-async def test_a_connection_goes_back_to_its_pool_out_of_autocommit(database_url: str) -> None:
-    pool = await open_pool(database_url, name="test", min_size=1, max_size=1)
-    try:
-        async with pool.connection() as conn:
-            await conn.set_autocommit(True)
-        async with pool.connection() as conn:
-            assert conn.autocommit is False
-            await conn.execute("SET LOCAL statement_timeout = '1234ms'")
-            cur = await conn.execute("SHOW statement_timeout")
-            assert await cur.fetchone() == ("1234ms",)
-    finally:
-        await pool.close()
