@@ -181,7 +181,6 @@ async def test_one_statement_of_a_key_on_a_compressed_chunk_fails_and_writes_not
     async with db.connection() as conn:
         if timescaledb:
             await _compress_all(conn)
-        await conn.execute("DELETE FROM series_dirty")
         await conn.commit()
         with pytest.raises(psycopg.errors.UniqueViolation):
             await store_new_readings(
