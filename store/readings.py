@@ -156,7 +156,9 @@ async def store_new_readings(
         raise RuntimeError("store_new_readings commits on its own: call it outside a transaction")
     columns = _Columns.of(rows)
     rows_in_order = columns.take(_key_order(columns))
-    # Set back whatever happens: a pool hands its connections out again as they came back.
+    # Set back however the statement ends, for a pool hands its connections out again as they
+    # came back; unless the connection is closed or still busy (a cancelled statement), which
+    # the pool discards, and where setting it would raise over the statement's own exception.
     await conn.set_autocommit(True)
     try:
         await conn.execute(
@@ -174,7 +176,8 @@ async def store_new_readings(
             },
         )
     finally:
-        await conn.set_autocommit(False)
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(False)
     return WriteResult(total=len(rows))
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import overload
 
+import psycopg
 import pytest
 from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
@@ -21,7 +22,9 @@ from ingest.sources.simulator import SimulatorJob
 from schemas.common import QC
 from schemas.readings import IntakeResult, ReadingIn, Rejection, SourceReading
 from store.intake import rejected_readings
+from store.partitions import create_partitions, month_of
 from store.pool import Conn
+from store.readings import ReadingRow, store_new_readings
 from store.sources import source_statuses
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
@@ -444,3 +447,40 @@ async def test_a_batch_with_a_stored_key_or_a_key_twice_takes_the_merge(
     written = await _written(db)
     assert written["source"][0][1:5] == (4, 2, 1, 0)
     assert [row[3:5] for row in written["reading_latest"]] == [(later + timedelta(hours=2), 35.0)]
+
+
+async def test_new_readings_whose_connection_is_lost_raise_the_loss_itself(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    # The statement waits on a key another transaction is inserting; its connection is then
+    # ended. What the caller gets is the lost connection, not an error from setting the
+    # connection back out of autocommit (which, over a cancellation, kept a source's task from
+    # stopping).
+    row = ReadingRow(1, 1, 3600, NOW, 1.0, QC.VALID.code)
+    async with db.connection() as conn:
+        await create_partitions(conn, {month_of(NOW)})
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as holder,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin,
+        await psycopg.AsyncConnection.connect(database_url) as writer,
+    ):
+        await holder.execute(
+            "INSERT INTO reading (station_id, parameter_id, period_s, time, value, qc, source_id,"
+            " received_at) VALUES (1, 1, 3600, %s, 1.0, 0, 1, %s)",
+            [NOW, NOW],
+        )
+        storing = asyncio.create_task(
+            store_new_readings(writer, [row], source_id=1, received_at=NOW)
+        )
+        pid = writer.info.backend_pid
+        for _ in range(100):
+            cur = await admin.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            )
+            if await cur.fetchone() == ("Lock",):
+                break
+            await asyncio.sleep(0.05)
+        await admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(psycopg.errors.AdminShutdown):
+            await storing
+        assert writer.closed
