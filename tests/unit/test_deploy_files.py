@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -141,3 +142,41 @@ def test_docker_compose_accepts_the_file_with_the_example_settings() -> None:
         text=True,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_compose_v1_resolves_the_file_with_the_example_settings(tmp_path: Path) -> None:
+    """Where only Compose v1 is installed (`docker-compose`, Debian's package, which CI
+    installs), it checks every service against its schema and resolves every setting from
+    .env.example. It predates the top-level `name`, so it reads the file without that line and
+    is given the project name instead."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("no docker-compose (Compose v1) on this machine")
+    text = COMPOSE.read_text()
+    assert "\nname: envlink\n" in text
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(text.replace("\nname: envlink\n", "\n"))
+    run = subprocess.run(
+        [
+            "docker-compose",
+            "--file",
+            str(compose_file),
+            "--project-directory",
+            str(ROOT),
+            "--project-name",
+            "envlink",
+            "--env-file",
+            str(ROOT / ".env.example"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    resolved = yaml.safe_load(run.stdout)
+    assert set(resolved["services"]) == {"db", "migrate", "api", "ingest", "worker"}
+    example = _env_example()
+    for name in ("api", "ingest", "worker"):
+        environment = resolved["services"][name]["environment"]
+        assert environment["ENVLINK_PUBLIC_BASE_URL"] == example["ENVLINK_PUBLIC_BASE_URL"]
+    api = resolved["services"]["api"]
+    assert api["command"] == ["api", "--workers", example["ENVLINK_API_WORKERS"]]
