@@ -76,12 +76,20 @@ class BinaryArray(bytes):
         return cls(header + elements.view(np.uint8).reshape(size, -1)[keep].tobytes())
 
 
+class BoolArray(BinaryArray):
+    oid, element_oid, kind = 1000, 16, "?"
+
+
 class Int2Array(BinaryArray):
     oid, element_oid, kind = 1005, 21, ">i2"
 
 
 class Int4Array(BinaryArray):
     oid, element_oid, kind = 1007, 23, ">i4"
+
+
+class Int8Array(BinaryArray):
+    oid, element_oid, kind = 1016, 20, ">i8"
 
 
 class Float8Array(BinaryArray):
@@ -106,5 +114,5 @@ def _register(array: type[BinaryArray]) -> None:
     psycopg.adapters.register_dumper(array, ArrayDumper)
 
 
-for _array in (Int2Array, Int4Array, Float8Array, TimestamptzArray):
+for _array in (BoolArray, Int2Array, Int4Array, Int8Array, Float8Array, TimestamptzArray):
     _register(_array)

@@ -6,9 +6,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 from psycopg.rows import class_row
 
 from schemas.common import QC
+from store.arrays import (
+    BinaryArray,
+    BoolArray,
+    Int2Array,
+    Int4Array,
+    Int8Array,
+    TimestamptzArray,
+    micros,
+)
 from store.pool import Conn
 from store.readings import ReadingRow
 from store.rollups import ReadingKey
@@ -52,21 +62,24 @@ class WindowReadings:
     qc: tuple[int, ...]
 
 
-# One round trip for the whole batch (its arrays sent in binary, which psycopg dumps several
-# times faster than text): each stretch is one row of the unnest, and each of its
-# three parts is a short index scan on the primary key (partitions visited in time order).
-# Only readings QC may look at come back: valid and suspect ones with a value.
+# One round trip for the whole batch (its columns sent as binary arrays built with numpy: psycopg
+# dumps Python lists element by element, 0.4 against 0.2 ms of CPU per 200 stretches, and a
+# round of 12,000 keys sends about 85 such parts): each stretch is one row of the unnest, and
+# each of its three parts is a short index scan on the primary key (partitions visited in time
+# order). The horizon goes as microseconds. Only readings QC may look at come back: valid and
+# suspect ones with a value.
 _WINDOWS = """
 SELECT (w.ord - 1 + %(offset)s)::int, (extract(epoch FROM r.time) * 1000000)::int8, r.value, r.qc
 FROM unnest(%(station)b::int[], %(parameter)b::int2[], %(period)b::int[],
             %(first)b::timestamptz[], %(last)b::timestamptz[], %(before)b::int[],
-            %(after)b::int[], %(inside)b::bool[], %(horizon)b::interval[])
+            %(after)b::int[], %(inside)b::bool[], %(horizon_us)b::int8[])
      WITH ORDINALITY AS w(station_id, parameter_id, period_s, first, last, before, after,
-                          inside, horizon, ord)
+                          inside, horizon_us, ord)
 CROSS JOIN LATERAL (
     (SELECT time, value, qc FROM reading
      WHERE station_id = w.station_id AND parameter_id = w.parameter_id
-       AND period_s = w.period_s AND time < w.first AND time >= w.first - w.horizon
+       AND period_s = w.period_s AND time < w.first
+       AND time >= w.first - w.horizon_us * interval '1 microsecond'
        AND qc IN (%(valid)s, %(suspect)s) AND value IS NOT NULL
      ORDER BY time DESC LIMIT w.before)
     UNION ALL
@@ -77,12 +90,31 @@ CROSS JOIN LATERAL (
     UNION ALL
     (SELECT time, value, qc FROM reading
      WHERE station_id = w.station_id AND parameter_id = w.parameter_id
-       AND period_s = w.period_s AND time > w.last AND time <= w.last + w.horizon
+       AND period_s = w.period_s AND time > w.last
+       AND time <= w.last + w.horizon_us * interval '1 microsecond'
        AND qc IN (%(valid)s, %(suspect)s) AND value IS NOT NULL
      ORDER BY time LIMIT w.after)
 ) r
 ORDER BY w.ord, r.time
 """
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _window_columns(part: Sequence[WindowSpec]) -> dict[str, BinaryArray]:
+    """The stretches' columns as binary array parameters."""
+    return {
+        "station": Int4Array.of(np.array([s.station_id for s in part], dtype=np.int32)),
+        "parameter": Int2Array.of(np.array([s.parameter_id for s in part], dtype=np.int16)),
+        "period": Int4Array.of(np.array([s.period_s for s in part], dtype=np.int32)),
+        "first": TimestamptzArray.of(np.array(micros(s.first for s in part), dtype=np.int64)),
+        "last": TimestamptzArray.of(np.array(micros(s.last for s in part), dtype=np.int64)),
+        "before": Int4Array.of(np.array([s.before for s in part], dtype=np.int32)),
+        "after": Int4Array.of(np.array([s.after for s in part], dtype=np.int32)),
+        "inside": BoolArray.of(np.array([s.inside for s in part], dtype=np.bool_)),
+        "horizon_us": Int8Array.of(
+            np.array([s.horizon // _MICROSECOND for s in part], dtype=np.int64)
+        ),
+    }
 
 
 async def fetch_windows(conn: Conn, specs: Sequence[WindowSpec]) -> WindowReadings:
@@ -96,15 +128,7 @@ async def fetch_windows(conn: Conn, specs: Sequence[WindowSpec]) -> WindowReadin
             await cur.execute(
                 _WINDOWS.encode(),
                 {
-                    "station": [s.station_id for s in part],
-                    "parameter": [s.parameter_id for s in part],
-                    "period": [s.period_s for s in part],
-                    "first": [s.first for s in part],
-                    "last": [s.last for s in part],
-                    "before": [s.before for s in part],
-                    "after": [s.after for s in part],
-                    "inside": [s.inside for s in part],
-                    "horizon": [s.horizon for s in part],
+                    **_window_columns(part),
                     "offset": offset,
                     "valid": QC.VALID.code,
                     "suspect": QC.SUSPECT.code,

@@ -6,12 +6,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.catalogue import load_catalogue
 from schemas.common import QC
+from store.arrays import BinaryArray, BoolArray, Float8Array, Int2Array, Int4Array, Int8Array
 from store.catalogue import seed_catalogue, series_ids
 from store.intake import QuarantineRow, quarantine, rejected_readings
 from store.migrate import applied_versions, available_migrations, migrate
@@ -560,3 +562,25 @@ async def test_quarantine_keeps_what_text_cannot_hold_and_gives_it_back(
         (row.station_code, row.parameter_code, row.reason, row.payload) for row in (hostile, plain)
     ]
     assert [r.escaped for r in back[::-1]] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("array", "sql_type", "values"),
+    [
+        (BoolArray, "bool", [True, False, None, True]),
+        (Int2Array, "int2", [-32768, 0, None, 32767]),
+        (Int4Array, "int4", [-(2**31), 7, None, 2**31 - 1]),
+        (Int8Array, "int8", [-(2**63), 0, None, 2**63 - 1]),
+        (Float8Array, "float8", [-1.5, 0.1, None, 1e300]),
+    ],
+)
+async def test_binary_arrays_reach_the_server_as_their_values(
+    db: AsyncConnectionPool, array: type[BinaryArray], sql_type: str, values: list[object]
+) -> None:
+    missing = np.array([value is None for value in values])
+    column = np.array([0 if value is None else value for value in values], dtype=array.kind)
+    async with db.connection() as conn:
+        cur = await conn.execute(f"SELECT %b::{sql_type}[]", [array.of(column, missing)])
+        assert await cur.fetchone() == (values,)
+        cur = await conn.execute(f"SELECT %b::{sql_type}[]", [array.of(column[:0])])
+        assert await cur.fetchone() == ([],)
