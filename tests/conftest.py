@@ -278,3 +278,16 @@ async def _stuck_test_report(request: pytest.FixtureRequest) -> AsyncIterator[No
     watch = asyncio.create_task(report(), name="stuck-test-report")
     yield
     watch.cancel()
+
+
+async def wait_until_blocked(pool: AsyncConnectionPool, pid: int) -> None:
+    """Until backend `pid` waits for a lock (at most 5 s)."""
+    async with pool.connection() as conn:
+        for _ in range(500):
+            cur = await conn.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            )
+            if await cur.fetchone() == ("Lock",):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")

@@ -18,6 +18,7 @@ from store.partitions import create_partitions, month_of
 from store.pool import Conn
 from store.qc import QcFlag, reflag_suspect
 from store.readings import ReadingRow, WriteResult, keep_latest, latest_readings, write_readings
+from tests.conftest import wait_until_blocked
 
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -149,19 +150,6 @@ async def _write_on(conn: Conn, rows: list[ReadingRow], source_id: int) -> Write
         return await write_readings(conn, rows, source_id=source_id, received_at=NOW)
 
 
-async def _wait_until_blocked(pool: AsyncConnectionPool, pid: int) -> None:
-    """Until backend `pid` waits for a lock (at most 5 s)."""
-    async with pool.connection() as conn:
-        for _ in range(500):
-            cur = await conn.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
-            )
-            if await cur.fetchone() == ("Lock",):
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"backend {pid} never waited for a lock")
-
-
 @pytest.mark.parametrize("newer_first", [True, False])
 async def test_concurrent_writers_of_a_series_end_with_the_newest(
     db: AsyncConnectionPool, newer_first: bool
@@ -177,7 +165,7 @@ async def test_concurrent_writers_of_a_series_end_with_the_newest(
         await write_readings(one, [first], source_id=1, received_at=NOW)
         # The second writer's upsert meets the first's uncommitted row and waits for it.
         writing = asyncio.create_task(_write_on(two, [second], 2))
-        await _wait_until_blocked(db, two.info.backend_pid)
+        await wait_until_blocked(db, two.info.backend_pid)
         await one.execute("COMMIT")
         result = await asyncio.wait_for(writing, 10)
     assert result.accepted == 1

@@ -26,6 +26,7 @@ from store.partitions import create_partitions, month_of
 from store.pool import Conn
 from store.readings import ReadingRow, store_new_readings
 from store.sources import source_statuses
+from tests.conftest import wait_until_blocked
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 PUSH = SourceRef(code="push:test", kind="push")
@@ -473,13 +474,7 @@ async def test_new_readings_whose_connection_is_lost_raise_the_loss_itself(
             store_new_readings(writer, [row], source_id=1, received_at=NOW)
         )
         pid = writer.info.backend_pid
-        for _ in range(100):
-            cur = await admin.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
-            )
-            if await cur.fetchone() == ("Lock",):
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_blocked(db, pid)
         await admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         with pytest.raises(psycopg.errors.AdminShutdown):
             await storing

@@ -20,7 +20,7 @@ from store.migrate import applied_versions, available_migrations, migrate
 from store.partitions import create_partitions, list_partitions, month_of
 from store.pool import Conn
 from store.readings import ReadingRow, WriteResult, revisions_of, write_readings
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, wait_until_blocked
 
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -420,19 +420,6 @@ async def test_a_mixed_replay_sorts_every_row_as_if_applied_in_order(
     assert kept == replaced
 
 
-async def _wait_until_blocked(pool: AsyncConnectionPool, pid: int) -> None:
-    """Until backend `pid` waits for a lock (at most 5 s)."""
-    async with pool.connection() as conn:
-        for _ in range(500):
-            cur = await conn.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
-            )
-            if await cur.fetchone() == ("Lock",):
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"backend {pid} never waited for a lock")
-
-
 async def _write_on(conn: Conn, rows: list[ReadingRow], source_id: int) -> WriteResult:
     async with conn.transaction():
         return await write_readings(conn, rows, source_id=source_id, received_at=NOW)
@@ -452,7 +439,7 @@ async def test_a_key_written_meanwhile_by_another_transaction_is_sorted_after_it
         # `known` first: the fast path fails at once and the merge, not the COPY, meets `ours`
         # while the other transaction has it uncommitted.
         writing = asyncio.create_task(_write_on(mine, [known, ours], 4))
-        await _wait_until_blocked(db, mine.info.backend_pid)
+        await wait_until_blocked(db, mine.info.backend_pid)
         await other.execute("COMMIT")
         result = await asyncio.wait_for(writing, 10)
     if theirs == ours.value:
@@ -482,7 +469,7 @@ async def test_batches_with_rows_in_common_wait_for_each_other_and_never_deadloc
         # Ours lists `second` first (a device's resend in another order), yet must wait for
         # `first` before it takes `second`: the other transaction then writes `second` freely.
         writing = asyncio.create_task(_write_on(mine, [second, first], 3))
-        await _wait_until_blocked(db, mine.info.backend_pid)
+        await wait_until_blocked(db, mine.info.backend_pid)
         await write_readings(other, [second], source_id=3, received_at=NOW)
         await other.execute("COMMIT")
         result = await asyncio.wait_for(writing, 10)
@@ -505,7 +492,7 @@ async def test_a_value_revised_meanwhile_is_kept_before_ours_replaces_it(
         )
         assert theirs.revisions == {0}
         writing = asyncio.create_task(_write_on(mine, [known, original._replace(value=0.5)], 4))
-        await _wait_until_blocked(db, mine.info.backend_pid)
+        await wait_until_blocked(db, mine.info.backend_pid)
         await other.execute("COMMIT")
         result = await asyncio.wait_for(writing, 10)
     assert (result.accepted, result.duplicates, result.revisions) == (0, {0}, {1})
