@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from api.app import create_app, end_streams
 from core.logging import configure_logging
 from core.settings import load_settings
-from envlink.runtime import tune_gc
+from envlink.runtime import tune_gc, tune_malloc
 
 Handler = Callable[[int, FrameType | None], Any]
 
@@ -31,6 +31,7 @@ def create() -> FastAPI:
     app = create_app(settings)
     end_streams_on_stop(app)
     tune_gc()
+    tune_malloc()
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import logging
@@ -410,6 +411,32 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Allocations up to this come from the heap, and up to twice it free at the heap's top is kept.
+LARGE_ALLOCATION = 16 << 20
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory for the next large response rather than handing it back at once.
+
+    A page of 10,000 readings is a megabyte of JSON, and writing and sending it allocates a few
+    buffers that size. glibc serves each from a fresh mapping (above 128 KiB, by default) or
+    returns the heap's top to the system as soon as it is freed, so every page touched its
+    megabytes anew: a page fault per 4 KiB, a third of the CPU the page cost. Under glibc only;
+    elsewhere nothing changes (False).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 2 * LARGE_ALLOCATION)
+    )
+
+
 class ApiServer(uvicorn.Server):
     """uvicorn's server of the API, ending the API's open alert streams as it begins to stop.
 
@@ -494,6 +521,7 @@ async def serve(
         await listener.start()
         opened.push_async_callback(listener.stop)
         tune_gc()
+        tune_malloc()
         if worker_pool is not None:
             running_worker = Worker(
                 worker_pool,
