@@ -46,10 +46,6 @@ _STEADY: dict[tzinfo, tuple[tzinfo, datetime | None]] = {
 }
 
 
-# The zones the store can read times in (store.readings.readings_page's time_zone), by name.
-ZONE_NAMES: dict[tzinfo, str] = {CST: "Asia/Shanghai"}
-
-
 def steady_zone(zone: tzinfo, earliest: datetime | None) -> tzinfo | None:
     """A fixed-offset zone that writes every time from `earliest` on (the earliest of a page;
     None for an empty page) exactly as `zone` does, or None if none does.

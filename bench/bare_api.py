@@ -7,6 +7,11 @@ the rows as they come, serialised by orjson. No key check, no validation models,
 or time zones, no AQI arithmetic: what is left between a request and its rows is the least any
 API could do, and EnvLink's figures are read as a share of it.
 
+One exception: for a page of readings EnvLink wraps the page's statement in an aggregate that
+sends the whole page as one value of binary records (store.readings.readings_page); bare runs
+the page's statement itself and serialises its rows, as a plain endpoint would. Run as is, the
+aggregate would leave bare a value to decode: EnvLink's own work, not the least an API does.
+
     ENVLINK_BENCH_DATABASE_URL=... uvicorn bench.bare_api:create --factory --workers 2
 
 Query parameters are taken as given (a missing one is a 500): the benchmark sends valid ones.
@@ -106,7 +111,7 @@ async def stations(request: Request) -> Response:
 
 
 async def readings(request: Request) -> Response:
-    """store.readings.readings_page's statement, in binary as EnvLink reads it."""
+    """The page statement store.readings.readings_page aggregates, its rows read in binary."""
     query = request.query_params
     pool: AsyncConnectionPool = request.app.state.pool
     catalogue: dict[str, Any] = request.app.state.catalogue

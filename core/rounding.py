@@ -16,6 +16,7 @@ from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
 Number = float | int | Fraction | Decimal
 
@@ -42,23 +43,39 @@ def round_half_even(
     if not present:
         return list(values)
     value = np.array([values[i] for i in present], dtype=np.float64)
-    scale = 10.0 ** np.array([places[i] for i in present], dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        scaled = value * scale
-        whole = ~(np.abs(scaled) < _WHOLE)  # also NaN and the infinities
-        fraction = np.abs(scaled - np.trunc(scaled))
-        half = np.abs(fraction - 0.5) <= _NEAR_HALF * np.maximum(1.0, np.abs(scaled))
-        rounded = np.where(whole, value, np.round(scaled) / scale) + 0.0  # -0.0 becomes 0.0
-    out: list[float | None] = rounded.tolist()
-    for slot in np.flatnonzero(half & ~whole).tolist():
-        index = present[slot]
-        out[slot] = _decimal_round(values[index], places[index])  # type: ignore[arg-type]
+    counts = np.array([places[i] for i in present], dtype=np.int64)
+    out: list[float | None] = _rounded(value, counts).tolist()
     if len(present) == count:
         return out
     result = list(values)
     for slot, index in enumerate(present):
         result[index] = out[slot]
     return result
+
+
+def round_half_even_array(
+    values: npt.NDArray[np.float64], decimals: int | None
+) -> npt.NDArray[np.float64]:
+    """A column of values rounded half to even to `decimals` places, as `round_half_even`
+    rounds each (NaN stays NaN; None: left as is)."""
+    if decimals is None:
+        return values
+    return _rounded(values, np.full(len(values), decimals, dtype=np.int64))
+
+
+def _rounded(
+    value: npt.NDArray[np.float64], places: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    scale = 10.0 ** places.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = value * scale
+        whole = ~(np.abs(scaled) < _WHOLE)  # also NaN and the infinities
+        fraction = np.abs(scaled - np.trunc(scaled))
+        half = np.abs(fraction - 0.5) <= _NEAR_HALF * np.maximum(1.0, np.abs(scaled))
+        rounded = np.where(whole, value, np.round(scaled) / scale) + 0.0  # -0.0 becomes 0.0
+    for slot in np.flatnonzero(half & ~whole).tolist():
+        rounded[slot] = _decimal_round(float(value[slot]), int(places[slot]))
+    return rounded
 
 
 def round_value(value: float | None, decimals: int | None) -> float | None:

@@ -21,7 +21,15 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+# PG_EPOCH in microseconds since UNIX_EPOCH: a binary time read as a number, made a Unix time.
+PG_EPOCH_UNIX_US = (PG_EPOCH - UNIX_EPOCH) // _MICROSECOND
+
+
+def unix_time(microseconds: int) -> datetime:
+    """The aware UTC time `microseconds` after 1970-01-01."""
+    return UNIX_EPOCH + timedelta(microseconds=microseconds)
 
 
 def micros(times: Iterable[datetime]) -> list[int]:

@@ -9,6 +9,7 @@ of their hours and days up to date, and deletes the keys in one transaction of i
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,7 +20,15 @@ import numpy as np
 import numpy.typing as npt
 from psycopg.rows import args_row, class_row
 
-from store.arrays import Float8Array, Int2Array, Int4Array, TimestamptzArray, micros
+from store.arrays import (
+    PG_EPOCH_UNIX_US,
+    Float8Array,
+    Int2Array,
+    Int4Array,
+    TimestamptzArray,
+    micros,
+    unix_time,
+)
 from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
 from store.pool import Conn
 from store.readings import ReadingRow
@@ -828,6 +837,78 @@ ORDER BY d.day LIMIT %(limit)s
 """
 
 
+# A page of rollups as one bytea of fixed-width binary records (_ROLLUP_RECORD), as
+# store.readings writes a page of readings: a missing value or coverage is NaN (no stored one
+# is), and the page's unit and decimals (its parameter's) come beside it.
+_SERIES_RECORDS = """
+SELECT string_agg(timestamptz_send(s.time) || float8send(coalesce(s.value, 'NaN'))
+                  || int4send(s.count::int4) || float8send(coalesce(s.coverage, 'NaN'))
+                  || boolsend(s.origin = 'reported'), ''),
+       min(s.unit), min(s.decimals)
+FROM ({series}) s
+"""
+_HOURLY_SERIES_RECORDS = _SERIES_RECORDS.format(series=_HOURLY_SERIES).encode()
+_DAILY_SERIES_RECORDS = _SERIES_RECORDS.format(series=_DAILY_SERIES).encode()
+_ROLLUP_RECORD = np.dtype(
+    [("time", ">i8"), ("value", ">f8"), ("count", ">i4"), ("coverage", ">f8"), ("reported", "?")]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RollupColumns:
+    """A page of one series' hourly or daily rollups, column by column, in time order (as
+    RollupPoint: `time` starts each period). Up to 10,001 rollups: numpy columns."""
+
+    time_us: npt.NDArray[np.int64]  # microseconds since 1970-01-01 UTC
+    value: npt.NDArray[np.float64]  # NaN where missing
+    count: npt.NDArray[np.int64]
+    coverage: npt.NDArray[np.float64]  # NaN where missing
+    reported: npt.NDArray[np.bool_]  # origin: reported, else computed
+    unit: str
+    decimals: int | None
+
+    def __len__(self) -> int:
+        return len(self.time_us)
+
+    def head(self, count: int) -> RollupColumns:
+        """The first `count` rollups."""
+        return RollupColumns(
+            self.time_us[:count],
+            self.value[:count],
+            self.count[:count],
+            self.coverage[:count],
+            self.reported[:count],
+            self.unit,
+            self.decimals,
+        )
+
+    def time(self, index: int) -> datetime:
+        """The start of one rollup's period (aware, UTC)."""
+        return unix_time(int(self.time_us[index]))
+
+    def rows(self) -> list[RollupPoint]:
+        """The rollups as RollupPoints (times aware in UTC; None for a missing number)."""
+        return [
+            RollupPoint(
+                unix_time(time),
+                None if math.isnan(value) else value,
+                count,
+                None if math.isnan(coverage) else coverage,
+                "reported" if reported else "computed",
+                self.unit,
+                self.decimals,
+            )
+            for time, value, count, coverage, reported in zip(
+                self.time_us.tolist(),
+                self.value.tolist(),
+                self.count.tolist(),
+                self.coverage.tolist(),
+                self.reported.tolist(),
+                strict=True,
+            )
+        ]
+
+
 async def rollup_series(
     conn: Conn,
     *,
@@ -838,13 +919,12 @@ async def rollup_series(
     end: datetime | None,
     after: datetime | None,
     limit: int,
-) -> list[RollupPoint]:
+) -> RollupColumns:
     """Hourly (period_s 3600) or daily (86400) rollups starting in [start, end), after `after`."""
-    query = {3600: _HOURLY_SERIES, 86400: _DAILY_SERIES}[period_s]
-    # Binary results, as readings_page: times and numbers read without parsing text.
-    async with conn.cursor(row_factory=args_row(RollupPoint), binary=True) as cur:
+    query = {3600: _HOURLY_SERIES_RECORDS, 86400: _DAILY_SERIES_RECORDS}[period_s]
+    async with conn.cursor(binary=True) as cur:
         await cur.execute(
-            query.encode(),
+            query,
             {
                 "station": station_id,
                 "parameter": parameter_id,
@@ -854,4 +934,16 @@ async def rollup_series(
                 "limit": limit,
             },
         )
-        return await cur.fetchall()
+        found = await cur.fetchone()
+    assert found is not None  # an aggregate's one row (NULLs for no rollup)
+    records, unit, decimals = found
+    columns = np.frombuffer(records or b"", dtype=_ROLLUP_RECORD)
+    return RollupColumns(
+        columns["time"].astype(np.int64) + PG_EPOCH_UNIX_US,
+        columns["value"].astype(np.float64),
+        columns["count"].astype(np.int64),
+        columns["coverage"].astype(np.float64),
+        columns["reported"].copy(),
+        unit or "",
+        decimals,
+    )

@@ -9,17 +9,24 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import args_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.routers.readings import ZONE_READ_LIMIT
 from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
-from store.readings import _READINGS_OF_PERIOD_PAGE, readings_page
+from store.readings import (
+    _READINGS_OF_PERIOD_PAGE,
+    _READINGS_OF_PERIOD_PAGE_RECORDS,
+    _READINGS_PAGE,
+    readings_page,
+)
+from store.rollups import _DAILY_SERIES, _HOURLY_SERIES, RollupPoint, rollup_series
 from tests.conftest import worker_loop
 from tests.integration.conftest import reader_client
 
@@ -223,57 +230,82 @@ async def test_bad_interval_queries_are_4xx(client: httpx.AsyncClient, series: N
         assert (response.status_code, response.json()["error"]["message"]) == (status, message)
 
 
-async def test_large_pages_read_in_the_zone_write_the_same_bytes(
-    client: httpx.AsyncClient, series: None
+async def test_a_page_holds_as_columns_the_rows_its_statement_reads(
+    db: AsyncConnectionPool, series: None
 ) -> None:
-    """From ZONE_READ_LIMIT items a page's times are read in the caller's zone by the store:
-    the page is byte for byte the one shifted one time at a time, in either zone."""
-    assert ZONE_READ_LIMIT == 2000
-    for tz in ("Asia/Shanghai", "UTC"):
-        query = {"station": "gz-a-huangpu", "parameter": "pm25", "start": DAY1.isoformat()}
-        query["tz"] = tz
-        shifted = await client.get("/v1/readings", params={**query, "limit": 1999})
-        read_in_zone = await client.get("/v1/readings", params={**query, "limit": 2000})
-        assert shifted.status_code == read_in_zone.status_code == 200
-        assert read_in_zone.content == shifted.content
-        items = shifted.json()["items"]
-        assert len(items) == 50 + 30 + 1 + 21
-        assert items[-1]["period_end"] == (
-            "2026-11-21T21:00:00+08:00" if tz == "Asia/Shanghai" else "2026-11-21T13:00:00Z"
+    """readings_page aggregates the page's rows into one value of binary records: the same
+    readings in the same order as the rows of its statement, a missing value masked, an empty
+    page empty."""
+    async with db.connection() as conn:
+        (station_id,) = await _one(conn, "SELECT id FROM station WHERE code = 'gz-a-huangpu'")
+        (parameter_id,) = await _one(conn, "SELECT id FROM parameter WHERE code = 'pm25'")
+        # A reading without a value (as a device reports a fault), beside the others.
+        await conn.execute(
+            "INSERT INTO reading (station_id, parameter_id, period_s, time, value, qc,"
+            " source_id, received_at)"
+            " SELECT station_id, parameter_id, 3600, %s, NULL, qc, source_id, received_at"
+            " FROM reading WHERE station_id = %s AND parameter_id = %s LIMIT 1",
+            [DAY2 + 22 * HOUR, station_id, parameter_id],
         )
+        pages: list[dict[str, Any]] = [
+            {"start": None, "end": None, "period_s": None, "after": None, "limit": 1000},
+            {"start": DAY1, "end": DAY2, "period_s": 60, "after": None, "limit": 1000},
+            {"start": None, "end": None, "period_s": 3600, "after": (DAY2, 3600), "limit": 7},
+            {"start": DAY2, "end": None, "period_s": None, "after": None, "limit": 1000},
+            {"start": NOW, "end": None, "period_s": None, "after": None, "limit": 1000},
+        ]
+        seen = []
+        for page in pages:
+            args = {"station_id": station_id, "parameter_id": parameter_id, **page}
+            columns = await readings_page(conn, **args)
+            statement = _READINGS_PAGE if page["period_s"] is None else _READINGS_OF_PERIOD_PAGE
+            after = page["after"] or (None, None)
+            cursor = await conn.execute(
+                statement,
+                {
+                    "station": station_id,
+                    "parameter": parameter_id,
+                    "start": page["start"],
+                    "end": page["end"],
+                    "period": page["period_s"],
+                    "after_time": after[0],
+                    "after_period": after[1],
+                    "limit": page["limit"],
+                },
+            )
+            rows = await cursor.fetchall()
+            assert columns.rows() == [tuple(row) for row in rows]
+            assert columns.time_us.dtype == np.int64 and columns.value.dtype == np.float64
+            seen.append(len(columns))
+    assert seen == [50 + 30 + 1 + 21 + 1, 50 + 30, 7, 22, 0]
+    assert columns.rows() == []
 
 
-async def test_a_page_read_in_a_zone_leaves_the_session_zone_as_it_was(
+async def test_a_page_of_rollups_holds_as_columns_the_rows_its_statement_reads(
     db: AsyncConnectionPool, series: None
 ) -> None:
     async with db.connection() as conn:
-        await conn.execute("SELECT 1")  # within a transaction, as a request's connection
-        session = conn.info.parameter_status("TimeZone")
-        assert session is not None and session != "Asia/Shanghai"
         (station_id,) = await _one(conn, "SELECT id FROM station WHERE code = 'gz-a-huangpu'")
         (parameter_id,) = await _one(conn, "SELECT id FROM parameter WHERE code = 'pm25'")
-        page = {"station_id": station_id, "parameter_id": parameter_id}
-        args: dict[str, Any] = {**page, "start": None, "end": None, "period_s": None}
-        rows = await readings_page(conn, **args, after=None, limit=5, time_zone="Asia/Shanghai")
-        assert [row[0].tzinfo for row in rows] == [CST] * 5
-        assert rows[0][0] == DAY1 and rows[0][0].isoformat() == "2026-11-20T00:00:00+08:00"
-        assert conn.info.parameter_status("TimeZone") == session
-        plain = await readings_page(conn, **args, after=None, limit=5)
-        assert plain == rows and all(row[0].tzinfo is not CST for row in plain)
-        # A statement that fails leaves the zone to the transaction, rolled back with it.
-        with pytest.raises(psycopg.errors.InvalidRowCountInLimitClause):
-            await readings_page(conn, **args, after=None, limit=-1, time_zone="Asia/Shanghai")
-        await conn.rollback()
-        assert conn.info.parameter_status("TimeZone") == session
-    async with db.connection() as conn:
-        await conn.set_autocommit(True)
-        try:
-            rows = await readings_page(conn, **args, after=None, limit=5, time_zone="Asia/Shanghai")
-            assert rows == plain and all(row[0].tzinfo is not CST for row in rows)
-            assert conn.info.parameter_status("TimeZone") == session
-        finally:
-            # The pool does not reset it: a later test would run outside transactions.
-            await conn.set_autocommit(False)
+        seen = []
+        for period_s, statement in ((3600, _HOURLY_SERIES), (86400, _DAILY_SERIES)):
+            for start, after, limit in ((None, None, 1000), (DAY1, DAY1, 5), (NOW, None, 10)):
+                args = {"start": start, "end": None, "after": after, "limit": limit}
+                page = await rollup_series(
+                    conn,
+                    station_id=station_id,
+                    parameter_id=parameter_id,
+                    period_s=period_s,
+                    **args,
+                )
+                async with conn.cursor(row_factory=args_row(RollupPoint)) as cur:
+                    await cur.execute(
+                        statement, {"station": station_id, "parameter": parameter_id, **args}
+                    )
+                    rows = await cur.fetchall()
+                assert page.rows() == rows
+                seen.append(len(page))
+    assert seen == [2 + 1 + 21, 5, 0, 2, 1, 0]
 
 
 async def test_a_page_of_one_period_is_one_index_range_of_that_period(
@@ -298,12 +330,12 @@ async def test_a_page_of_one_period_is_one_index_range_of_that_period(
         }
         await conn.execute("SET LOCAL enable_seqscan = off")
         await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        await conn.execute(_READINGS_OF_PERIOD_PAGE, values, prepare=True)
+        await conn.execute(_READINGS_OF_PERIOD_PAGE_RECORDS, values, prepare=True)
         (name,) = await _one(
             conn, "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%period_s = $%'"
         )
         # The parameters in the order the statement names them first ($1, $2, ...).
-        order = dict.fromkeys(re.findall(rb"%\((\w+)\)s", _READINGS_OF_PERIOD_PAGE))
+        order = dict.fromkeys(re.findall(rb"%\((\w+)\)s", _READINGS_OF_PERIOD_PAGE_RECORDS))
         arguments = sql.SQL(", ").join(sql.Literal(values[n.decode()]) for n in order)
         cursor = await conn.execute(
             sql.SQL("EXPLAIN EXECUTE {}({})").format(sql.Identifier(name), arguments)
