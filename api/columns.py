@@ -40,6 +40,8 @@ _MICROSECOND = timedelta(microseconds=1)
 # without an exponent from 10^-5 up to 10^16.
 _LARGEST = 10**15
 _SMALLEST_EXPONENT = -5
+# Codes spanning fewer values than this are looked up in a table (a period's 0 to 86,400 s).
+_DENSE_CODES = 1 << 17
 
 
 def _digits(numbers: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
@@ -178,8 +180,18 @@ def _signed(written: Column, negative: npt.NDArray[np.bool_]) -> Column:
 def choices(codes: npt.NDArray[Any], literal: Callable[[Any], bytes]) -> Column | bytes:
     """A column of few distinct codes as their JSON literals, each written once by `literal`;
     one literal if every code is the same."""
-    if not len(codes) or codes.min() == codes.max():
-        return literal(codes[0].item()) if len(codes) else b"null"
+    if not len(codes):
+        return b"null"
+    least, most = int(codes.min()), int(codes.max())
+    if least == most:
+        return literal(codes[0].item())
+    if most - least < _DENSE_CODES:  # codes close together: a table by code, no sort
+        offsets = codes.astype(np.int64) - least
+        present = np.flatnonzero(np.bincount(offsets))
+        literals = np.array([literal(least + offset) for offset in present.tolist()], np.bytes_)
+        table = np.zeros(most - least + 1, dtype=literals.dtype)
+        table[present] = literals
+        return table[offsets]
     distinct, index = np.unique(codes, return_inverse=True)
     return np.array([literal(code) for code in distinct.tolist()], dtype=np.bytes_)[index]
 

@@ -59,7 +59,7 @@ from bench.api import (  # noqa: E402
     scenario,
 )
 from core.settings import Settings  # noqa: E402
-from envlink.runtime import tune_gc  # noqa: E402
+from envlink.runtime import tune_gc, tune_malloc  # noqa: E402
 from store.partitions import create_partitions, month_of  # noqa: E402
 
 ASGIApp = Callable[
@@ -175,7 +175,8 @@ async def run(args: argparse.Namespace) -> None:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(ours.router.lifespan_context(ours))
             await stack.enter_async_context(bare.router.lifespan_context(bare))
-            tune_gc()  # the collector as `envlink api` sets it in each process
+            tune_gc()  # the collector and malloc as `envlink api` sets them in each process
+            tune_malloc()
             for target in compared:  # warm both up: caches, prepared statements, imports
                 for app, headers in ((ours, keyed), (bare, common)):
                     await cpu_per_request(app, target.path, headers, max(5, args.requests // 10))

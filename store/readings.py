@@ -629,22 +629,24 @@ _READINGS_PAGE = _PAGE_OF + _PAGE_RANGE
 _READINGS_OF_PERIOD_PAGE = _PAGE_OF + b" AND r.period_s = %(period)s" + _PAGE_RANGE
 
 
-def _records_of(page: bytes) -> bytes:
-    """`page`'s rows as one bytea of fixed-width binary records (_PAGE_RECORD), in the page's
-    order (nothing joins or sorts them again after the subquery's ORDER BY). numpy reads it
-    whole: no Python object per reading. The server builds it in two thirds of the time an
-    array per column takes (each array element is sent with its own length). A missing value
-    is NaN, which no stored value is (ingest refuses NaN, and the API writes either as null)."""
+def _records_of(page: bytes, *, periods: bool) -> bytes:
+    """`page`'s rows as one bytea of fixed-width binary records (time, value, QC code, and the
+    period where a page holds every period), in the page's order (nothing joins or sorts them
+    again after the subquery's ORDER BY). numpy reads it whole: no Python object per reading.
+    The server builds it in two thirds of the time an array per column takes (each array
+    element is sent with its own length). A missing value is NaN, which no stored value is
+    (ingest refuses NaN, and the API writes either as null)."""
+    period = b" || int4send(p.period_s)" if periods else b""
     return (
         b"SELECT string_agg(timestamptz_send(p.time) || float8send(coalesce(p.value, 'NaN'))"
-        b" || int4send(p.period_s) || int2send(p.qc), '')"
-        b" FROM (" + page + b") p"
+        b" || int2send(p.qc)" + period + b", '') FROM (" + page + b") p"
     )
 
 
-_READINGS_PAGE_RECORDS = _records_of(_READINGS_PAGE)
-_READINGS_OF_PERIOD_PAGE_RECORDS = _records_of(_READINGS_OF_PERIOD_PAGE)
-_PAGE_RECORD = np.dtype([("time", ">i8"), ("value", ">f8"), ("period_s", ">i4"), ("qc", ">i2")])
+_READINGS_PAGE_RECORDS = _records_of(_READINGS_PAGE, periods=True)
+_READINGS_OF_PERIOD_PAGE_RECORDS = _records_of(_READINGS_OF_PERIOD_PAGE, periods=False)
+_PAGE_RECORD = np.dtype([("time", ">i8"), ("value", ">f8"), ("qc", ">i2"), ("period_s", ">i4")])
+_PERIOD_PAGE_RECORD = np.dtype([("time", ">i8"), ("value", ">f8"), ("qc", ">i2")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,11 +716,16 @@ async def readings_page(
         await cur.execute(statement, params)
         found = await cur.fetchone()
     assert found is not None  # an aggregate's one row (NULL for no reading)
-    records = np.frombuffer(found[0] or b"", dtype=_PAGE_RECORD)
+    layout = _PAGE_RECORD if period_s is None else _PERIOD_PAGE_RECORD
+    records = np.frombuffer(found[0] or b"", dtype=layout)
     value = records["value"].astype(np.float64)
     return ReadingColumns(
         records["time"].astype(np.int64) + PG_EPOCH_UNIX_US,
-        records["period_s"].astype(np.int32),
+        (
+            records["period_s"].astype(np.int32)
+            if period_s is None
+            else np.full(len(records), period_s, dtype=np.int32)
+        ),
         value,
         np.isnan(value),
         records["qc"].astype(np.int16),

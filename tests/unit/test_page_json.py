@@ -254,10 +254,14 @@ def test_an_empty_page_of_columns_is_an_empty_array() -> None:
     assert _both([], 1, ZONES["Asia/Shanghai"]) == (b"[]", b"[]")
 
 
-def test_a_column_of_one_code_is_one_literal() -> None:
+def test_a_column_of_codes_is_their_literals() -> None:
     assert columns.choices(np.array([3600, 3600], np.int32), lambda c: b"%d" % c) == b"3600"
-    column = columns.choices(np.array([0, 60, 0], np.int32), lambda c: b"<%d>" % c)
-    assert isinstance(column, np.ndarray) and column.tolist() == [b"<0>", b"<60>", b"<0>"]
+    for codes in ([0, 60, 0, 86400], [0, 200_000, 0, 7]):  # a table by code; sorted codes
+        column = columns.choices(np.array(codes, np.int32), lambda c: b"<%d>" % c)
+        assert isinstance(column, np.ndarray)
+        assert column.tolist() == [b"<%d>" % c for c in codes]
+    flags = columns.choices(np.array([True, False, True]), lambda c: b"yes" if c else b"no")
+    assert isinstance(flags, np.ndarray) and flags.tolist() == [b"yes", b"no", b"yes"]
 
 
 def _rollup_columns(rows: list[RollupPoint]) -> RollupColumns:
