@@ -201,12 +201,15 @@ def nullable(column: Column, missing: npt.NDArray[np.bool_]) -> Column:
     return np.where(missing, b"null", column) if missing.any() else column
 
 
-def items(fields: Sequence[tuple[str, Column | bytes]]) -> bytes:
-    """A JSON array of objects, one per row of the columns, each with `fields` in order: a
-    column of literals or one literal for every object (JSON already, as orjson writes it)."""
+def items(
+    fields: Sequence[tuple[str, Column | bytes]], *, before: bytes = b"", after: bytes = b""
+) -> bytes:
+    """A JSON array of objects, one per row of the columns, each with `fields` in order (a
+    column of literals, or one literal for every object: JSON already, as orjson writes it),
+    written between `before` and `after` (the rest of a response, made in the same buffer)."""
     count = next((len(value) for _, value in fields if not isinstance(value, bytes)), None)
     if count == 0:
-        return b"[]"
+        return before + b"[]" + after
     assert count is not None, "at least one field is a column"
     # The objects' text in pieces: literals shared by all, and columns. The pieces are copied
     # side by side into one block of bytes, a row per object and a comma after each; what pads
@@ -223,7 +226,11 @@ def items(fields: Sequence[tuple[str, Column | bytes]]) -> bytes:
             text = b""
     pieces.append(text + b"},")
     widths = [len(p) if isinstance(p, bytes) else p.itemsize for p in pieces]
-    block = np.empty((count, sum(widths)), dtype=np.uint8)
+    opening = before + b"["
+    end = len(opening) + count * sum(widths)
+    buffer = np.empty(end + len(after), dtype=np.uint8)  # the last comma becomes the "]"
+    buffer[: len(opening)] = np.frombuffer(opening, dtype=np.uint8)
+    block = buffer[len(opening) : end].reshape(count, sum(widths))
     place = 0
     padded = False
     for piece, width in zip(pieces, widths, strict=True):
@@ -233,7 +240,6 @@ def items(fields: Sequence[tuple[str, Column | bytes]]) -> bytes:
             block[:, place : place + width] = piece.view(np.uint8).reshape(count, width)
             padded = padded or bool(_STRINGS.str_len(piece).min() < width)
         place += width
-    written = block.tobytes()
-    if padded:
-        written = written.replace(b"\0", b"")
-    return b"[" + written[:-1] + b"]"
+    buffer[end - 1 :] = np.frombuffer(b"]" + after, dtype=np.uint8)
+    written = buffer.tobytes()
+    return written.replace(b"\0", b"") if padded else written

@@ -27,7 +27,7 @@ from psycopg.pq import TransactionStatus
 
 from core.settings import Settings
 from store.keys import ApiKey
-from store.pool import Conn
+from store.pool import Conn, alone
 from store.ratelimit import Taken, forget_idle_buckets, take_tokens
 
 LEASE_LIFETIME_S = 5.0
@@ -197,7 +197,7 @@ async def _take_alone(conn: Conn, bucket: str, limit: Limit, *, want: int) -> Ta
     """
     if conn.info.transaction_status != TransactionStatus.IDLE:
         await conn.commit()
-    async with conn.transaction():
+    async with alone(conn):
         return await take_tokens(
             conn, bucket=bucket, per_s=limit.per_s, burst=limit.burst, want=want
         )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -19,6 +23,26 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # every gap between tries at about a second, so work resumes within a couple of seconds of the
 # database's return.
 RECONNECT_TIMEOUT_S = 2.0
+
+
+@asynccontextmanager
+async def alone(conn: Conn) -> AsyncIterator[Conn]:
+    """`conn` for one statement that is a transaction by itself: run outside a transaction if
+    the connection is in none (a pooled connection sends BEGIN before a statement and COMMIT
+    after it, two round trips more than the statement's own), else in the caller's.
+
+    Back in a transaction's mode afterwards, unless the statement left the connection busy or
+    broken (cancelled, say): the pool discards such a connection when it is given back.
+    """
+    if conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        yield conn
+        return
+    await conn.set_autocommit(True)
+    try:
+        yield conn
+    finally:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(False)
 
 
 async def open_pool(

@@ -28,7 +28,7 @@ from store.arrays import (
     unix_time,
 )
 from store.coordination import READINGS_CHANNEL
-from store.pool import Conn
+from store.pool import Conn, alone
 
 # Rows are sent in chunks: a chunk that meets an existing key falls back to the merge path,
 # and once one has, the rest of the call goes straight there (a replay rarely stops half-way).
@@ -712,7 +712,7 @@ async def readings_page(
         "limit": limit,
     }
     statement = _READINGS_PAGE_RECORDS if period_s is None else _READINGS_OF_PERIOD_PAGE_RECORDS
-    async with conn.cursor(binary=True) as cur:
+    async with alone(conn), conn.cursor(binary=True) as cur:
         await cur.execute(statement, params)
         found = await cur.fetchone()
     assert found is not None  # an aggregate's one row (NULL for no reading)
@@ -787,8 +787,8 @@ async def latest_readings(
         "stations": list(station_ids) if station_ids is not None else None,
         "now": now,
     }
-    # Binary results, as readings_page: times and numbers read without parsing text.
-    async with conn.cursor(binary=True) as cur:
+    # Binary results: times and numbers read without parsing text.
+    async with alone(conn), conn.cursor(binary=True) as cur:
         await cur.execute(_LATEST.encode(), params)
         rows = await cur.fetchall()
     qc_of = QC_BY_CODE

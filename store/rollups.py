@@ -30,7 +30,7 @@ from store.arrays import (
     unix_time,
 )
 from store.coordination import READINGS_CHANNEL, SWEEP_LOCK, rollup_lock_key
-from store.pool import Conn
+from store.pool import Conn, alone
 from store.readings import ReadingRow
 
 RowT = TypeVar("RowT")
@@ -922,7 +922,7 @@ async def rollup_series(
 ) -> RollupColumns:
     """Hourly (period_s 3600) or daily (86400) rollups starting in [start, end), after `after`."""
     query = {3600: _HOURLY_SERIES_RECORDS, 86400: _DAILY_SERIES_RECORDS}[period_s]
-    async with conn.cursor(binary=True) as cur:
+    async with alone(conn), conn.cursor(binary=True) as cur:
         await cur.execute(
             query,
             {

@@ -247,23 +247,24 @@ async def readings(
             {"time": page.time(limit - 1).isoformat(), "period_s": int(page.period_s[-1])}
         )
     values = round_half_even_array(page.value, parameter_ref.decimals)
-    written = reading_items_json(page, values, parameter_ref.decimals, parameter_ref.unit, zone)
-    if written is None:
+    fields = reading_fields(page, values, parameter_ref.decimals, parameter_ref.unit, zone)
+    if fields is None:
         items = reading_items(page.rows(), _listed(values), parameter_ref.unit, zone)
         return json_response({"items": items, "next_cursor": next_cursor})
-    return _page_response(written, next_cursor)
+    return _page_response(fields, next_cursor)
 
 
-def reading_items_json(
+def reading_fields(
     page: ReadingColumns,
     values: npt.NDArray[np.float64],
     decimals: int | None,
     unit: str,
     zone: tzinfo,
-) -> bytes | None:
-    """The JSON array of a page's ReadingOut items with the published `values` (rounded to
-    `decimals`), byte for byte as `reading_items` and json_response write them; None where
-    api.columns would not write a column as they do (the caller writes the dicts)."""
+) -> list[tuple[str, columns.Column | bytes]] | None:
+    """The fields of a page's ReadingOut items (api.columns.items) with the published `values`
+    (rounded to `decimals`), written byte for byte as `reading_items` and json_response write
+    them; None where api.columns would not write a column as they do (the caller writes the
+    dicts)."""
     if decimals is None:  # values as they arrived: their shortest decimals, written by orjson
         return None
     times = columns.times(page.time_us, zone)
@@ -277,16 +278,14 @@ def reading_items_json(
         if found is None:
             return None
         ends = columns.nullable(found, instant)
-    return columns.items(
-        [
-            ("time", times),
-            ("period_s", columns.choices(page.period_s, _integer)),
-            ("period_end", ends),
-            ("value", numbers),
-            ("unit", orjson.dumps(unit)),
-            ("qc", columns.choices(page.qc, _qc_label)),
-        ]
-    )
+    return [
+        ("time", times),
+        ("period_s", columns.choices(page.period_s, _integer)),
+        ("period_end", ends),
+        ("value", numbers),
+        ("unit", orjson.dumps(unit)),
+        ("qc", columns.choices(page.qc, _qc_label)),
+    ]
 
 
 def _integer(number: int) -> bytes:
@@ -333,23 +332,24 @@ async def _rollups(
         next_cursor = encode_cursor({"time": page.time(limit - 1).isoformat()})
     values = round_half_even_array(page.value, page.decimals)
     coverages = round_half_even_array(page.coverage, COVERAGE_DECIMALS)
-    written = rollup_items_json(page, values, coverages, period_s, zone)
-    if written is None:
+    fields = rollup_fields(page, values, coverages, period_s, zone)
+    if fields is None:
         items = rollup_items(page.rows(), _listed(values), _listed(coverages), period_s, zone)
         return json_response({"items": items, "next_cursor": next_cursor})
-    return _page_response(written, next_cursor)
+    return _page_response(fields, next_cursor)
 
 
-def rollup_items_json(
+def rollup_fields(
     page: RollupColumns,
     values: npt.NDArray[np.float64],
     coverages: npt.NDArray[np.float64],
     period_s: int,
     zone: tzinfo,
-) -> bytes | None:
-    """The JSON array of a page's RollupOut items with the published `values` and `coverages`
-    (rounded), byte for byte as `rollup_items` and json_response write them; None where
-    api.columns would not write a column as they do (the caller writes the dicts)."""
+) -> list[tuple[str, columns.Column | bytes]] | None:
+    """The fields of a page's RollupOut items (api.columns.items) with the published `values`
+    and `coverages` (rounded), written byte for byte as `rollup_items` and json_response write
+    them; None where api.columns would not write a column as they do (the caller writes the
+    dicts)."""
     if page.decimals is None:  # values as computed: their shortest decimals, by orjson
         return None
     times = columns.times(page.time_us, zone)
@@ -358,18 +358,16 @@ def rollup_items_json(
     shares = columns.numbers(coverages, np.isnan(coverages), COVERAGE_DECIMALS)
     if times is None or ends is None or numbers is None or shares is None:
         return None
-    return columns.items(
-        [
-            ("time", times),
-            ("period_s", b"%d" % period_s),
-            ("period_end", ends),
-            ("value", numbers),
-            ("unit", orjson.dumps(page.unit)),
-            ("count", columns.integers(page.count)),
-            ("coverage", shares),
-            ("origin", columns.choices(page.reported, _origin)),
-        ]
-    )
+    return [
+        ("time", times),
+        ("period_s", b"%d" % period_s),
+        ("period_end", ends),
+        ("value", numbers),
+        ("unit", orjson.dumps(page.unit)),
+        ("count", columns.integers(page.count)),
+        ("coverage", shares),
+        ("origin", columns.choices(page.reported, _origin)),
+    ]
 
 
 def _origin(reported: bool) -> bytes:
@@ -381,12 +379,13 @@ def _listed(values: npt.NDArray[np.float64]) -> list[float | None]:
     return [None if math.isnan(value) else value for value in values.tolist()]
 
 
-def _page_response(items: bytes, next_cursor: str | None) -> Response:
-    """A page whose items api.columns wrote: as json_response writes {items, next_cursor}."""
-    return Response(
-        b'{"items":' + items + b',"next_cursor":' + orjson.dumps(next_cursor) + b"}",
-        media_type="application/json",
-    )
+def _page_response(
+    fields: list[tuple[str, columns.Column | bytes]], next_cursor: str | None
+) -> Response:
+    """A page whose items api.columns writes: as json_response writes {items, next_cursor}."""
+    after = b',"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    body = columns.items(fields, before=b'{"items":', after=after)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/latest", response_model=Page[LatestOut])

@@ -18,7 +18,7 @@ from store.catalogue import seed_catalogue, series_ids
 from store.intake import QuarantineRow, quarantine, rejected_readings
 from store.migrate import applied_versions, available_migrations, migrate
 from store.partitions import create_partitions, list_partitions, month_of
-from store.pool import Conn
+from store.pool import Conn, alone
 from store.readings import ReadingRow, WriteResult, revisions_of, write_readings
 from tests.conftest import CONFIG_DIR, wait_until_blocked
 
@@ -571,3 +571,34 @@ async def test_binary_arrays_reach_the_server_as_their_values(
         assert await cur.fetchone() == (values,)
         cur = await conn.execute(f"SELECT %b::{sql_type}[]", [array.of(column[:0])])
         assert await cur.fetchone() == ([],)
+
+
+async def test_a_statement_alone_sends_no_begin_and_leaves_the_mode_as_it_was(
+    db: AsyncConnectionPool,
+) -> None:
+    idle, busy = psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS
+    async with db.connection() as conn:
+        assert not conn.autocommit
+        async with alone(conn):
+            await conn.execute("SELECT 1")
+            assert conn.info.transaction_status == idle  # no transaction was opened
+        assert not conn.autocommit
+        # Within the caller's transaction, the statement is part of it.
+        await conn.execute("SELECT 1")
+        async with alone(conn):
+            await conn.execute("SELECT 2")
+            assert conn.info.transaction_status == busy
+        await conn.rollback()
+        # A statement that fails leaves the connection idle and in a transaction's mode.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            async with alone(conn):
+                await conn.execute("SELECT 1 / 0")
+        assert not conn.autocommit and conn.info.transaction_status == idle
+        # A cancelled one: back in a transaction's mode, or busy (the pool discards it).
+        with pytest.raises(TimeoutError):
+            async with alone(conn):
+                await asyncio.wait_for(conn.execute("SELECT pg_sleep(5)"), 0.2)
+        assert not conn.autocommit or conn.info.transaction_status != idle
+    for _ in range(db.max_size):  # no connection of the pool was left in autocommit
+        async with db.connection() as conn:
+            assert not conn.autocommit

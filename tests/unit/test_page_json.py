@@ -15,10 +15,10 @@ from api.output import ZONES, json_response, steady_zone
 from api.routers.readings import (
     COVERAGE_DECIMALS,
     latest_items,
+    reading_fields,
     reading_items,
-    reading_items_json,
+    rollup_fields,
     rollup_items,
-    rollup_items_json,
 )
 from core.rounding import round_half_even, round_half_even_array
 from schemas.common import QC, QC_BY_CODE, QC_CODES, Page
@@ -157,7 +157,8 @@ def _both(rows: list[PageRow], decimals: int | None, zone: tzinfo) -> tuple[byte
     """The page as api.columns writes it (None where it does not), and as dicts."""
     page = _columns(rows)
     values = round_half_even_array(page.value, decimals)
-    written = reading_items_json(page, values, decimals, "µg/m³", zone)
+    fields = reading_fields(page, values, decimals, "µg/m³", zone)
+    written = None if fields is None else columns.items(fields)
     published = round_half_even([row[2] for row in rows], decimals)
     dicts = json_response({"items": reading_items(rows, published, "µg/m³", zone)}).body
     return written, bytes(dicts)[len(b'{"items":') : -1]
@@ -310,7 +311,9 @@ def test_a_page_of_rollup_columns_is_written_as_its_dicts(
     page = _rollup_columns(rows)
     published = round_half_even_array(page.value, decimals)
     shares = round_half_even_array(page.coverage, COVERAGE_DECIMALS)
-    written = rollup_items_json(page, published, shares, period_s, zone)
+    fields = rollup_fields(page, published, shares, period_s, zone)
+    assert fields is not None
+    written = columns.items(fields)
     dicts = json_response(
         {
             "items": rollup_items(
@@ -326,10 +329,18 @@ def test_a_page_of_rollup_columns_is_written_as_its_dicts(
     assert page.rows() == rows
     # Undeclared decimals (values as computed) are left to the dicts.
     undeclared = RollupColumns(*[getattr(page, f) for f in page.__slots__][:-1], None)
-    assert rollup_items_json(undeclared, page.value, shares, period_s, zone) is None
+    assert rollup_fields(undeclared, page.value, shares, period_s, zone) is None
 
 
 def test_integers_are_written_as_orjson_writes_them() -> None:
     numbers = [0, 7, -7, 10, 100, -1000, 8640, 2**62, -(2**62)]
     written = columns.integers(np.array(numbers, np.int64))
     assert written.tolist() == [orjson.dumps(n) for n in numbers]
+
+
+def test_items_are_written_between_the_rest_of_the_response() -> None:
+    names = np.array([b'"a"', b'"bcd"'], dtype=np.bytes_)  # padded: "a" is the shorter
+    written = columns.items([("n", names), ("k", b"1")], before=b'{"items":', after=b"}")
+    assert written == b'{"items":[{"n":"a","k":1},{"n":"bcd","k":1}]}'
+    empty = np.empty(0, dtype=np.bytes_)
+    assert columns.items([("n", empty)], before=b"<", after=b">") == b"<[]>"
