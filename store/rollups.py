@@ -809,10 +809,13 @@ class RollupPoint(NamedTuple):
     decimals: int | None
 
 
+# A series' rollups, in time order: time, value, count, coverage, origin (the RollupPoint's
+# fields but its parameter's unit and decimals). A coverage in seconds is divided as a double:
+# exact to the last bit, where numeric division cost more than the rest of a page.
 _HOURLY_SERIES = """
-SELECT h.hour AS time, h.value, h.samples AS count, (h.coverage_s / 3600.0)::float8 AS coverage,
-       h.origin, p.unit, p.decimals
-FROM reading_hourly h JOIN parameter p ON p.id = h.parameter_id
+SELECT h.hour AS time, h.value, h.samples AS count, h.coverage_s / 3600::float8 AS coverage,
+       h.origin
+FROM reading_hourly h
 WHERE h.station_id = %(station)s AND h.parameter_id = %(parameter)s
   AND h.hour >= coalesce(%(start)s::timestamptz, '-infinity')
   AND h.hour < coalesce(%(end)s::timestamptz, 'infinity')
@@ -825,7 +828,7 @@ SELECT d.start AS time, d.value, d.hours AS count,
        CASE WHEN d.origin = 'reported' THEN 1.0
             WHEN p.grp IN ('water', 'lab') THEN least(1.0, d.hours * sp.interval_s / 86400.0)
             ELSE least(1.0, d.hours / 24.0) END::float8 AS coverage,
-       d.origin, p.unit, p.decimals
+       d.origin
 FROM (SELECT *, day::timestamp AT TIME ZONE 'Asia/Shanghai' AS start FROM reading_daily
       WHERE station_id = %(station)s AND parameter_id = %(parameter)s) d
 JOIN parameter p ON p.id = d.parameter_id
@@ -841,11 +844,12 @@ ORDER BY d.day LIMIT %(limit)s
 # store.readings writes a page of readings: a missing value or coverage is NaN (no stored one
 # is), and the page's unit and decimals (its parameter's) come beside it.
 _SERIES_RECORDS = """
-SELECT string_agg(timestamptz_send(s.time) || float8send(coalesce(s.value, 'NaN'))
-                  || int4send(s.count::int4) || float8send(coalesce(s.coverage, 'NaN'))
-                  || boolsend(s.origin = 'reported'), ''),
-       min(s.unit), min(s.decimals)
-FROM ({series}) s
+SELECT (SELECT string_agg(timestamptz_send(s.time) || float8send(coalesce(s.value, 'NaN'))
+                          || int4send(s.count::int4) || float8send(coalesce(s.coverage, 'NaN'))
+                          || boolsend(s.origin = 'reported'), '')
+        FROM ({series}) s),
+       p.unit, p.decimals
+FROM parameter p WHERE p.id = %(parameter)s
 """
 _HOURLY_SERIES_RECORDS = _SERIES_RECORDS.format(series=_HOURLY_SERIES).encode()
 _DAILY_SERIES_RECORDS = _SERIES_RECORDS.format(series=_DAILY_SERIES).encode()
@@ -935,8 +939,7 @@ async def rollup_series(
             },
         )
         found = await cur.fetchone()
-    assert found is not None  # an aggregate's one row (NULLs for no rollup)
-    records, unit, decimals = found
+    records, unit, decimals = found or (None, "", None)  # no such parameter: no rollup
     columns = np.frombuffer(records or b"", dtype=_ROLLUP_RECORD)
     return RollupColumns(
         columns["time"].astype(np.int64) + PG_EPOCH_UNIX_US,
