@@ -17,7 +17,7 @@ The caller then writes the page as dicts.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from functools import cache
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api.output import steady_zone
+from store.arrays import unix_time
 
 # One JSON literal per item, as bytes padded with NULs to the longest (numpy's "S" arrays; a
 # value read back from one drops its padding).
@@ -33,7 +34,6 @@ Column = npt.NDArray[np.bytes_]
 _STRINGS = np.strings
 # "00" to "99": two ASCII digits by their number.
 _PAIRS = np.frombuffer(b"".join(b"%02d" % i for i in range(100)), dtype=np.uint8).reshape(100, 2)
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Below 10^15 a value of a few decimals is at most 15 significant digits: the shortest decimal
 # of the double nearest it is that decimal (doubles keep 15 digits). orjson writes a value
@@ -78,8 +78,7 @@ def times(unix_us: npt.NDArray[np.int64], zone: tzinfo) -> Column | None:
     fixed offset writes every time as the zone does (api.output.steady_zone)."""
     if not len(unix_us):
         return np.empty(0, dtype="S1")
-    earliest = _UNIX_EPOCH + int(unix_us.min()) * _MICROSECOND
-    fixed = steady_zone(zone, earliest)
+    fixed = steady_zone(zone, unix_time(int(unix_us.min())))
     if fixed is None:
         return None
     offset = fixed.utcoffset(None)
