@@ -8,10 +8,11 @@ when this module is imported, on the adapters every connection opened afterwards
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,31 @@ PG_EPOCH_UNIX_US = (PG_EPOCH - UNIX_EPOCH) // _MICROSECOND
 def unix_time(microseconds: int) -> datetime:
     """The aware UTC time `microseconds` after 1970-01-01."""
     return UNIX_EPOCH + timedelta(microseconds=microseconds)
+
+
+class TimeColumns:
+    """What a page held as numpy columns (a dataclass whose first field is `time_us`,
+    microseconds since 1970 UTC) can do with them: count, cut, and read one time."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    time_us: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.time_us)
+
+    def head(self, count: int) -> Self:
+        """The first `count` rows: every column cut, the other fields as they are."""
+        cut = {
+            field.name: value[:count]
+            for field in dataclasses.fields(self)
+            if isinstance(value := getattr(self, field.name), np.ndarray)
+        }
+        return dataclasses.replace(self, **cut)
+
+    def time(self, index: int) -> datetime:
+        """The time of one row (aware, UTC)."""
+        return unix_time(int(self.time_us[index]))
 
 
 def micros(times: Iterable[datetime]) -> list[int]:

@@ -23,6 +23,7 @@ from store.arrays import (
     Float8Array,
     Int2Array,
     Int4Array,
+    TimeColumns,
     TimestamptzArray,
     micros,
     unix_time,
@@ -650,7 +651,7 @@ _PERIOD_PAGE_RECORD = np.dtype([("time", ">i8"), ("value", ">f8"), ("qc", ">i2")
 
 
 @dataclass(frozen=True, slots=True)
-class ReadingColumns:
+class ReadingColumns(TimeColumns):
     """A page of one series' readings, column by column, in (time, period_s) order.
 
     A page may hold 10,001 readings: numpy columns, no Python object per reading.
@@ -661,23 +662,6 @@ class ReadingColumns:
     value: npt.NDArray[np.float64]  # NaN where missing
     missing: npt.NDArray[np.bool_]  # the value is NaN
     qc: npt.NDArray[np.int16]
-
-    def __len__(self) -> int:
-        return len(self.time_us)
-
-    def head(self, count: int) -> ReadingColumns:
-        """The first `count` readings."""
-        return ReadingColumns(
-            self.time_us[:count],
-            self.period_s[:count],
-            self.value[:count],
-            self.missing[:count],
-            self.qc[:count],
-        )
-
-    def time(self, index: int) -> datetime:
-        """The time of one reading (aware, UTC)."""
-        return unix_time(int(self.time_us[index]))
 
     def rows(self) -> list[PageRow]:
         """The readings as rows (time aware in UTC; None for a missing value)."""

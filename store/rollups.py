@@ -25,6 +25,7 @@ from store.arrays import (
     Float8Array,
     Int2Array,
     Int4Array,
+    TimeColumns,
     TimestamptzArray,
     micros,
     unix_time,
@@ -859,7 +860,7 @@ _ROLLUP_RECORD = np.dtype(
 
 
 @dataclass(frozen=True, slots=True)
-class RollupColumns:
+class RollupColumns(TimeColumns):
     """A page of one series' hourly or daily rollups, column by column, in time order (as
     RollupPoint: `time` starts each period). Up to 10,001 rollups: numpy columns."""
 
@@ -870,25 +871,6 @@ class RollupColumns:
     reported: npt.NDArray[np.bool_]  # origin: reported, else computed
     unit: str
     decimals: int | None
-
-    def __len__(self) -> int:
-        return len(self.time_us)
-
-    def head(self, count: int) -> RollupColumns:
-        """The first `count` rollups."""
-        return RollupColumns(
-            self.time_us[:count],
-            self.value[:count],
-            self.count[:count],
-            self.coverage[:count],
-            self.reported[:count],
-            self.unit,
-            self.decimals,
-        )
-
-    def time(self, index: int) -> datetime:
-        """The start of one rollup's period (aware, UTC)."""
-        return unix_time(int(self.time_us[index]))
 
     def rows(self) -> list[RollupPoint]:
         """The rollups as RollupPoints (times aware in UTC; None for a missing number)."""

@@ -344,3 +344,15 @@ def test_items_are_written_between_the_rest_of_the_response() -> None:
     assert written == b'{"items":[{"n":"a","k":1},{"n":"bcd","k":1}]}'
     empty = np.empty(0, dtype=np.bytes_)
     assert columns.items([("n", empty)], before=b"<", after=b">") == b"<[]>"
+
+
+def test_a_page_of_columns_is_cut_with_its_other_fields_kept() -> None:
+    rows = [
+        RollupPoint(datetime(2026, 3, 1, h, tzinfo=UTC), 1.0 * h, h, 0.5, "computed", "mg/L", 2)
+        for h in range(5)
+    ]
+    page = _rollup_columns(rows)
+    first = page.head(2)
+    assert len(page) == 5 and len(first) == 2
+    assert first.rows() == rows[:2] and (first.unit, first.decimals) == ("mg/L", 2)
+    assert first.time(1) == datetime(2026, 3, 1, 1, tzinfo=UTC)
