@@ -131,18 +131,17 @@ def _offset(offset: timedelta) -> bytes:
     return sign + b"%02d:%02d" % divmod(abs(minutes), 60)
 
 
-def numbers(
-    values: npt.NDArray[np.float64], missing: npt.NDArray[np.bool_], decimals: int
-) -> Column | None:
-    """Values already rounded to `decimals` places as JSON numbers (null where missing), as
-    orjson writes the floats; None where one is not finite, 10^15 units of the last place or
-    more, or below 10^-5."""
+def numbers(values: npt.NDArray[np.float64], decimals: int) -> Column | None:
+    """Values already rounded to `decimals` places as JSON numbers (null where missing: NaN, as
+    the store reads a missing value), as orjson writes the floats; None where one is infinite,
+    10^15 units of the last place or more, or below 10^-5."""
     if decimals < 0:
         return None
+    missing = np.isnan(values)
     present = ~missing
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = np.where(present, values * 10.0**decimals, 0.0)
-        if not np.all(np.abs(scaled) < _LARGEST):  # also NaN and the infinities
+        if not np.all(np.abs(scaled) < _LARGEST):  # also the infinities
             return None
     units = np.rint(scaled).astype(np.int64)
     magnitude = np.abs(units)

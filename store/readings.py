@@ -660,16 +660,12 @@ class ReadingColumns(TimeColumns):
     time_us: npt.NDArray[np.int64]  # microseconds since 1970-01-01 UTC
     period_s: npt.NDArray[np.int32]
     value: npt.NDArray[np.float64]  # NaN where missing
-    missing: npt.NDArray[np.bool_]  # the value is NaN
     qc: npt.NDArray[np.int16]
 
     def rows(self) -> list[PageRow]:
         """The readings as rows (time aware in UTC; None for a missing value)."""
         times = [unix_time(t) for t in self.time_us.tolist()]
-        values = [
-            None if missing else value
-            for value, missing in zip(self.value.tolist(), self.missing.tolist(), strict=True)
-        ]
+        values = [None if math.isnan(value) else value for value in self.value.tolist()]
         return list(zip(times, self.period_s.tolist(), values, self.qc.tolist(), strict=True))
 
 
@@ -702,7 +698,6 @@ async def readings_page(
     assert found is not None  # an aggregate's one row (NULL for no reading)
     layout = _PAGE_RECORD if period_s is None else _PERIOD_PAGE_RECORD
     records = np.frombuffer(found[0] or b"", dtype=layout)
-    value = records["value"].astype(np.float64)
     return ReadingColumns(
         records["time"].astype(np.int64) + PG_EPOCH_UNIX_US,
         (
@@ -710,8 +705,7 @@ async def readings_page(
             if period_s is None
             else np.full(len(records), period_s, dtype=np.int32)
         ),
-        value,
-        np.isnan(value),
+        records["value"].astype(np.float64),
         records["qc"].astype(np.int16),
     )
 

@@ -268,7 +268,7 @@ def reading_fields(
     if decimals is None:  # values as they arrived: their shortest decimals, written by orjson
         return None
     times = columns.times(page.time_us, zone)
-    numbers = columns.numbers(values, page.missing, decimals)
+    numbers = columns.numbers(values, decimals)
     if times is None or numbers is None:
         return None
     instant = page.period_s == 0
@@ -354,8 +354,8 @@ def rollup_fields(
         return None
     times = columns.times(page.time_us, zone)
     ends = columns.times(page.time_us + period_s * 1_000_000, zone)
-    numbers = columns.numbers(values, np.isnan(values), page.decimals)
-    shares = columns.numbers(coverages, np.isnan(coverages), COVERAGE_DECIMALS)
+    numbers = columns.numbers(values, page.decimals)
+    shares = columns.numbers(coverages, COVERAGE_DECIMALS)
     if times is None or ends is None or numbers is None or shares is None:
         return None
     return [

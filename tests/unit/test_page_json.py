@@ -148,7 +148,6 @@ def _columns(rows: list[PageRow]) -> ReadingColumns:
         np.array([(row[0] - _UNIX) // timedelta(microseconds=1) for row in rows], np.int64),
         np.array([row[1] for row in rows], np.int32),
         np.array([np.nan if v is None else v for v in values], np.float64),
-        np.array([v is None for v in values], np.bool_),
         np.array([row[3] for row in rows], np.int16),
     )
 
@@ -217,7 +216,11 @@ def test_a_page_of_columns_is_written_as_its_dicts(zone_name: str, decimals: int
         (0.00002, 6, True),
         (0.000001, 6, False),  # orjson: 1e-6
         (0.0000014, 9, False),
-        (float("nan"), 2, False),
+        (
+            float("nan"),
+            2,
+            True,
+        ),  # a missing value as the store reads it: null, as orjson writes NaN
         (float("inf"), 2, False),
         (-0.0, 3, True),
         (2.675, 2, True),  # 2.68: the decimal half, not the double's
