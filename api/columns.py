@@ -3,10 +3,10 @@
 A page of /v1/readings holds up to 10,000 readings. As a dict per reading serialised by orjson
 it cost the API process about 10 ms of CPU, most of it building Python objects: a datetime and
 a float per reading from the driver, a dict, the rounded value. Here the store hands the page
-over as numpy columns and each field becomes a column of JSON literals (bytes arrays, one per
-item) in a few vectorised steps; `items` joins them. The bytes are those orjson writes for the
-dicts (`api.output.json_response`; tests/unit/test_page_json.py compares the two over random
-pages and every edge this module names).
+over as numpy columns and each field becomes a column of JSON literals (a row of bytes per
+item) in a few vectorised steps; `items` lays them side by side. The bytes are those orjson
+writes for the dicts (`api.output.json_response`; tests/unit/test_page_json.py compares the two
+over random pages and every edge this module names).
 
 Each writer returns None where its column holds what it does not write the way orjson would:
 a time in Asia/Shanghai before 1991-09-15 (daylight saving then: no fixed offset), a value of
@@ -27,13 +27,18 @@ import numpy.typing as npt
 from api.output import steady_zone
 from store.arrays import unix_time
 
-# One JSON literal per item, as bytes padded with NULs to the longest (numpy's "S" arrays; a
-# value read back from one drops its padding).
-Column = npt.NDArray[np.bytes_]
+# A column: one JSON literal per item, a row of bytes each, as wide as the longest and padded
+# with NUL bytes where a literal is shorter. The padding may sit anywhere in a row (JSON text
+# never holds a NUL: orjson escapes U+0000); `items` takes it out of the whole response at once,
+# at a cost per NUL byte, so the writers pad only where literals differ in length.
+Column = npt.NDArray[np.uint8]
 
-_STRINGS = np.strings
+_DIGIT_0 = ord("0")
+# "0000" to "9999": four ASCII digits by their number, as one 32-bit word each.
+_QUADS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)
 # "00" to "99": two ASCII digits by their number.
 _PAIRS = np.frombuffer(b"".join(b"%02d" % i for i in range(100)), dtype=np.uint8).reshape(100, 2)
+_NULL = np.frombuffer(b"null", dtype=np.uint8)
 _MICROSECOND = timedelta(microseconds=1)
 # Below 10^15 a value of a few decimals is at most 15 significant digits: the shortest decimal
 # of the double nearest it is that decimal (doubles keep 15 digits). orjson writes a value
@@ -44,15 +49,36 @@ _SMALLEST_EXPONENT = -5
 _DENSE_CODES = 1 << 17
 
 
-def _digits(numbers: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
+def literals(column: Column | bytes) -> list[bytes] | bytes:
+    """A column's literals, padding taken out (one literal for every item stays as it is)."""
+    if isinstance(column, bytes):
+        return column
+    return [row.tobytes().replace(b"\0", b"") for row in column]
+
+
+def _digits(numbers: npt.NDArray[np.int64], width: int) -> Column:
     """(len(numbers), width) ASCII digits of each number (0 ≤ number < 10**width), zero-padded."""
-    even = width + (width & 1)
-    out = np.empty((len(numbers), even), dtype=np.uint8)
+    groups = -(-width // 4)
+    out = np.empty((len(numbers), groups), dtype=np.uint32)
     rest = numbers
-    for place in range(even - 2, -1, -2):
-        rest, pair = np.divmod(rest, 100)
-        out[:, place : place + 2] = _PAIRS[pair]
-    return out[:, width & 1 :]
+    for group in range(groups - 1, 0, -1):
+        rest, quad = np.divmod(rest, 10_000)
+        out[:, group] = _QUADS[quad]
+    out[:, 0] = _QUADS[rest]
+    return out.view(np.uint8)[:, 4 * groups - width :]
+
+
+def _pad_leading_zeros(digits: Column) -> None:
+    """Pad (in place) each row's leading zeros but its last digit: 007 → 7, 000 → 0."""
+    leading = digits[:, :-1]
+    leading[np.logical_and.accumulate(leading == _DIGIT_0, axis=1)] = 0
+
+
+def _pad_trailing_zeros(digits: Column) -> None:
+    """Pad (in place) each row's trailing zeros but its first digit: 250 → 25, 000 → 0."""
+    trailing = digits[:, 1:]
+    zeros = np.logical_and.accumulate(trailing[:, ::-1] == _DIGIT_0, axis=1)[:, ::-1]
+    trailing[zeros] = 0
 
 
 def _civil(days: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
@@ -77,7 +103,7 @@ def times(unix_us: npt.NDArray[np.int64], zone: tzinfo) -> Column | None:
     writes aware datetimes (microseconds only where there are any; UTC as Z); None unless one
     fixed offset writes every time as the zone does (api.output.steady_zone)."""
     if not len(unix_us):
-        return np.empty(0, dtype="S1")
+        return np.empty((0, 1), dtype=np.uint8)
     fixed = steady_zone(zone, unix_time(int(unix_us.min())))
     if fixed is None:
         return None
@@ -107,8 +133,8 @@ def times(unix_us: npt.NDArray[np.int64], zone: tzinfo) -> Column | None:
     if has_micro:
         text[:, 20] = ord(".")
         text[:, 21:27] = _digits(micro, 6)
-        text[micro == 0, 20:] = np.append(suffix, np.zeros(fraction, dtype=np.uint8))
-    return text.view(f"S{text.shape[1]}").ravel()
+        text[micro == 0, 20:27] = 0  # whole seconds: no fraction
+    return text
 
 
 @cache
@@ -138,41 +164,61 @@ def numbers(values: npt.NDArray[np.float64], decimals: int) -> Column | None:
     if decimals < 0:
         return None
     missing = np.isnan(values)
-    present = ~missing
     with np.errstate(invalid="ignore", over="ignore"):
-        scaled = np.where(present, values * 10.0**decimals, 0.0)
-        if not np.all(np.abs(scaled) < _LARGEST):  # also the infinities
+        scaled = values * 10.0**decimals
+        if not np.all((np.abs(scaled) < _LARGEST) | missing):  # also the infinities
             return None
-    units = np.rint(scaled).astype(np.int64)
+    units = np.rint(np.where(missing, 0.0, scaled)).astype(np.int64)
     magnitude = np.abs(units)
     if decimals + _SMALLEST_EXPONENT > 0 and np.any(
         (magnitude > 0) & (magnitude < 10 ** (decimals + _SMALLEST_EXPONENT))
     ):
         return None
+    # [-]whole.fraction, the sign only if a value is negative, one fractional digit at least.
     whole, fraction = np.divmod(magnitude, 10**decimals)
+    negative = units < 0
+    sign = int(negative.any())
+    whole_width = _width(whole)
+    point = sign + whole_width
+    width = point + 1 + max(decimals, 1)
+    out = np.empty((len(values), max(width, 4) if missing.any() else width), dtype=np.uint8)
+    if sign:
+        out[:, 0] = np.where(negative, ord("-"), 0)
+    out[:, sign:point] = _digits(whole, whole_width)
+    _pad_leading_zeros(out[:, sign:point])
+    out[:, point] = ord(".")
     if decimals:
-        fractional = _STRINGS.rstrip(_digits(fraction, decimals).view(f"S{decimals}").ravel(), b"0")
-        fractional = np.where(_STRINGS.str_len(fractional) == 0, b"0", fractional)
+        out[:, point + 1 : width] = _digits(fraction, decimals)
+        _pad_trailing_zeros(out[:, point + 1 : width])
     else:
-        fractional = np.full(len(units), b"0")
-    written = _STRINGS.add(_STRINGS.add(_whole(whole), b"."), fractional)
-    return nullable(_signed(written, units < 0), missing)
+        out[:, point + 1] = _DIGIT_0
+    out[:, width:] = 0
+    return nullable(out, missing)
 
 
 def integers(values: npt.NDArray[np.int64]) -> Column:
     """Integers as JSON numbers."""
-    return _signed(_whole(np.abs(values)), values < 0)
+    magnitude = np.abs(values)
+    negative = values < 0
+    sign = int(negative.any())
+    width = _width(magnitude)
+    out = np.empty((len(values), sign + width), dtype=np.uint8)
+    if sign:
+        out[:, 0] = np.where(negative, ord("-"), 0)
+    out[:, sign:] = _digits(magnitude, width)
+    _pad_leading_zeros(out[:, sign:])
+    return out
 
 
-def _whole(magnitude: npt.NDArray[np.int64]) -> Column:
-    """The digits of non-negative integers, without leading zeros."""
-    width = len(str(int(magnitude.max()))) if len(magnitude) else 1
-    written = _STRINGS.lstrip(_digits(magnitude, width).view(f"S{width}").ravel(), b"0")
-    return np.where(_STRINGS.str_len(written) == 0, b"0", written)
+def _width(magnitude: npt.NDArray[np.int64]) -> int:
+    """Digits of the largest of non-negative integers."""
+    return len(str(int(magnitude.max()))) if len(magnitude) else 1
 
 
-def _signed(written: Column, negative: npt.NDArray[np.bool_]) -> Column:
-    return np.where(negative, _STRINGS.add(b"-", written), written) if negative.any() else written
+def _matrix(literals: Sequence[bytes]) -> Column:
+    """Literals as a column (a row each, NUL-padded)."""
+    table = np.array(literals, dtype=np.bytes_)
+    return table.view(np.uint8).reshape(len(literals), table.itemsize)
 
 
 def choices(codes: npt.NDArray[Any], literal: Callable[[Any], bytes]) -> Column | bytes:
@@ -186,17 +232,25 @@ def choices(codes: npt.NDArray[Any], literal: Callable[[Any], bytes]) -> Column 
     if most - least < _DENSE_CODES:  # codes close together: a table by code, no sort
         offsets = codes.astype(np.int64) - least
         present = np.flatnonzero(np.bincount(offsets))
-        literals = np.array([literal(least + offset) for offset in present.tolist()], np.bytes_)
-        table = np.zeros(most - least + 1, dtype=literals.dtype)
-        table[present] = literals
+        found = _matrix([literal(least + offset) for offset in present.tolist()])
+        table = np.zeros((most - least + 1, found.shape[1]), dtype=np.uint8)
+        table[present] = found
         return table[offsets]
     distinct, index = np.unique(codes, return_inverse=True)
-    return np.array([literal(code) for code in distinct.tolist()], dtype=np.bytes_)[index]
+    return _matrix([literal(code) for code in distinct.tolist()])[index]
 
 
 def nullable(column: Column, missing: npt.NDArray[np.bool_]) -> Column:
-    """`column` with null where `missing`."""
-    return np.where(missing, b"null", column) if missing.any() else column
+    """`column` with null where `missing` (in place where the column is wide enough)."""
+    if not missing.any():
+        return column
+    if column.shape[1] < len(_NULL):
+        column = np.concatenate(
+            (column, np.zeros((len(column), len(_NULL) - column.shape[1]), np.uint8)), axis=1
+        )
+    column[missing] = 0
+    column[missing, : len(_NULL)] = _NULL
+    return column
 
 
 def items(
@@ -209,35 +263,26 @@ def items(
     if count == 0:
         return before + b"[]" + after
     assert count is not None, "at least one field is a column"
-    # The objects' text in pieces: literals shared by all, and columns. The pieces are copied
-    # side by side into one block of bytes, a row per object and a comma after each; what pads
-    # a column's shorter literals (NUL bytes, which JSON text never holds: orjson escapes them)
-    # is then taken out of the whole at once.
-    pieces: list[Column | bytes] = []
-    text = b"{"
+    # An object's text with its columns' places left empty, and where each column goes: the
+    # text is laid down once for every object (a row per object, a comma after each), then
+    # each column into its place; the padding (NUL bytes) is taken out of the whole at once.
+    row = bytearray(b"{")
+    places: list[tuple[int, Column]] = []
     for position, (name, value) in enumerate(fields):
-        text += (b"," if position else b"") + b'"' + name.encode() + b'":'
+        row += (b"," if position else b"") + b'"' + name.encode() + b'":'
         if isinstance(value, bytes):
-            text += value
+            row += value
         else:
-            pieces += [text, value]
-            text = b""
-    pieces.append(text + b"},")
-    widths = [len(p) if isinstance(p, bytes) else p.itemsize for p in pieces]
+            places.append((len(row), value))
+            row += bytes(value.shape[1])
+    row += b"},"
     opening = before + b"["
-    end = len(opening) + count * sum(widths)
+    end = len(opening) + count * len(row)
     buffer = np.empty(end + len(after), dtype=np.uint8)  # the last comma becomes the "]"
     buffer[: len(opening)] = np.frombuffer(opening, dtype=np.uint8)
-    block = buffer[len(opening) : end].reshape(count, sum(widths))
-    place = 0
-    padded = False
-    for piece, width in zip(pieces, widths, strict=True):
-        if isinstance(piece, bytes):
-            block[:, place : place + width] = np.frombuffer(piece, dtype=np.uint8)
-        else:
-            block[:, place : place + width] = piece.view(np.uint8).reshape(count, width)
-            padded = padded or bool(_STRINGS.str_len(piece).min() < width)
-        place += width
+    block = buffer[len(opening) : end].reshape(count, len(row))
+    block[:] = np.frombuffer(row, dtype=np.uint8)
+    for place, column in places:
+        block[:, place : place + column.shape[1]] = column
     buffer[end - 1 :] = np.frombuffer(b"]" + after, dtype=np.uint8)
-    written = buffer.tobytes()
-    return written.replace(b"\0", b"") if padded else written
+    return buffer.tobytes().replace(b"\0", b"")

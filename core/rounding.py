@@ -26,6 +26,11 @@ Number = float | int | Fraction | Decimal
 _NEAR_HALF = 1e-9
 # From 2**52 up, a double has no fractional part left to round.
 _WHOLE = 2.0**52
+# Below 2**44 units of the last place kept, a double is within 2**-7 units of its value: the
+# double nearest a decimal half is read back from no other decimal of as few digits.
+_EXACT_HALVES = 2.0**44
+# 10**0 to 10**22: every one exact as a double.
+_TENS = np.array([float(10**places) for places in range(23)])
 
 
 def round_half_even(
@@ -66,14 +71,47 @@ def round_half_even_array(
 def _rounded(
     value: npt.NDArray[np.float64], places: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
-    scale = 10.0 ** places.astype(np.float64)
+    scale = _scales(places)
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = value * scale
         whole = ~(np.abs(scaled) < _WHOLE)  # also NaN and the infinities
         fraction = np.abs(scaled - np.trunc(scaled))
         half = np.abs(fraction - 0.5) <= _NEAR_HALF * np.maximum(1.0, np.abs(scaled))
         rounded = np.where(whole, value, np.round(scaled) / scale) + 0.0  # -0.0 becomes 0.0
-    for slot in np.flatnonzero(half & ~whole).tolist():
+    slots = np.flatnonzero(half & ~whole)
+    if len(slots):
+        rounded[slots] = _halves(value[slots], places[slots], scaled[slots])
+    return rounded
+
+
+def _scales(places: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """10**places as doubles: exact from 10**0 to 10**22 (a table, not pow)."""
+    exact = (places >= 0) & (places < len(_TENS))
+    if exact.all():
+        return _TENS[places]
+    return np.where(exact, _TENS[np.clip(places, 0, len(_TENS) - 1)], 10.0 ** places.astype(float))
+
+
+def _halves(
+    value: npt.NDArray[np.float64], places: npt.NDArray[np.int64], scaled: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Values lying within a hair of a half of their last place kept, rounded as their shortest
+    decimals are: half to even where a value is the double nearest that decimal half (then,
+    below _EXACT_HALVES, its shortest decimal is the half itself), else away from the half on
+    the side the value lies (the shortest decimal lies on the same side: a decimal is read as
+    its nearest double, in order). Others (tens and hundreds, more than 22 places, the huge)
+    are rounded one by one."""
+    lower = np.floor(np.abs(scaled))
+    exact = (places >= 0) & (places < len(_TENS)) & (lower < _EXACT_HALVES)
+    tens = _TENS[np.where(exact, places, 0)]
+    # The double nearest (2·lower + 1) / (2·10^places): both exact, divided correctly rounded.
+    half = (2.0 * lower + 1.0) / (2.0 * tens)
+    magnitude = np.abs(value)
+    units = np.where(
+        magnitude == half, lower + lower % 2, np.where(magnitude > half, lower + 1.0, lower)
+    )
+    rounded: npt.NDArray[np.float64] = np.copysign(units / tens, value) + 0.0
+    for slot in np.flatnonzero(~exact).tolist():
         rounded[slot] = _decimal_round(float(value[slot]), int(places[slot]))
     return rounded
 

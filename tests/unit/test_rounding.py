@@ -112,3 +112,19 @@ def test_halves_round_as_the_exact_rule_does_at_every_count_and_magnitude() -> N
             continue  # no fractional part left to round: kept as it is
         expected = float(round_exact(value, places)) + 0.0
         assert repr(round_value(value, places)) == repr(expected), (value, places)
+
+
+def test_values_a_hair_beside_a_half_round_to_the_side_they_lie_on() -> None:
+    """A value within 1e-9 of a half of its last place kept, but not that decimal half (…49999999,
+    …50000001): rounded as its shortest decimal is, down or up, at every count of places."""
+    rng = random.Random(8171)
+    cases: list[tuple[float, int]] = [(2.67500000001, 2), (2.67499999999, 2), (-0.4999999999, 0)]
+    for _ in range(20_000):
+        places = rng.randrange(0, 12)
+        digits = rng.randrange(1, 12)
+        tail = rng.choice(("49999999", "50000001", "4999999999999", "5000000000001"))
+        text = f"{rng.choice(('', '-'))}{rng.randrange(10**digits)}{tail}e{-places - len(tail)}"
+        cases.append((float(text), places))
+    for value, places in cases:
+        expected = float(round_exact(value, places)) + 0.0
+        assert repr(round_value(value, places)) == repr(expected), (value, places)
