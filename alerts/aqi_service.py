@@ -55,8 +55,8 @@ from store.rollups import (
     HourlyRollupRow,
     daily_rollups,
     hourly_rollups,
-    hourly_rollups_within,
     hourly_slots,
+    newest_hourly_rollups_within,
 )
 
 # The period each kind of report names.
@@ -358,13 +358,14 @@ _Measured = Mapping[int, Sequence[tuple[int, str, int]]]
 async def _sample_items(
     conn: Conn, hour: datetime, measured: _Measured
 ) -> dict[int, dict[str, _Item]]:
-    """Per station, each parameter's value in the hour's sample: what stands of its rollups."""
+    """Per station, each parameter's value in the hour's sample: what stands of its rollups
+    (which the newest and the newest valid rollup within its interval decide)."""
     spans = {
         (sid, pid): sample_hours(interval_s)
         for sid, entries in measured.items()
         for pid, _, interval_s in entries
     }
-    rows = await hourly_rollups_within(
+    rows = await newest_hourly_rollups_within(
         conn,
         hour=hour,
         windows=[(sid, pid, hours * HOUR_S) for (sid, pid), hours in spans.items()],

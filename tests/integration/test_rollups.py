@@ -11,10 +11,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import alerts.loop as loop_module
+from alerts.assessment.water import standing
 from alerts.loop import AlertLoop, rebuild_rollups
 from core.timeutil import CST
 from ingest.history import HistoryQc
@@ -22,7 +24,7 @@ from ingest.pipeline import Pipeline, SourceRef
 from schemas.common import QC
 from schemas.readings import ReadingIn, Rejection
 from store.readings import ReadingRow
-from store.rollups import Claim, DirtyKey, DirtyRow, claim_dirty
+from store.rollups import Claim, DirtyKey, DirtyRow, claim_dirty, newest_hourly_rollups_within
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 FEED = SourceRef(code="test", kind="test")
@@ -611,3 +613,75 @@ async def test_a_recomputed_hour_leaves_readings_still_queued_to_extend_it(
     async with db.connection() as conn, conn.transaction():
         await rebuild_rollups(conn, water_min_samples=1, now=NOW)
     assert await _query(db, _ALL_HOURLY) == incremental
+
+
+def _sample_stands(
+    rows: Iterable[tuple[datetime, float | None]], hour: datetime, hours: int
+) -> tuple[float | None, datetime | None, bool]:
+    """What stands in `hour`'s sample of a series of hourly rollups (hour, value), with an
+    interval of `hours` hours: the value, the hour it is from, and whether any was received."""
+    first = hour - (hours - 1) * HOUR
+    values, held = np.full(hours, np.nan), np.zeros(hours, dtype=bool)
+    for time, value in rows:
+        slot = (time - first) // HOUR
+        if 0 <= slot < hours:
+            held[slot] = True
+            values[slot] = np.nan if value is None else value
+    stands = standing(values, held, hours=hours)
+    source = int(stands.source[-1])
+    value = float(stands.values[-1])
+    return (
+        None if math.isnan(value) else value,
+        None if source < 0 else first + source * HOUR,
+        bool(stands.received[-1]),
+    )
+
+
+async def test_the_newest_rollups_of_a_window_decide_its_sample_as_every_hour_of_it_does(
+    db: AsyncConnectionPool,
+) -> None:
+    """A sample reads each series' newest rollup and newest valid rollup of its interval: what
+    stands is what stands over every hourly rollup of the interval (random series of gaps and
+    insufficient hours, intervals of 1 to 720 hours, rollups on both sides of the window)."""
+    random_ = random.Random(3838)
+    hour = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    series = await _query(
+        db, "SELECT s.id, p.id FROM station s CROSS JOIN parameter p ORDER BY 1, 2 LIMIT 60"
+    )
+    windows: list[tuple[int, int, int]] = []
+    stored: dict[tuple[int, int], list[tuple[datetime, float | None]]] = defaultdict(list)
+    for index, (station_id, parameter_id) in enumerate(series):
+        hours = (1, 4, 24, 720)[index % 4]
+        windows.append((station_id, parameter_id, hours * 3600))
+        kept = random_.choice((0.0, 0.05, 0.5, 1.0))  # a share of the hours with a rollup
+        insufficient = random_.choice((0.0, 0.3, 1.0))  # of those, a share without a value
+        for back in range(-2, hours + 3):
+            if random_.random() < kept:
+                value = None if random_.random() < insufficient else random_.uniform(0, 10)
+                stored[(station_id, parameter_id)].append((hour - back * HOUR, value))
+    async with db.connection() as conn:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO reading_hourly (station_id, parameter_id, hour, value, samples,"
+                " coverage_s, min, max, origin, computed_at)"
+                " VALUES (%s, %s, %s, %s, 1, 3600, %s, %s, 'computed', %s)",
+                [
+                    (station_id, parameter_id, time, value, value, value, NOW)
+                    for (station_id, parameter_id), rows in stored.items()
+                    for time, value in rows
+                ],
+            )
+        newest = await newest_hourly_rollups_within(conn, hour=hour, windows=windows)
+    read: dict[tuple[int, int], list[tuple[datetime, float | None]]] = defaultdict(list)
+    for row in newest:
+        read[(row.station_id, row.parameter_id)].append((row.hour, row.value))
+    assert newest == sorted(newest, key=lambda row: (row.station_id, row.parameter_id, row.hour))
+    outcomes = set()
+    for station_id, parameter_id, window_s in windows:
+        hours = window_s // 3600
+        every = _sample_stands(stored[(station_id, parameter_id)], hour, hours)
+        assert _sample_stands(read[(station_id, parameter_id)], hour, hours) == every
+        assert len(read[(station_id, parameter_id)]) <= 2
+        outcomes.add((every[0] is not None, every[2]))
+    # Valid values, insufficient data and nothing received all occurred.
+    assert outcomes == {(True, True), (False, True), (False, False)}
