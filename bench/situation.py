@@ -150,7 +150,11 @@ async def main(requests: int, interval_s: int) -> None:
                     await seed_rules(
                         conn, load_rules(ROOT / "config" / "thresholds.yaml"), at=utcnow()
                     )
-                    _, key = await create_key(conn, agency="joint_office", roles=["reader"])
+                    # Rate limits stay on, as in production; the key's own rate is far above
+                    # the load (600 requests a minute, the default, is 10 a second).
+                    _, key = await create_key(
+                        conn, agency="joint_office", roles=["reader"], rate_limit=10_000_000
+                    )
             filled = time.perf_counter()
             count = await _fill(pool, interval_s)
             print(

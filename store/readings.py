@@ -790,7 +790,10 @@ class TrendPoints:
 # Per series and slot of the window (newest - (k + 1) step, newest - k step], the newest valid
 # value of one period: one short backward index probe each, so a series reporting every few
 # seconds costs as little as an hourly one. Only valid and below-detection values say where a
-# series is going (docs/conventions.md §4).
+# series is going (docs/conventions.md §4). The constant bounds (the oldest window's start, the
+# newest reading) let the planner keep only the partitions they span: without them each probe
+# ran through every partition of `reading`, and planning that took as long as the probes
+# (4.1 + 5.7 ms of the server's time for an area's 106 series, 50 M readings).
 _TREND_POINTS = """
 SELECT w.station_id, w.parameter_id, p.noise,
        coalesce(array_agg(extract(epoch FROM r.time)::float8 + w.period_s ORDER BY r.time)
@@ -806,6 +809,7 @@ LEFT JOIN LATERAL (
     WHERE station_id = w.station_id AND parameter_id = w.parameter_id AND period_s = w.period_s
       AND time <= w.newest - make_interval(secs => slot.k * %(step)s)
       AND time > w.newest - make_interval(secs => (slot.k + 1) * %(step)s)
+      AND time > %(earliest)s AND time <= %(latest)s
       AND qc = ANY(%(qc)s) AND value IS NOT NULL
     ORDER BY time DESC LIMIT 1
 ) r ON true
@@ -825,6 +829,8 @@ async def trend_points(
     oldest first, and the parameter's noise."""
     if not series:
         return []
+    newest = [s[3] for s in series]
+    slots = math.ceil(window_s / step_s)
     async with conn.cursor(row_factory=class_row(TrendPoints), binary=True) as cur:
         await cur.execute(
             _TREND_POINTS.encode(),
@@ -832,10 +838,10 @@ async def trend_points(
                 "station": Int4Array.of(np.array([s[0] for s in series], dtype=np.int32)),
                 "parameter": Int2Array.of(np.array([s[1] for s in series], dtype=np.int16)),
                 "period": Int4Array.of(np.array([s[2] for s in series], dtype=np.int32)),
-                "newest": TimestamptzArray.of(
-                    np.array(micros(s[3] for s in series), dtype=np.int64)
-                ),
-                "slots": math.ceil(window_s / step_s),
+                "newest": TimestamptzArray.of(np.array(micros(newest), dtype=np.int64)),
+                "earliest": min(newest) - timedelta(seconds=slots * step_s),
+                "latest": max(newest),
+                "slots": slots,
                 "step": step_s,
                 "qc": [QC.VALID.code, QC.BELOW_DETECTION.code],
             },
