@@ -181,7 +181,7 @@ def numbers(values: npt.NDArray[np.float64], decimals: int) -> Column | None:
     whole_width = _width(whole)
     point = sign + whole_width
     width = point + 1 + max(decimals, 1)
-    out = np.empty((len(values), max(width, 4) if missing.any() else width), dtype=np.uint8)
+    out = np.empty((len(values), width), dtype=np.uint8)
     if sign:
         out[:, 0] = np.where(negative, ord("-"), 0)
     out[:, sign:point] = _digits(whole, whole_width)
@@ -192,7 +192,6 @@ def numbers(values: npt.NDArray[np.float64], decimals: int) -> Column | None:
         _pad_trailing_zeros(out[:, point + 1 : width])
     else:
         out[:, point + 1] = _DIGIT_0
-    out[:, width:] = 0
     return nullable(out, missing)
 
 

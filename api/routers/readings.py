@@ -67,13 +67,8 @@ def reading_items(
     """ReadingOut items as dicts, with the published `values` and the series' `unit`."""
     fixed = steady_zone(zone, min(rows, key=itemgetter(0))[0] if rows else None)
     if fixed is not None:
-        # The same times as below (a fixed offset adds a period as the zone would). Read in
-        # the zone already (readings_page's time_zone: every time is from the same result, in
-        # the same zone), they need no shift.
-        if rows and rows[0][0].tzinfo is zone:
-            times = [row[0] for row in rows]
-        else:
-            times = [row[0].astimezone(fixed) for row in rows]
+        # The same times as below (a fixed offset adds a period as the zone would).
+        times = [row[0].astimezone(fixed) for row in rows]
         return [
             {
                 "time": local,
