@@ -103,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
             queue = upstream.script.get(url.path, [])
             behaviour = queue.pop(0) if queue else None
         if behaviour == "slow":
-            time.sleep(1.0)  # the client's timeout (0.3 s) has passed by now
+            time.sleep(3.0)  # the client's timeout (2 s) has passed by now
         elif isinstance(behaviour, int):
             self._send(behaviour, {"detail": f"scripted {behaviour}"})
             return
@@ -206,7 +206,9 @@ def _feed(base_url: str, **overrides: Any) -> OpenAqFeed:
         "page_limit": 10,
         "lookback_s": 30 * 3600,
         "max_window_s": 24 * 3600,
-        "timeout_s": 0.3,
+        # Well above an answer's time on a loaded machine: a test that counts requests must
+        # not see a retry (0.3 s was exceeded once while other suites ran beside this one).
+        "timeout_s": 2.0,
         "retries": 2,
         "backoff_s": 0.01,
         "sensors": [
