@@ -123,6 +123,21 @@ def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says the database could not be reached or lost the connection.
 
     Such a failure is not the data's fault: retrying its items one by one would only wait for
-    the pool's timeout once per item.
+    the pool's timeout once per item. A transaction the server rolled back (a deadlock, a
+    serialization failure: OperationalErrors too) reached it: each item alone may well pass.
     """
+    if _rolled_back(exc):
+        return False
     return isinstance(exc, psycopg.OperationalError | PoolTimeout | OSError)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether the same work may succeed if simply tried again: the database was out of reach,
+    or rolled the transaction back for another's sake (a deadlock, a serialization failure)."""
+    return unreachable(exc) or _rolled_back(exc)
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    """SQLSTATE class 40, transaction rollback (psycopg's DeadlockDetected and
+    SerializationFailure do not derive from its TransactionRollback)."""
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")

@@ -63,7 +63,7 @@ from store.outbox import (
     notification_items,
     record_attempt,
 )
-from store.pool import Conn, unreachable
+from store.pool import Conn, transient
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +497,7 @@ class Dispatcher:
                         **attempt,
                     )
             except Exception as exc:
-                if not unreachable(exc):
+                if not transient(exc):
                     raise
                 failures += 1
                 delay = RECORD_RETRY.delay_s(failures)

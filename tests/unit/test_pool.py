@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from store.pool import unreachable
+from store.pool import transient, unreachable
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,7 @@ from store.pool import unreachable
 )
 def test_lost_connections_are_unreachable(error: Exception) -> None:
     assert unreachable(error) is True
+    assert transient(error) is True
 
 
 @pytest.mark.parametrize(
@@ -32,3 +33,20 @@ def test_lost_connections_are_unreachable(error: Exception) -> None:
 )
 def test_data_problems_are_not(error: Exception) -> None:
     assert unreachable(error) is False
+    assert transient(error) is False
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        psycopg.errors.SerializationFailure("could not serialize access"),
+    ],
+)
+def test_a_rolled_back_transaction_reached_the_server_and_may_pass_again(
+    error: Exception,
+) -> None:
+    """OperationalErrors, but the server answered: the items of a batch are retried one by one
+    (HJ 212), and the same work tried again (a notification's attempt recorded)."""
+    assert unreachable(error) is False
+    assert transient(error) is True
