@@ -117,7 +117,12 @@ WHERE EXCLUDED.time > l.time
 # The usual intake, new readings and nothing else, in one statement: the readings, each
 # series' newest of them into reading_latest (_NEWER), the rollups' queue with the readings'
 # values and its NOTIFY (as store.rollups.mark_dirty queues new readings), and the source's
-# counters last: every intake of a source updates its row, so it is held the shortest time.
+# counters. Rows are locked in the order write_readings and its caller lock them (readings,
+# reading_latest, the source's row), or an intake beside a merging one of the same series
+# deadlocks: the order is set by what reads what, for PostgreSQL runs WITH statements that
+# nothing reads last to first. reading_latest takes the stored rows (a sort: every reading is
+# written before its first row); the source's row, read by the main statement, waits for
+# reading_latest's count; the queue, which locks nothing, goes last.
 _STORE_NEW = f"""
 WITH new AS (
     SELECT * FROM unnest(%(station)s::int4[], %(parameter)s::int2[], %(period)s::int4[],
@@ -127,19 +132,20 @@ WITH new AS (
     INSERT INTO reading (station_id, parameter_id, period_s, time, value, qc, source_id,
                          received_at)
     SELECT *, %(source)s::int2, %(now)s FROM new
+    RETURNING station_id, parameter_id, period_s, time, value, qc
 ), latest AS (
     INSERT INTO reading_latest AS l (station_id, parameter_id, period_s, time, value, qc)
-    SELECT DISTINCT ON (station_id, parameter_id, period_s) * FROM new
+    SELECT DISTINCT ON (station_id, parameter_id, period_s) * FROM stored
     ORDER BY station_id, parameter_id, period_s, time DESC
     {_NEWER}
+    RETURNING 1
 ), queued AS (
     INSERT INTO series_dirty (station_id, parameter_id, period_s, time, value, qc)
     SELECT * FROM new
-), counted AS (
-    UPDATE source SET accepted = accepted + %(accepted)s, last_success_at = %(now)s
-    WHERE id = %(source)s
 )
-SELECT pg_notify('{READINGS_CHANNEL}', '')
+UPDATE source SET accepted = accepted + %(accepted)s, last_success_at = %(now)s
+WHERE id = %(source)s AND (SELECT count(*) FROM latest) >= 0
+RETURNING pg_notify('{READINGS_CHANNEL}', '')
 """
 
 

@@ -24,8 +24,8 @@ from schemas.readings import IntakeResult, ReadingIn, Rejection, SourceReading
 from store.intake import rejected_readings
 from store.partitions import create_partitions, month_of
 from store.pool import Conn
-from store.readings import ReadingRow, store_new_readings
-from store.sources import source_statuses
+from store.readings import ReadingRow, store_new_readings, write_readings
+from store.sources import ensure_source, record_intake, source_statuses
 from tests.conftest import wait_until_blocked
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
@@ -479,3 +479,36 @@ async def test_new_readings_whose_connection_is_lost_raise_the_loss_itself(
         with pytest.raises(psycopg.errors.AdminShutdown):
             await storing
         assert writer.closed
+
+
+async def test_an_intake_beside_a_merge_of_the_same_series_waits_for_it_without_deadlock(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    # A merge (write_readings, then the source's counters, in one transaction) holds the
+    # series' row of reading_latest until it commits. A one-statement intake of a newer reading
+    # of the same series from the same source waits for that row; it must not hold the source's
+    # row meanwhile, which the merge updates next (a deadlock, one of the two refused).
+    older = ReadingRow(1, 1, 3600, NOW, 1.0, QC.VALID.code)
+    newer = ReadingRow(1, 1, 3600, NOW + timedelta(hours=1), 2.0, QC.VALID.code)
+    async with db.connection() as conn:
+        await create_partitions(conn, {month_of(NOW)})
+        source_id = await ensure_source(conn, code=PUSH.code, kind=PUSH.kind)
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as merger,
+        await psycopg.AsyncConnection.connect(database_url) as writer,
+    ):
+        async with merger.transaction():
+            await write_readings(merger, [older], source_id=source_id, received_at=NOW)
+            storing = asyncio.create_task(
+                store_new_readings(writer, [newer], source_id=source_id, received_at=NOW)
+            )
+            await wait_until_blocked(db, writer.info.backend_pid)
+            await record_intake(
+                merger, source_id=source_id, at=NOW, accepted=1, duplicate=0, revised=0,
+                rejected=0,
+            )  # fmt: skip
+        await storing
+    assert [(t, v) for *_, t, v, _ in await _stored(db)] == [(older.time, 1.0), (newer.time, 2.0)]
+    written = await _written(db)
+    assert [row[3:5] for row in written["reading_latest"]] == [(newer.time, 2.0)]
+    assert written["source"][0][1:5] == (2, 0, 0, 0)
