@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from store.readings import _LATEST, _READINGS_OF_PERIOD_PAGE, _READINGS_PAGE
+from store.readings import _LATEST, _READINGS_PAGES
 from store.rollups import _HOURLY_SLOTS
 
 # The statement EnvLink ran for /v1/stations before it served the stations from its catalogue
@@ -120,7 +120,7 @@ async def readings(request: Request) -> Response:
     period = int(query["period_s"]) if "period_s" in query else None
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
         await cur.execute(
-            _READINGS_PAGE if period is None else _READINGS_OF_PERIOD_PAGE,
+            _READINGS_PAGES[period is not None, False],
             {
                 "station": catalogue["station_ids"][query["station"]],
                 "parameter": parameter["id"],

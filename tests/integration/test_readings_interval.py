@@ -19,12 +19,7 @@ from core.settings import Settings
 from core.timeutil import CST
 from ingest.pipeline import Pipeline, SourceRef
 from schemas.readings import ReadingIn, Rejection
-from store.readings import (
-    _READINGS_OF_PERIOD_PAGE,
-    _READINGS_OF_PERIOD_PAGE_RECORDS,
-    _READINGS_PAGE,
-    readings_page,
-)
+from store.readings import _READINGS_PAGE_RECORDS, _READINGS_PAGES, readings_page
 from store.rollups import _DAILY_SERIES, _HOURLY_SERIES, rollup_series
 from tests.conftest import worker_loop
 from tests.integration.conftest import reader_client
@@ -250,6 +245,7 @@ async def test_a_page_holds_as_columns_the_rows_its_statement_reads(
             {"start": None, "end": None, "period_s": None, "after": None, "limit": 1000},
             {"start": DAY1, "end": DAY2, "period_s": 60, "after": None, "limit": 1000},
             {"start": None, "end": None, "period_s": 3600, "after": (DAY2, 3600), "limit": 7},
+            {"start": None, "end": None, "period_s": None, "after": (DAY1 + HOUR, 60), "limit": 99},
             {"start": DAY2, "end": None, "period_s": None, "after": None, "limit": 1000},
             {"start": NOW, "end": None, "period_s": None, "after": None, "limit": 1000},
         ]
@@ -257,7 +253,7 @@ async def test_a_page_holds_as_columns_the_rows_its_statement_reads(
         for page in pages:
             args = {"station_id": station_id, "parameter_id": parameter_id, **page}
             columns = await readings_page(conn, **args)
-            statement = _READINGS_PAGE if page["period_s"] is None else _READINGS_OF_PERIOD_PAGE
+            statement = _READINGS_PAGES[page["period_s"] is not None, page["after"] is not None]
             after = page["after"] or (None, None)
             cursor = await conn.execute(
                 statement,
@@ -276,7 +272,7 @@ async def test_a_page_holds_as_columns_the_rows_its_statement_reads(
             assert columns.rows() == [tuple(row) for row in rows]
             assert columns.time_us.dtype == np.int64 and columns.value.dtype == np.float64
             seen.append(len(columns))
-    assert seen == [50 + 30 + 1 + 21 + 1, 50 + 30, 7, 22, 0]
+    assert seen == [50 + 30 + 1 + 21 + 1, 50 + 30, 7, 29 + 1 + 21 + 1, 22, 0]
     assert columns.rows() == []
 
 
@@ -330,12 +326,12 @@ async def test_a_page_of_one_period_is_one_index_range_of_that_period(
         }
         await conn.execute("SET LOCAL enable_seqscan = off")
         await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        await conn.execute(_READINGS_OF_PERIOD_PAGE_RECORDS, values, prepare=True)
+        await conn.execute(_READINGS_PAGE_RECORDS[True, False], values, prepare=True)
         (name,) = await _one(
             conn, "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%period_s = $%'"
         )
         # The parameters in the order the statement names them first ($1, $2, ...).
-        order = dict.fromkeys(re.findall(rb"%\((\w+)\)s", _READINGS_OF_PERIOD_PAGE_RECORDS))
+        order = dict.fromkeys(re.findall(rb"%\((\w+)\)s", _READINGS_PAGE_RECORDS[True, False]))
         arguments = sql.SQL(", ").join(sql.Literal(values[n.decode()]) for n in order)
         cursor = await conn.execute(
             sql.SQL("EXPLAIN EXECUTE {}({})").format(sql.Identifier(name), arguments)
