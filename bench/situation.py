@@ -1,8 +1,9 @@
 """GET /v1/situation latency: sequential requests over loopback to `envlink api`.
 
 The demo's catalogue and data: the simulator's 24 hours of hourly history and 3 hours of its
-real-time rounds (every --interval seconds, 10 as in the demo), rolled up and judged by the
-alert loop with the joint rule set. Then, per selection, --requests sequential requests (after
+real-time rounds (every --interval seconds, 10 as in the demo), with the demo's story as its
+first start plays it (the plume under way on the Dongjiang, a flat-lined sensor: the alerts and
+arrivals a situation reports), rolled up and judged by the alert loop with the joint rule set. Then, per selection, --requests sequential requests (after
 10 unmeasured ones) to an `envlink api` process, each answer checked (200, every station);
 prints p50 / p95 / p99 / max, the answer's size, and the CPU time per request of the API process
 and of the database server processes serving it (from /proc, so with the server on this
@@ -32,6 +33,7 @@ from core.timeutil import utcnow
 from ingest.history import HistoryQc
 from ingest.pipeline import Pipeline, SourceRef
 from ingest.sources.simulator import hourly_history, simulate
+from ingest.sources.story import Story
 from schemas.catalogue import load_catalogue
 from schemas.readings import ReadingIn, Rejection
 from schemas.rules import load_rules
@@ -46,14 +48,16 @@ CHUNK = 20_000
 
 
 async def _fill(pool: AsyncConnectionPool, interval_s: int) -> int:
-    """The demo's data: 24 h of hourly history and 3 h of real-time rounds, rolled up."""
+    """The demo's data: 24 h of hourly history and 3 h of real-time rounds with the story of a
+    demo started now, rolled up."""
     pipeline = Pipeline(pool, earliest=date(2000, 1, 1))
     catalogue = await pipeline.catalogue()
     now = utcnow()
-    readings: list[ReadingIn] = hourly_history(catalogue, now, hours=24)
+    story = Story(now)
+    readings: list[ReadingIn] = hourly_history(catalogue, now, hours=24, story=story)
     at = now - timedelta(hours=3)
     while at <= now:
-        readings += simulate(catalogue, at.replace(microsecond=0))
+        readings += simulate(catalogue, at.replace(microsecond=0), story=story)
         at += timedelta(seconds=interval_s)
     for start in range(0, len(readings), CHUNK):
         batch: list[ReadingIn | Rejection] = list(readings[start : start + CHUNK])
