@@ -72,6 +72,11 @@ def times_in_zone(value: Any, zone: tzinfo) -> Any:
     return _shift(value, zone, free=True)
 
 
+# Values that hold no time, by their exact type: most of a response's fields (a situation's
+# open alerts and stations hold thousands), passed over without a call each.
+_TIMELESS = frozenset({str, int, float, bool, type(None)})
+
+
 def _shift(value: Any, zone: tzinfo, *, free: bool) -> Any:
     if isinstance(value, datetime):
         return as_aware(value).astimezone(zone)
@@ -79,11 +84,15 @@ def _shift(value: Any, zone: tzinfo, *, free: bool) -> Any:
         changes = {}
         for name in type(value).model_fields:
             old = getattr(value, name)
+            if type(old) in _TIMELESS:  # a model's strings are not free-form text
+                continue
             new = _shift(old, zone, free=False)
             if new is not old:
                 changes[name] = new
         return value.model_copy(update=changes) if changes else value
     if isinstance(value, list):
+        if not free and all(type(item) in _TIMELESS for item in value):
+            return value
         items = [_shift(item, zone, free=free) for item in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     if isinstance(value, dict):
