@@ -3,11 +3,12 @@
 The demo's catalogue and data: the simulator's 24 hours of hourly history and 3 hours of its
 real-time rounds (every --interval seconds, 10 as in the demo), with the demo's story as its
 first start plays it (the plume under way on the Dongjiang, a flat-lined sensor: the alerts and
-arrivals a situation reports), rolled up and judged by the alert loop with the joint rule set. Then, per selection, --requests sequential requests (after
-10 unmeasured ones) to an `envlink api` process, each answer checked (200, every station);
-prints p50 / p95 / p99 / max, the answer's size, and the CPU time per request of the API process
-and of the database server processes serving it (from /proc, so with the server on this
-machine): on a busy machine the latencies grow with the load average, the CPU time much less.
+arrivals a situation reports), rolled up and judged by the alert loop with the joint rule set.
+Then, per selection, --requests sequential requests (after 10 unmeasured ones) to an `envlink
+api` process, each answer checked (200, every station); prints p50 / p95 / p99 / max, the
+answer's size, and the CPU time per request of the API process and of the database server
+processes serving it (from /proc, so with the server on this machine): on a busy machine the
+latencies grow with the load average, the CPU time much less.
 """
 
 from __future__ import annotations

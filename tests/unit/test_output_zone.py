@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -14,7 +14,7 @@ from core.timeutil import CST
 AT = datetime(2026, 12, 6, 1, 30, tzinfo=UTC)
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     HIGH = "high"
 
 
