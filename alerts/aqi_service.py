@@ -8,6 +8,7 @@ item a sample takes, the class — is alerts/assessment's, which the alert engin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -365,30 +366,44 @@ async def _sample_items(
         for sid, entries in measured.items()
         for pid, _, interval_s in entries
     }
+    codes = {(sid, pid): code for sid, entries in measured.items() for pid, code, _ in entries}
     rows = await newest_hourly_rollups_within(
         conn,
         hour=hour,
         windows=[(sid, pid, hours * HOUR_S) for (sid, pid), hours in spans.items()],
     )
-    by_series: dict[tuple[int, int], list[HourlyRollupRow]] = {}
-    for row in rows:
-        by_series.setdefault((row.station_id, row.parameter_id), []).append(row)
-    items: dict[int, dict[str, _Item]] = {}
-    for sid, entries in measured.items():
-        items[sid] = {}
-        for pid, code, _ in entries:
-            span = spans[(sid, pid)]
-            first = hour - timedelta(hours=span - 1)
-            hourly, by_slot = _grid(by_series.get((sid, pid), []), first, span)
-            stands = standing(hourly.values, hourly.received, hours=span)
-            source = by_slot.get(int(stands.source[-1]))
-            value = float(stands.values[-1]) if np.isfinite(stands.values[-1]) else None
-            items[sid][code] = _Item(
-                value,
-                stands.status(-1),
-                source.origin if source is not None and value is not None else None,
-                source.hour.astimezone(CST) if source is not None else None,
-            )
+    # One grid for every item, a row each, its last hour the sample's: each item's interval is
+    # its last `span` hours (earlier ones stay empty).
+    keys = list(spans)
+    row_of = {key: row for row, key in enumerate(keys)}
+    width = max(spans.values(), default=1)
+    values = np.full((len(keys), width), np.nan)
+    held = np.zeros((len(keys), width), dtype=bool)
+    by_slot: dict[tuple[int, int], HourlyRollupRow] = {}
+    for found in rows:
+        key = (found.station_id, found.parameter_id)
+        back = int((hour - found.hour).total_seconds() // HOUR_S)
+        if key not in row_of or not 0 <= back < spans[key]:
+            continue
+        row, slot = row_of[key], width - 1 - back
+        held[row, slot] = True
+        by_slot[row, slot] = found
+        if found.value is not None:
+            values[row, slot] = found.value
+    stands = standing(values, held, hours=[spans[key] for key in keys])
+    last = width - 1
+    items: dict[int, dict[str, _Item]] = {sid: {} for sid in measured}
+    for row, ((sid, pid), value, slot) in enumerate(
+        zip(keys, stands.values[:, last].tolist(), stands.source[:, last].tolist(), strict=True)
+    ):
+        source = by_slot.get((row, slot))
+        stood = value if math.isfinite(value) else None
+        items[sid][codes[sid, pid]] = _Item(
+            stood,
+            stands.status((row, last)),
+            source.origin if source is not None and stood is not None else None,
+            source.hour.astimezone(CST) if source is not None else None,
+        )
     return items
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+import numpy as np
+
 from alerts.aqi_service import stations_aqi, stations_water_quality
 from alerts.engine.catalogue import Catalogue, load
 from alerts.engine.kinds import PROPAGATION, STALENESS
@@ -23,7 +25,7 @@ from alerts.engine.timers import in_maintenance
 from alerts.propagation import Direction, flow_order
 from alerts.rollups import hour_start
 from alerts.rules import breaches
-from alerts.trend import TREND_STEP, TREND_WINDOW, Trend, trend
+from alerts.trend import TREND_STEP, TREND_WINDOW, Trend, trends
 from core.errors import StationNotFound
 from schemas.common import Area, City
 from schemas.quality import AqiOut, WaterQualityOut
@@ -219,12 +221,14 @@ async def _trends(conn: Conn, latest: Sequence[LatestReading]) -> dict[tuple[int
         window_s=TREND_WINDOW.total_seconds(),
         step_s=TREND_STEP.total_seconds(),
     )
-    return {
-        (p.station_id, p.parameter_id): trend(
-            [end / 3600 for end in p.ends], p.values, noise=p.noise
-        )
-        for p in found
-    }
+    # A row of points a series, padded with NaN (no point) to the longest.
+    shape = (len(found), max((len(p.ends) for p in found), default=0))
+    hours, values = np.full(shape, np.nan), np.full(shape, np.nan)
+    for row, points in enumerate(found):
+        hours[row, : len(points.ends)] = points.ends
+        values[row, : len(points.values)] = points.values
+    fitted = trends(hours / 3600, values, [p.noise for p in found])
+    return {(p.station_id, p.parameter_id): t for p, t in zip(found, fitted, strict=True)}
 
 
 async def _silences(

@@ -2,11 +2,12 @@
 
 The change over the window is slope × 3 h. Within ± the parameter's noise band (config/
 parameters.yaml, `noise`) it is `steady`; beyond it, `rising` or `falling`. Fewer than three
-points make no trend (`unknown`). Pure: numpy arrays in, a Trend out.
+points make no trend (`unknown`). Pure: numpy arrays in, Trends out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -38,23 +39,42 @@ def trend(hours: npt.ArrayLike, values: npt.ArrayLike, *, noise: float | None) -
 
     NaN values are no points. `noise` None is no band: any change is a rise or a fall.
     """
-    x = np.asarray(hours, dtype=np.float64)
-    y = np.asarray(values, dtype=np.float64)
-    kept = np.isfinite(x) & np.isfinite(y)
-    if not kept.all():
-        x, y = x[kept], y[kept]
-    count = int(x.size)
-    if count < MIN_POINTS:
-        return Trend(None, "unknown", count)
-    dx = x - float(x.sum()) / count
-    spread = float(dx @ dx)
-    if spread == 0.0:
-        return Trend(None, "unknown", count)  # every point at one instant: no slope
-    slope = float(dx @ (y - float(y.sum()) / count)) / spread
-    change = slope * TREND_HOURS
-    band = noise or 0.0
-    if abs(change) <= band:
-        direction: Direction = "steady"
-    else:
-        direction = "rising" if change > 0 else "falling"
-    return Trend(slope, direction, count)
+    x = np.asarray(hours, dtype=np.float64).reshape(1, -1)
+    y = np.asarray(values, dtype=np.float64).reshape(1, -1)
+    return trends(x, y, [noise])[0]
+
+
+def trends(
+    hours: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    noise: Sequence[float | None],
+) -> list[Trend]:
+    """The trend of each row: row i of `hours` and `values` (2-D, as wide as the most points a
+    series has; NaN is no point, so shorter rows are padded with NaN) against `noise[i]`.
+
+    A situation fits a hundred series or more at once, for the cost of a few of them one by one.
+    """
+    kept = np.isfinite(hours) & np.isfinite(values)
+    count = kept.sum(axis=1)
+    # Each row's points about their means (0 where there is no point).
+    dx = np.where(kept, hours, 0.0)
+    dx = np.where(kept, dx - dx.sum(axis=1, keepdims=True) / np.maximum(count, 1)[:, None], 0.0)
+    dy = np.where(kept, values, 0.0)
+    dy = np.where(kept, dy - dy.sum(axis=1, keepdims=True) / np.maximum(count, 1)[:, None], 0.0)
+    spread = (dx * dx).sum(axis=1)
+    slope = (dx * dy).sum(axis=1) / np.where(spread == 0.0, 1.0, spread)
+    found = []
+    for points, width, rate, band in zip(
+        count.tolist(), spread.tolist(), slope.tolist(), noise, strict=True
+    ):
+        if points < MIN_POINTS or width == 0.0:  # too few, or every point at one instant
+            found.append(Trend(None, "unknown", points))
+            continue
+        change = rate * TREND_HOURS
+        direction: Direction
+        if abs(change) <= (band or 0.0):
+            direction = "steady"
+        else:
+            direction = "rising" if change > 0 else "falling"
+        found.append(Trend(rate, direction, points))
+    return found

@@ -87,32 +87,41 @@ def sample_hours(interval_s: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Standing:
     """Per hour of an item's hourly grid: the value that stands (NaN: none), the hour it is
-    from (-1: none), and whether anything was received within its interval."""
+    from (-1: none), and whether anything was received within its interval. For a grid of
+    several items (a row each), each array has a row an item."""
 
     values: FloatArray
     source: IntArray
     received: BoolArray
 
-    def status(self, index: int) -> DataStatus:
-        """Whether the item is valid, insufficient or was never received in one hour's sample."""
+    def status(self, index: int | tuple[int, int]) -> DataStatus:
+        """Whether the item is valid, insufficient or was never received in one hour's sample
+        (of a grid of several items: the item's row and the hour)."""
         return status_of(float(self.values[index]), bool(self.received[index]))
 
 
-def standing(values: npt.ArrayLike, received: npt.ArrayLike, *, hours: int) -> Standing:
+def standing(
+    values: npt.ArrayLike, received: npt.ArrayLike, *, hours: int | npt.ArrayLike
+) -> Standing:
     """Which of an item's hourly means stands in each hour's sample (see the module docstring).
 
     `values` holds the item's hourly means over consecutive hours (NaN where an hour has no
     valid mean), `received` whether the hour holds a rollup at all; `hours` is sample_hours
     of the item's reporting interval. Where no valid value stands, `source` is the newest hour
-    received within the interval, or -1.
+    received within the interval, or -1. Several items at once: a row of hours each in
+    `values` and `received`, and `hours` an item's (or one for all).
     """
     series = np.asarray(values, dtype=np.float64)
     held = np.asarray(received, dtype=bool)
-    index = np.arange(series.size)
-    newest_valid = np.maximum.accumulate(np.where(np.isfinite(series), index, -1))
-    newest_held = np.maximum.accumulate(np.where(held | np.isfinite(series), index, -1))
-    valid = (newest_valid >= 0) & (index - newest_valid < hours)
-    within = (newest_held >= 0) & (index - newest_held < hours)
+    span = np.asarray(hours, dtype=np.int64)
+    if series.ndim > 1:
+        span = span[..., np.newaxis]  # an item's interval along its row
+    index = np.arange(series.shape[-1])
+    newest_valid = np.maximum.accumulate(np.where(np.isfinite(series), index, -1), axis=-1)
+    newest_held = np.maximum.accumulate(np.where(held | np.isfinite(series), index, -1), axis=-1)
+    valid = (newest_valid >= 0) & (index - newest_valid < span)
+    within = (newest_held >= 0) & (index - newest_held < span)
     source = np.where(valid, newest_valid, np.where(within, newest_held, -1))
-    stands = np.where(valid, series[np.maximum(newest_valid, 0)], np.nan)
+    value = np.take_along_axis(series, np.maximum(newest_valid, 0), axis=-1)
+    stands = np.where(valid, value, np.nan)
     return Standing(stands, source.astype(np.int64), within)

@@ -241,6 +241,30 @@ def test_which_value_of_an_item_stands_in_each_hours_sample(
     assert [found.status(i) for i in range(len(values))] == status
 
 
+def test_items_of_a_grid_stand_each_as_it_would_alone() -> None:
+    # A grid of items (a row each, each with its own interval) gives each row what the item's
+    # own hours give: its value, the hour it is from, what was received, its status.
+    rng = np.random.default_rng(11)
+    rows, width = 200, 40
+    values = np.where(rng.random((rows, width)) < 0.3, rng.uniform(0, 10, (rows, width)), NAN)
+    received = np.isfinite(values) | (rng.random((rows, width)) < 0.2)
+    hours = rng.integers(1, 30, rows)
+    grid = standing(values, received, hours=hours)
+    for row in range(rows):
+        alone = standing(values[row], received[row], hours=int(hours[row]))
+        np.testing.assert_array_equal(grid.values[row], alone.values)
+        assert grid.source[row].tolist() == alone.source.tolist()
+        assert grid.received[row].tolist() == alone.received.tolist()
+        assert [grid.status((row, h)) for h in range(width)] == [
+            alone.status(h) for h in range(width)
+        ]
+    assert {s for row in range(rows) for s in (grid.status((row, -1)),)} == {
+        "valid",
+        "insufficient_data",
+        "no_data",
+    }
+
+
 RIVER_II = WaterSite("gb3838", "river", 2)
 
 

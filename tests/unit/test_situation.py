@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from alerts.propagation import flow_order
 from alerts.situation import LATE_INTERVALS, in_flow_order, station_state
-from alerts.trend import MIN_POINTS, TREND_HOURS, TREND_STEP, trend
+from alerts.trend import MIN_POINTS, TREND_HOURS, TREND_STEP, trend, trends
 from store.catalogue import NamedReach, PlacedStation
 
 # --- trend -----------------------------------------------------------------------------------
@@ -61,6 +62,36 @@ def test_direction_against_the_noise_band(
 def test_points_at_one_instant_make_no_slope() -> None:
     found = trend([1.0, 1.0, 1.0], [1.0, 2.0, 3.0], noise=0.0)
     assert (found.slope_per_hour, found.direction, found.points) == (None, "unknown", 3)
+
+
+def test_series_fitted_together_each_get_their_own_least_squares_line() -> None:
+    # Rows of 0 to 12 points at epoch hours, padded with NaN, some values missing (NaN): each
+    # row's slope is numpy's least-squares line through its own points alone.
+    rng = np.random.default_rng(7)
+    rows, width = 300, 12
+    hours = np.full((rows, width), np.nan)
+    values = np.full((rows, width), np.nan)
+    for row in range(rows):
+        points = int(rng.integers(0, width + 1))
+        hours[row, :points] = 493_000 + np.sort(rng.uniform(0, 3, points))
+        values[row, :points] = rng.normal(50, 20, points) + rng.normal(0, 10) * hours[row, :points]
+        values[row, rng.random(width) < 0.1] = np.nan
+    noise = [None if row % 3 == 0 else float(row % 7) for row in range(rows)]
+    found = trends(hours, values, noise)
+    assert len(found) == rows
+    for row, fitted in enumerate(found):
+        kept = np.isfinite(hours[row]) & np.isfinite(values[row])
+        assert fitted.points == int(kept.sum())
+        if fitted.points < MIN_POINTS:
+            assert (fitted.slope_per_hour, fitted.direction) == (None, "unknown")
+            continue
+        slope = np.polyfit(hours[row][kept], values[row][kept], 1)[0]
+        assert fitted.slope_per_hour == pytest.approx(slope, rel=1e-6, abs=1e-9)
+        change = fitted.slope_per_hour * TREND_HOURS
+        steady = abs(change) <= (noise[row] or 0.0)
+        expected = "steady" if steady else ("rising" if change > 0 else "falling")
+        assert fitted.direction == expected
+    assert trends(np.empty((0, 0)), np.empty((0, 0)), []) == []
 
 
 # --- flow order ------------------------------------------------------------------------------
