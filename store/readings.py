@@ -121,7 +121,7 @@ WHERE EXCLUDED.time > l.time
 # reading_latest, the source's row), or an intake beside a merging one of the same series
 # deadlocks: the order is set by what reads what, for PostgreSQL runs WITH statements that
 # nothing reads last to first. reading_latest takes the stored rows (a sort: every reading is
-# written before its first row); the source's row, read by the main statement, waits for
+# written before its first row); the source's row, which the main statement reads, waits for
 # reading_latest's count; the queue, which locks nothing, goes last.
 _STORE_NEW = f"""
 WITH new AS (
@@ -139,13 +139,15 @@ WITH new AS (
     ORDER BY station_id, parameter_id, period_s, time DESC
     {_NEWER}
     RETURNING 1
+), counted AS (
+    UPDATE source SET accepted = accepted + %(accepted)s, last_success_at = %(now)s
+    WHERE id = %(source)s AND (SELECT count(*) FROM latest) >= 0
+    RETURNING 1
 ), queued AS (
     INSERT INTO series_dirty (station_id, parameter_id, period_s, time, value, qc)
     SELECT * FROM new
 )
-UPDATE source SET accepted = accepted + %(accepted)s, last_success_at = %(now)s
-WHERE id = %(source)s AND (SELECT count(*) FROM latest) >= 0
-RETURNING pg_notify('{READINGS_CHANNEL}', '')
+SELECT pg_notify('{READINGS_CHANNEL}', '') FROM (SELECT count(*) FROM counted) AS done
 """
 
 
