@@ -3,10 +3,10 @@
 A fleet of simulated stations uploads real-time packets (CN 2011, a reply requested) to an
 `envlink worker` process, as data loggers do: each keeps every packet the platform has not
 acknowledged and sends it again after a reply timeout or a reconnection. Midway the fault is
-injected — the worker SIGKILLed and started again (`kill-worker`), or its private PostgreSQL
-stopped for a while and started again (`restart-database`, an embedded server of its own, never
-a shared one). When the fleet has sent for the given time it re-sends until everything is
-acknowledged, and the database is checked:
+injected — the worker SIGKILLed (after a fifth of a second stopped) and started again
+(`kill-worker`), or its private PostgreSQL stopped for a while and started again
+(`restart-database`, an embedded server of its own, never a shared one). When the fleet has sent
+for the given time it re-sends until everything is acknowledged, and the database is checked:
 
     sent          readings the fleet generated (each once, whatever the resends)
     resent        packets written again (not answered within 5 s, or the connection lost)
@@ -287,6 +287,11 @@ class EnvlinkProcess:
         self.process.kill()
         self.process.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process answers nothing until it is killed (or continued)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
     async def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, and the exit status (the process is killed if it does not stop in time)."""
         assert self.process is not None
@@ -403,13 +408,24 @@ async def ingest_through(
     return await count(database_url, fleet, base, fault_ended)
 
 
+FROZEN_BEFORE_KILL_S = 0.2
+
+
 async def kill_worker(database_url: str, *, stations: int, seconds: float, log_dir: Path) -> Counts:
-    """SIGKILL the worker in the middle of ingest and start it again."""
+    """SIGKILL the worker in the middle of ingest and start it again.
+
+    The worker is stopped (SIGSTOP) a fifth of a second before it is killed: what the stations
+    send meanwhile (a tenth of them each 50 ms) is in its sockets, unanswered, when it dies. A
+    kill alone found every packet answered now and then (the worker answers within
+    milliseconds), and the run then tested no resend.
+    """
     await prepare(database_url, stations)
     worker = EnvlinkProcess("worker", database_url, free_port(), log_dir / "worker.log")
     await worker.start()
 
     async def fault() -> None:
+        worker.freeze()
+        await asyncio.sleep(FROZEN_BEFORE_KILL_S)
         worker.kill()
         print(f"worker killed at {time.strftime('%X')}; starting it again", flush=True)
         await worker.start()
