@@ -74,19 +74,21 @@ class _AirRead:
 
 
 def _grid(
-    rows: Sequence[HourlyRollupRow], start: datetime, hours: int
-) -> tuple[Observed, dict[int, HourlyRollupRow]]:
-    """Hourly values from `start` (NaN = none), which hours hold a rollup, and the rows by hour."""
-    values = np.full(hours, np.nan)
-    held = np.zeros(hours, dtype=bool)
-    by_slot: dict[int, HourlyRollupRow] = {}
-    for row in rows:
-        slot = int((row.hour - start).total_seconds() // HOUR_S)
-        if 0 <= slot < hours:
-            held[slot] = True
-            by_slot[slot] = row
-            if row.value is not None:
-                values[slot] = row.value
+    series: Sequence[Sequence[HourlyRollupRow]], start: datetime, hours: int
+) -> tuple[Observed, dict[tuple[int, int], HourlyRollupRow]]:
+    """Each series' hourly values from `start` (a row each; NaN = none), which hours hold a
+    rollup, and the rows by (series, hour)."""
+    values = np.full((len(series), hours), np.nan)
+    held = np.zeros((len(series), hours), dtype=bool)
+    by_slot: dict[tuple[int, int], HourlyRollupRow] = {}
+    for index, rows in enumerate(series):
+        for row in rows:
+            slot = int((row.hour - start).total_seconds() // HOUR_S)
+            if 0 <= slot < hours:
+                held[index, slot] = True
+                by_slot[index, slot] = row
+                if row.value is not None:
+                    values[index, slot] = row.value
     return Observed(values, held), by_slot
 
 
@@ -176,7 +178,8 @@ async def _daily_read(
             day_means[code] = Observed.single(value, received=row is not None)
             if row is not None and row.value is not None:
                 origins[code] = row.origin
-        o3_hours, _ = _grid(o3.get((station_id, "o3"), []), start, HOURS_PER_DAY)
+        o3_grid, _ = _grid([o3.get((station_id, "o3"), [])], start, HOURS_PER_DAY)
+        o3_hours = Observed(o3_grid.values[0], o3_grid.received[0])
         read.inputs[station_id] = daily_inputs(day_means, o3_hours)
         read.origins[station_id] = origins
     return read
@@ -372,25 +375,17 @@ async def _sample_items(
         hour=hour,
         windows=[(sid, pid, hours * HOUR_S) for (sid, pid), hours in spans.items()],
     )
-    # One grid for every item, a row each, its last hour the sample's: each item's interval is
-    # its last `span` hours (earlier ones stay empty).
-    keys = list(spans)
-    row_of = {key: row for row, key in enumerate(keys)}
-    width = max(spans.values(), default=1)
-    values = np.full((len(keys), width), np.nan)
-    held = np.zeros((len(keys), width), dtype=bool)
-    by_slot: dict[tuple[int, int], HourlyRollupRow] = {}
+    by_series: dict[tuple[int, int], list[HourlyRollupRow]] = {}
     for found in rows:
-        key = (found.station_id, found.parameter_id)
-        back = int((hour - found.hour).total_seconds() // HOUR_S)
-        if key not in row_of or not 0 <= back < spans[key]:
-            continue
-        row, slot = row_of[key], width - 1 - back
-        held[row, slot] = True
-        by_slot[row, slot] = found
-        if found.value is not None:
-            values[row, slot] = found.value
-    stands = standing(values, held, hours=[spans[key] for key in keys])
+        by_series.setdefault((found.station_id, found.parameter_id), []).append(found)
+    # One grid for every item, a row each, its last hour the sample's: an item's interval is its
+    # last `span` hours (standing reads nothing older in its row).
+    keys = list(spans)
+    width = max(spans.values(), default=1)
+    grid, by_slot = _grid(
+        [by_series.get(key, []) for key in keys], hour - timedelta(hours=width - 1), width
+    )
+    stands = standing(grid.values, grid.received, hours=[spans[key] for key in keys])
     last = width - 1
     items: dict[int, dict[str, _Item]] = {sid: {} for sid in measured}
     for row, ((sid, pid), value, slot) in enumerate(

@@ -34,23 +34,14 @@ class Trend:
     points: int
 
 
-def trend(hours: npt.ArrayLike, values: npt.ArrayLike, *, noise: float | None) -> Trend:
-    """The least-squares trend of `values` at times `hours` (in hours, any origin).
-
-    NaN values are no points. `noise` None is no band: any change is a rise or a fall.
-    """
-    x = np.asarray(hours, dtype=np.float64).reshape(1, -1)
-    y = np.asarray(values, dtype=np.float64).reshape(1, -1)
-    return trends(x, y, [noise])[0]
-
-
 def trends(
     hours: npt.NDArray[np.float64],
     values: npt.NDArray[np.float64],
     noise: Sequence[float | None],
 ) -> list[Trend]:
-    """The trend of each row: row i of `hours` and `values` (2-D, as wide as the most points a
-    series has; NaN is no point, so shorter rows are padded with NaN) against `noise[i]`.
+    """The least-squares trend of each row: row i of `values` at times `hours` (in hours, any
+    origin; 2-D, as wide as the most points a series has; NaN is no point, so shorter rows are
+    padded with NaN) against `noise[i]`, where None is no band: any change is a rise or a fall.
 
     A situation fits a hundred series or more at once, for the cost of a few of them one by one.
     """

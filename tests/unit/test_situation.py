@@ -9,10 +9,15 @@ import pytest
 
 from alerts.propagation import flow_order
 from alerts.situation import LATE_INTERVALS, in_flow_order, station_state
-from alerts.trend import MIN_POINTS, TREND_HOURS, TREND_STEP, trend, trends
+from alerts.trend import MIN_POINTS, TREND_HOURS, TREND_STEP, Trend, trends
 from store.catalogue import NamedReach, PlacedStation
 
 # --- trend -----------------------------------------------------------------------------------
+
+
+def trend(hours: list[float], values: list[float], *, noise: float | None) -> Trend:
+    """One series' trend: a grid of one row."""
+    return trends(np.array([hours], dtype=np.float64), np.array([values]), [noise])[0]
 
 
 def test_trend_window_is_three_hours_and_needs_three_points() -> None:
