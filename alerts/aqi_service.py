@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -26,10 +26,11 @@ from alerts.assessment import (
     WaterSite,
     aqi,
     aqi_inputs,
-    city_inputs,
+    city_means,
     daily_inputs,
     hourly_inputs,
     sample_hours,
+    stacked,
     standing,
     status_of,
     values_at,
@@ -64,13 +65,20 @@ from store.rollups import (
 PERIODS: dict[AqiKind | WaterKind, Period] = {"hourly": HOUR, "sample": HOUR, "daily": DAY}
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _AirRead:
-    """Per station, its AQI inputs over the periods read (the one asked for last) and the
-    origin ('reported' or 'computed') of its valid own statistics in that period."""
+    """The stations' AQI inputs over the periods read (the one asked for last), one grid per
+    input with a row per station in the order asked, and the origin ('reported' or 'computed')
+    of each station's valid own statistics in that period."""
 
-    inputs: dict[int, dict[str, Observed]] = field(default_factory=dict)
-    origins: dict[int, dict[str, str]] = field(default_factory=dict)
+    inputs: dict[str, Observed]
+    origins: list[dict[str, str]]
+
+    def station(self, row: int) -> dict[str, Observed]:
+        """One station's inputs, by its row."""
+        return {
+            key: Observed(grid.values[row], grid.received[row]) for key, grid in self.inputs.items()
+        }
 
 
 def _grid(
@@ -107,47 +115,39 @@ async def _hourly_read(
 ) -> _AirRead:
     """The 24 hours ending with `hour`: enough for the SO2 24-hour moving mean of that hour.
 
-    Every station's grid is one row of an array per pollutant, so the moving means of a city's
-    stations are computed at once (one station at a time cost a city of 200 a quarter second).
+    Every station's grid is one row of an array per pollutant, placed from the rollups' columns
+    at once, so the moving means of a city's stations are computed at once too (one station at a
+    time cost a city of 200 a quarter second).
     """
     start = hour - timedelta(hours=HOURS_PER_DAY - 1)
-    rows = await hourly_slots(
+    slots = await hourly_slots(
         conn,
         station_ids=station_ids,
         parameter_ids=[p.id for p in parameters.values()],
         start=start,
         end=HOUR.after(hour),
     )
-    codes = {p.id: p.code for p in parameters.values()}
-    index = {station_id: i for i, station_id in enumerate(station_ids)}
-    shape = (len(station_ids), HOURS_PER_DAY)
-    values = {code: np.full(shape, np.nan) for code in AQI_POLLUTANTS}
-    held = {code: np.zeros(shape, dtype=bool) for code in AQI_POLLUTANTS}
+    # Row of each station, pollutant of each parameter, by id (the statement reads no other).
+    row_of = np.zeros(max(station_ids) + 1, dtype=np.int64)
+    row_of[list(station_ids)] = np.arange(len(station_ids))
+    pollutant_of = np.zeros(max((p.id for p in parameters.values()), default=0) + 1, dtype=np.int64)
+    for index, code in enumerate(AQI_POLLUTANTS):
+        if code in parameters:
+            pollutant_of[parameters[code].id] = index
+    rows, pollutants = row_of[slots.station_id], pollutant_of[slots.parameter_id]
+    shape = (len(AQI_POLLUTANTS), len(station_ids), HOURS_PER_DAY)
+    values, held = np.full(shape, np.nan), np.zeros(shape, dtype=bool)
+    values[pollutants, rows, slots.slot] = slots.value
+    held[pollutants, rows, slots.slot] = True
+    grids = {code: Observed(values[i], held[i]) for i, code in enumerate(AQI_POLLUTANTS)}
     # The origin of each series' valid value in the last hour (the hour asked for).
-    last_origin: dict[tuple[int, str], str] = {}
-    for station_id, parameter_id, slot, value, origin in rows:
-        code = codes[parameter_id]
-        if code not in values or station_id not in index or not 0 <= slot < HOURS_PER_DAY:
-            continue
-        i = index[station_id]
-        held[code][i, slot] = True
-        if value is not None:
-            values[code][i, slot] = value
-            if slot == HOURS_PER_DAY - 1:
-                last_origin[(station_id, code)] = origin
-    every = hourly_inputs({code: Observed(values[code], held[code]) for code in AQI_POLLUTANTS})
-    read = _AirRead()
-    for station_id, i in index.items():
-        read.inputs[station_id] = {
-            key: Observed(observed.values[i], observed.received[i])
-            for key, observed in every.items()
-        }
-        read.origins[station_id] = {
-            code: last
-            for code in AQI_POLLUTANTS
-            if (last := last_origin.get((station_id, code))) is not None
-        }
-    return read
+    origins: list[dict[str, str]] = [{} for _ in station_ids]
+    last = (slots.slot == HOURS_PER_DAY - 1) & ~np.isnan(slots.value)
+    for row, pollutant, reported in zip(
+        rows[last].tolist(), pollutants[last].tolist(), slots.reported[last].tolist(), strict=True
+    ):
+        origins[row][AQI_POLLUTANTS[pollutant]] = "reported" if reported else "computed"
+    return _AirRead(hourly_inputs(grids), origins)
 
 
 async def _daily_read(
@@ -168,21 +168,22 @@ async def _daily_read(
         conn, station_ids=station_ids, parameter_ids=[parameters["o3"].id], start=start, end=end
     )
     o3 = _split(o3_rows, parameters)
-    read = _AirRead()
+    inputs: list[dict[str, Observed]] = []
+    origins: list[dict[str, str]] = []
     for station_id in station_ids:
         day_means: dict[str, Observed] = {}
-        origins: dict[str, str] = {}
+        station_origins: dict[str, str] = {}
         for code in DAY_MEANS:
             row = means.get((station_id, code))
             value = None if row is None else row.value
             day_means[code] = Observed.single(value, received=row is not None)
             if row is not None and row.value is not None:
-                origins[code] = row.origin
+                station_origins[code] = row.origin
         o3_grid, _ = _grid([o3.get((station_id, "o3"), [])], start, HOURS_PER_DAY)
         o3_hours = Observed(o3_grid.values[0], o3_grid.received[0])
-        read.inputs[station_id] = daily_inputs(day_means, o3_hours)
-        read.origins[station_id] = origins
-    return read
+        inputs.append(daily_inputs(day_means, o3_hours))
+        origins.append(station_origins)
+    return _AirRead(stacked(inputs), origins)
 
 
 def _station(catalogue: CatalogueSnapshot, code: str) -> StationRef:
@@ -293,11 +294,11 @@ async def stations_aqi(
     ids = [ref.id for ref in stations]
     read, parameters = await _air_read(conn, catalogue, ids, period, start)
     reports = {}
-    for ref in stations:
-        inputs = read.inputs[ref.id]
+    for row, ref in enumerate(stations):
+        inputs = read.station(row)
         result = aqi(period, values_at(inputs, -1), start)
         where = _Where(kind, start, end, ref.code)
-        reports[ref.id] = _report(result, inputs, read.origins[ref.id], parameters, None, where)
+        reports[ref.id] = _report(result, inputs, read.origins[row], parameters, None, where)
     return reports
 
 
@@ -319,7 +320,7 @@ async def city_aqi(
     start, end = period.bounds(at)
     ids = [s.id for s in stations]
     read, parameters = await _air_read(conn, catalogue, ids, period, start)
-    inputs, counts = city_inputs([read.inputs[i] for i in ids])
+    inputs, counts = city_means(read.inputs)
     result = aqi(period, values_at(inputs, -1), start)
     where = _Where(kind, start, end, city=city, stations=tuple(s.code for s in stations))
     return _report(result, inputs, {}, parameters, counts, where)

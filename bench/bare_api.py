@@ -63,7 +63,8 @@ LIMIT %(limit)s
 POOL_SIZE = 10
 AQI_POLLUTANTS = ["so2", "no2", "co", "o3", "pm10", "pm25"]
 
-# What /v1/aqi?city= reads: store.rollups.hourly_slots per request (_HOURLY_SLOTS); the city's
+# What /v1/aqi?city= reads: store.rollups.hourly_slots per request (_HOURLY_SLOTS, which EnvLink
+# wraps in an aggregate; here its rows are read as a plain endpoint would); the city's
 # stations, the parameters and their decimals come from the catalogue EnvLink holds in memory
 # (store.catalogue.CatalogueCache), here read once per process at start-up.
 _CITY_AIR_STATIONS = (

@@ -671,19 +671,39 @@ async def hourly_rollups(
         return await cur.fetchall()
 
 
-# An hourly rollup placed on a grid of hours: station id, parameter id, whole hours since the
-# grid's start, value, origin. Plain tuples read in binary: /v1/aqi?city= places hundreds of
-# them per request, and the columns the grid does not use cost more to read than the rest.
-HourlySlot = tuple[int, int, int, float | None, str]
-
+# Hourly rollups placed on a grid of hours: station id, parameter id, whole hours since the
+# grid's start, value, origin. /v1/aqi?city= places hundreds of them per request.
 _HOURLY_SLOTS = (
     b"SELECT station_id, parameter_id,"
-    b" floor(extract(epoch FROM hour - %(start)s::timestamptz) / 3600)::int4, value, origin"
+    b" floor(extract(epoch FROM hour - %(start)s::timestamptz) / 3600)::int4 AS slot, value, origin"
     b" FROM reading_hourly"
     b" WHERE station_id = ANY(%(stations)s::int4[]) AND parameter_id = ANY(%(parameters)s::int2[])"
     b" AND hour >= %(start)s AND hour < %(end)s"
     b" ORDER BY station_id, parameter_id, hour"
 )
+# The same rows as one bytea of fixed-width binary records, which numpy reads whole (as a page
+# of readings, store.readings._records_of): no Python object per rollup. A missing value is NaN,
+# which no stored value is.
+_HOURLY_SLOT_RECORDS = (
+    b"SELECT string_agg(int4send(s.station_id) || int2send(s.parameter_id) || int4send(s.slot)"
+    b" || float8send(coalesce(s.value, 'NaN')) || boolsend(s.origin = 'reported'), '')"
+    b" FROM (" + _HOURLY_SLOTS + b") s"
+)
+_HOURLY_SLOT = np.dtype(
+    [("station_id", ">i4"), ("parameter_id", ">i2"), ("slot", ">i4"), ("value", ">f8"),
+     ("reported", "?")]
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HourlySlots:
+    """Hourly rollups on a grid of hours, column by column, by station, parameter and hour."""
+
+    station_id: npt.NDArray[np.int64]
+    parameter_id: npt.NDArray[np.int64]
+    slot: npt.NDArray[np.int64]  # whole hours since the grid's start
+    value: npt.NDArray[np.float64]  # NaN where the rollup has no value
+    reported: npt.NDArray[np.bool_]  # origin 'reported' (else 'computed')
 
 
 async def hourly_slots(
@@ -693,12 +713,12 @@ async def hourly_slots(
     parameter_ids: Sequence[int],
     start: datetime,
     end: datetime,
-) -> list[HourlySlot]:
+) -> HourlySlots:
     """Hourly values and origins of these stations × parameters with hour in [start, end), each
     with its hour as whole hours since `start`, by station, parameter and hour."""
     async with conn.cursor(binary=True) as cur:
         await cur.execute(
-            _HOURLY_SLOTS,
+            _HOURLY_SLOT_RECORDS,
             {
                 "stations": list(station_ids),
                 "parameters": list(parameter_ids),
@@ -706,7 +726,16 @@ async def hourly_slots(
                 "end": end,
             },
         )
-        return await cur.fetchall()
+        found = await cur.fetchone()
+    assert found is not None  # an aggregate's one row (NULL for no rollup)
+    records = np.frombuffer(found[0] or b"", dtype=_HOURLY_SLOT)
+    return HourlySlots(
+        records["station_id"].astype(np.int64),
+        records["parameter_id"].astype(np.int64),
+        records["slot"].astype(np.int64),
+        records["value"].astype(np.float64),
+        records["reported"].copy(),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,20 +136,36 @@ def _moving_max(values: FloatArray, hours: int) -> FloatArray:
     return np.where(valid.any(axis=1), found, np.nan)
 
 
+def stacked(stations: Sequence[Mapping[str, Observed]]) -> dict[str, Observed]:
+    """Stations' inputs as one grid per input, a row per station (in the order given)."""
+    return {
+        key: Observed(
+            np.vstack([inputs[key].values for inputs in stations]),
+            np.vstack([inputs[key].received for inputs in stations]),
+        )
+        for key in (stations[0] if stations else ())
+    }
+
+
 def city_inputs(
     stations: Sequence[Mapping[str, Observed]],
 ) -> tuple[dict[str, Observed], dict[str, IntArray]]:
     """A city's inputs: per input and period the mean of its stations' valid values, and how
     many stations gave one (the caller passes the non-background stations only)."""
+    return city_means(stacked(stations))
+
+
+def city_means(grids: Mapping[str, Observed]) -> tuple[dict[str, Observed], dict[str, IntArray]]:
+    """city_inputs of stations' inputs already stacked (`stacked`: a row per station)."""
     city: dict[str, Observed] = {}
     counts: dict[str, IntArray] = {}
-    for key in stations[0] if stations else ():
-        stacked = np.vstack([inputs[key].values for inputs in stations])
-        valid = np.isfinite(stacked)
+    for key, grid in grids.items():
+        valid = np.isfinite(grid.values)
         count = valid.sum(axis=0)
-        total = np.where(valid, stacked, 0.0).sum(axis=0)
-        received = _any(np.vstack([inputs[key].received for inputs in stations]), 0)
-        city[key] = Observed(np.where(count > 0, total / np.maximum(count, 1), np.nan), received)
+        total = np.where(valid, grid.values, 0.0).sum(axis=0)
+        city[key] = Observed(
+            np.where(count > 0, total / np.maximum(count, 1), np.nan), _any(grid.received, 0)
+        )
         counts[key] = count.astype(np.int64)
     return city, counts
 
