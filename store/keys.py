@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from psycopg.rows import class_row
 
 from core.errors import AgencyNotFound, NotFound
 from store.coordination import KEYS_CHANNEL
-from store.pool import Conn
+from store.pool import Conn, alone
 
 KEY_PREFIX = "elk_"
 
@@ -110,21 +112,29 @@ async def revoke_key(conn: Conn, key_id: int) -> ApiKey:
 _LIVE = " AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())"
 
 
+# A key's last_used_at is written at most once in this many seconds. Every request of a busy
+# key that missed its process's cache wrote it, each waiting for the one before to commit (its
+# row locked until then): every cache lifetime, a burst of requests queued for half a second
+# or more. With the cache's lifetime (KeyCache ttl_s) it lags by up to a minute.
+LAST_USED_EVERY_S = 30.0
+
+
 async def authenticate(conn: Conn, plain: str) -> ApiKey | None:
     """The live key matching `plain`, or None if it is unknown, revoked or expired.
 
-    A key found is marked used now. Keys served from an API process's cache are not looked up,
-    so `last_used_at` is as recent as the cache's lifetime (KeyCache ttl_s) allows.
+    A key found is marked used now unless it was marked in the last LAST_USED_EVERY_S seconds
+    (the key returned holds the mark it had). On a connection in no transaction the statement
+    is a transaction of its own, so the key's row is never locked past it.
     """
-    async with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+    async with alone(conn), conn.cursor(row_factory=class_row(ApiKey)) as cur:
         await cur.execute(
-            "WITH used AS (UPDATE api_key k SET last_used_at = now()"
-            " WHERE k.key_hash = %s"
+            "WITH found AS (SELECT k.* FROM api_key k WHERE k.key_hash = %(hash)s"
             + _LIVE
-            + " RETURNING k.*) "
-            + _COLUMNS
-            + " FROM used k JOIN agency a ON a.id = k.agency_id",
-            [hash_key(plain)],
+            + "), marked AS (UPDATE api_key k SET last_used_at = now() FROM found"
+            " WHERE k.id = found.id AND (k.last_used_at IS NULL"
+            " OR k.last_used_at < now() - make_interval(secs => %(every)s)))"
+            " " + _COLUMNS + " FROM found k JOIN agency a ON a.id = k.agency_id",
+            {"hash": hash_key(plain), "every": LAST_USED_EVERY_S},
         )
         return await cur.fetchone()
 
@@ -161,13 +171,15 @@ class KeyCache:
     process's cache at once (KEYS_CHANNEL, heard on the process's Listener), and so does a
     reconnect of the Listener, since a revocation may have been missed meanwhile. The owner
     consults the cache only while its Listener is connected. Unknown keys are never cached,
-    so guessing keys cannot fill it.
+    so guessing keys cannot fill it. Requests that miss the same key at the same time wait for
+    one lookup (`look_up`): when an entry expires under load, every request in flight misses it.
     """
 
-    def __init__(self, *, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+    def __init__(self, *, ttl_s: float = LAST_USED_EVERY_S, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._entries: dict[bytes, tuple[float, ApiKey]] = {}
+        self._lookups: dict[bytes, _Lookup] = {}
         self.generation = 0  # bumped by every clear: a lookup older than it must not be stored
 
     def get(self, key_hash: bytes, *, now: datetime) -> ApiKey | None:
@@ -191,7 +203,46 @@ class KeyCache:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic() + self._ttl_s, key)
 
+    async def look_up(
+        self, key_hash: bytes, fetch: Callable[[], Awaitable[ApiKey | None]], *, now: datetime
+    ) -> ApiKey | None:
+        """The live key with this hash: cached, else fetched (and cached) by one caller while
+        the others asking for it meanwhile wait for what it finds; None if it is unknown. If
+        that caller fails, the next one fetches it itself."""
+        while (key := self.get(key_hash, now=now)) is None:
+            lookup = self._lookups.get(key_hash)
+            if lookup is None:
+                return await self._fetch(key_hash, fetch)
+            await lookup.done.wait()
+            if lookup.succeeded:
+                return lookup.key
+        return key
+
+    async def _fetch(
+        self, key_hash: bytes, fetch: Callable[[], Awaitable[ApiKey | None]]
+    ) -> ApiKey | None:
+        lookup = self._lookups[key_hash] = _Lookup()
+        generation = self.generation
+        try:
+            lookup.key = await fetch()
+            lookup.succeeded = True
+        finally:
+            del self._lookups[key_hash]
+            lookup.done.set()
+        if lookup.key is not None:
+            self.put(key_hash, lookup.key, generation=generation)
+        return lookup.key
+
     def clear(self, payload: str | None = None) -> None:
         """Drop every entry (a Listener callback: any revocation, any reconnect)."""
         self._entries.clear()
         self.generation += 1
+
+
+@dataclass(eq=False)
+class _Lookup:
+    """A key being fetched, and then what was found."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    key: ApiKey | None = None
+    succeeded: bool = False

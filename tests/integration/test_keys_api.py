@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import psycopg
 import pytest
+from psycopg import errors
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from core.settings import Settings
 from core.timeutil import utcnow
-from store.keys import create_key, hash_key
+from store.keys import LAST_USED_EVERY_S, authenticate, create_key, hash_key
 from tests.integration.test_api_pool import database_of, pool_settings, served
 
 
@@ -161,3 +164,47 @@ async def test_a_key_revoked_over_the_api_stops_at_once_in_every_process(
             if answer.status_code == 401:
                 break
         assert answer.status_code == 401
+
+
+async def test_a_key_is_marked_used_at_most_every_30_seconds_and_its_row_never_held(
+    db: AsyncConnectionPool, database_url: str
+) -> None:
+    """Requests that miss their process's key cache together must not queue on the key's row."""
+    async with db.connection() as conn:
+        key, plain = await create_key(conn, agency="gz_eeb", roles=["reader"])
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as other:
+
+        async def last_used() -> object:
+            cur = await other.execute("SELECT last_used_at FROM api_key WHERE id = %s", [key.id])
+            return (await cur.fetchone() or [None])[0]
+
+        async def row_free() -> bool:
+            try:
+                await other.execute(
+                    "SELECT 1 FROM api_key WHERE id = %s FOR UPDATE NOWAIT", [key.id]
+                )
+            except errors.LockNotAvailable:
+                return False
+            return True
+
+        async with db.connection() as conn:
+            found = await authenticate(conn, plain)
+            assert found is not None and found.last_used_at is None  # the mark it had
+            # A statement of its own on a connection in no transaction: committed, nothing held.
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+            marked = await last_used()
+            assert marked is not None
+            async with conn.transaction():
+                again = await authenticate(conn, plain)
+                assert again is not None and again.last_used_at == marked
+                assert await row_free()  # marked within 30 s: not written, not locked
+            assert await last_used() == marked
+            await other.execute(
+                "UPDATE api_key SET last_used_at = last_used_at - make_interval(secs => %s)"
+                " WHERE id = %s",
+                [LAST_USED_EVERY_S + 1, key.id],
+            )
+            stale = await last_used()
+            assert await authenticate(conn, plain) is not None
+            remarked = await last_used()
+            assert isinstance(remarked, type(marked)) and remarked > stale  # type: ignore[operator]
