@@ -112,10 +112,10 @@ async def revoke_key(conn: Conn, key_id: int) -> ApiKey:
 _LIVE = " AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())"
 
 
-# A key's last_used_at is written at most once in this many seconds. Every request of a busy
-# key that missed its process's cache wrote it, each waiting for the one before to commit (its
-# row locked until then): every cache lifetime, a burst of requests queued for half a second
-# or more. With the cache's lifetime (KeyCache ttl_s) it lags by up to a minute.
+# A key's last_used_at is written at most once in this many seconds: written by every lookup,
+# the lookups of a busy key whose cache entry just expired (every request in flight misses it)
+# would queue on the key's row, each until the one before commits. With the cache's lifetime
+# (KeyCache ttl_s), last_used_at lags by up to a minute.
 LAST_USED_EVERY_S = 30.0
 
 
