@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,10 @@ def test_a_server_still_starting_when_pg_ctl_gives_up_is_waited_for_and_joined(
         if args[-1] != "start":
             return start(args, **kwargs)
         start(["-W" if arg == "-w" else arg for arg in args], **kwargs)
+        log = kwargs["pgdata"] / "log"  # there once pg_ctl has waited: the package shows it
+        deadline = time.monotonic() + 10
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         raise subprocess.TimeoutExpired("pg_ctl", 10)
 
     monkeypatch.setattr(postgres_server, "pg_ctl", gives_up)
