@@ -209,35 +209,33 @@ KEY_SCHEMES: dict[str, dict[str, Any]] = {
 async def current_key(request: Request, held: RequestConnectionDep) -> ApiKey:
     """The caller's live API key, within its rate limit.
 
-    The key comes from the key cache or is checked on the request's connection (one check for
-    all the requests of this process that miss the same key at once); its tokens from this
-    process's share of its bucket or, when that is spent, from the bucket on the request's
+    The key comes from the key cache or is checked on the request's connection; its tokens from
+    this process's share of its bucket or, when that is spent, from the bucket on the same
     connection. An address that presented too many bad keys is refused before any check.
     """
     plain = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
     key_hash = hash_key(plain)
     limits = held.database.rate_limits
     cache = held.database.key_cache
-    now = utcnow()
-    key = cache.get(key_hash, now=now) if cache is not None else None
+    key = cache.get(key_hash, now=utcnow()) if cache is not None else None
     if key is None:
         address = request.client.host if request.client else "unknown"
         if limits is not None and (refused := limits.refused_address(address)) is not None:
             raise _refusal(refused, "too many unknown keys from this address")
-
-        async def fetch() -> ApiKey | None:
-            async with held.briefly() as conn:
-                return await authenticate(conn, plain)
-
-        key = await (cache.look_up(key_hash, fetch, now=now) if cache is not None else fetch())
-        if key is None:
-            if limits is not None:
-                async with held.briefly() as conn:
+        generation = cache.generation if cache is not None else 0
+        async with held.briefly() as conn:
+            key = await authenticate(conn, plain)
+            if key is None:
+                if limits is not None:
                     verdict = await limits.count_failure(address, conn)
-                if not verdict.allowed:
-                    raise _refusal(verdict, "too many unknown keys from this address")
-            raise Unauthenticated("the API key is unknown, revoked or expired")
-    if limits is not None:
+                    if not verdict.allowed:
+                        raise _refusal(verdict, "too many unknown keys from this address")
+                raise Unauthenticated("the API key is unknown, revoked or expired")
+            if cache is not None:
+                cache.put(key_hash, key, generation=generation)
+            if limits is not None:
+                await _admit(request, limits, key, partial(_ready, conn))
+    elif limits is not None:
         # The handler takes the request's connection next in most cases: take it for both.
         await _admit(request, limits, key, held.get)
     return key

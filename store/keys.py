@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg.rows import class_row
@@ -114,8 +112,10 @@ _LIVE = " AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > n
 
 # A key's last_used_at is written at most once in this many seconds: written by every lookup,
 # the lookups of a busy key whose cache entry just expired (every request in flight misses it)
-# would queue on the key's row, each until the one before commits. With the cache's lifetime
-# (KeyCache ttl_s), last_used_at lags by up to a minute.
+# would queue on the key's row, each until the one before commits. They are not made to wait
+# for one lookup instead: a request may hold a pooled connection while the one looking the key
+# up waits for a connection. With the cache's lifetime (KeyCache ttl_s), last_used_at lags by
+# up to a minute.
 LAST_USED_EVERY_S = 30.0
 
 
@@ -171,15 +171,13 @@ class KeyCache:
     process's cache at once (KEYS_CHANNEL, heard on the process's Listener), and so does a
     reconnect of the Listener, since a revocation may have been missed meanwhile. The owner
     consults the cache only while its Listener is connected. Unknown keys are never cached,
-    so guessing keys cannot fill it. Requests that miss the same key at the same time wait for
-    one lookup (`look_up`): when an entry expires under load, every request in flight misses it.
+    so guessing keys cannot fill it.
     """
 
     def __init__(self, *, ttl_s: float = LAST_USED_EVERY_S, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._entries: dict[bytes, tuple[float, ApiKey]] = {}
-        self._lookups: dict[bytes, _Lookup] = {}
         self.generation = 0  # bumped by every clear: a lookup older than it must not be stored
 
     def get(self, key_hash: bytes, *, now: datetime) -> ApiKey | None:
@@ -203,46 +201,7 @@ class KeyCache:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic() + self._ttl_s, key)
 
-    async def look_up(
-        self, key_hash: bytes, fetch: Callable[[], Awaitable[ApiKey | None]], *, now: datetime
-    ) -> ApiKey | None:
-        """The live key with this hash: cached, else fetched (and cached) by one caller while
-        the others asking for it meanwhile wait for what it finds; None if it is unknown. If
-        that caller fails, the next one fetches it itself."""
-        while (key := self.get(key_hash, now=now)) is None:
-            lookup = self._lookups.get(key_hash)
-            if lookup is None:
-                return await self._fetch(key_hash, fetch)
-            await lookup.done.wait()
-            if lookup.succeeded:
-                return lookup.key
-        return key
-
-    async def _fetch(
-        self, key_hash: bytes, fetch: Callable[[], Awaitable[ApiKey | None]]
-    ) -> ApiKey | None:
-        lookup = self._lookups[key_hash] = _Lookup()
-        generation = self.generation
-        try:
-            lookup.key = await fetch()
-            lookup.succeeded = True
-        finally:
-            del self._lookups[key_hash]
-            lookup.done.set()
-        if lookup.key is not None:
-            self.put(key_hash, lookup.key, generation=generation)
-        return lookup.key
-
     def clear(self, payload: str | None = None) -> None:
         """Drop every entry (a Listener callback: any revocation, any reconnect)."""
         self._entries.clear()
         self.generation += 1
-
-
-@dataclass(eq=False)
-class _Lookup:
-    """A key being fetched, and then what was found."""
-
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    key: ApiKey | None = None
-    succeeded: bool = False

@@ -1,11 +1,8 @@
-"""The in-process key cache: expiry honoured at use, TTL, clears that beat slow lookups, and one
-lookup for the requests that miss a key at the same time."""
+"""The in-process key cache: expiry honoured at use, TTL, and clears that beat slow lookups."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from store.keys import ApiKey, KeyCache, hash_key
@@ -73,75 +70,3 @@ def test_a_full_cache_starts_over_rather_than_grow() -> None:
         False,
         True,
     ]
-
-
-class _Fetches:
-    """A key lookup that waits until let through, then fails or finds what it is told."""
-
-    def __init__(self, *found: ApiKey | Exception | None) -> None:
-        self.found = list(found)
-        self.calls = 0
-        self.through = asyncio.Event()
-
-    def __call__(self) -> Callable[[], Awaitable[ApiKey | None]]:
-        async def fetch() -> ApiKey | None:
-            self.calls += 1
-            answer = self.found.pop(0)
-            await self.through.wait()
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-        return fetch
-
-
-async def _miss_at_once(cache: KeyCache, fetches: _Fetches, requests: int) -> list[object]:
-    digest = hash_key("elk_one")
-    asked = [
-        asyncio.create_task(cache.look_up(digest, fetches(), now=NOW)) for _ in range(requests)
-    ]
-    await asyncio.sleep(0)  # every request has missed the key and waits
-    fetches.through.set()
-    return await asyncio.gather(*asked, return_exceptions=True)
-
-
-async def test_requests_missing_one_key_at_once_wait_for_one_lookup() -> None:
-    cache, fetches = KeyCache(), _Fetches(_key())
-    assert await _miss_at_once(cache, fetches, 8) == [_key()] * 8
-    assert fetches.calls == 1
-    assert cache.get(hash_key("elk_one"), now=NOW) == _key()
-
-
-async def test_an_unknown_key_is_looked_up_once_for_all_and_not_cached() -> None:
-    cache, fetches = KeyCache(), _Fetches(None)
-    assert await _miss_at_once(cache, fetches, 8) == [None] * 8
-    assert fetches.calls == 1
-    assert cache.get(hash_key("elk_one"), now=NOW) is None
-
-
-async def test_when_the_lookup_fails_the_next_request_looks_the_key_up_itself() -> None:
-    cache, fetches = KeyCache(), _Fetches(ConnectionError("database away"), _key())
-    answers = await _miss_at_once(cache, fetches, 8)
-    assert isinstance(answers[0], ConnectionError)
-    assert answers[1:] == [_key()] * 7
-    assert fetches.calls == 2
-
-
-async def test_a_lookup_that_began_before_a_clear_answers_but_is_not_cached() -> None:
-    cache, fetches = KeyCache(), _Fetches(_key())
-    digest = hash_key("elk_one")
-    asked = asyncio.create_task(cache.look_up(digest, fetches(), now=NOW))
-    await asyncio.sleep(0)
-    cache.clear("1")  # a revocation while the database was being asked
-    fetches.through.set()
-    assert await asked == _key()
-    assert cache.get(digest, now=NOW) is None
-
-
-async def test_a_cached_key_needs_no_lookup() -> None:
-    cache = KeyCache()
-    digest = hash_key("elk_one")
-    cache.put(digest, _key(), generation=cache.generation)
-    fetches = _Fetches()  # any call would fail: nothing to pop
-    assert await cache.look_up(digest, fetches(), now=NOW) == _key()
-    assert fetches.calls == 0
