@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
@@ -20,6 +20,8 @@ import psycopg
 from psycopg.abc import Buffer
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
+
+from store.pool import Conn, alone
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -31,6 +33,20 @@ PG_EPOCH_UNIX_US = (PG_EPOCH - UNIX_EPOCH) // _MICROSECOND
 def unix_time(microseconds: int) -> datetime:
     """The aware UTC time `microseconds` after 1970-01-01."""
     return UNIX_EPOCH + timedelta(microseconds=microseconds)
+
+
+async def fetch_records(
+    conn: Conn, statement: bytes, params: Mapping[str, Any], layout: np.dtype[Any]
+) -> npt.NDArray[Any]:
+    """The rows of a statement that aggregates them into one bytea of fixed-width binary
+    records (string_agg of send functions; NULL for no row), as numpy reads it whole: no Python
+    object per row. On a connection in no transaction, the statement is a transaction of its
+    own (store.pool.alone)."""
+    async with alone(conn), conn.cursor(binary=True) as cur:
+        await cur.execute(statement, params)
+        found = await cur.fetchone()
+    assert found is not None  # an aggregate's one row
+    return np.frombuffer(found[0] or b"", dtype=layout)
 
 
 class TimeColumns:

@@ -25,6 +25,7 @@ from store.arrays import (
     Int4Array,
     TimeColumns,
     TimestamptzArray,
+    fetch_records,
     micros,
     unix_time,
 )
@@ -719,12 +720,8 @@ async def readings_page(
         "limit": limit,
     }
     statement = _READINGS_PAGE_RECORDS[period_s is not None, after is not None]
-    async with alone(conn), conn.cursor(binary=True) as cur:
-        await cur.execute(statement, params)
-        found = await cur.fetchone()
-    assert found is not None  # an aggregate's one row (NULL for no reading)
     layout = _PAGE_RECORD if period_s is None else _PERIOD_PAGE_RECORD
-    records = np.frombuffer(found[0] or b"", dtype=layout)
+    records = await fetch_records(conn, statement, params, layout)
     return ReadingColumns(
         records["time"].astype(np.int64) + PG_EPOCH_UNIX_US,
         (

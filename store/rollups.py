@@ -27,6 +27,7 @@ from store.arrays import (
     Int4Array,
     TimeColumns,
     TimestamptzArray,
+    fetch_records,
     micros,
     unix_time,
 )
@@ -716,19 +717,13 @@ async def hourly_slots(
 ) -> HourlySlots:
     """Hourly values and origins of these stations × parameters with hour in [start, end), each
     with its hour as whole hours since `start`, by station, parameter and hour."""
-    async with conn.cursor(binary=True) as cur:
-        await cur.execute(
-            _HOURLY_SLOT_RECORDS,
-            {
-                "stations": list(station_ids),
-                "parameters": list(parameter_ids),
-                "start": start,
-                "end": end,
-            },
-        )
-        found = await cur.fetchone()
-    assert found is not None  # an aggregate's one row (NULL for no rollup)
-    records = np.frombuffer(found[0] or b"", dtype=_HOURLY_SLOT)
+    params = {
+        "stations": list(station_ids),
+        "parameters": list(parameter_ids),
+        "start": start,
+        "end": end,
+    }
+    records = await fetch_records(conn, _HOURLY_SLOT_RECORDS, params, _HOURLY_SLOT)
     return HourlySlots(
         records["station_id"].astype(np.int64),
         records["parameter_id"].astype(np.int64),
